@@ -1,0 +1,159 @@
+"""One typed settings object, read from the environment (``KPI_*``) and overridden by CLI flags.
+
+A bad value fails fast with a message that names the setting, so a typo in a deployment is
+caught at start-up instead of surfacing as wrong numbers later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .durations import format_duration, parse_duration
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Topics:
+    impressions: str = "marketing.impressions"
+    clicks: str = "marketing.clicks"
+    leads: str = "marketing.leads"
+    sales: str = "marketing.sales"
+    sales_contacts: str = "marketing.sales_contacts"
+    rejected: str = "marketing.rejected"
+
+    def inputs(self) -> tuple[str, str, str, str, str]:
+        """Input topics in event-type order (see ``stream.events.EVENT_TYPES``)."""
+        return (self.impressions, self.clicks, self.leads, self.sales, self.sales_contacts)
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str | None = None  # None: start the embedded broker
+    app_id: str = "kpi-monitor"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    partitions: int = 4
+    topics: Topics = field(default_factory=Topics)
+    bucket_seconds: int = 60
+    windows_seconds: tuple[int, ...] = (300, 900, 3600)
+    grace_seconds: int = 600
+    future_tolerance_seconds: int = 300
+    dedup_horizon_seconds: int = 600
+    dedup_max_ids_per_partition: int = 500_000
+    lead_ttl_seconds: int = 7 * 86400
+    currency: str = "USD"
+    max_campaigns: int = 5000
+    batch_size: int = 1000
+    batch_within_seconds: float = 0.1
+    session_timeout_seconds: float = 10.0
+    data_dir: str = ""
+
+    def __post_init__(self) -> None:
+        _check(self.web_port > 0 and self.web_port < 65536, "KPI_WEB_PORT", "must be 1-65535")
+        _check(self.partitions >= 1, "KPI_PARTITIONS", "must be >= 1")
+        _check(self.bucket_seconds >= 1, "KPI_BUCKET", "must be at least 1s")
+        _check(bool(self.windows_seconds), "KPI_WINDOWS", "needs at least one window")
+        for window in self.windows_seconds:
+            _check(
+                window >= self.bucket_seconds and window % self.bucket_seconds == 0,
+                "KPI_WINDOWS",
+                f"window {format_duration(window)} must be a whole number of buckets "
+                f"({format_duration(self.bucket_seconds)})",
+            )
+        _check(self.grace_seconds >= 0, "KPI_GRACE", "must be >= 0")
+        _check(self.dedup_horizon_seconds >= 0, "KPI_DEDUP_HORIZON", "must be >= 0")
+        _check(self.dedup_max_ids_per_partition >= 1, "KPI_DEDUP_MAX_IDS", "must be >= 1")
+        _check(len(self.currency) == 3 and self.currency.isalpha() and self.currency.isupper(),
+               "KPI_CURRENCY", "must be an ISO 4217 code such as USD")
+        _check(self.max_campaigns >= 1, "KPI_MAX_CAMPAIGNS", "must be >= 1")
+        _check(self.batch_size >= 1, "KPI_BATCH_SIZE", "must be >= 1")
+        if self.broker is not None:
+            _check(self.broker.startswith("kafka://"), "KPI_BROKER",
+                   f"must look like kafka://host:port, got {self.broker!r}")
+
+    @property
+    def retention_seconds(self) -> int:
+        """How long a bucket is kept: the longest window plus the grace period."""
+        return max(self.windows_seconds) + self.grace_seconds
+
+    def replace(self, **changes: object) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise SettingsError(f"{name}: {message}")
+
+
+def _read(env: Mapping[str, str], name: str, convert, default):
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return convert(raw)
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+
+
+def _duration(raw: str) -> int:
+    seconds = parse_duration(raw)
+    if seconds != int(seconds):
+        raise ValueError(f"{raw!r} must be a whole number of seconds")
+    return int(seconds)
+
+
+def _durations(raw: str) -> tuple[int, ...]:
+    return tuple(sorted({_duration(part) for part in raw.split(",") if part.strip()}))
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"not an integer: {raw!r}") from None
+
+
+def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from ``KPI_*`` variables; keyword overrides (CLI flags) win over the environment."""
+    env = os.environ if env is None else env
+    base = Settings()
+    topics = Topics(
+        impressions=env.get("KPI_TOPIC_IMPRESSIONS") or base.topics.impressions,
+        clicks=env.get("KPI_TOPIC_CLICKS") or base.topics.clicks,
+        leads=env.get("KPI_TOPIC_LEADS") or base.topics.leads,
+        sales=env.get("KPI_TOPIC_SALES") or base.topics.sales,
+        sales_contacts=env.get("KPI_TOPIC_SALES_CONTACTS") or base.topics.sales_contacts,
+        rejected=env.get("KPI_TOPIC_REJECTED") or base.topics.rejected,
+    )
+    values: dict[str, object] = dict(
+        broker=env.get("KPI_BROKER") or None,
+        app_id=env.get("KPI_APP_ID") or base.app_id,
+        web_host=env.get("KPI_WEB_HOST") or base.web_host,
+        web_port=_read(env, "KPI_WEB_PORT", _int, base.web_port),
+        partitions=_read(env, "KPI_PARTITIONS", _int, base.partitions),
+        topics=topics,
+        bucket_seconds=_read(env, "KPI_BUCKET", _duration, base.bucket_seconds),
+        windows_seconds=_read(env, "KPI_WINDOWS", _durations, base.windows_seconds),
+        grace_seconds=_read(env, "KPI_GRACE", _duration, base.grace_seconds),
+        future_tolerance_seconds=_read(env, "KPI_FUTURE_TOLERANCE", _duration,
+                                       base.future_tolerance_seconds),
+        dedup_horizon_seconds=_read(env, "KPI_DEDUP_HORIZON", _duration, base.dedup_horizon_seconds),
+        dedup_max_ids_per_partition=_read(env, "KPI_DEDUP_MAX_IDS", _int,
+                                          base.dedup_max_ids_per_partition),
+        lead_ttl_seconds=_read(env, "KPI_LEAD_TTL", _duration, base.lead_ttl_seconds),
+        currency=env.get("KPI_CURRENCY") or base.currency,
+        max_campaigns=_read(env, "KPI_MAX_CAMPAIGNS", _int, base.max_campaigns),
+        batch_size=_read(env, "KPI_BATCH_SIZE", _int, base.batch_size),
+        batch_within_seconds=_read(env, "KPI_BATCH_WITHIN", parse_duration, base.batch_within_seconds),
+        session_timeout_seconds=_read(env, "KPI_SESSION_TIMEOUT", parse_duration,
+                                      base.session_timeout_seconds),
+        data_dir=env.get("KPI_DATA_DIR") or base.data_dir,
+    )
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,65 @@
+"""A mergeable quantile sketch with bounded relative error (the DDSketch idea), over plain dicts.
+
+Response times are counted in logarithmic bins; any quantile is then known to within
+``RELATIVE_ACCURACY`` of the true sample value, in memory that grows with the log of the range,
+not with the number of leads. Bins can be added and removed, so a retracted observation
+(an earlier first contact arriving late) leaves no trace.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping
+
+RELATIVE_ACCURACY = 0.01
+_GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+_LOG_GAMMA = math.log(_GAMMA)
+ZERO_BIN = -(10**6)  # responses under one millisecond
+
+
+def bin_of(value_ms: int) -> int:
+    if value_ms < 1:
+        return ZERO_BIN
+    return math.ceil(math.log(value_ms) / _LOG_GAMMA)
+
+
+def bin_value(index: int) -> float:
+    """Representative value of a bin, within RELATIVE_ACCURACY of any value in it."""
+    if index == ZERO_BIN:
+        return 0.0
+    return 2 * _GAMMA**index / (_GAMMA + 1)
+
+
+def add(sketch: dict[int, int], value_ms: int, count: int = 1) -> None:
+    index = bin_of(value_ms)
+    new = sketch.get(index, 0) + count
+    if new:
+        sketch[index] = new
+    else:
+        del sketch[index]
+
+
+def merge(sketches: Iterable[Mapping[int, int]]) -> dict[int, int]:
+    merged: dict[int, int] = {}
+    for sketch in sketches:
+        for index, count in sketch.items():
+            merged[index] = merged.get(index, 0) + count
+    return merged
+
+
+def quantile(sketch: Mapping[int, int], q: float) -> float | None:
+    """The q-quantile (0..1) in milliseconds, or None for an empty sketch.
+
+    Uses the lower rank convention: the smallest value with at least ceil(q*n) samples at or
+    below it (so p50 of [1, 2] is 1, as with nearest-rank percentiles).
+    """
+    total = sum(sketch.values())
+    if total <= 0:
+        return None
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for index in sorted(sketch):
+        seen += sketch[index]
+        if seen >= rank:
+            return bin_value(index)
+    return bin_value(max(sketch))  # pragma: no cover - unreachable with positive counts
