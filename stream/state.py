@@ -329,8 +329,13 @@ class PartitionState:
             index.sort_chunks()
 
     def resume_offsets(self) -> dict[int, int]:
-        """Per input kind with a checkpoint: the next offset to read."""
-        return {kind: off + 1 for kind, off in enumerate(self.meta.checkpoint) if off >= 0}
+        """Per input kind, the next offset to read: after the checkpoint, or 0 if there is none.
+
+        With no checkpoint nothing is known to be complete, whatever the consumer group has
+        committed (a restore that stopped short can lose the newest Meta record), so the
+        partition is read again from the start; the records' ``hw`` make that replay a no-op.
+        """
+        return {kind: off + 1 for kind, off in enumerate(self.meta.checkpoint)}
 
 
 # -- record codecs (plain JSON lists: compact, and readable with kafka tools) ------------------
