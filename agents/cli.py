@@ -78,8 +78,7 @@ def run_broker(port: int) -> int:
 
 
 def run_worker(settings: Settings, *, demo: bool = False, loglevel: str = "info") -> int:
-    import faust
-
+    from . import worker
     from .app import create_app
 
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -101,8 +100,7 @@ def run_worker(settings: Settings, *, demo: bool = False, loglevel: str = "info"
             )
         print(f"kpi-monitor: metrics at http://{settings.web_host}:{settings.web_port}/metrics, "
               f"JSON at /kpis", flush=True)
-        worker = faust.Worker(monitor.app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-        worker.execute_from_commandline()
+        worker.run(monitor.app, loglevel=loglevel)
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
