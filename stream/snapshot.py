@@ -68,7 +68,7 @@ def build_snapshot(
             snap.late[kind] += meta.late[kind]
             snap.duplicate[kind] += meta.duplicate[kind]
 
-    all_campaigns = sorted({c for s in states for c in s.totals} | {c for s in states for c in s.buckets})
+    all_campaigns = sorted({c for s in states for c in s.totals})  # every campaign has totals
     for campaign in all_campaigns:
         label = campaigns.label(campaign)
         for state in states:
@@ -79,12 +79,14 @@ def build_snapshot(
                     for kind, count in enumerate(counts):
                         key = (label, channel_label, kind)
                         snap.events_total[key] = snap.events_total.get(key, 0) + count
-                hist, total_ms = snap.histograms.get(label, ([0] * len(totals.histogram), 0))
-                snap.histograms[label] = (
-                    [a + b for a, b in zip(hist, totals.histogram)],
-                    total_ms + totals.histogram_sum_ms,
-                )
-            per_window = trailing_window_sums(state.buckets.get(campaign, {}), now_ms, bucket_ms,
+            histogram = state.response_histogram(campaign)
+            if histogram is not None and (sum(histogram[0]) or label in snap.histograms):
+                bins, total_ms = snap.histograms.get(label, ([0] * len(histogram[0]), 0))
+                snap.histograms[label] = ([a + b for a, b in zip(bins, histogram[0])],
+                                          total_ms + histogram[1])
+            view = state.responses.get(campaign)
+            per_window = trailing_window_sums(state.buckets.get(campaign, {}),
+                                              view.sketches if view else {}, now_ms, bucket_ms,
                                               windows_ms)
             for window, sums in per_window.items():
                 snap.windows[(label, window)] = _add_into(snap.windows.get((label, window)), sums)

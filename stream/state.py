@@ -10,6 +10,14 @@ is complete (the checkpoint); consumption resumes after it.
 records, then dedup chunks, then ``Meta`` last. They go to one changelog partition, so any prefix
 of the log that holds a record also holds every record written before it; together with ``hw``
 this keeps a restore that stops early, or a crash mid-write, exact.
+
+Response times are not folded into aggregates by the events that complete a lead/contact pair:
+which event completes it depends on how the lead and contact topics interleave, and that differs
+between a run and its replay. Instead every figure about response times (window quantiles, the
+histogram, leads awaiting contact) is derived in memory from the lead records, which are
+self-contained min-folds of their own events. Only when a lead record is deleted (after the lead
+TTL) is its response folded into the campaign's persisted histogram archive; the archive names
+the leads of its latest fold, so a deletion lost in a crash cannot count a lead twice.
 """
 
 from __future__ import annotations
@@ -44,16 +52,30 @@ class Bucket:
     counts: list[int] = field(default_factory=lambda: [0] * KINDS)
     revenue: int = 0  # micros
     spend: int = 0  # micros
-    sketch: dict[int, int] = field(default_factory=dict)  # response-time bins of first contacts
     hw: list[int] = field(default_factory=_fresh_hw)
+
+
+def _empty_histogram() -> list[int]:
+    return [0] * (len(_HIST_BOUNDS_MS) + 1)
 
 
 @dataclass(slots=True)
 class Totals:
     by_channel: dict[str, list[int]] = field(default_factory=dict)
-    histogram: list[int] = field(default_factory=lambda: [0] * (len(_HIST_BOUNDS_MS) + 1))
-    histogram_sum_ms: int = 0
+    # Response times of lead records already deleted; live records are added at read time.
+    archived_histogram: list[int] = field(default_factory=_empty_histogram)
+    archived_sum_ms: int = 0
+    archived_leads: list[str] = field(default_factory=list)  # lead ids of the latest fold
     hw: list[int] = field(default_factory=_fresh_hw)
+
+
+@dataclass(slots=True)
+class ResponseView:
+    """Derived from the live lead records of one campaign; never persisted."""
+
+    histogram: list[int] = field(default_factory=_empty_histogram)
+    sum_ms: int = 0
+    sketches: dict[int, dict[int, int]] = field(default_factory=dict)  # contact bucket -> sketch
 
 
 @dataclass(slots=True)
@@ -106,12 +128,14 @@ class PartitionState:
         self.leads: dict[tuple[str, str], LeadJoin] = {}
         self.meta = Meta()
         self.dedup = [DedupIndex(config.dedup_horizon_ms, config.dedup_max_ids) for _ in range(KINDS)]
-        # Derived indexes, rebuilt from the lead records on load.
+        # Derived from the lead records, rebuilt on load.
+        self.responses: dict[str, ResponseView] = {}
         self.awaiting_contact: dict[str, dict[str, int]] = {}  # campaign -> lead_id -> lead_ms
         self.unmatched_contacts: dict[str, int] = {}  # campaign -> contacts with no lead yet
         self._dirty_buckets: set[tuple[str, int]] = set()
         self._dirty_totals: set[str] = set()
         self._dirty_leads: set[tuple[str, str]] = set()
+        self._deletions: list[bytes] = []
 
     # -- applying events -------------------------------------------------------------------
 
@@ -138,39 +162,42 @@ class PartitionState:
             meta.duplicate[kind] += 1
             return
         campaign = event.campaign
-        touched: list = []
 
-        totals = self._totals(campaign)
+        totals = self.totals.get(campaign)
+        if totals is None:
+            totals = self.totals[campaign] = Totals()
         if totals.hw[kind] < pos:
             per_channel = totals.by_channel.get(event.channel)
             if per_channel is None:
                 per_channel = totals.by_channel[event.channel] = [0] * KINDS
             per_channel[kind] += 1
-            touched.append(totals)
+            totals.hw[kind] = pos
+            self._dirty_totals.add(campaign)
 
         config = self.config
         start = bucket_start(event.occurred_ms, config.bucket_ms)
         if is_expired(start, config.bucket_ms, now_ms, config.retention_ms):
             meta.late[kind] += 1
         else:
-            bucket = self._bucket(campaign, start, create=True)
+            per_campaign = self.buckets.get(campaign)
+            if per_campaign is None:
+                per_campaign = self.buckets[campaign] = {}
+            bucket = per_campaign.get(start)
+            if bucket is None:
+                bucket = per_campaign[start] = Bucket()
             if bucket.hw[kind] < pos:
                 bucket.counts[kind] += 1
                 if kind == SALE:
                     bucket.revenue += event.amount_micros
                 else:
                     bucket.spend += event.amount_micros  # impressions and clicks carry cost
-                touched.append(bucket)
+                bucket.hw[kind] = pos
+                self._dirty_buckets.add((campaign, start))
 
         if kind == LEAD or kind == SALES_CONTACT:
-            self._join(event, pos, now_ms, touched)
+            self._join(event, pos)
 
-        # hw moves only now, so every record above was judged on its state before this event.
-        for record in touched:
-            if record.hw[kind] < pos:
-                record.hw[kind] = pos
-
-    def _join(self, event: Event, pos: int, now_ms: int, touched: list) -> None:
+    def _join(self, event: Event, pos: int) -> None:
         kind = event.kind
         key = (event.campaign, event.lead_id)
         record = self.leads.get(key)
@@ -178,89 +205,71 @@ class PartitionState:
             record = self.leads[key] = LeadJoin()
         if record.hw[kind] >= pos:
             return
-        before = (record.response_ms(), record.contact_ms)
         self._unindex(key, record)
         t = event.occurred_ms
         if kind == LEAD:
             record.lead_ms = t if record.lead_ms is None else min(record.lead_ms, t)
         else:
             record.contact_ms = t if record.contact_ms is None else min(record.contact_ms, t)
+        record.hw[kind] = pos
         self._index(key, record)
         self._dirty_leads.add(key)
-        touched.append(record)
-        after = (record.response_ms(), record.contact_ms)
-        if after == before:
-            return
-        if before[0] is not None:
-            self._observe(event.campaign, before[1], before[0], -1, kind, pos, now_ms, touched)
-        if after[0] is not None:
-            self._observe(event.campaign, after[1], after[0], +1, kind, pos, now_ms, touched)
 
-    def _observe(self, campaign: str, contact_ms: int, response_ms: int, sign: int,
-                 kind: int, pos: int, now_ms: int, touched: list) -> None:
-        """Add (sign=+1) or retract (-1) one response time, in the totals and the contact's bucket."""
-        totals = self._totals(campaign)
-        if totals.hw[kind] < pos:
-            totals.histogram[histogram_bin(response_ms)] += sign
-            totals.histogram_sum_ms += sign * response_ms
-            touched.append(totals)
-        config = self.config
-        start = bucket_start(contact_ms, config.bucket_ms)
-        if is_expired(start, config.bucket_ms, now_ms, config.retention_ms):
-            return
-        bucket = self._bucket(campaign, start, create=sign > 0)
-        if bucket is not None and bucket.hw[kind] < pos:
-            qsketch.add(bucket.sketch, response_ms, sign)
-            touched.append(bucket)
-
-    def _totals(self, campaign: str) -> Totals:
-        totals = self.totals.get(campaign)
-        if totals is None:
-            totals = self.totals[campaign] = Totals()
-        self._dirty_totals.add(campaign)
-        return totals
-
-    def _bucket(self, campaign: str, start: int, *, create: bool) -> Bucket | None:
-        per_campaign = self.buckets.get(campaign)
-        if per_campaign is None:
-            if not create:
-                return None
-            per_campaign = self.buckets[campaign] = {}
-        bucket = per_campaign.get(start)
-        if bucket is None:
-            if not create:
-                return None
-            bucket = per_campaign[start] = Bucket()
-        self._dirty_buckets.add((campaign, start))
-        return bucket
-
-    def _index(self, key: tuple[str, str], record: LeadJoin) -> None:
+    def _index(self, key: tuple[str, str], record: LeadJoin, sign: int = 1) -> None:
+        """Add (sign=1) or remove (-1) one lead record's part of the derived views."""
         campaign, lead_id = key
-        if record.contact_ms is None and record.lead_ms is not None:
-            self.awaiting_contact.setdefault(campaign, {})[lead_id] = record.lead_ms
-        elif record.lead_ms is None and record.contact_ms is not None:
-            self.unmatched_contacts[campaign] = self.unmatched_contacts.get(campaign, 0) + 1
-
-    def _unindex(self, key: tuple[str, str], record: LeadJoin) -> None:
-        campaign, lead_id = key
-        if record.contact_ms is None and record.lead_ms is not None:
-            waiting = self.awaiting_contact[campaign]
-            del waiting[lead_id]
-            if not waiting:
-                del self.awaiting_contact[campaign]
-        elif record.lead_ms is None and record.contact_ms is not None:
-            left = self.unmatched_contacts[campaign] - 1
+        response = record.response_ms()
+        if response is not None:
+            view = self.responses.get(campaign)
+            if view is None:
+                view = self.responses[campaign] = ResponseView()
+            view.histogram[histogram_bin(response)] += sign
+            view.sum_ms += sign * response
+            start = bucket_start(record.contact_ms, self.config.bucket_ms)  # type: ignore[arg-type]
+            sketch = view.sketches.get(start)
+            if sketch is None:
+                sketch = view.sketches[start] = {}
+            qsketch.add(sketch, response, sign)
+            if not sketch:
+                del view.sketches[start]
+        elif record.lead_ms is not None:
+            if sign > 0:
+                self.awaiting_contact.setdefault(campaign, {})[lead_id] = record.lead_ms
+            else:
+                waiting = self.awaiting_contact[campaign]
+                del waiting[lead_id]
+                if not waiting:
+                    del self.awaiting_contact[campaign]
+        elif record.contact_ms is not None:
+            left = self.unmatched_contacts.get(campaign, 0) + sign
             if left:
                 self.unmatched_contacts[campaign] = left
             else:
                 del self.unmatched_contacts[campaign]
+
+    def _unindex(self, key: tuple[str, str], record: LeadJoin) -> None:
+        self._index(key, record, -1)
+
+    def response_histogram(self, campaign: str) -> tuple[list[int], int] | None:
+        """All-time response-time bins and sum (archived plus live), or None if there are none."""
+        totals = self.totals.get(campaign)
+        view = self.responses.get(campaign)
+        if totals is None and view is None:
+            return None
+        bins = list(totals.archived_histogram) if totals else _empty_histogram()
+        total_ms = totals.archived_sum_ms if totals else 0
+        if view is not None:
+            bins = [a + b for a, b in zip(bins, view.histogram)]
+            total_ms += view.sum_ms
+        return bins, total_ms
 
     # -- persistence -----------------------------------------------------------------------
 
     def finish_batch(self) -> list[Record]:
         """Changed records, in the order that keeps any log prefix consistent (see module doc)."""
         p = self.partition
-        records: list[Record] = []
+        records: list[Record] = [(key, None) for key in self._deletions]
+        self._deletions.clear()
         for campaign, start in sorted(self._dirty_buckets):
             bucket = self.buckets.get(campaign, {}).get(start)
             if bucket is not None:
@@ -284,10 +293,16 @@ class PartitionState:
         return records
 
     def expire(self, now_ms: int) -> list[Record]:
-        """Drop buckets past retention and lead records past their life; return the deletions."""
+        """Drop buckets past retention and lead records past the lead TTL; return the records.
+
+        A completed lead's response is folded into its campaign's archive, written before the
+        lead record's deletion (see module doc).
+        """
         p = self.partition
         config = self.config
-        deletions: list[Record] = []
+        records: list[Record] = []
+        deletions: list[Record] = [(key, None) for key in self._deletions]
+        self._deletions.clear()
         for campaign in list(self.buckets):
             per_campaign = self.buckets[campaign]
             for start in [s for s in per_campaign
@@ -297,19 +312,38 @@ class PartitionState:
                 deletions.append((_key(p, "b", campaign, start), None))
             if not per_campaign:
                 del self.buckets[campaign]
+        for view in self.responses.values():
+            for start in [s for s in view.sketches
+                          if is_expired(s, config.bucket_ms, now_ms, config.retention_ms)]:
+                del view.sketches[start]
+        archived: dict[str, list[str]] = {}
         for key in list(self.leads):
             record = self.leads[key]
             newest = max(t for t in (record.lead_ms, record.contact_ms, 0) if t is not None)
-            life = config.retention_ms if record.response_ms() is not None else config.lead_ttl_ms
-            if newest + life <= now_ms:
-                self._unindex(key, record)
-                del self.leads[key]
-                self._dirty_leads.discard(key)
-                deletions.append((_key(p, "l", *key), None))
-        return deletions
+            if newest + config.lead_ttl_ms > now_ms:
+                continue
+            campaign, lead_id = key
+            response = record.response_ms()
+            self._unindex(key, record)
+            if response is not None:
+                totals = self.totals.setdefault(campaign, Totals())
+                totals.archived_histogram[histogram_bin(response)] += 1
+                totals.archived_sum_ms += response
+                archived.setdefault(campaign, []).append(lead_id)
+            del self.leads[key]
+            self._dirty_leads.discard(key)
+            deletions.append((_key(p, "l", campaign, lead_id), None))
+        for campaign in sorted(self.totals):
+            totals = self.totals[campaign]
+            folded = archived.get(campaign, [])
+            if folded or totals.archived_leads:
+                totals.archived_leads = folded
+                records.append((_key(p, "t", campaign), encode_totals(totals)))
+        return records + deletions
 
     def load(self, records: Iterable[tuple[list, bytes]]) -> None:
         """Rebuild from restored records (decoded keys, raw values), in any order."""
+        leads = []
         for key, value in records:
             tag = key[1]
             data = orjson.loads(value)
@@ -318,15 +352,21 @@ class PartitionState:
             elif tag == "t":
                 self.totals[key[2]] = decode_totals(data)
             elif tag == "l":
-                lead_key = (key[2], key[3])
-                record = self.leads[lead_key] = decode_lead(data)
-                self._index(lead_key, record)
+                leads.append(((key[2], key[3]), decode_lead(data)))
             elif tag == "d":
                 self.dedup[key[2]].load_chunk(Chunk(key[3], data[0], data[1]))
             elif tag == "m":
                 self.meta = decode_meta(data)
         for index in self.dedup:
             index.sort_chunks()
+        archived = {c: set(t.archived_leads) for c, t in self.totals.items() if t.archived_leads}
+        for (campaign, lead_id), record in leads:
+            if lead_id in archived.get(campaign, ()):
+                # Folded into the archive, but its deletion did not survive: finish the job.
+                self._deletions.append(_key(self.partition, "l", campaign, lead_id))
+                continue
+            self.leads[(campaign, lead_id)] = record
+            self._index((campaign, lead_id), record)
 
     def resume_offsets(self) -> dict[int, int]:
         """Per input kind, the next offset to read: after the checkpoint, or 0 if there is none.
@@ -354,19 +394,19 @@ def partition_of_key(key: bytes) -> int:
 
 
 def encode_bucket(b: Bucket) -> bytes:
-    return orjson.dumps([b.counts, b.revenue, b.spend, list(b.sketch.items()), b.hw])
+    return orjson.dumps([b.counts, b.revenue, b.spend, b.hw])
 
 
 def decode_bucket(d: list) -> Bucket:
-    return Bucket(d[0], d[1], d[2], {int(i): c for i, c in d[3]}, d[4])
+    return Bucket(d[0], d[1], d[2], d[3])
 
 
 def encode_totals(t: Totals) -> bytes:
-    return orjson.dumps([t.by_channel, t.histogram, t.histogram_sum_ms, t.hw])
+    return orjson.dumps([t.by_channel, t.archived_histogram, t.archived_sum_ms, t.archived_leads, t.hw])
 
 
 def decode_totals(d: list) -> Totals:
-    return Totals(d[0], d[1], d[2], d[3])
+    return Totals(d[0], d[1], d[2], d[3], d[4])
 
 
 def encode_lead(r: LeadJoin) -> bytes:

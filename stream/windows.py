@@ -28,36 +28,41 @@ class WindowSums(NamedTuple):
 
 def trailing_window_sums(
     buckets: Mapping[int, "object"],
+    sketches: Mapping[int, Mapping[int, int]],
     now_ms: int,
     bucket_ms: int,
     windows_ms: Iterable[int],
 ) -> dict[int, WindowSums]:
-    """Sums per window length over ``buckets`` ({start_ms: Bucket-like}).
+    """Sums per window length over ``buckets`` ({start_ms: Bucket-like}) and ``sketches``
+    ({start_ms: response-time sketch of first contacts in that bucket}).
 
-    A Bucket-like has ``counts`` (list of 5 ints), ``revenue``, ``spend`` (micros) and
-    ``sketch`` ({bin: count}). Each bucket is visited once, whatever the number of windows.
+    A Bucket-like has ``counts`` (list of 5 ints), ``revenue`` and ``spend`` (micros). Each bucket
+    is visited once, whatever the number of windows.
     """
     current = bucket_start(now_ms, bucket_ms)
     windows = sorted(windows_ms)
-    sums = {w: WindowSums([0, 0, 0, 0, 0], 0, 0, {}) for w in windows}
+    counts = {w: [0, 0, 0, 0, 0] for w in windows}
     revenue = {w: 0 for w in windows}
     spend = {w: 0 for w in windows}
+    merged: dict[int, dict[int, int]] = {w: {} for w in windows}
     for start, bucket in buckets.items():
         if start > current:
             continue  # accepted future events count once their time has come
         age = current - start
         for window in windows:
             if age < window:
-                target = sums[window]
-                counts = target.counts
+                target = counts[window]
                 for kind, count in enumerate(bucket.counts):
-                    counts[kind] += count
+                    target[kind] += count
                 revenue[window] += bucket.revenue
                 spend[window] += bucket.spend
-                sketch = target.response_sketch
-                for index, count in bucket.sketch.items():
-                    sketch[index] = sketch.get(index, 0) + count
-    return {
-        w: WindowSums(s.counts, revenue[w], spend[w], {k: v for k, v in s.response_sketch.items() if v})
-        for w, s in sums.items()
-    }
+    for start, sketch in sketches.items():
+        if start > current:
+            continue
+        age = current - start
+        for window in windows:
+            if age < window:
+                target_sketch = merged[window]
+                for index, count in sketch.items():
+                    target_sketch[index] = target_sketch.get(index, 0) + count
+    return {w: WindowSums(counts[w], revenue[w], spend[w], merged[w]) for w in windows}

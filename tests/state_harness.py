@@ -56,10 +56,12 @@ def canonical(state: PartitionState, *, with_positions: bool = True) -> dict:
         return record.hw if with_positions else None
 
     return {
-        "totals": {c: (t.by_channel, t.histogram, t.histogram_sum_ms, hw(t)) for c, t in state.totals.items()},
-        "buckets": {(c, s): (b.counts, b.revenue, b.spend, b.sketch, hw(b))
-                    for c, per in state.buckets.items() for s, b in per.items()
-                    if any(b.counts) or b.sketch},
+        "totals": {c: (t.by_channel, t.archived_histogram, t.archived_sum_ms, hw(t))
+                   for c, t in state.totals.items()},
+        "histograms": {c: state.response_histogram(c) for c in state.totals},
+        "sketches": {c: v.sketches for c, v in state.responses.items() if v.sketches},
+        "buckets": {(c, s): (b.counts, b.revenue, b.spend, hw(b))
+                    for c, per in state.buckets.items() for s, b in per.items()},
         "leads": {k: (r.lead_ms, r.contact_ms, hw(r)) for k, r in state.leads.items()},
         "awaiting": state.awaiting_contact,
         "unmatched": state.unmatched_contacts,
