@@ -111,8 +111,8 @@ def create_app(
             )
             table.write(result.records)
             for letter in result.dead_letters:
-                await rejected_topic.send(value=letter.rejection.original,
-                                          headers=_dead_letter_headers(letter))
+                rejected_topic.send_soon(value=letter.rejection.original,
+                                         headers=_dead_letter_headers(letter))
             metrics.batches.inc()
             metrics.messages_replayed.inc(result.replayed)
             metrics.messages_unowned.inc(result.unowned)
@@ -124,14 +124,16 @@ def create_app(
         table.write(pipeline.expire())
 
     def lag() -> dict[tuple[str, int], int]:
+        if not app.in_worker:  # e.g. under test_context: there is no consumer to ask
+            return {}
         positions = pipeline.resume_positions()
         out = {}
-        for tp in app.consumer.assignment():
-            if tp.topic in input_topics:
+        for (topic, partition) in positions:
+            tp = TP(topic, partition)
+            if tp in app.consumer.assignment():
                 highwater = app.consumer.highwater(tp)
                 if highwater is not None:
-                    position = positions.get((tp.topic, tp.partition), 0)
-                    out[(tp.topic, tp.partition)] = max(0, highwater - position)
+                    out[(topic, partition)] = max(0, highwater - positions[(topic, partition)])
         return out
 
     collector = KpiCollector(lambda: list(pipeline.states.values()), settings, clock, lag)

@@ -1,0 +1,99 @@
+"""The ingest agent under Faust's test_context: no broker, memory store, real agent code."""
+
+import asyncio
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agents.app import create_app
+from stream.settings import Settings
+from tests.factories import NOW_MS, event, raw
+
+SETTINGS = Settings(broker="kafka://127.0.0.1:9", web_port=16199, batch_within_seconds=0.01)
+
+
+async def deliver(test_agent, topic: str, partition: int, offset: int, value: bytes) -> None:
+    message = test_agent.to_message(b"key", value, partition=partition, offset=offset)
+    message.topic = topic
+    channel = test_agent.stream().channel
+    await channel.put(await channel.decode(message))
+
+
+async def until(predicate, timeout=5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+def scrape(registry: CollectorRegistry) -> dict[tuple, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client import generate_latest
+
+    out = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+@pytest.fixture
+def monitor():
+    registry = CollectorRegistry()
+    monitor = create_app(SETTINGS, clock=lambda: NOW_MS, registry=registry)
+    monitor.pipeline.assign(range(SETTINGS.partitions), [])
+    return monitor
+
+
+async def test_agent_folds_batches_into_state_and_metrics(monitor):
+    topics = SETTINGS.topics
+    async with monitor.app.agents["ingest"].test_context() as agent:
+        await deliver(agent, topics.impressions, 1, 0,
+                      orjson.dumps([event("impression", cost=0.5) for _ in range(4)]))
+        await deliver(agent, topics.clicks, 1, 0, raw(event("click", cost=1.0)))
+        await deliver(agent, topics.clicks, 1, 1, b"{broken")
+        await deliver(agent, topics.sales, 1, 0, raw(event("sale", value=30, currency="EUR")))
+        await until(lambda: monitor.pipeline.states[1].meta.checkpoint[3] == 0)
+
+    values = scrape(monitor.registry)
+    assert values[("kpi_events_total", (("campaign", "c1"), ("channel", "unknown"),
+                                        ("event_type", "impression")))] == 4
+    assert values[("kpi_ctr_ratio", (("campaign", "c1"), ("window", "5m")))] == 0.25
+    assert values[("kpi_window_spend", (("campaign", "c1"), ("window", "1h")))] == 3.0
+    assert values[("kpi_events_rejected_total", (("reason", "invalid_json"),))] == 1
+    assert values[("kpi_events_rejected_total", (("reason", "currency"),))] == 1
+    assert values[("kpi_conversion_ratio", (("campaign", "c1"), ("window", "5m")))] == 0.0
+    for absent in ("kpi_lead_to_sale_ratio", "kpi_cpa", "kpi_aov"):  # zero leads / sales
+        assert (absent, (("campaign", "c1"), ("window", "5m"))) not in values
+    # The table holds the records, keyed to changelog partition 1, meta last.
+    keys = [orjson.loads(k) for k in monitor.table.data.keys()]
+    assert {k[0] for k in keys} == {1}
+    assert [1, "m"] in keys
+
+
+async def test_agent_skips_messages_the_state_already_holds(monitor):
+    topics = SETTINGS.topics
+    async with monitor.app.agents["ingest"].test_context() as agent:
+        await deliver(agent, topics.clicks, 2, 0, raw(event("click", campaign="x")))
+        await until(lambda: monitor.pipeline.states[2].meta.checkpoint[1] == 0)
+        await deliver(agent, topics.clicks, 2, 0, raw(event("click", campaign="x")))  # redelivered
+        await deliver(agent, topics.clicks, 2, 1, raw(event("click", campaign="x")))
+        await until(lambda: monitor.pipeline.states[2].meta.checkpoint[1] == 1)
+    totals = monitor.pipeline.states[2].totals["x"].by_channel["unknown"]
+    assert totals[1] == 2
+    assert monitor.metrics.messages_replayed._value.get() == 1
+
+
+async def test_state_rebuilt_from_table_matches(monitor):
+    topics = SETTINGS.topics
+    async with monitor.app.agents["ingest"].test_context() as agent:
+        await deliver(agent, topics.leads, 0, 0, raw(event("lead", lead_id="L", at_ms=NOW_MS - 600_000)))
+        await deliver(agent, topics.sales_contacts, 0, 0, raw(event("sales_contact", lead_id="L")))
+        await until(lambda: monitor.pipeline.states[0].meta.checkpoint[4] == 0)
+    before = monitor.collector.snapshot()
+    monitor.pipeline.assign(range(SETTINGS.partitions), list(monitor.table.data.items()))
+    after = monitor.collector.snapshot()
+    assert after.histograms == before.histograms and after.events_total == before.events_total
+    assert monitor.pipeline.resume_positions()[(topics.leads, 0)] == 1

@@ -1,0 +1,40 @@
+import pytest
+
+from stream.durations import format_duration, parse_duration
+from stream.settings import SettingsError, settings_from_env
+
+
+def test_defaults():
+    s = settings_from_env({})
+    assert s.broker is None and s.web_host == "127.0.0.1" and s.web_port == 6066
+    assert s.windows_seconds == (300, 900, 3600) and s.retention_seconds == 4200
+    assert s.topics.inputs()[0] == "marketing.impressions" and s.max_campaigns == 5000
+
+
+def test_environment_and_overrides():
+    s = settings_from_env({"KPI_WINDOWS": "1h, 5m", "KPI_BUCKET": "30s", "KPI_TOPIC_CLICKS": "c",
+                           "KPI_BROKER": "kafka://k:9092", "KPI_WEB_PORT": "7000"}, web_port=7100)
+    assert s.windows_seconds == (300, 3600) and s.bucket_seconds == 30
+    assert s.topics.clicks == "c" and s.broker == "kafka://k:9092" and s.web_port == 7100
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"KPI_WEB_PORT": "http"}, "KPI_WEB_PORT"),
+    ({"KPI_WEB_PORT": "70000"}, "KPI_WEB_PORT"),
+    ({"KPI_WINDOWS": "5 minutes"}, "KPI_WINDOWS"),
+    ({"KPI_WINDOWS": "90s"}, "KPI_WINDOWS"),  # not a whole number of 1m buckets
+    ({"KPI_BUCKET": "0s"}, "KPI_BUCKET"),
+    ({"KPI_CURRENCY": "usd"}, "KPI_CURRENCY"),
+    ({"KPI_BROKER": "localhost:9092"}, "KPI_BROKER"),
+    ({"KPI_MAX_CAMPAIGNS": "0"}, "KPI_MAX_CAMPAIGNS"),
+    ({"KPI_GRACE": "-1m"}, "KPI_GRACE"),
+])
+def test_bad_settings_fail_fast_naming_the_setting(env, named):
+    with pytest.raises(SettingsError, match=named):
+        settings_from_env(env)
+
+
+@pytest.mark.parametrize("text, seconds, label", [("90s", 90, "90s"), ("5m", 300, "5m"),
+                                                  ("1h", 3600, "1h"), ("2d", 172800, "2d")])
+def test_durations(text, seconds, label):
+    assert parse_duration(text) == seconds and format_duration(seconds) == label
