@@ -104,6 +104,10 @@ class KpiCollector(Collector):
         yield from _counters(snap)
         yield from _windows(snap, self._settings)
         yield from _response(snap)
+        owned = GaugeMetricFamily("kpi_partitions_owned",
+                                  "Input partitions whose state this worker holds and exports")
+        owned.add_metric([], len(self._states()))
+        yield owned
         folded = GaugeMetricFamily(
             "kpi_campaigns_folded",
             "Campaigns beyond KPI_MAX_CAMPAIGNS exported as campaign=\"__other__\"",
