@@ -13,7 +13,6 @@ from typing import Callable
 
 import faust
 from aiohttp.web import Response as AiohttpResponse
-from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import disable_created_metrics
@@ -21,7 +20,7 @@ import orjson
 
 from stream.settings import Settings
 
-from .metrics import KpiCollector, PipelineMetrics, build_pipeline_metrics
+from .metrics import FaustStatsCollector, KpiCollector, PipelineMetrics, build_pipeline_metrics
 from .pipeline import Message, Pipeline
 from .table import PartitionedStateTable
 
@@ -70,8 +69,8 @@ def create_app(
         producer_acks=-1,
         topic_allow_declare=True,
         table_cleanup_interval=3600.0,
+        consumer_max_fetch_size=8 * 1024 * 1024,
     )
-    app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "faust"))
 
     pipeline = Pipeline(settings, clock)
     metrics = build_pipeline_metrics(registry)
@@ -109,7 +108,7 @@ def create_app(
                 Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
                 for e in batch
             )
-            table.write(result.records)
+            await table.write(result.records)
             for letter in result.dead_letters:
                 rejected_topic.send_soon(value=letter.rejection.original,
                                          headers=_dead_letter_headers(letter))
@@ -121,7 +120,7 @@ def create_app(
 
     @app.timer(interval=10.0)
     async def expire_old_state() -> None:
-        table.write(pipeline.expire())
+        await table.write(pipeline.expire())
 
     def lag() -> dict[tuple[str, int], int]:
         if not app.in_worker:  # e.g. under test_context: there is no consumer to ask
@@ -138,6 +137,7 @@ def create_app(
 
     collector = KpiCollector(lambda: list(pipeline.states.values()), settings, clock, lag)
     registry.register(collector)
+    registry.register(FaustStatsCollector(lambda: app.monitor if app.in_worker else None))
 
     @app.page("/metrics")
     async def metrics_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:

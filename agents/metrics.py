@@ -123,6 +123,61 @@ class KpiCollector(Collector):
             yield lag
 
 
+class FaustStatsCollector(Collector):
+    """Faust's own throughput, commit and consumer-position figures, read from ``app.monitor`` at
+    scrape time. (Faust's PrometheusMonitor updates labelled metrics on every event, which cost
+    ~10% of the worker's CPU here; the built-in Monitor keeps the same figures anyway.)"""
+
+    def __init__(self, monitor_of: Callable[[], object]) -> None:
+        self._monitor_of = monitor_of
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._monitor_of()
+        if m is None or getattr(m, "messages_received_by_topic", None) is None:
+            return
+        received = CounterMetricFamily("faust_messages_received", "Messages received, by topic",
+                                       labels=["topic"])
+        for topic, count in sorted(m.messages_received_by_topic.items()):
+            received.add_metric([topic], count)
+        yield received
+        sent = CounterMetricFamily("faust_messages_sent", "Messages produced, by topic (incl. changelogs)",
+                                   labels=["topic"])
+        for topic, count in sorted(m.messages_sent_by_topic.items()):
+            sent.add_metric([topic], count)
+        yield sent
+        events = CounterMetricFamily("faust_events", "Events through Faust streams")
+        events.add_metric([], m.events_total)
+        yield events
+        for name, doc, value in (
+            ("faust_messages_per_second", "Faust's own recent message rate", m.messages_s),
+            ("faust_events_per_second", "Faust's own recent event rate", m.events_s),
+            ("faust_events_active", "Events being processed now", m.events_active),
+            ("faust_event_runtime_avg_seconds", "Average event processing time", m.events_runtime_avg),
+            ("faust_commit_latency_avg_seconds", "Average offset commit latency",
+             _mean(m.commit_latency)),
+            ("faust_send_latency_avg_seconds", "Average produce latency", _mean(m.send_latency)),
+        ):
+            gauge = GaugeMetricFamily(name, doc)
+            gauge.add_metric([], value)
+            yield gauge
+        positions = (("faust_committed_offset", "Last committed offset", m.tp_committed_offsets),
+                     ("faust_read_offset", "Last read offset", m.tp_read_offsets),
+                     ("faust_end_offset", "Log end offset known to Faust", m.tp_end_offsets))
+        for name, doc, offsets in positions:
+            gauge = GaugeMetricFamily(name, doc, labels=["topic", "partition"])
+            for tp, offset in sorted(offsets.items()):
+                gauge.add_metric([tp.topic, str(tp.partition)], offset)
+            yield gauge
+
+
+def _mean(values) -> float:
+    values = list(values or ())
+    return sum(values) / len(values) if values else 0.0
+
+
 def _counters(snap: Snapshot) -> Iterator[Metric]:
     events = CounterMetricFamily("kpi_events", "Valid events counted, by campaign, channel and type",
                                  labels=["campaign", "channel", "event_type"])

@@ -14,10 +14,13 @@ from collections import deque
 from typing import NamedTuple
 
 
+MAX_CHUNK_ENTRIES = 4096  # ~300 KB as JSON: well under the producer's 1 MB request limit
+
+
 class Chunk(NamedTuple):
     first_pos: int
     max_watermark: int
-    entries: list  # [event_id, pos, watermark]
+    entries: list  # (event_id, pos, watermark)
 
 
 class DedupIndex:
@@ -37,17 +40,20 @@ class DedupIndex:
             if watermark - hit[1] <= self.horizon_ms:
                 return True
         self.seen[event_id] = (pos, watermark)
-        self.pending.append([event_id, pos, watermark])
+        self.pending.append((event_id, pos, watermark))
         return False
 
-    def seal_batch(self) -> Chunk | None:
-        """Close the ids of this batch into a chunk to persist."""
-        if not self.pending:
-            return None
-        chunk = Chunk(self.pending[0][1], max(e[2] for e in self.pending), self.pending)
-        self.chunks.append(chunk)
+    def seal_batch(self) -> list[Chunk]:
+        """Close the ids of this batch into chunks to persist."""
+        pending = self.pending
         self.pending = []
-        return chunk
+        sealed = []
+        for start in range(0, len(pending), MAX_CHUNK_ENTRIES):
+            entries = pending[start:start + MAX_CHUNK_ENTRIES]
+            chunk = Chunk(entries[0][1], max(e[2] for e in entries), entries)
+            self.chunks.append(chunk)
+            sealed.append(chunk)
+        return sealed
 
     def load_chunk(self, chunk: Chunk) -> None:
         for event_id, pos, watermark in chunk.entries:

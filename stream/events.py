@@ -95,32 +95,56 @@ def decode_message(
 
 
 def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: Rules) -> Event:
-    """One JSON object to an :class:`Event`; raises ``_Invalid`` naming the problem."""
-    type_name = obj.get("event_type")
-    if type_name is None:
-        raise _Invalid("missing_field", "event_type")
-    kind = _KIND_BY_NAME.get(type_name) if isinstance(type_name, str) else None
+    """One JSON object to an :class:`Event`; raises ``_Invalid`` naming the problem.
+
+    Written for the common case: each field is checked inline with exact type tests, and only a
+    field that fails goes through the slower helper that says precisely what is wrong.
+    """
+    get = obj.get
+    type_name = get("event_type")
+    kind = _KIND_BY_NAME.get(type_name) if type(type_name) is str else None
     if kind is None:
+        if type_name is None:
+            raise _Invalid("missing_field", "event_type")
         raise _Invalid("unknown_event_type", f"event_type={str(type_name)[:40]!r}")
     if kind != topic_kind:
         raise _Invalid("topic_mismatch",
                        f"{type_name} event on the {EVENT_TYPES[topic_kind]} topic")
-    event_id = _identifier(obj, "event_id", required=True)
-    campaign = _identifier(obj, "campaign_id", required=True)
-    channel = _identifier(obj, "channel", required=False) or DEFAULT_CHANNEL
+    event_id = get("event_id")
+    if type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH:
+        event_id = _identifier(obj, "event_id", required=True)
+    campaign = get("campaign_id")
+    if type(campaign) is not str or not 0 < len(campaign) <= MAX_ID_LENGTH:
+        campaign = _identifier(obj, "campaign_id", required=True)
+    channel = get("channel")
+    if channel is None:
+        channel = DEFAULT_CHANNEL
+    elif type(channel) is not str or not 0 < len(channel) <= MAX_ID_LENGTH:
+        _identifier(obj, "channel", required=False)
     for optional in ("ad_id", "user_id"):
-        _identifier(obj, optional, required=False)
-    occurred_ms = parse_timestamp(obj.get("occurred_at"))
+        value = get(optional)
+        if value is not None and (type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH):
+            _identifier(obj, optional, required=False)
+    occurred = get("occurred_at")
+    if type(occurred) is int and occurred >= _MIN_EPOCH_MS:
+        occurred_ms = occurred
+    else:
+        occurred_ms = parse_timestamp(occurred)
     if occurred_ms - now_ms > rules.future_tolerance_ms:
         raise _Invalid("future_timestamp", f"occurred_at is {(occurred_ms - now_ms) // 1000}s ahead")
 
     amount = 0
     lead_id = None
-    if kind == IMPRESSION or kind == CLICK:
-        amount = _amount(obj, "cost", required=False)
+    if kind <= CLICK:  # impression, click
+        cost = get("cost")
+        if cost is not None:
+            if (type(cost) is float or type(cost) is int) and 0 <= cost < math.inf:
+                amount = round(cost * MICROS)
+            else:
+                amount = _amount(obj, "cost", required=False)
     elif kind == SALE:
         amount = _amount(obj, "value", required=True)
-        currency = obj.get("currency")
+        currency = get("currency")
         if currency is None:
             raise _Invalid("missing_field", "currency")
         if not (isinstance(currency, str) and len(currency) == 3 and currency.isalpha()
@@ -153,6 +177,9 @@ def _amount(obj: dict, name: str, *, required: bool) -> int:
         if required:
             raise _Invalid("missing_field", name)
         return 0
+    kind = type(value)
+    if (kind is float or kind is int) and 0 <= value < math.inf:
+        return round(value * MICROS)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Invalid("invalid_field", f"{name} must be a number")
     if not math.isfinite(value) or value < 0:

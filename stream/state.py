@@ -148,8 +148,10 @@ class PartitionState:
             return False
         for rejection in rejections:
             meta.rejected[rejection.reason] = meta.rejected.get(rejection.reason, 0) + 1
+        base = offset << POSITION_BITS
+        apply_event = self.apply_event
         for index, event in enumerate(events):
-            self.apply_event(event, position(offset, index), now_ms)
+            apply_event(event, base | index, now_ms)
         meta.checkpoint[kind] = offset
         return True
 
@@ -281,8 +283,7 @@ class PartitionState:
             if record is not None:
                 records.append((_key(p, "l", campaign, lead_id), encode_lead(record)))
         for kind, index in enumerate(self.dedup):
-            chunk = index.seal_batch()
-            if chunk is not None:
+            for chunk in index.seal_batch():
                 records.append((_key(p, "d", kind, chunk.first_pos), encode_chunk(chunk)))
             for old in index.evict(self.meta.watermark[kind]):
                 records.append((_key(p, "d", kind, old.first_pos), None))

@@ -119,7 +119,7 @@ def test_known_events_give_exact_metrics(broker, workers):
     assert 600 <= val("kpi_oldest_uncontacted_lead_age_seconds", campaign="alpha") < 900
     assert val("kpi_sales_contacts_unmatched", campaign="gamma") == 1
     assert val("kpi_partitions_owned") == 4
-    assert total(m, "faust_messages_received_total") > 0  # Faust's own sensors are exported
+    assert total(m, "faust_messages_received_total") >= expected_events / 100  # Faust's own stats
 
     dead = asyncio.run(read_topic(broker.bootstrap, "marketing.rejected", 7))
     assert len(dead) == 7
