@@ -22,8 +22,16 @@ from faust.types import TP
 from stream.state import partition_of_key
 
 
+ChangelogSink = Callable[[str, int, list], Awaitable[None]]
+
+
 class PartitionedStateTable(faust.Table):
     on_recovered: Optional[Callable[["PartitionedStateTable"], Awaitable[None]]] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Where records go after the store; tests without a broker capture them instead.
+        self.changelog_sink: ChangelogSink = self._send_batches
 
     def partition_for_key(self, key: Any) -> Optional[int]:
         return partition_of_key(key)
@@ -45,15 +53,19 @@ class PartitionedStateTable(faust.Table):
             else:
                 store[key] = value
             by_partition.setdefault(partition_of_key(key), []).append((key, value))
-        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         topic = self.changelog_topic.get_topic_name()
         for partition, items in by_partition.items():
-            batch = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    await producer.send_batch(batch, topic, partition=partition)
-                    batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"state record {key[:80]!r} is larger than a producer batch")
-            if batch.record_count():
+            await self.changelog_sink(topic, partition, items)
+
+    async def _send_batches(self, topic: str, partition: int,
+                            items: list[tuple[bytes, bytes | None]]) -> None:
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        batch = producer.create_batch()
+        for key, value in items:
+            if batch.append(key=key, value=value, timestamp=None) is None:
                 await producer.send_batch(batch, topic, partition=partition)
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    raise ValueError(f"state record {key[:80]!r} is larger than a producer batch")
+        if batch.record_count():
+            await producer.send_batch(batch, topic, partition=partition)

@@ -44,6 +44,12 @@ def monitor():
     registry = CollectorRegistry()
     monitor = create_app(SETTINGS, clock=lambda: NOW_MS, registry=registry)
     monitor.pipeline.assign(range(SETTINGS.partitions), [])
+    monitor.changelog = []  # (topic, partition, records): test_context has no producer to send with
+
+    async def capture(topic, partition, items):
+        monitor.changelog.append((topic, partition, items))
+
+    monitor.table.changelog_sink = capture
     return monitor
 
 
@@ -71,6 +77,10 @@ async def test_agent_folds_batches_into_state_and_metrics(monitor):
     keys = [orjson.loads(k) for k in monitor.table.data.keys()]
     assert {k[0] for k in keys} == {1}
     assert [1, "m"] in keys
+    # Each batch goes to the changelog partition of its source partition, Meta last.
+    for topic, partition, items in monitor.changelog:
+        assert topic == "kpi-monitor-kpi-state-changelog" and partition == 1
+        assert orjson.loads(items[-1][0]) == [1, "m"]
 
 
 async def test_agent_skips_messages_the_state_already_holds(monitor):
