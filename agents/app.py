@@ -23,6 +23,7 @@ from stream.settings import Settings
 from .metrics import FaustStatsCollector, KpiCollector, PipelineMetrics, build_pipeline_metrics
 from .pipeline import Message, Pipeline
 from .table import PartitionedStateTable
+from .transport import app_class
 
 log = logging.getLogger("kpi_monitor")
 STATE_TABLE = "kpi-state"
@@ -52,7 +53,7 @@ def create_app(
         raise ValueError("create_app needs settings.broker; the CLI starts the embedded one")
     disable_created_metrics()  # *_created series only add noise to dashboards
     registry = registry or CollectorRegistry()
-    app = faust.App(
+    app = app_class(int(settings.fetch_max_wait_seconds * 1000))(
         settings.app_id,
         broker=settings.broker,
         store="memory://",

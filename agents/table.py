@@ -14,6 +14,7 @@ commit, and Faust's recovery reads the changelog as usual.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Awaitable, Callable, Optional, Set
 
 import faust
@@ -32,6 +33,9 @@ class PartitionedStateTable(faust.Table):
         super().__init__(*args, **kwargs)
         # Where records go after the store; tests without a broker capture them instead.
         self.changelog_sink: ChangelogSink = self._send_batches
+        # The agent and the expiry timer both write. Records are encoded synchronously just
+        # before ``write`` is awaited, and the lock is FIFO, so the log keeps encoding order.
+        self._write_lock = asyncio.Lock()
 
     def partition_for_key(self, key: Any) -> Optional[int]:
         return partition_of_key(key)
@@ -45,6 +49,10 @@ class PartitionedStateTable(faust.Table):
         """Persist records in order, per changelog partition; a None value deletes."""
         if not records:
             return
+        async with self._write_lock:
+            await self._write(records)
+
+    async def _write(self, records: list[tuple[bytes, bytes | None]]) -> None:
         store = self.data
         by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for key, value in records:

@@ -52,6 +52,7 @@ class Settings:
     batch_size: int = 1000
     batch_within_seconds: float = 0.1
     session_timeout_seconds: float = 10.0
+    fetch_max_wait_seconds: float = 0.1
     data_dir: str = ""
 
     def __post_init__(self) -> None:
@@ -73,6 +74,7 @@ class Settings:
                "KPI_CURRENCY", "must be an ISO 4217 code such as USD")
         _check(self.max_campaigns >= 1, "KPI_MAX_CAMPAIGNS", "must be >= 1")
         _check(self.batch_size >= 1, "KPI_BATCH_SIZE", "must be >= 1")
+        _check(0 < self.fetch_max_wait_seconds <= 30, "KPI_FETCH_MAX_WAIT", "must be within (0, 30s]")
         if self.broker is not None:
             _check(self.broker.startswith("kafka://"), "KPI_BROKER",
                    f"must look like kafka://host:port, got {self.broker!r}")
@@ -153,6 +155,8 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         batch_within_seconds=_read(env, "KPI_BATCH_WITHIN", parse_duration, base.batch_within_seconds),
         session_timeout_seconds=_read(env, "KPI_SESSION_TIMEOUT", parse_duration,
                                       base.session_timeout_seconds),
+        fetch_max_wait_seconds=_read(env, "KPI_FETCH_MAX_WAIT", parse_duration,
+                                     base.fetch_max_wait_seconds),
         data_dir=env.get("KPI_DATA_DIR") or base.data_dir,
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
