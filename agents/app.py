@@ -20,6 +20,7 @@ import orjson
 
 from stream.settings import Settings
 
+from .kpis_json import snapshot_json
 from .metrics import FaustStatsCollector, KpiCollector, PipelineMetrics, build_pipeline_metrics
 from .pipeline import Message, Pipeline
 from .table import PartitionedStateTable
@@ -147,8 +148,6 @@ def create_app(
 
     @app.page("/kpis")
     async def kpis_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        from .kpis_json import snapshot_json
-
         return web_view.bytes(orjson.dumps(snapshot_json(collector.snapshot())),
                               content_type="application/json")
 

@@ -9,7 +9,7 @@ the state too, so they survive a crash exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import (
@@ -138,16 +138,10 @@ class FaustStatsCollector(Collector):
         m = self._monitor_of()
         if m is None or getattr(m, "messages_received_by_topic", None) is None:
             return
-        received = CounterMetricFamily("faust_messages_received", "Messages received, by topic",
-                                       labels=["topic"])
-        for topic, count in sorted(m.messages_received_by_topic.items()):
-            received.add_metric([topic], count)
-        yield received
-        sent = CounterMetricFamily("faust_messages_sent", "Messages produced, by topic (incl. changelogs)",
-                                   labels=["topic"])
-        for topic, count in sorted(m.messages_sent_by_topic.items()):
-            sent.add_metric([topic], count)
-        yield sent
+        yield _counter_by("faust_messages_received", "Messages received, by topic", "topic",
+                          m.messages_received_by_topic)
+        yield _counter_by("faust_messages_sent", "Messages produced, by topic (incl. changelogs)",
+                          "topic", m.messages_sent_by_topic)
         events = CounterMetricFamily("faust_events", "Events through Faust streams")
         events.add_metric([], m.events_total)
         yield events
@@ -173,6 +167,13 @@ class FaustStatsCollector(Collector):
             yield gauge
 
 
+def _counter_by(name: str, doc: str, label: str, counts: Mapping[str, float]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
+
+
 def _mean(values) -> float:
     values = list(values or ())
     return sum(values) / len(values) if values else 0.0
@@ -184,22 +185,13 @@ def _counters(snap: Snapshot) -> Iterator[Metric]:
     for (campaign, channel, kind), count in sorted(snap.events_total.items()):
         events.add_metric([campaign, channel, EVENT_TYPES[kind]], count)
     yield events
-    rejected = CounterMetricFamily("kpi_events_rejected", "Events rejected to the dead-letter topic",
-                                   labels=["reason"])
-    for reason, count in sorted(snap.rejected.items()):
-        rejected.add_metric([reason], count)
-    yield rejected
-    late = CounterMetricFamily("kpi_events_late",
-                               "Events whose bucket had expired: in totals, in no window",
-                               labels=["event_type"])
-    duplicate = CounterMetricFamily("kpi_events_duplicate",
-                                    "Events dropped as producer-side duplicates (same event_id)",
-                                    labels=["event_type"])
-    for kind, name in enumerate(EVENT_TYPES):
-        late.add_metric([name], snap.late[kind])
-        duplicate.add_metric([name], snap.duplicate[kind])
-    yield late
-    yield duplicate
+    yield _counter_by("kpi_events_rejected", "Events rejected to the dead-letter topic", "reason",
+                      snap.rejected)
+    yield _counter_by("kpi_events_late", "Events whose bucket had expired: in totals, in no window",
+                      "event_type", dict(zip(EVENT_TYPES, snap.late)))
+    yield _counter_by("kpi_events_duplicate",
+                      "Events dropped as producer-side duplicates (same event_id)", "event_type",
+                      dict(zip(EVENT_TYPES, snap.duplicate)))
 
 
 def _windows(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
