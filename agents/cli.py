@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--web-host", help="bind address (env KPI_WEB_HOST, default 127.0.0.1)")
     run.add_argument("--demo", action="store_true",
                      help="also publish realistic synthetic traffic with scripted incidents")
-    run.add_argument("--loglevel", default=os.environ.get("KPI_LOGLEVEL", "info"))
+    run.add_argument("--loglevel", default=os.environ.get("KPI_LOGLEVEL", "warning"))
 
     broker = commands.add_parser("broker", help="run the embedded broker alone and print its URL")
     broker.add_argument("--port", type=int, default=0)
