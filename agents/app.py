@@ -146,6 +146,12 @@ def create_app(
         return AiohttpResponse(body=generate_latest(registry),
                                headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    @app.page("/health")
+    async def health_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        """Cheap readiness/progress probe: owned partitions and events folded by this process."""
+        body = {"partitions": sorted(pipeline.states), "events_folded": pipeline.events_folded}
+        return web_view.bytes(orjson.dumps(body), content_type="application/json")
+
     @app.page("/kpis")
     async def kpis_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web_view.bytes(orjson.dumps(snapshot_json(collector.snapshot())),

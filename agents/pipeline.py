@@ -54,6 +54,7 @@ class Pipeline:
         self.rules = Rules(settings.currency, settings.future_tolerance_seconds * 1000)
         self.config = state_config(settings)
         self.states: dict[int, PartitionState] = {}
+        self.events_folded = 0  # valid events decoded by this process (replays excluded)
 
     def assign(self, partitions: Iterable[int], records: Iterable[tuple[bytes, bytes]]) -> None:
         """Own exactly ``partitions``, rebuilding each from the restored table records."""
@@ -106,6 +107,7 @@ class Pipeline:
             for rejection in rejections:
                 dead.append(DeadLetter(topic, partition, offset, rejection))
         records = [record for p in sorted(touched) for record in states[p].finish_batch()]
+        self.events_folded += events
         return BatchResult(records, dead, events, replayed, unowned)
 
     def expire(self) -> list[Record]:
