@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench setup clean
+.PHONY: run test bench setup clean generate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("kpi-monitor needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -19,9 +19,15 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/kpi-monitor run --demo
 
-## All tests: pure, agent (Faust test_context) and end-to-end on the embedded broker
+## All tests: pure, agent (Faust test_context), end-to-end on the embedded broker, and the ops
+## stack on real Prometheus/Alertmanager (Debian packages, installed by scripts/install-ops-tools.sh)
 test: $(STAMP)
+	bash scripts/install-ops-tools.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## Regenerate Prometheus rules, Grafana alerting and dashboards from ops/kpi-rules.yaml
+generate: $(STAMP)
+	$(BIN)/kpi-monitor rules generate
 
 ## Throughput and latency figures (not a test; several minutes)
 bench: $(STAMP)

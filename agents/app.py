@@ -20,6 +20,8 @@ import orjson
 
 from stream.settings import Settings
 
+from .kafka_auth import faust_credentials
+
 from .kpis_json import snapshot_json
 from .metrics import FaustStatsCollector, KpiCollector, PipelineMetrics, build_pipeline_metrics
 from .pipeline import Message, Pipeline
@@ -72,6 +74,7 @@ def create_app(
         topic_allow_declare=True,
         table_cleanup_interval=3600.0,
         consumer_max_fetch_size=8 * 1024 * 1024,
+        broker_credentials=faust_credentials(settings),
     )
 
     pipeline = Pipeline(settings, clock)

@@ -36,9 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("file", help="JSON lines: one event object (or array of events) per line")
     send.add_argument("--broker", help="kafka://host:port (env KPI_BROKER)")
 
+    rules = commands.add_parser("rules", help="generate (or check) the Prometheus rules, Grafana "
+                                              "alerting and dashboards from ops/kpi-rules.yaml")
+    rules.add_argument("action", choices=["generate", "check"])
+    rules.add_argument("--root", default=".", help="project root holding ops/ and grafana/")
+
+    sink = commands.add_parser("alert-sink", help="print alerts POSTed to /alerts (webhook receiver)")
+    sink.add_argument("--host", default="127.0.0.1")
+    sink.add_argument("--port", type=int, default=8080)
+
     demo = commands.add_parser("demo-traffic", help="publish demo traffic to a running broker")
     demo.add_argument("--broker", help="kafka://host:port (env KPI_BROKER)")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: run forever)")
+    demo.add_argument("--scale", type=float, default=1.0, help="multiply every campaign's traffic")
+    demo.add_argument("--incident-after", type=float, default=120, help="seconds until the incidents")
 
     args = parser.parse_args(argv)
     try:
@@ -52,11 +63,20 @@ def main(argv: list[str] | None = None) -> int:
 
             settings = settings_from_env(broker=args.broker)
             return asyncio.run(send_file(settings, args.file))
+        if args.command == "alert-sink":
+            from .alert_sink import run as run_sink
+
+            return run_sink(args.host, args.port)
+        if args.command == "rules":
+            from .generate import main as generate
+
+            return generate(args.action, args.root)
         if args.command == "demo-traffic":
             from .demo import run_traffic
 
             settings = settings_from_env(broker=args.broker)
-            asyncio.run(run_traffic(settings, seconds=args.seconds))
+            asyncio.run(run_traffic(settings, seconds=args.seconds, scale=args.scale,
+                                    incident_after_s=args.incident_after))
             return 0
     except SettingsError as exc:
         print(f"kpi-monitor: bad setting: {exc}", file=sys.stderr)

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from stream.settings import Settings
 
+from .kafka_auth import aiokafka_kwargs
 from .topics import bootstrap_servers, ensure_topics
 
 CHANNELS = ("search", "social", "display", "email", "video")
@@ -136,14 +137,15 @@ async def run_traffic(settings: Settings, *, seconds: float = 0, scale: float = 
     """Publish the default scenario until ``seconds`` have passed (0: forever)."""
     await ensure_topics(settings)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker or ""),
-                                acks="all", linger_ms=20)
+                                acks="all", linger_ms=20, **aiokafka_kwargs(settings))
     await producer.start()
     rng = random.Random(seed)
     topic_of = dict(zip(("impression", "click", "lead", "sale", "sales_contact"), settings.topics.inputs()))
     started = time.monotonic()
     scenario = Scenario.default(time.time_ns() // 1_000_000, rng, scale=scale,
                                 incident_after_s=incident_after_s)
-    print(f"demo traffic: {len(scenario.campaigns)} campaigns; incidents after {incident_after_s:.0f}s: "
+    print(f"demo traffic: {len(scenario.campaigns)} campaigns; incidents after {incident_after_s:.0f}s "
+          f"(incident_at_ms={scenario.started_ms + scenario.incident_after_ms}): "
           f"{CTR_COLLAPSE_CAMPAIGN} CTR collapses, {UNCONTACTED_CAMPAIGN} leads go uncontacted", flush=True)
     try:
         last = time.monotonic()

@@ -21,11 +21,12 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from stream.durations import format_duration
-from stream.events import EVENT_TYPES
+from stream.events import CLICK, EVENT_TYPES, IMPRESSION, LEAD, SALE
 from stream.labels import LabelBudget
 from stream.settings import Settings
 from stream.snapshot import Snapshot, build_snapshot
 from stream.state import HISTOGRAM_BOUNDS_SECONDS
+from stream.wilson import wilson_bounds
 
 RATIO_METRICS = (
     ("kpi_ctr_ratio", "ctr", "Click-through rate: clicks / impressions"),
@@ -38,6 +39,10 @@ RATIO_METRICS = (
     ("kpi_roas_ratio", "roas", "Return on ad spend: revenue / spend"),
     ("kpi_aov", "aov", "Average order value: revenue / sales (reporting currency)"),
 )
+
+# Rate KPIs (successes, trials by event kind): these also get 95% Wilson bounds.
+RATE_KPIS = {"ctr": (CLICK, IMPRESSION), "conversion": (SALE, CLICK), "lead_rate": (LEAD, CLICK),
+             "lead_to_sale": (SALE, LEAD)}
 
 
 @dataclass
@@ -201,6 +206,9 @@ def _windows(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
     revenue = GaugeMetricFamily("kpi_window_revenue", "Revenue in the trailing window", labels=labels)
     spend = GaugeMetricFamily("kpi_window_spend", "Spend in the trailing window", labels=labels)
     ratios = {attr: GaugeMetricFamily(name, doc, labels=labels) for name, attr, doc in RATIO_METRICS}
+    bounds = {attr: (GaugeMetricFamily(f"{name}_lower", f"95% Wilson lower bound of {name}", labels=labels),
+                     GaugeMetricFamily(f"{name}_upper", f"95% Wilson upper bound of {name}", labels=labels))
+              for name, attr, _ in RATIO_METRICS if attr in RATE_KPIS}
     p50 = GaugeMetricFamily("kpi_sales_response_p50_seconds",
                             "Median lead-to-first-contact time of contacts in the window", labels=labels)
     p95 = GaugeMetricFamily("kpi_sales_response_p95_seconds",
@@ -214,6 +222,11 @@ def _windows(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
         for attr, value in snap.kpis(campaign, window_ms)._asdict().items():
             if value is not None:
                 ratios[attr].add_metric([campaign, window], value)
+        for attr, (successes, trials) in RATE_KPIS.items():
+            interval = wilson_bounds(sums.counts[successes], sums.counts[trials])
+            if interval is not None:
+                bounds[attr][0].add_metric([campaign, window], interval[0])
+                bounds[attr][1].add_metric([campaign, window], interval[1])
         for family, q in ((p50, 0.5), (p95, 0.95)):
             value = snap.response_quantile_seconds(campaign, window_ms, q)
             if value is not None:
@@ -222,6 +235,9 @@ def _windows(snap: Snapshot, settings: Settings) -> Iterator[Metric]:
     yield revenue
     yield spend
     yield from ratios.values()
+    for lower, upper in bounds.values():
+        yield lower
+        yield upper
     yield p50
     yield p95
 

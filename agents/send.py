@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from stream.events import EVENT_TYPES
 from stream.settings import Settings
 
+from .kafka_auth import aiokafka_kwargs
 from .topics import bootstrap_servers, ensure_topics
 
 
@@ -28,7 +29,7 @@ async def send_file(settings: Settings, path: str) -> int:
         return 2
     await ensure_topics(settings)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker), acks="all",
-                                linger_ms=5)
+                                linger_ms=5, **aiokafka_kwargs(settings))
     await producer.start()
     sent = skipped = 0
     try:

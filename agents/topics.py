@@ -6,6 +6,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream.settings import Settings
 
+from .kafka_auth import aiokafka_kwargs
+
 
 class TopicLayoutError(RuntimeError):
     """Input topics are not co-partitioned; the worker must not start."""
@@ -28,7 +30,8 @@ async def ensure_topics(settings: Settings) -> int:
     """Create missing topics; return the input partition count, or raise TopicLayoutError."""
     inputs = list(settings.topics.inputs())
     wanted = inputs + [settings.topics.rejected]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker or ""))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker or ""),
+                                **aiokafka_kwargs(settings))
     await admin.start()
     try:
         existing = await partition_counts(admin, wanted)

@@ -54,6 +54,13 @@ class Settings:
     session_timeout_seconds: float = 10.0
     fetch_max_wait_seconds: float = 0.1
     data_dir: str = ""
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str = "PLAIN"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
 
     def __post_init__(self) -> None:
         _check(self.web_port > 0 and self.web_port < 65536, "KPI_WEB_PORT", "must be 1-65535")
@@ -75,6 +82,13 @@ class Settings:
         _check(self.max_campaigns >= 1, "KPI_MAX_CAMPAIGNS", "must be >= 1")
         _check(self.batch_size >= 1, "KPI_BATCH_SIZE", "must be >= 1")
         _check(0 < self.fetch_max_wait_seconds <= 30, "KPI_FETCH_MAX_WAIT", "must be within (0, 30s]")
+        _check(self.security_protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+               "KPI_SECURITY_PROTOCOL", "one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+        if self.security_protocol.startswith("SASL"):
+            _check(self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+                   "KPI_SASL_MECHANISM", "one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+            _check(bool(self.sasl_username), "KPI_SASL_USERNAME", "required with SASL")
+            _check(bool(self.sasl_password), "KPI_SASL_PASSWORD", "required with SASL")
         if self.broker is not None:
             _check(self.broker.startswith("kafka://"), "KPI_BROKER",
                    f"must look like kafka://host:port, got {self.broker!r}")
@@ -158,6 +172,13 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         fetch_max_wait_seconds=_read(env, "KPI_FETCH_MAX_WAIT", parse_duration,
                                      base.fetch_max_wait_seconds),
         data_dir=env.get("KPI_DATA_DIR") or base.data_dir,
+        security_protocol=env.get("KPI_SECURITY_PROTOCOL") or base.security_protocol,
+        sasl_mechanism=env.get("KPI_SASL_MECHANISM") or base.sasl_mechanism,
+        sasl_username=env.get("KPI_SASL_USERNAME") or "",
+        sasl_password=env.get("KPI_SASL_PASSWORD") or "",
+        ssl_cafile=env.get("KPI_SSL_CAFILE") or "",
+        ssl_certfile=env.get("KPI_SSL_CERTFILE") or "",
+        ssl_keyfile=env.get("KPI_SSL_KEYFILE") or "",
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

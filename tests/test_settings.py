@@ -38,3 +38,19 @@ def test_bad_settings_fail_fast_naming_the_setting(env, named):
                                                   ("1h", 3600, "1h"), ("2d", 172800, "2d")])
 def test_durations(text, seconds, label):
     assert parse_duration(text) == seconds and format_duration(seconds) == label
+
+
+def test_sasl_needs_credentials_and_builds_client_options():
+    from agents.kafka_auth import aiokafka_kwargs, faust_credentials
+
+    with pytest.raises(SettingsError, match="KPI_SASL_USERNAME"):
+        settings_from_env({"KPI_SECURITY_PROTOCOL": "SASL_SSL"})
+    with pytest.raises(SettingsError, match="KPI_SECURITY_PROTOCOL"):
+        settings_from_env({"KPI_SECURITY_PROTOCOL": "TLS"})
+    s = settings_from_env({"KPI_SECURITY_PROTOCOL": "SASL_SSL", "KPI_SASL_MECHANISM": "SCRAM-SHA-512",
+                           "KPI_SASL_USERNAME": "kpi", "KPI_SASL_PASSWORD": "secret"})
+    kwargs = aiokafka_kwargs(s)
+    assert kwargs["security_protocol"] == "SASL_SSL" and kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert kwargs["sasl_plain_username"] == "kpi" and kwargs["ssl_context"] is not None
+    assert faust_credentials(s).mechanism.value == "SCRAM-SHA-512"
+    assert faust_credentials(settings_from_env({})) is None

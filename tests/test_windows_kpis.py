@@ -70,3 +70,29 @@ def test_sketch_retraction_leaves_nothing(values):
     for v in values:
         sketch.add(s, v, -1)
     assert s == {} and sketch.quantile(s, 0.5) is None
+
+
+@pytest.mark.parametrize("successes, trials, lower, upper", [
+    (0, 10, 0.0, 0.2775),       # reference values of the Wilson score interval, z = 1.96
+    (5, 10, 0.2366, 0.7634),
+    (10, 10, 0.7225, 1.0),
+    (20, 1000, 0.01302, 0.03067),
+])
+def test_wilson_bounds_match_reference_values(successes, trials, lower, upper):
+    from stream.wilson import wilson_bounds
+
+    got = wilson_bounds(successes, trials)
+    assert got == pytest.approx((lower, upper), abs=2e-4)
+
+
+@given(st.integers(0, 10_000), st.integers(1, 10_000))
+def test_wilson_bounds_contain_the_rate_and_narrow_with_volume(successes, trials):
+    from stream.wilson import wilson_bounds
+
+    successes = min(successes, trials)
+    lower, upper = wilson_bounds(successes, trials)
+    assert 0 <= lower <= successes / trials <= upper <= 1
+    wide = wilson_bounds(successes, trials)
+    narrow = wilson_bounds(successes * 10, trials * 10)
+    assert narrow[1] - narrow[0] <= wide[1] - wide[0] + 1e-12
+    assert wilson_bounds(0, 0) is None

@@ -1,0 +1,214 @@
+"""KPI alert rules: one documented YAML file, compiled to PromQL for Prometheus and Grafana.
+
+Pure: takes parsed YAML (plain dicts), returns rule objects and PromQL strings. Errors name the
+rule and the field, so a typo in the rules file fails the generator, not the pager.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .durations import format_duration, parse_duration
+from .events import EVENT_TYPES
+
+
+class RuleError(ValueError):
+    """The rules file is wrong; the message names the rule and field."""
+
+
+@dataclass(frozen=True)
+class KpiSource:
+    metric: str
+    windowed: bool = True
+    rate: bool = False  # has 95% Wilson bounds (metric_lower / metric_upper)
+    event_type: str | None = None  # for kpi_window_events
+
+
+KPIS: dict[str, KpiSource] = {
+    "ctr": KpiSource("kpi_ctr_ratio", rate=True),
+    "conversion": KpiSource("kpi_conversion_ratio", rate=True),
+    "lead_rate": KpiSource("kpi_lead_ratio", rate=True),
+    "lead_to_sale": KpiSource("kpi_lead_to_sale_ratio", rate=True),
+    "cpc": KpiSource("kpi_cpc"),
+    "cpl": KpiSource("kpi_cpl"),
+    "cpa": KpiSource("kpi_cpa"),
+    "roas": KpiSource("kpi_roas_ratio"),
+    "aov": KpiSource("kpi_aov"),
+    "revenue": KpiSource("kpi_window_revenue"),
+    "spend": KpiSource("kpi_window_spend"),
+    "response_p50": KpiSource("kpi_sales_response_p50_seconds"),
+    "response_p95": KpiSource("kpi_sales_response_p95_seconds"),
+    "oldest_uncontacted_lead_age": KpiSource("kpi_oldest_uncontacted_lead_age_seconds", windowed=False),
+    "leads_awaiting_contact": KpiSource("kpi_leads_awaiting_contact", windowed=False),
+    **{f"{t}s": KpiSource("kpi_window_events", event_type=t) for t in EVENT_TYPES},
+}
+SEVERITIES = ("page", "ticket", "info")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class MinVolume:
+    event_type: str
+    count: int
+    window: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    summary: str
+    severity: str
+    for_: str
+    kind: str  # "kpi" or "pipeline"
+    kpi: str | None = None
+    window: str | None = None
+    op: str | None = None
+    threshold: float | None = None
+    confident: bool = False
+    min_volume: MinVolume | None = None
+    campaigns: str | None = None
+    may_pause: bool = False
+    expr_override: str | None = None
+    description: str = ""
+
+    @property
+    def alert_name(self) -> str:
+        return "Kpi" + "".join(part.capitalize() for part in self.name.split("_"))
+
+    def expr(self) -> str:
+        """PromQL returning one series per campaign (or pipeline problem) while the rule holds."""
+        if self.kind == "pipeline":
+            return self.expr_override or ""
+        source = KPIS[self.kpi]  # type: ignore[index]
+        metric = source.metric
+        if self.confident:
+            # "Collapsed" must hold for the whole 95% interval: below means its upper bound is.
+            metric += "_upper" if self.op == "<" else "_lower"
+        selector = _selector(self.window if source.windowed else None, self.campaigns, source.event_type)
+        expr = f"{metric}{selector} {self.op} {_number(self.threshold)}"
+        if self.min_volume is not None:
+            volume = self.min_volume
+            volume_selector = _selector(volume.window, self.campaigns, volume.event_type)
+            expr = f"({expr}) and on (campaign) (kpi_window_events{volume_selector} >= {volume.count})"
+        return expr
+
+    def labels(self) -> dict[str, str]:
+        labels = {"severity": self.severity, "rule": self.name}
+        if self.kind == "kpi":
+            labels["kpi"] = self.kpi or ""
+            labels["may_pause"] = "true" if self.may_pause else "false"
+        return labels
+
+    def annotations(self) -> dict[str, str]:
+        subject = "campaign {{ $labels.campaign }}: " if self.kind == "kpi" else ""
+        return {"summary": subject + self.summary, "description": self.description}
+
+
+def _selector(window: str | None, campaigns: str | None, event_type: str | None) -> str:
+    parts = []
+    if event_type:
+        parts.append(f'event_type="{event_type}"')
+    if window:
+        parts.append(f'window="{window}"')
+    if campaigns:
+        parts.append(f'campaign=~"{campaigns}"')
+    return "{" + ",".join(parts) + "}"
+
+
+def _number(value: float | None) -> str:
+    return format(value, "g") if value is not None else "NaN"
+
+
+def _duration(value: Any, where: str) -> str:
+    try:
+        return format_duration(parse_duration(str(value)))
+    except ValueError as exc:
+        raise RuleError(f"{where}: {exc}") from None
+
+
+def parse_rules(document: dict) -> list[Rule]:
+    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
+        raise RuleError("the rules file needs a top-level 'rules:' list")
+    defaults = document.get("defaults") or {}
+    rules, seen = [], set()
+    for index, raw in enumerate(document["rules"]):
+        if not isinstance(raw, dict):
+            raise RuleError(f"rules[{index}] must be a mapping")
+        rule = _parse_rule({**defaults, **raw}, f"rules[{index}]")
+        if rule.name in seen:
+            raise RuleError(f"rule {rule.name}: name used twice")
+        seen.add(rule.name)
+        rules.append(rule)
+    return rules
+
+
+def _parse_rule(raw: dict, where: str) -> Rule:
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise RuleError(f"{where}.name: snake_case name required, got {name!r}")
+    where = f"rule {name}"
+    known = {"name", "summary", "description", "severity", "for", "kind", "kpi", "window", "op",
+             "threshold", "confident", "min_volume", "campaigns", "may_pause", "expr"}
+    unknown = set(raw) - known
+    if unknown:
+        raise RuleError(f"{where}: unknown field(s) {sorted(unknown)}")
+    severity = raw.get("severity")
+    if severity not in SEVERITIES:
+        raise RuleError(f"{where}.severity: one of {SEVERITIES}, got {severity!r}")
+    summary = raw.get("summary")
+    if not isinstance(summary, str) or not summary:
+        raise RuleError(f"{where}.summary: a sentence for the on-call person is required")
+    common = dict(name=name, summary=summary, severity=severity,
+                  for_=_duration(raw.get("for", "0s"), f"{where}.for"),
+                  description=str(raw.get("description", "")))
+    kind = raw.get("kind", "kpi")
+    if kind == "pipeline":
+        expr = raw.get("expr")
+        if not isinstance(expr, str) or not expr.strip():
+            raise RuleError(f"{where}.expr: a pipeline rule needs a PromQL expression")
+        return Rule(kind="pipeline", expr_override=" ".join(expr.split()), **common)
+    if kind != "kpi":
+        raise RuleError(f"{where}.kind: 'kpi' or 'pipeline', got {kind!r}")
+    kpi = raw.get("kpi")
+    if kpi not in KPIS:
+        raise RuleError(f"{where}.kpi: one of {sorted(KPIS)}, got {kpi!r}")
+    source = KPIS[kpi]
+    window = None
+    if source.windowed:
+        if "window" not in raw:
+            raise RuleError(f"{where}.window: required for {kpi}")
+        window = _duration(raw["window"], f"{where}.window")
+    op = raw.get("op")
+    if op not in ("<", ">"):
+        raise RuleError(f"{where}.op: '<' or '>', got {op!r}")
+    threshold = raw.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise RuleError(f"{where}.threshold: a number is required")
+    confident = bool(raw.get("confident", False))
+    if confident and not source.rate:
+        raise RuleError(f"{where}.confident: only rate KPIs have confidence bounds "
+                        f"({sorted(k for k, s in KPIS.items() if s.rate)})")
+    min_volume = None
+    if raw.get("min_volume") is not None:
+        mv = raw["min_volume"]
+        if not isinstance(mv, dict) or mv.get("event_type") not in EVENT_TYPES \
+                or not isinstance(mv.get("count"), int) or mv["count"] < 1:
+            raise RuleError(f"{where}.min_volume: needs event_type (one of {EVENT_TYPES}) and count >= 1")
+        volume_window = mv.get("window", window)
+        if volume_window is None:
+            raise RuleError(f"{where}.min_volume.window: required for a KPI without a window")
+        min_volume = MinVolume(mv["event_type"], mv["count"],
+                               _duration(volume_window, f"{where}.min_volume.window"))
+    campaigns = raw.get("campaigns")
+    if campaigns is not None:
+        try:
+            re.compile(campaigns)
+        except (re.error, TypeError) as exc:
+            raise RuleError(f"{where}.campaigns: not a regular expression: {exc}") from None
+        if '"' in campaigns or "\\" in campaigns:
+            raise RuleError(f"{where}.campaigns: quotes and backslashes are not supported")
+    return Rule(kind="kpi", kpi=kpi, window=window, op=op, threshold=float(threshold),
+                confident=confident, min_volume=min_volume, campaigns=campaigns,
+                may_pause=bool(raw.get("may_pause", False)), **common)

@@ -1,0 +1,180 @@
+"""Ops files: generated ones up to date, rules validated, Grafana files checked statically, and
+Prometheus/Alertmanager/compose files checked by the real tools (promtool, amtool, docker-compose)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agents.generate import DASHBOARDS, GRAFANA_ALERTING, PROMETHEUS_RULES, RULES_SOURCE, render
+from stream.alerting import DATASOURCE_UID
+from stream.rules import RuleError, parse_rules
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} missing: run scripts/install-ops-tools.sh (make test does)")
+    return path
+
+
+def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_generated_files_are_up_to_date():
+    for path, text in render(ROOT).items():
+        assert (ROOT / path).read_text() == text, f"{path} is stale: run `kpi-monitor rules generate`"
+
+
+def test_every_default_rule_is_shipped():
+    names = {r.name for r in parse_rules(yaml.safe_load((ROOT / RULES_SOURCE).read_text()))}
+    assert names == {"ctr_collapse", "conversion_drop", "response_time_p95_sla",
+                     "oldest_uncontacted_lead_sla", "campaign_silence", "cpa_over_target",
+                     "roas_under_target", "worker_down", "consumer_lag_growing",
+                     "rejected_share_high", "late_share_high"}
+
+
+GOOD = {"name": "r", "summary": "s", "severity": "page", "kpi": "ctr", "window": "15m", "op": "<",
+        "threshold": 0.01}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"name": "Bad-Name"}, "name"),
+    ({"kpi": "ctrr"}, "rule r.kpi"),
+    ({"op": "<="}, "rule r.op"),
+    ({"threshold": "low"}, "rule r.threshold"),
+    ({"window": "15 minutes"}, "rule r.window"),
+    ({"severity": "urgent"}, "rule r.severity"),
+    ({"kpi": "cpa", "confident": True}, "rule r.confident"),
+    ({"min_volume": {"event_type": "view", "count": 5}}, "rule r.min_volume"),
+    ({"campaigns": "("}, "rule r.campaigns"),
+    ({"tresholds": 1}, "unknown field"),
+    ({"kind": "pipeline"}, "rule r.expr"),
+])
+def test_bad_rules_fail_naming_the_field(change, message):
+    with pytest.raises(RuleError, match=re.escape(message)):
+        parse_rules({"rules": [{**GOOD, **change}]})
+
+
+def test_confidence_and_volume_compile_to_promql():
+    (rule,) = parse_rules({"rules": [{**GOOD, "confident": True, "campaigns": "brand-.*",
+                                      "min_volume": {"event_type": "impression", "count": 2000}}]})
+    assert rule.expr() == ('(kpi_ctr_ratio_upper{window="15m",campaign=~"brand-.*"} < 0.01) and on (campaign) '
+                           '(kpi_window_events{event_type="impression",window="15m",campaign=~"brand-.*"} >= 2000)')
+
+
+# -- Grafana, statically ------------------------------------------------------------------------
+
+def provisioned_datasource_uids() -> set[str]:
+    doc = yaml.safe_load((ROOT / "grafana/provisioning/datasources/prometheus.yaml").read_text())
+    return {d["uid"] for d in doc["datasources"]}
+
+
+def walk(node):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+@pytest.mark.parametrize("path", sorted(DASHBOARDS))
+def test_dashboard_json_is_consistent(path):
+    board = json.loads((ROOT / path).read_text())
+    panels = [p for p in walk(board["panels"]) if "gridPos" in p]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    uids = {n["uid"] for n in walk(board) if isinstance(n.get("uid"), str) and n.get("type") == "prometheus"}
+    assert uids == provisioned_datasource_uids() == {DATASOURCE_UID}
+    for panel in panels:
+        assert 0 <= panel["gridPos"]["x"] and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == DATASOURCE_UID and target["expr"]
+    variables = {v["name"] for v in board["templating"]["list"]}
+    used = set(re.findall(r"\$(\w+)", json.dumps(board))) - {"__rate_interval", "values", "labels"}
+    assert used <= variables, used - variables
+
+
+def test_dashboards_are_provisioned_from_their_folder():
+    provider = yaml.safe_load((ROOT / "grafana/provisioning/dashboards/kpi-monitor.yaml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in compose["services"]["grafana"]["volumes"]
+
+
+def test_grafana_alert_provisioning_format():
+    doc = yaml.safe_load((ROOT / GRAFANA_ALERTING).read_text())
+    assert doc["apiVersion"] == 1
+    uids = []
+    contact_points = {c["name"] for c in doc["contactPoints"]}
+    for group in doc["groups"]:
+        assert {"orgId", "name", "folder", "interval", "rules"} <= set(group)
+        for rule in group["rules"]:
+            uids.append(rule["uid"])
+            assert len(rule["uid"]) <= 40 and re.fullmatch(r"[a-zA-Z0-9-_]+", rule["uid"])
+            refs = {d["refId"] for d in rule["data"]}
+            assert rule["condition"] in refs
+            for data in rule["data"]:
+                assert data["datasourceUid"] in provisioned_datasource_uids() | {"__expr__"}
+                if data["datasourceUid"] == "__expr__":
+                    assert data["model"]["expression"] in refs
+            assert re.fullmatch(r"\d+[smhd]", rule["for"])
+            assert rule["noDataState"] in ("OK", "NoData", "Alerting") and rule["execErrState"] in ("Error", "Alerting", "OK")
+    assert len(uids) == len(set(uids))
+    for receiver in (r for c in doc["contactPoints"] for r in c["receivers"]):
+        assert all("${KPI_ALERT_" in str(v) for v in receiver["settings"].values() if v != "POST")
+    # The policy's receiver comes from the environment; compose defaults it to a contact point here.
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    default = re.search(r":-([\w-]+)\}", compose["services"]["grafana"]["environment"]["KPI_ALERT_CONTACT_POINT"])
+    assert default and default.group(1) in contact_points
+
+
+# -- real tools --------------------------------------------------------------------------------
+
+def test_promtool_checks_rules_and_config():
+    result = run(tool("promtool"), "check", "rules", str(ROOT / PROMETHEUS_RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run(tool("promtool"), "check", "config", str(ROOT / "ops/prometheus/prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_for_every_default_rule():
+    tests = ROOT / "ops/prometheus/tests/kpi-alerts.test.yml"
+    covered = set(re.findall(r"alertname: (Kpi\w+)", tests.read_text()))
+    shipped = {r["alert"] for g in yaml.safe_load((ROOT / PROMETHEUS_RULES).read_text())["groups"] for r in g["rules"]}
+    assert covered == shipped
+    result = run(tool("promtool"), "test", "rules", str(tests))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alertmanager_config_is_valid():
+    result = run(tool("amtool"), "check-config", str(ROOT / "ops/alertmanager/alertmanager.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_is_valid_and_pins_every_image():
+    env = dict(os.environ, GRAFANA_ADMIN_PASSWORD="test-only")
+    result = run(tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "--profile", "demo",
+                 "config", "-q", env=env, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    missing = run(tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "config", "-q",
+                  env={k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}, cwd=ROOT)
+    assert missing.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in missing.stderr
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        image = service.get("image")
+        assert image and re.search(r":[\w.-]+$", image) and not image.endswith(":latest"), name
+    assert compose["services"]["kafka"]["image"].startswith("apache/kafka:")
+    assert compose["services"]["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
