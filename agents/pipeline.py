@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Callable, Iterable, NamedTuple
 
-from stream.events import Rejection, Rules, decode_message
+from stream.events import Rejection, ValidationRules, decode_message
 from stream.settings import Settings
 from stream.state import PartitionState, Record, StateConfig, decode_key, partition_of_key
 
@@ -51,7 +51,7 @@ class Pipeline:
         self.clock = clock
         self.inputs = settings.topics.inputs()
         self.kind_of_topic = {topic: kind for kind, topic in enumerate(self.inputs)}
-        self.rules = Rules(settings.currency, settings.future_tolerance_seconds * 1000)
+        self.rules = ValidationRules(settings.currency, settings.future_tolerance_seconds * 1000)
         self.config = state_config(settings)
         self.states: dict[int, PartitionState] = {}
         self.events_folded = 0  # valid events decoded by this process (replays excluded)

@@ -55,7 +55,7 @@ class Rejection(NamedTuple):
     original: bytes  # the rejected bytes: the whole message, or the one element re-encoded
 
 
-class Rules(NamedTuple):
+class ValidationRules(NamedTuple):
     currency: str = "USD"
     future_tolerance_ms: int = 300_000
 
@@ -67,7 +67,7 @@ class _Invalid(Exception):
 
 
 def decode_message(
-    raw: bytes, topic_kind: int, now_ms: int, rules: Rules
+    raw: bytes, topic_kind: int, now_ms: int, rules: ValidationRules
 ) -> tuple[list[Event], list[Rejection]]:
     """Split one Kafka message value into valid events and rejections."""
     try:
@@ -94,7 +94,7 @@ def decode_message(
     return events, rejections
 
 
-def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: Rules) -> Event:
+def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: ValidationRules) -> Event:
     """One JSON object to an :class:`Event`; raises ``_Invalid`` naming the problem.
 
     Written for the common case: each field is checked inline with exact type tests, and only a

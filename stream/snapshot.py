@@ -80,7 +80,7 @@ def build_snapshot(
                         key = (label, channel_label, kind)
                         snap.events_total[key] = snap.events_total.get(key, 0) + count
             histogram = state.response_histogram(campaign)
-            if histogram is not None and (sum(histogram[0]) or label in snap.histograms):
+            if histogram is not None and sum(histogram[0]):  # no all-zero series per campaign
                 bins, total_ms = snap.histograms.get(label, ([0] * len(histogram[0]), 0))
                 snap.histograms[label] = ([a + b for a, b in zip(bins, histogram[0])],
                                           total_ms + histogram[1])

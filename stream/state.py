@@ -39,10 +39,6 @@ _HIST_BOUNDS_MS = tuple(b * 1000 for b in HISTOGRAM_BOUNDS_SECONDS)
 KINDS = 5
 
 
-def position(offset: int, index: int) -> int:
-    return (offset << POSITION_BITS) | index
-
-
 def _fresh_hw() -> list[int]:
     return [-1] * KINDS
 
@@ -148,7 +144,7 @@ class PartitionState:
             return False
         for rejection in rejections:
             meta.rejected[rejection.reason] = meta.rejected.get(rejection.reason, 0) + 1
-        base = offset << POSITION_BITS
+        base = offset << POSITION_BITS  # position = (offset << 20) | index in message
         apply_event = self.apply_event
         for index, event in enumerate(events):
             apply_event(event, base | index, now_ms)

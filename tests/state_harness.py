@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from stream.events import Rules, decode_message
+from stream.events import ValidationRules, decode_message
 from stream.state import PartitionState, StateConfig, decode_key
 from tests.factories import NOW_MS
 
-RULES = Rules("USD", 300_000)
+RULES = ValidationRules("USD", 300_000)
 CONFIG = StateConfig(bucket_ms=60_000, retention_ms=4_200_000, dedup_horizon_ms=600_000,
                      dedup_max_ids=1_000_000, lead_ttl_ms=7 * 86_400_000)
 

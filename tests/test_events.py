@@ -4,11 +4,11 @@ import orjson
 import pytest
 
 from stream.events import (
-    CLICK, IMPRESSION, LEAD, REASONS, SALE, SALES_CONTACT, Rules, decode_message,
+    CLICK, IMPRESSION, LEAD, REASONS, SALE, SALES_CONTACT, ValidationRules, decode_message,
 )
 from tests.factories import NOW_MS, event, kind, raw
 
-RULES = Rules(currency="USD", future_tolerance_ms=300_000)
+RULES = ValidationRules(currency="USD", future_tolerance_ms=300_000)
 
 
 def decode(payload: bytes, topic: str):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from agents.broker import free_port
+from agents.broker import free_port, stop_process
 
 
 def binary(*names: str) -> str:
@@ -60,13 +60,7 @@ class Service:
                                         start_new_session=True)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=15)
         self._log.close()
 
 
