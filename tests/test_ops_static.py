@@ -155,8 +155,19 @@ def test_promtool_unit_tests_for_every_default_rule():
     covered = set(re.findall(r"alertname: (Kpi\w+)", tests.read_text()))
     shipped = {r["alert"] for g in yaml.safe_load((ROOT / PROMETHEUS_RULES).read_text())["groups"] for r in g["rules"]}
     assert covered == shipped
+    for alert in shipped:  # each rule is shown firing, and resolving later
+        cases = [(_minutes(case["eval_time"]), bool(case["exp_alerts"]))
+                 for test in yaml.safe_load(tests.read_text())["tests"]
+                 for case in test["alert_rule_test"] if case["alertname"] == alert]
+        fired = [t for t, firing in cases if firing]
+        assert fired and any(t > min(fired) and not firing for t, firing in cases), alert
     result = run(tool("promtool"), "test", "rules", str(tests))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _minutes(duration: str) -> int:
+    assert duration.endswith("m")
+    return int(duration[:-1])
 
 
 def test_alertmanager_config_is_valid():
