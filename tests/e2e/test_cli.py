@@ -60,3 +60,35 @@ def test_send_routes_lines_to_their_topics(tmp_path):
     assert result.returncode == 1 and "events.jsonl:3" in result.stderr  # the unroutable line
     assert [r.key for r in clicks] == [b"x"] and [r.key for r in leads] == [b"y"]
     assert orjson.loads(leads[0].value)[0]["lead_id"] == "L"
+
+
+def test_alert_sink_prints_received_alerts():
+    import os
+    import time
+    import urllib.request
+
+    from agents.broker import free_port, stop_process
+
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, "-m", "agents.cli", "alert-sink", "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        body = orjson.dumps({"alerts": [{"status": "firing", "labels": {
+            "alertname": "KpiCtrCollapse", "campaign": "camp-03", "severity": "page"},
+            "annotations": {"summary": "CTR collapsed"}}]})
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/alerts", data=body,
+                                                 headers={"Content-Type": "application/json"})
+                urllib.request.urlopen(request, timeout=2).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "alert sink did not start"
+                time.sleep(0.2)
+        line = orjson.loads(sink.stdout.readline())
+    finally:
+        stop_process(sink)
+    assert line == {"status": "firing", "alertname": "KpiCtrCollapse", "campaign": "camp-03",
+                    "severity": "page", "summary": "CTR collapsed"}

@@ -121,6 +121,18 @@ def test_known_events_give_exact_metrics(broker, workers):
     assert val("kpi_partitions_owned") == 4
     assert total(m, "faust_messages_received_total") >= expected_events / 100  # Faust's own stats
 
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/kpis", timeout=5) as response:
+        kpis = orjson.loads(response.read())["campaigns"]
+    hour = kpis["alpha"]["windows"]["1h"]
+    assert hour["events"]["impression"] == 1002 and hour["ctr"] == pytest.approx(50 / 1002)
+    assert hour["cpa"] == pytest.approx(7.004 / 3) and kpis["alpha"]["leads_awaiting_contact"] == 4
+    assert kpis["gamma"]["windows"]["1h"]["ctr"] is None  # undefined, not 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/health", timeout=5) as response:
+        health = orjson.loads(response.read())
+    assert health == {"partitions": [0, 1, 2, 3], "events_folded": expected_events + 20}  # + duplicates
+
     dead = asyncio.run(read_topic(broker.bootstrap, "marketing.rejected", 7))
     assert len(dead) == 7
     headers = [dict(r.headers) for r in dead]
