@@ -23,5 +23,5 @@ def snapshot_json(snap: Snapshot) -> dict:
     for campaign, count in snap.awaiting_contact.items():
         entry = campaigns.setdefault(campaign, {"windows": {}})
         entry["leads_awaiting_contact"] = count
-        entry["oldest_uncontacted_lead_age_seconds"] = (snap.now_ms - snap.oldest_awaiting_ms[campaign]) / 1000
+        entry["oldest_uncontacted_lead_age_seconds"] = snap.oldest_awaiting_age_seconds(campaign)
     return {"generated_at_ms": snap.now_ms, "campaigns": campaigns}

@@ -262,8 +262,7 @@ def _response(snap: Snapshot) -> Iterator[Metric]:
                                labels=["campaign"])
     for campaign, count in sorted(snap.awaiting_contact.items()):
         awaiting.add_metric([campaign], count)
-        age = max(0, snap.now_ms - snap.oldest_awaiting_ms[campaign]) / 1000
-        oldest.add_metric([campaign], age)
+        oldest.add_metric([campaign], snap.oldest_awaiting_age_seconds(campaign))
     yield awaiting
     yield oldest
     unmatched = GaugeMetricFamily("kpi_sales_contacts_unmatched",

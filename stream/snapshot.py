@@ -33,6 +33,10 @@ class Snapshot:
         sums = self.windows[(campaign, window_ms)]
         return compute_kpis(sums.counts, sums.revenue_micros, sums.spend_micros)
 
+    def oldest_awaiting_age_seconds(self, campaign: str) -> float:
+        """Age of the campaign's oldest lead still awaiting a first contact (0 if in the future)."""
+        return max(0, self.now_ms - self.oldest_awaiting_ms[campaign]) / 1000
+
     def response_quantile_seconds(self, campaign: str, window_ms: int, q: float) -> float | None:
         value = qsketch.quantile(self.windows[(campaign, window_ms)].response_sketch, q)
         return None if value is None else value / 1000
