@@ -23,7 +23,9 @@ from stream.settings import Settings
 from .kafka_auth import faust_credentials
 
 from .kpis_json import snapshot_json
-from .metrics import FaustStatsCollector, KpiCollector, PipelineMetrics, build_pipeline_metrics
+from .loop_lag import LoopLagMonitor
+from .metrics import (FaustStatsCollector, KpiExporter, PipelineMetrics, WorkerCollector,
+                      build_pipeline_metrics)
 from .pipeline import Message, Pipeline
 from .table import PartitionedStateTable
 from .transport import app_class
@@ -41,9 +43,13 @@ class Monitor:
     app: faust.App
     pipeline: Pipeline
     table: PartitionedStateTable
-    registry: CollectorRegistry
-    collector: KpiCollector
+    registry: CollectorRegistry  # process and pipeline metrics; the KPI families come from exporter
+    exporter: KpiExporter
     metrics: PipelineMetrics
+
+    async def metrics_text(self) -> bytes:
+        """The whole /metrics page: KPI families, then the registry's."""
+        return (await self.exporter.text_async()).encode() + generate_latest(self.registry)
 
 
 def create_app(
@@ -94,7 +100,8 @@ def create_app(
 
     async def on_recovered(tbl: PartitionedStateTable) -> None:
         partitions = owned_partitions()
-        pipeline.assign(partitions, list(tbl.data.items()))
+        new = {tp.partition for tp in tbl.newly_assigned if tp.topic in input_topics}
+        pipeline.assign(partitions, tbl.take_records(partitions), kept=partitions - new)
         _seek_to_checkpoints_after_faust_seeks(app, pipeline)
         log.info("owning partitions %s; resuming at %s", sorted(partitions),
                  pipeline.resume_positions())
@@ -140,27 +147,41 @@ def create_app(
                     out[(topic, partition)] = max(0, highwater - positions[(topic, partition)])
         return out
 
-    collector = KpiCollector(lambda: list(pipeline.states.values()), settings, clock, lag)
-    registry.register(collector)
+    exporter = KpiExporter(lambda: list(pipeline.states.values()), settings, clock)
+    registry.register(WorkerCollector(lambda: len(pipeline.states), lag))
     registry.register(FaustStatsCollector(lambda: app.monitor if app.in_worker else None))
+    monitor = Monitor(app, pipeline, table, registry, exporter, metrics)
+    loop_lag = LoopLagMonitor(metrics.loop_lag_seconds.observe)
+    last_render = {"seconds": 0.0}
+
+    @app.task
+    async def watch_event_loop() -> None:
+        await loop_lag.run()
 
     @app.page("/metrics")
     async def metrics_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return AiohttpResponse(body=generate_latest(registry),
-                               headers={"Content-Type": CONTENT_TYPE_LATEST})
+        started = time.perf_counter()
+        body = await monitor.metrics_text()
+        last_render["seconds"] = time.perf_counter() - started
+        metrics.scrape_seconds.observe(last_render["seconds"])
+        return AiohttpResponse(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/health")
     async def health_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        """Cheap readiness/progress probe: owned partitions and events folded by this process."""
-        body = {"partitions": sorted(pipeline.states), "events_folded": pipeline.events_folded}
+        """Cheap readiness/progress probe: owned partitions, events folded by this process, the
+        longest event-loop stall since the previous probe, and the last /metrics render time."""
+        body = {"partitions": sorted(pipeline.states), "events_folded": pipeline.events_folded,
+                "campaigns": sum(s.admitted_campaigns for s in pipeline.states.values()),
+                "loop_lag_worst_seconds": loop_lag.take_worst(),
+                "last_metrics_render_seconds": last_render["seconds"]}
         return web_view.bytes(orjson.dumps(body), content_type="application/json")
 
     @app.page("/kpis")
     async def kpis_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return web_view.bytes(orjson.dumps(snapshot_json(collector.snapshot())),
+        return web_view.bytes(orjson.dumps(snapshot_json(await exporter.snapshot_async())),
                               content_type="application/json")
 
-    return Monitor(app, pipeline, table, registry, collector, metrics)
+    return monitor
 
 
 def _dead_letter_headers(letter) -> list[tuple[str, bytes]]:

@@ -1,4 +1,8 @@
-"""The KPI snapshot as plain JSON, for scripts (e.g. campaign auto-pausing)."""
+"""The KPI snapshot as plain JSON, for scripts (e.g. campaign auto-pausing).
+
+Formats the same rows as ``/metrics`` (``stream.snapshot``); every KPI is present, ``null`` where
+undefined, whatever ``KPI_EXPORT`` says.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,22 @@ from stream.snapshot import Snapshot
 
 def snapshot_json(snap: Snapshot) -> dict:
     campaigns: dict[str, dict] = {}
-    for (campaign, window_ms), sums in sorted(snap.windows.items()):
-        entry = campaigns.setdefault(campaign, {"windows": {}})
-        kpis = snap.kpis(campaign, window_ms)._asdict()
-        entry["windows"][format_duration(window_ms // 1000)] = {
-            "events": dict(zip(EVENT_TYPES, sums.counts)),
-            "revenue": sums.revenue_micros / 1_000_000,
-            "spend": sums.spend_micros / 1_000_000,
-            **kpis,
-            "sales_response_p50_seconds": snap.response_quantile_seconds(campaign, window_ms, 0.5),
-            "sales_response_p95_seconds": snap.response_quantile_seconds(campaign, window_ms, 0.95),
-        }
-    for campaign, count in snap.awaiting_contact.items():
-        entry = campaigns.setdefault(campaign, {"windows": {}})
-        entry["leads_awaiting_contact"] = count
-        entry["oldest_uncontacted_lead_age_seconds"] = snap.oldest_awaiting_age_seconds(campaign)
-    return {"generated_at_ms": snap.now_ms, "campaigns": campaigns}
+    for row in snap.rows:
+        windows = {}
+        for win in row.windows:
+            windows[format_duration(win.window_ms // 1000)] = {
+                "events": dict(zip(EVENT_TYPES, win.counts)),
+                "revenue": win.revenue_micros / 1_000_000,
+                "spend": win.spend_micros / 1_000_000,
+                **win.kpis()._asdict(),
+                "sales_response_p50_seconds": None if win.p50_ms is None else win.p50_ms / 1000,
+                "sales_response_p95_seconds": None if win.p95_ms is None else win.p95_ms / 1000,
+            }
+        entry: dict = {"windows": windows, "events_total": dict(zip(EVENT_TYPES, row.kind_totals()))}
+        if row.awaiting:
+            entry["leads_awaiting_contact"] = row.awaiting
+            entry["oldest_uncontacted_lead_age_seconds"] = row.oldest_awaiting_age_seconds(snap.now_ms)
+        campaigns[row.campaign] = entry
+    return {"generated_at_ms": snap.now_ms, "campaigns": campaigns,
+            "campaigns_tracked": snap.campaigns_tracked, "campaign_budget": snap.campaign_budget,
+            "events_folded": snap.folded_events}

@@ -10,7 +10,8 @@ from typing import Callable, Iterable, NamedTuple
 
 from stream.events import Rejection, ValidationRules, decode_message
 from stream.settings import Settings
-from stream.state import PartitionState, Record, StateConfig, decode_key, partition_of_key
+from stream.codec import Record, decode_key, partition_of_key
+from stream.state import PartitionState, StateConfig
 
 
 class Message(NamedTuple):
@@ -42,6 +43,8 @@ def state_config(settings: Settings) -> StateConfig:
         dedup_horizon_ms=settings.dedup_horizon_seconds * 1000,
         dedup_max_ids=settings.dedup_max_ids_per_partition,
         lead_ttl_ms=settings.lead_ttl_seconds * 1000,
+        max_campaigns=settings.max_campaigns_per_partition,
+        max_channels=settings.max_channels_per_partition,
     )
 
 
@@ -54,26 +57,38 @@ class Pipeline:
         self.rules = ValidationRules(settings.currency, settings.future_tolerance_seconds * 1000)
         self.config = state_config(settings)
         self.states: dict[int, PartitionState] = {}
+        self.parked: dict[int, PartitionState] = {}  # revoked, maybe assigned again
         self.events_folded = 0  # valid events decoded by this process (replays excluded)
 
-    def assign(self, partitions: Iterable[int], records: Iterable[tuple[bytes, bytes]]) -> None:
-        """Own exactly ``partitions``, rebuilding each from the restored table records."""
+    def assign(self, partitions: Iterable[int], records: Iterable[tuple[bytes, bytes | None]],
+               kept: Iterable[int] = ()) -> None:
+        """Own exactly ``partitions``. Those in ``kept`` (owned before and since, so nobody else
+        wrote them) keep their live state; the others are rebuilt from the restored records."""
         wanted = set(partitions)
+        keep = wanted & set(kept) & set(self.parked)
         by_partition: dict[int, list] = defaultdict(list)
         for key, value in records:
             partition = partition_of_key(key)
-            if partition in wanted and value is not None:
+            if partition in wanted and partition not in keep and value is not None:
                 by_partition[partition].append((decode_key(key), value))
         states = {}
         for partition in sorted(wanted):
+            if partition in keep:
+                states[partition] = self.parked[partition]
+                continue
             state = PartitionState(partition, self.config)
             state.load(by_partition.get(partition, ()))
             states[partition] = state
+        self.parked = {}
         self.states = states
 
     def revoke(self, partitions: Iterable[int]) -> None:
+        """Stop folding ``partitions``; their state is parked until the next assignment says
+        whether they stay here."""
         for partition in partitions:
-            self.states.pop(partition, None)
+            state = self.states.pop(partition, None)
+            if state is not None:
+                self.parked[partition] = state
 
     def resume_positions(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> next offset to read, from the checkpoints held in state."""

@@ -5,7 +5,10 @@ not have, or hash the key, which would scatter one source partition's records ov
 changelog partitions. Keeping a partition's records in one changelog partition, in write order,
 is what makes a restored prefix consistent (see ``stream.state``).
 
-Records are written to the store and sent as native producer batches, one per changelog
+The live state is the pipeline's decoded ``PartitionState``; the store holds records only between
+Faust's changelog recovery and ``take_records``, so a worker does not keep its state twice.
+
+Records are sent as native producer batches, one per changelog
 partition, instead of one ``publish_message`` per key: Faust's per-record path cost more than
 the KPI work itself and stalled the stream whenever a batch wrote over 100 records ("producer
 buffer full"). It is the app's own producer, so Faust still flushes it before every offset
@@ -20,7 +23,7 @@ from typing import Any, Awaitable, Callable, Optional, Set
 import faust
 from faust.types import TP
 
-from stream.state import partition_of_key
+from stream.codec import partition_of_key
 
 
 ChangelogSink = Callable[[str, int, list], Awaitable[None]]
@@ -31,19 +34,37 @@ class PartitionedStateTable(faust.Table):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Where records go after the store; tests without a broker capture them instead.
+        # Where records go; tests without a broker capture them instead.
         self.changelog_sink: ChangelogSink = self._send_batches
         # The agent and the expiry timer both write. Records are encoded synchronously just
         # before ``write`` is awaited, and the lock is FIFO, so the log keeps encoding order.
         self._write_lock = asyncio.Lock()
+        self.newly_assigned: set[TP] = set()
 
     def partition_for_key(self, key: Any) -> Optional[int]:
         return partition_of_key(key)
+
+    async def on_rebalance(self, assigned: Set[TP], revoked: Set[TP], newly_assigned: Set[TP],
+                           generation_id: int = 0) -> None:
+        # Faust's own diff of assignments (the revoke signal names every partition, eagerly).
+        self.newly_assigned |= set(newly_assigned)
+        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def on_recovery_completed(self, active_tps: Set[TP], standby_tps: Set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         if self.on_recovered is not None:
             await self.on_recovered(self)
+        self.newly_assigned = set()
+
+    def take_records(self, partitions: set[int]) -> list[tuple[bytes, bytes]]:
+        """Remove and return the restored records of ``partitions`` from the store."""
+        store = self.data
+        taken = [(k, v) for k, v in store.items() if partition_of_key(k) in partitions]
+        key_partition = getattr(store, "_key_partition", {})
+        for key, _ in taken:
+            del store[key]
+            key_partition.pop(key, None)
+        return taken
 
     async def write(self, records: list[tuple[bytes, bytes | None]]) -> None:
         """Persist records in order, per changelog partition; a None value deletes."""
@@ -53,13 +74,8 @@ class PartitionedStateTable(faust.Table):
             await self._write(records)
 
     async def _write(self, records: list[tuple[bytes, bytes | None]]) -> None:
-        store = self.data
         by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for key, value in records:
-            if value is None:
-                store.pop(key, None)
-            else:
-                store[key] = value
             by_partition.setdefault(partition_of_key(key), []).append((key, value))
         topic = self.changelog_topic.get_topic_name()
         for partition, items in by_partition.items():

@@ -48,7 +48,9 @@ class Settings:
     dedup_max_ids_per_partition: int = 500_000
     lead_ttl_seconds: int = 7 * 86400
     currency: str = "USD"
-    max_campaigns: int = 5000
+    max_campaigns_per_partition: int = 2000
+    max_channels_per_partition: int = 100
+    export: str = "lean"  # lean | full: the per-campaign series /metrics exports
     batch_size: int = 1000
     batch_within_seconds: float = 0.1
     session_timeout_seconds: float = 10.0
@@ -79,7 +81,9 @@ class Settings:
         _check(self.dedup_max_ids_per_partition >= 1, "KPI_DEDUP_MAX_IDS", "must be >= 1")
         _check(len(self.currency) == 3 and self.currency.isalpha() and self.currency.isupper(),
                "KPI_CURRENCY", "must be an ISO 4217 code such as USD")
-        _check(self.max_campaigns >= 1, "KPI_MAX_CAMPAIGNS", "must be >= 1")
+        _check(self.max_campaigns_per_partition >= 1, "KPI_MAX_CAMPAIGNS_PER_PARTITION", "must be >= 1")
+        _check(self.max_channels_per_partition >= 1, "KPI_MAX_CHANNELS_PER_PARTITION", "must be >= 1")
+        _check(self.export in ("lean", "full"), "KPI_EXPORT", f"lean or full, got {self.export!r}")
         _check(self.batch_size >= 1, "KPI_BATCH_SIZE", "must be >= 1")
         _check(0 < self.fetch_max_wait_seconds <= 30, "KPI_FETCH_MAX_WAIT", "must be within (0, 30s]")
         _check(self.security_protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
@@ -138,6 +142,9 @@ def _int(raw: str) -> int:
 def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Settings from ``KPI_*`` variables; keyword overrides (CLI flags) win over the environment."""
     env = os.environ if env is None else env
+    if env.get("KPI_MAX_CAMPAIGNS"):
+        raise SettingsError("KPI_MAX_CAMPAIGNS: replaced by KPI_MAX_CAMPAIGNS_PER_PARTITION (campaigns "
+                            "are now bounded in state, per partition)")
     base = Settings()
     topics = Topics(
         impressions=env.get("KPI_TOPIC_IMPRESSIONS") or base.topics.impressions,
@@ -164,7 +171,11 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
                                           base.dedup_max_ids_per_partition),
         lead_ttl_seconds=_read(env, "KPI_LEAD_TTL", _duration, base.lead_ttl_seconds),
         currency=env.get("KPI_CURRENCY") or base.currency,
-        max_campaigns=_read(env, "KPI_MAX_CAMPAIGNS", _int, base.max_campaigns),
+        max_campaigns_per_partition=_read(env, "KPI_MAX_CAMPAIGNS_PER_PARTITION", _int,
+                                          base.max_campaigns_per_partition),
+        max_channels_per_partition=_read(env, "KPI_MAX_CHANNELS_PER_PARTITION", _int,
+                                         base.max_channels_per_partition),
+        export=env.get("KPI_EXPORT") or base.export,
         batch_size=_read(env, "KPI_BATCH_SIZE", _int, base.batch_size),
         batch_within_seconds=_read(env, "KPI_BATCH_WITHIN", parse_duration, base.batch_within_seconds),
         session_timeout_seconds=_read(env, "KPI_SESSION_TIMEOUT", parse_duration,

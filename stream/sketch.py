@@ -63,3 +63,21 @@ def quantile(sketch: Mapping[int, int], q: float) -> float | None:
         if seen >= rank:
             return bin_value(index)
     return bin_value(max(sketch))  # pragma: no cover - unreachable with positive counts
+
+
+def quantiles(sketch: Mapping[int, int], qs: tuple[float, ...]) -> list[float | None]:
+    """Several quantiles (ascending ``qs``) with one sort; each as :func:`quantile` gives it."""
+    total = sum(sketch.values())
+    if total <= 0:
+        return [None] * len(qs)
+    ranks = [max(1, math.ceil(q * total)) for q in qs]
+    out: list[float | None] = []
+    seen = 0
+    indexes = sorted(sketch)
+    position = 0
+    for rank in ranks:
+        while position < len(indexes) and seen + sketch[indexes[position]] < rank:
+            seen += sketch[indexes[position]]
+            position += 1
+        out.append(bin_value(indexes[min(position, len(indexes) - 1)]))
+    return out

@@ -1,69 +1,139 @@
-"""A read-only view of the KPI state of several partitions at one instant, with labels folded.
+"""Rows of KPI figures per campaign, read from the partition states at one instant.
 
-Built at scrape time (Prometheus) or request time (JSON); the state itself is not touched.
+One pure function (``build_rows``) builds the rows that both ``/metrics`` and ``/kpis`` format.
+A campaign's row depends only on its state's version and on the current bucket (windows move
+once per bucket), so a ``RowCache`` keeps rows, and what formatters derive from them, until either
+changes: a scrape costs in proportion to the campaigns that changed, not to all of them.
+
+A campaign normally lives in one partition (producers key by campaign). ``__other__`` lives in
+every partition that folded events, and a misrouted campaign in several: their rows are merged.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from . import sketch as qsketch
+from .campaign import KINDS, CampaignState
 from .kpis import Kpis, compute_kpis
-from .labels import LabelBudget
-from .state import KINDS, PartitionState
-from .windows import WindowSums, trailing_window_sums
+from .leads import HISTOGRAM_BINS
+from .state import FOLDED_CAMPAIGN, FOLDED_CHANNEL, PartitionState
+from .wilson import wilson_bounds
+from .windows import bucket_start
+
+QUANTILES = (0.5, 0.95)
+
+
+@dataclass(slots=True)
+class WindowRow:
+    window_ms: int
+    counts: list[int]
+    revenue_micros: int
+    spend_micros: int
+    sketch: dict[int, int]  # response times of the first contacts made in the window
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    _kpis: Kpis | None = None
+
+    def kpis(self) -> Kpis:
+        if self._kpis is None:
+            self._kpis = compute_kpis(self.counts, self.revenue_micros, self.spend_micros)
+        return self._kpis
+
+    def wilson(self, successes: int, trials: int) -> tuple[float, float] | None:
+        return wilson_bounds(self.counts[successes], self.counts[trials])
+
+
+@dataclass(slots=True, eq=False)
+class CampaignRow:
+    campaign: str
+    windows: list[WindowRow]
+    by_channel: dict[str, list[int]]  # all-time counts by channel and kind
+    histogram: list[int]  # all-time response-time bins (see stream.leads)
+    histogram_sum_ms: int
+    awaiting: int  # leads with no contact yet
+    oldest_awaiting_ms: int | None
+    unmatched: int  # contacts whose lead was not seen
+    formatted: dict[str, object] = field(default_factory=dict)  # formatters' cache, by format
+
+    def kind_totals(self) -> list[int]:
+        sums = [0] * KINDS
+        for counts in self.by_channel.values():
+            for kind in range(KINDS):
+                sums[kind] += counts[kind]
+        return sums
+
+    def oldest_awaiting_age_seconds(self, now_ms: int) -> float | None:
+        """Age of the oldest lead still awaiting a first contact (0 if it is in the future)."""
+        if self.oldest_awaiting_ms is None:
+            return None
+        return max(0, now_ms - self.oldest_awaiting_ms) / 1000
 
 
 @dataclass
 class Snapshot:
     now_ms: int
-    events_total: dict[tuple[str, str, int], int] = field(default_factory=dict)
-    windows: dict[tuple[str, int], WindowSums] = field(default_factory=dict)
-    histograms: dict[str, tuple[list[int], int]] = field(default_factory=dict)
-    awaiting_contact: dict[str, int] = field(default_factory=dict)
-    oldest_awaiting_ms: dict[str, int] = field(default_factory=dict)
-    unmatched_contacts: dict[str, int] = field(default_factory=dict)
-    rejected: dict[str, int] = field(default_factory=dict)
-    late: list[int] = field(default_factory=lambda: [0] * KINDS)
-    duplicate: list[int] = field(default_factory=lambda: [0] * KINDS)
-    folded_campaigns: int = 0
+    windows_ms: tuple[int, ...]
+    rows: list[CampaignRow]
+    rejected: dict[str, int]
+    late: list[int]
+    duplicate: list[int]
+    folded_events: dict[str, int]  # by budget: "campaign", "channel"
+    campaigns_tracked: int
+    campaign_budget: int
 
-    def kpis(self, campaign: str, window_ms: int) -> Kpis:
-        sums = self.windows[(campaign, window_ms)]
-        return compute_kpis(sums.counts, sums.revenue_micros, sums.spend_micros)
+    def channel_totals(self) -> dict[tuple[str, int], int]:
+        out: dict[tuple[str, int], int] = {}
+        for row in self.rows:
+            for channel, counts in row.by_channel.items():
+                for kind, count in enumerate(counts):
+                    out[(channel, kind)] = out.get((channel, kind), 0) + count
+        return out
 
-    def oldest_awaiting_age_seconds(self, campaign: str) -> float:
-        """Age of the campaign's oldest lead still awaiting a first contact (0 if in the future)."""
-        return max(0, self.now_ms - self.oldest_awaiting_ms[campaign]) / 1000
-
-    def response_quantile_seconds(self, campaign: str, window_ms: int, q: float) -> float | None:
-        value = qsketch.quantile(self.windows[(campaign, window_ms)].response_sketch, q)
-        return None if value is None else value / 1000
-
-
-def _add_into(target: WindowSums | None, extra: WindowSums) -> WindowSums:
-    if target is None:
-        return WindowSums(list(extra.counts), extra.revenue_micros, extra.spend_micros,
-                          dict(extra.response_sketch))
-    for kind in range(KINDS):
-        target.counts[kind] += extra.counts[kind]
-    merged = qsketch.merge([target.response_sketch, extra.response_sketch])
-    return WindowSums(target.counts, target.revenue_micros + extra.revenue_micros,
-                      target.spend_micros + extra.spend_micros, merged)
+    def histogram(self) -> tuple[list[int], int]:
+        """Response-time bins and sum over every campaign."""
+        bins, total = [0] * HISTOGRAM_BINS, 0
+        for row in self.rows:
+            for i, count in enumerate(row.histogram):
+                bins[i] += count
+            total += row.histogram_sum_ms
+        return bins, total
 
 
-def build_snapshot(
-    states: Iterable[PartitionState],
-    now_ms: int,
-    bucket_ms: int,
-    windows_ms: Iterable[int],
-    campaigns: LabelBudget,
-    channels: LabelBudget,
-) -> Snapshot:
-    snap = Snapshot(now_ms)
-    windows_ms = tuple(windows_ms)
-    states = sorted(states, key=lambda s: s.partition)
+class RowCache:
+    """Rows of (partition, campaign), valid while the state's version and the bucket stand."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[int, str], tuple[CampaignState, int, int, CampaignRow]] = {}
+        self._seen: set[tuple[int, str]] = set()
+        self.hits = self.misses = 0
+
+    def get(self, partition: int, campaign: str, state: CampaignState, current: int) -> CampaignRow | None:
+        key = (partition, campaign)
+        self._seen.add(key)
+        entry = self._rows.get(key)
+        if entry is not None and entry[0] is state and entry[1] == state.version and entry[2] == current:
+            self.hits += 1
+            return entry[3]
+        self.misses += 1
+        return None
+
+    def put(self, partition: int, campaign: str, state: CampaignState, current: int,
+            row: CampaignRow) -> None:
+        self._rows[(partition, campaign)] = (state, state.version, current, row)
+
+    def sweep(self) -> None:
+        """Forget rows of campaigns not read since the last sweep (retired or moved away)."""
+        self._rows = {k: v for k, v in self._rows.items() if k in self._seen}
+        self._seen = set()
+
+
+def snapshot_header(states: list[PartitionState], now_ms: int,
+                    windows_ms: tuple[int, ...]) -> Snapshot:
+    """Everything but the rows: partition-level counters summed over ``states``."""
+    snap = Snapshot(now_ms, windows_ms, [], {}, [0] * KINDS, [0] * KINDS,
+                    {"campaign": 0, "channel": 0}, 0, 0)
     for state in states:
         meta = state.meta
         for reason, count in meta.rejected.items():
@@ -71,36 +141,88 @@ def build_snapshot(
         for kind in range(KINDS):
             snap.late[kind] += meta.late[kind]
             snap.duplicate[kind] += meta.duplicate[kind]
+        snap.folded_events["campaign"] += meta.folded[FOLDED_CAMPAIGN]
+        snap.folded_events["channel"] += meta.folded[FOLDED_CHANNEL]
+        snap.campaigns_tracked += state.admitted_campaigns
+        snap.campaign_budget += state.config.max_campaigns
+    return snap
 
-    all_campaigns = sorted({c for s in states for c in s.totals})  # every campaign has totals
-    for campaign in all_campaigns:
-        label = campaigns.label(campaign)
-        for state in states:
-            totals = state.totals.get(campaign)
-            if totals is not None:
-                for channel, counts in totals.by_channel.items():
-                    channel_label = channels.label(channel)
-                    for kind, count in enumerate(counts):
-                        key = (label, channel_label, kind)
-                        snap.events_total[key] = snap.events_total.get(key, 0) + count
-            histogram = state.response_histogram(campaign)
-            if histogram is not None and sum(histogram[0]):  # no all-zero series per campaign
-                bins, total_ms = snap.histograms.get(label, ([0] * len(histogram[0]), 0))
-                snap.histograms[label] = ([a + b for a, b in zip(bins, histogram[0])],
-                                          total_ms + histogram[1])
-            view = state.responses.get(campaign)
-            per_window = trailing_window_sums(state.buckets.get(campaign, {}),
-                                              view.sketches if view else {}, now_ms, bucket_ms,
-                                              windows_ms)
-            for window, sums in per_window.items():
-                snap.windows[(label, window)] = _add_into(snap.windows.get((label, window)), sums)
-            waiting = state.awaiting_contact.get(campaign)
-            if waiting:
-                snap.awaiting_contact[label] = snap.awaiting_contact.get(label, 0) + len(waiting)
-                oldest = min(waiting.values())
-                snap.oldest_awaiting_ms[label] = min(snap.oldest_awaiting_ms.get(label, oldest), oldest)
-            unmatched = state.unmatched_contacts.get(campaign)
-            if unmatched:
-                snap.unmatched_contacts[label] = snap.unmatched_contacts.get(label, 0) + unmatched
-    snap.folded_campaigns = len(campaigns.folded)
+
+def build_rows(states: Iterable[PartitionState], now_ms: int, bucket_ms: int,
+               windows_ms: tuple[int, ...], cache: RowCache | None = None) -> Iterator[CampaignRow]:
+    """One row per campaign label, in label order."""
+    current = bucket_start(now_ms, bucket_ms)
+    holders: dict[str, list[PartitionState]] = {}
+    for state in sorted(states, key=lambda s: s.partition):
+        for campaign in list(state.campaigns):
+            holders.setdefault(campaign, []).append(state)
+    for campaign in sorted(holders):
+        rows = []
+        for state in holders[campaign]:
+            campaign_state = state.campaigns.get(campaign)
+            if campaign_state is None:  # retired while the caller yielded
+                continue
+            row = cache.get(state.partition, campaign, campaign_state, current) if cache else None
+            if row is None:
+                row = campaign_row(state, campaign, current, bucket_ms, windows_ms)
+                if cache is not None:
+                    cache.put(state.partition, campaign, campaign_state, current, row)
+            rows.append(row)
+        if rows:
+            yield rows[0] if len(rows) == 1 else merge_rows(rows)
+    if cache is not None:
+        cache.sweep()
+
+
+def campaign_row(state: PartitionState, campaign: str, current: int, bucket_ms: int,
+                 windows_ms: tuple[int, ...]) -> CampaignRow:
+    s = state.campaigns[campaign]
+    view = state.index.responses.get(campaign)
+    windows = []
+    for window, sums in zip(windows_ms, s.window_totals(current, windows_ms, bucket_ms)):
+        sketch: dict[int, int] = {}
+        if view is not None:
+            oldest = current - window
+            sketch = qsketch.merge(sk for start, sk in view.sketches.items() if oldest < start <= current)
+        p50, p95 = qsketch.quantiles(sketch, QUANTILES)
+        windows.append(WindowRow(window, sums.counts, sums.revenue_micros, sums.spend_micros, sketch,
+                                 p50, p95))
+    histogram, sum_ms = state.response_histogram(campaign) or ([0] * HISTOGRAM_BINS, 0)
+    waiting = state.index.awaiting_contact.get(campaign)
+    return CampaignRow(
+        campaign, windows, {c: list(v) for c, v in s.by_channel.items()}, histogram, sum_ms,
+        len(waiting) if waiting else 0, min(waiting.values()) if waiting else None,
+        state.index.unmatched_contacts.get(campaign, 0))
+
+
+def merge_rows(rows: list[CampaignRow]) -> CampaignRow:
+    first = rows[0]
+    windows = []
+    for i, w in enumerate(first.windows):
+        parts = [r.windows[i] for r in rows]
+        sketch = qsketch.merge(p.sketch for p in parts)
+        p50, p95 = qsketch.quantiles(sketch, QUANTILES)
+        windows.append(WindowRow(w.window_ms, [sum(p.counts[k] for p in parts) for k in range(KINDS)],
+                                 sum(p.revenue_micros for p in parts),
+                                 sum(p.spend_micros for p in parts), sketch, p50, p95))
+    by_channel: dict[str, list[int]] = {}
+    for row in rows:
+        for channel, counts in row.by_channel.items():
+            target = by_channel.setdefault(channel, [0] * KINDS)
+            for kind in range(KINDS):
+                target[kind] += counts[kind]
+    oldest = [r.oldest_awaiting_ms for r in rows if r.oldest_awaiting_ms is not None]
+    return CampaignRow(
+        first.campaign, windows, by_channel,
+        [sum(r.histogram[i] for r in rows) for i in range(HISTOGRAM_BINS)],
+        sum(r.histogram_sum_ms for r in rows), sum(r.awaiting for r in rows),
+        min(oldest) if oldest else None, sum(r.unmatched for r in rows))
+
+
+def build_snapshot(states: Iterable[PartitionState], now_ms: int, bucket_ms: int,
+                   windows_ms: Iterable[int], cache: RowCache | None = None) -> Snapshot:
+    states = list(states)
+    windows = tuple(sorted(windows_ms))
+    snap = snapshot_header(states, now_ms, windows)
+    snap.rows = list(build_rows(states, now_ms, bucket_ms, windows, cache))
     return snap

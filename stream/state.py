@@ -6,18 +6,25 @@ is above the record's ``hw`` for its kind, so re-applying events that a record a
 no-op. The partition's ``Meta`` record holds, per input topic, the offset through which all state
 is complete (the checkpoint); consumption resumes after it.
 
-``finish_batch`` returns the changed records in a fixed order: buckets and totals, then lead
-records, then dedup chunks, then ``Meta`` last. They go to one changelog partition, so any prefix
-of the log that holds a record also holds every record written before it; together with ``hw``
-this keeps a restore that stops early, or a crash mid-write, exact.
+``finish_batch`` returns the changed records in a fixed order: buckets and totals of the admitted
+campaigns (those admitted in the batch last, in admission order), then those of ``__other__``,
+then lead records, dedup chunks, and ``Meta`` last. They go
+to one changelog partition, so any prefix of the log that holds a record also holds every record
+written before it; together with ``hw`` this keeps a restore that stops early, or a crash
+mid-write, exact.
 
-Response times are not folded into aggregates by the events that complete a lead/contact pair:
-which event completes it depends on how the lead and contact topics interleave, and that differs
-between a run and its replay. Instead every figure about response times (window quantiles, the
-histogram, leads awaiting contact) is derived in memory from the lead records, which are
-self-contained min-folds of their own events. Only when a lead record is deleted (after the lead
-TTL) is its response folded into the campaign's persisted histogram archive; the archive names
-the leads of its latest fold, so a deletion lost in a crash cannot count a lead twice.
+**Bounded whatever ids arrive.** A partition admits at most ``max_campaigns`` campaigns (and
+``max_channels`` channels); events of any other campaign are folded at ingest into the campaign
+``__other__`` (channel ``__other__``) and counted in ``Meta.folded``. A campaign is admitted once it
+has a record, and ``__other__``'s records of a batch are written after every admitted campaign's,
+so a restored prefix that holds a folded event also holds every admission made before it: an event
+is never counted both under its campaign and under ``__other__``. A campaign is retired (its slot
+freed, its all-time totals dropped) once its last bucket and lead record have expired.
+
+Response times are derived from self-contained lead records (``stream.leads``). Only when a lead
+record is deleted (after the lead TTL) is its response folded into the campaign's persisted
+histogram archive; the archive names the leads of its latest fold, so a deletion lost in a crash
+cannot count a lead twice.
 """
 
 from __future__ import annotations
@@ -25,65 +32,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
-import orjson
+from . import codec
+from .campaign import KINDS, REVENUE, SPEND, Bucket, CampaignState
+from .codec import BUCKET, DEDUP, LEAD, META, TOTALS, Record
+from .dedup import DedupIndex
+from .events import LEAD as LEAD_KIND
+from .events import SALE, SALES_CONTACT, Event, Rejection
+from .leads import HISTOGRAM_BINS, LeadJoin, ResponseIndex, histogram_bin
+from .windows import bucket_start, first_kept_start, is_expired
 
-from . import sketch as qsketch
-from .dedup import Chunk, DedupIndex
-from .events import LEAD, SALE, SALES_CONTACT, Event, Rejection
-from .windows import bucket_start, is_expired
-
+OTHER = "__other__"
 POSITION_BITS = 20
 MAX_EVENTS_PER_MESSAGE = 1 << POSITION_BITS
-HISTOGRAM_BOUNDS_SECONDS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400)
-_HIST_BOUNDS_MS = tuple(b * 1000 for b in HISTOGRAM_BOUNDS_SECONDS)
-KINDS = 5
+FOLDED_CAMPAIGN, FOLDED_CHANNEL = 0, 1
+
+__all__ = ["Bucket", "CampaignState", "KINDS", "Meta", "OTHER", "PartitionState", "Record",
+           "StateConfig", "histogram_bin"]
 
 
 def _fresh_hw() -> list[int]:
     return [-1] * KINDS
-
-
-@dataclass(slots=True)
-class Bucket:
-    counts: list[int] = field(default_factory=lambda: [0] * KINDS)
-    revenue: int = 0  # micros
-    spend: int = 0  # micros
-    hw: list[int] = field(default_factory=_fresh_hw)
-
-
-def _empty_histogram() -> list[int]:
-    return [0] * (len(_HIST_BOUNDS_MS) + 1)
-
-
-@dataclass(slots=True)
-class Totals:
-    by_channel: dict[str, list[int]] = field(default_factory=dict)
-    # Response times of lead records already deleted; live records are added at read time.
-    archived_histogram: list[int] = field(default_factory=_empty_histogram)
-    archived_sum_ms: int = 0
-    archived_leads: list[str] = field(default_factory=list)  # lead ids of the latest fold
-    hw: list[int] = field(default_factory=_fresh_hw)
-
-
-@dataclass(slots=True)
-class ResponseView:
-    """Derived from the live lead records of one campaign; never persisted."""
-
-    histogram: list[int] = field(default_factory=_empty_histogram)
-    sum_ms: int = 0
-    sketches: dict[int, dict[int, int]] = field(default_factory=dict)  # contact bucket -> sketch
-
-
-@dataclass(slots=True)
-class LeadJoin:
-    lead_ms: int | None = None
-    contact_ms: int | None = None  # earliest sales contact
-    hw: list[int] = field(default_factory=_fresh_hw)
-
-    def response_ms(self) -> int | None:
-        if self.lead_ms is None or self.contact_ms is None:
-            return None
-        return max(0, self.contact_ms - self.lead_ms)  # a contact logged before its lead counts as 0
 
 
 @dataclass(slots=True)
@@ -93,24 +61,17 @@ class Meta:
     rejected: dict[str, int] = field(default_factory=dict)
     late: list[int] = field(default_factory=lambda: [0] * KINDS)
     duplicate: list[int] = field(default_factory=lambda: [0] * KINDS)
+    folded: list[int] = field(default_factory=lambda: [0, 0])  # events over the campaign / channel budget
 
 
 class StateConfig(NamedTuple):
     bucket_ms: int = 60_000
     retention_ms: int = 4_200_000
     dedup_horizon_ms: int = 600_000
-    dedup_max_ids: int = 500_000
+    dedup_max_ids: int = 500_000  # per partition, all event types together
     lead_ttl_ms: int = 7 * 86_400_000
-
-
-def histogram_bin(response_ms: int) -> int:
-    for index, bound in enumerate(_HIST_BOUNDS_MS):
-        if response_ms <= bound:
-            return index
-    return len(_HIST_BOUNDS_MS)
-
-
-Record = tuple[bytes, bytes | None]  # (key, value); None deletes
+    max_campaigns: int = 2_000  # per partition, besides __other__
+    max_channels: int = 100  # per partition, besides __other__
 
 
 class PartitionState:
@@ -119,21 +80,46 @@ class PartitionState:
     def __init__(self, partition: int, config: StateConfig) -> None:
         self.partition = partition
         self.config = config
-        self.buckets: dict[str, dict[int, Bucket]] = {}
-        self.totals: dict[str, Totals] = {}
-        self.leads: dict[tuple[str, str], LeadJoin] = {}
+        self.campaigns: dict[str, CampaignState] = {}
+        self.leads: dict[str, dict[str, int]] = {}  # campaign -> lead id -> packed LeadJoin
         self.meta = Meta()
-        self.dedup = [DedupIndex(config.dedup_horizon_ms, config.dedup_max_ids) for _ in range(KINDS)]
+        self.dedup = [DedupIndex(config.dedup_horizon_ms) for _ in range(KINDS)]
+        self.channels: set[str] = set()  # admitted channels (OTHER excluded)
         # Derived from the lead records, rebuilt on load.
-        self.responses: dict[str, ResponseView] = {}
-        self.awaiting_contact: dict[str, dict[str, int]] = {}  # campaign -> lead_id -> lead_ms
-        self.unmatched_contacts: dict[str, int] = {}  # campaign -> contacts with no lead yet
-        self._dirty_buckets: set[tuple[str, int]] = set()
+        self.index = ResponseIndex(config.bucket_ms)
+        self._dirty_buckets: dict[str, set[int]] = {}  # campaign -> bucket starts
+        self._admitted_in_batch: list[str] = []
         self._dirty_totals: set[str] = set()
         self._dirty_leads: set[tuple[str, str]] = set()
         self._deletions: list[bytes] = []
 
-    # -- applying events -------------------------------------------------------------------
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def admitted_campaigns(self) -> int:
+        return len(self.campaigns) - (OTHER in self.campaigns)
+
+    def lead(self, campaign: str, lead_id: str) -> LeadJoin | None:
+        packed = self.leads.get(campaign, {}).get(lead_id)
+        return None if packed is None else LeadJoin.unpack(packed)
+
+    def lead_count(self) -> int:
+        return sum(len(leads) for leads in self.leads.values())
+
+    def response_histogram(self, campaign: str) -> tuple[list[int], int] | None:
+        """All-time response-time bins and sum (archived plus live), or None if there are none."""
+        state = self.campaigns.get(campaign)
+        view = self.index.responses.get(campaign)
+        if state is None and view is None:
+            return None
+        bins = list(state.archived_histogram) if state else [0] * HISTOGRAM_BINS
+        total_ms = state.archived_sum_ms if state else 0
+        if view is not None:
+            bins = [a + b for a, b in zip(bins, view.histogram)]
+            total_ms += view.sum_ms
+        return bins, total_ms
+
+    # -- applying events ---------------------------------------------------------------------
 
     def apply_message(
         self, kind: int, offset: int, events: list[Event], rejections: list[Rejection], now_ms: int
@@ -151,6 +137,30 @@ class PartitionState:
         meta.checkpoint[kind] = offset
         return True
 
+    def _campaign_for(self, name: str) -> tuple[str, CampaignState]:
+        """The campaign an event counts under: its own if admitted (or room is left), else OTHER."""
+        state = self.campaigns.get(name)
+        if state is not None:
+            return name, state
+        if name != OTHER and self.admitted_campaigns < self.config.max_campaigns:
+            state = self.campaigns[name] = CampaignState(HISTOGRAM_BINS)
+            self._admitted_in_batch.append(name)
+            return name, state
+        self.meta.folded[FOLDED_CAMPAIGN] += 1
+        state = self.campaigns.get(OTHER)
+        if state is None:
+            state = self.campaigns[OTHER] = CampaignState(HISTOGRAM_BINS)
+        return OTHER, state
+
+    def _channel_for(self, name: str) -> str:
+        if name in self.channels:
+            return name
+        if name != OTHER and len(self.channels) < self.config.max_channels:
+            self.channels.add(name)
+            return name
+        self.meta.folded[FOLDED_CHANNEL] += 1
+        return OTHER
+
     def apply_event(self, event: Event, pos: int, now_ms: int) -> None:
         kind = event.kind
         meta = self.meta
@@ -159,138 +169,126 @@ class PartitionState:
         if self.dedup[kind].is_duplicate(event.event_id, pos, meta.watermark[kind]):
             meta.duplicate[kind] += 1
             return
-        campaign = event.campaign
-
-        totals = self.totals.get(campaign)
-        if totals is None:
-            totals = self.totals[campaign] = Totals()
-        if totals.hw[kind] < pos:
-            per_channel = totals.by_channel.get(event.channel)
-            if per_channel is None:
-                per_channel = totals.by_channel[event.channel] = [0] * KINDS
-            per_channel[kind] += 1
-            totals.hw[kind] = pos
+        campaign, state = self._campaign_for(event.campaign)
+        changed = False
+        if state.hw[kind] < pos:
+            state.count(kind, pos, self._channel_for(event.channel))
             self._dirty_totals.add(campaign)
+            changed = True
 
         config = self.config
         start = bucket_start(event.occurred_ms, config.bucket_ms)
         if is_expired(start, config.bucket_ms, now_ms, config.retention_ms):
             meta.late[kind] += 1
-        else:
-            per_campaign = self.buckets.get(campaign)
-            if per_campaign is None:
-                per_campaign = self.buckets[campaign] = {}
-            bucket = per_campaign.get(start)
-            if bucket is None:
-                bucket = per_campaign[start] = Bucket()
-            if bucket.hw[kind] < pos:
-                bucket.counts[kind] += 1
-                if kind == SALE:
-                    bucket.revenue += event.amount_micros
-                else:
-                    bucket.spend += event.amount_micros  # impressions and clicks carry cost
-                bucket.hw[kind] = pos
-                self._dirty_buckets.add((campaign, start))
+        elif state.add(kind, pos, start, event.amount_micros, REVENUE if kind == SALE else SPEND,
+                       config.bucket_ms):
+            dirty = self._dirty_buckets.get(campaign)
+            if dirty is None:
+                dirty = self._dirty_buckets[campaign] = set()
+            dirty.add(start)
+            changed = True
 
-        if kind == LEAD or kind == SALES_CONTACT:
-            self._join(event, pos)
+        if (kind == LEAD_KIND or kind == SALES_CONTACT) and self._join(campaign, event, pos):
+            changed = True
+        if changed:
+            state.version += 1
 
-    def _join(self, event: Event, pos: int) -> None:
-        kind = event.kind
-        key = (event.campaign, event.lead_id)
-        record = self.leads.get(key)
-        if record is None:
-            record = self.leads[key] = LeadJoin()
-        if record.hw[kind] >= pos:
-            return
-        self._unindex(key, record)
+    def _join(self, campaign: str, event: Event, pos: int) -> bool:
+        lead_id = event.lead_id
+        per_campaign = self.leads.get(campaign)
+        if per_campaign is None:
+            per_campaign = self.leads[campaign] = {}
+        packed = per_campaign.get(lead_id)  # type: ignore[arg-type]
+        record = LeadJoin() if packed is None else LeadJoin.unpack(packed)
         t = event.occurred_ms
-        if kind == LEAD:
-            record.lead_ms = t if record.lead_ms is None else min(record.lead_ms, t)
+        if event.kind == LEAD_KIND:
+            if record.lead_hw >= pos:
+                return False
+            new = record._replace(lead_ms=t if record.lead_ms is None else min(record.lead_ms, t),
+                                  lead_hw=pos)
         else:
-            record.contact_ms = t if record.contact_ms is None else min(record.contact_ms, t)
-        record.hw[kind] = pos
-        self._index(key, record)
-        self._dirty_leads.add(key)
+            if record.contact_hw >= pos:
+                return False
+            new = record._replace(
+                contact_ms=t if record.contact_ms is None else min(record.contact_ms, t),
+                contact_hw=pos)
+        if packed is not None:
+            self.index.update(campaign, lead_id, record, -1)  # type: ignore[arg-type]
+        self.index.update(campaign, lead_id, new)  # type: ignore[arg-type]
+        per_campaign[lead_id] = new.pack()  # type: ignore[index]
+        self._dirty_leads.add((campaign, lead_id))  # type: ignore[arg-type]
+        return True
 
-    def _index(self, key: tuple[str, str], record: LeadJoin, sign: int = 1) -> None:
-        """Add (sign=1) or remove (-1) one lead record's part of the derived views."""
-        campaign, lead_id = key
-        response = record.response_ms()
-        if response is not None:
-            view = self.responses.get(campaign)
-            if view is None:
-                view = self.responses[campaign] = ResponseView()
-            view.histogram[histogram_bin(response)] += sign
-            view.sum_ms += sign * response
-            start = bucket_start(record.contact_ms, self.config.bucket_ms)  # type: ignore[arg-type]
-            sketch = view.sketches.get(start)
-            if sketch is None:
-                sketch = view.sketches[start] = {}
-            qsketch.add(sketch, response, sign)
-            if not sketch:
-                del view.sketches[start]
-        elif record.lead_ms is not None:
-            if sign > 0:
-                self.awaiting_contact.setdefault(campaign, {})[lead_id] = record.lead_ms
-            else:
-                waiting = self.awaiting_contact[campaign]
-                del waiting[lead_id]
-                if not waiting:
-                    del self.awaiting_contact[campaign]
-        elif record.contact_ms is not None:
-            left = self.unmatched_contacts.get(campaign, 0) + sign
-            if left:
-                self.unmatched_contacts[campaign] = left
-            else:
-                del self.unmatched_contacts[campaign]
-
-    def _unindex(self, key: tuple[str, str], record: LeadJoin) -> None:
-        self._index(key, record, -1)
-
-    def response_histogram(self, campaign: str) -> tuple[list[int], int] | None:
-        """All-time response-time bins and sum (archived plus live), or None if there are none."""
-        totals = self.totals.get(campaign)
-        view = self.responses.get(campaign)
-        if totals is None and view is None:
-            return None
-        bins = list(totals.archived_histogram) if totals else _empty_histogram()
-        total_ms = totals.archived_sum_ms if totals else 0
-        if view is not None:
-            bins = [a + b for a, b in zip(bins, view.histogram)]
-            total_ms += view.sum_ms
-        return bins, total_ms
-
-    # -- persistence -----------------------------------------------------------------------
+    # -- persistence -------------------------------------------------------------------------
 
     def finish_batch(self) -> list[Record]:
-        """Changed records, in the order that keeps any log prefix consistent (see module doc)."""
+        """Changed records, in the order that keeps any log prefix consistent (see module doc).
+
+        Campaigns admitted in this batch come after the others in the order they were admitted,
+        and ``__other__`` last: a prefix then holds a prefix of the admissions, so a replay in
+        the same order admits the same campaigns.
+        """
         p = self.partition
+        bucket_ms = self.config.bucket_ms
         records: list[Record] = [(key, None) for key in self._deletions]
         self._deletions.clear()
-        for campaign, start in sorted(self._dirty_buckets):
-            bucket = self.buckets.get(campaign, {}).get(start)
-            if bucket is not None:
-                records.append((_key(p, "b", campaign, start), encode_bucket(bucket)))
-        for campaign in sorted(self._dirty_totals):
-            records.append((_key(p, "t", campaign), encode_totals(self.totals[campaign])))
+        new = [c for c in self._admitted_in_batch if c in self.campaigns]
+        known = sorted((self._dirty_buckets.keys() | self._dirty_totals) - set(new) - {OTHER})
+        for campaign in [*known, *new, OTHER]:
+            state = self.campaigns.get(campaign)
+            if state is None:
+                continue
+            for start in sorted(self._dirty_buckets.get(campaign, ())):
+                bucket = state.bucket(start, bucket_ms)
+                if bucket is not None:
+                    records.append((codec.key(p, BUCKET, campaign, start), codec.encode_bucket(*bucket)))
+            if campaign in self._dirty_totals:
+                records.append(self._totals_record(campaign))
         for campaign, lead_id in sorted(self._dirty_leads):
-            record = self.leads.get((campaign, lead_id))
+            record = self.lead(campaign, lead_id)
             if record is not None:
-                records.append((_key(p, "l", campaign, lead_id), encode_lead(record)))
-        for kind, index in enumerate(self.dedup):
-            for chunk in index.seal_batch():
-                records.append((_key(p, "d", kind, chunk.first_pos), encode_chunk(chunk)))
-            for old in index.evict(self.meta.watermark[kind]):
-                records.append((_key(p, "d", kind, old.first_pos), None))
-        records.append((_key(p, "m"), encode_meta(self.meta)))
+                records.append((codec.key(p, LEAD, campaign, lead_id), _encode_lead(record)))
+        records.extend(self._dedup_records())
+        records.append(self._meta_record())
         self._dirty_buckets.clear()
         self._dirty_totals.clear()
         self._dirty_leads.clear()
+        self._admitted_in_batch.clear()
         return records
 
+    def _dedup_records(self) -> list[Record]:
+        p = self.partition
+        records: list[Record] = []
+        for kind, index in enumerate(self.dedup):
+            for chunk, entries in index.seal_batch():
+                records.append((codec.key(p, DEDUP, kind, chunk.first_pos),
+                                codec.encode_chunk(chunk.max_watermark, entries)))
+            for old in index.evict_expired(self.meta.watermark[kind]):
+                records.append((codec.key(p, DEDUP, kind, old.first_pos), None))
+        # Over the memory cap: forget the oldest chunks of the largest index first.
+        while sum(len(index) for index in self.dedup) > self.config.dedup_max_ids:
+            kind = max(range(KINDS), key=lambda k: (len(self.dedup[k]), -k))
+            old = self.dedup[kind].evict_oldest()
+            if old is None:
+                break
+            records.append((codec.key(p, DEDUP, kind, old.first_pos), None))
+        return records
+
+    def _totals_record(self, campaign: str) -> Record:
+        s = self.campaigns[campaign]
+        return (codec.key(self.partition, TOTALS, campaign),
+                codec.encode_totals(s.by_channel, s.archived_histogram, s.archived_sum_ms,
+                                    s.archived_leads, s.hw))
+
+    def _meta_record(self) -> Record:
+        m = self.meta
+        return (codec.key(self.partition, META),
+                codec.encode_meta(m.checkpoint, m.watermark, m.rejected, m.late, m.duplicate,
+                                  m.folded))
+
     def expire(self, now_ms: int) -> list[Record]:
-        """Drop buckets past retention and lead records past the lead TTL; return the records.
+        """Drop buckets past retention, lead records past the lead TTL, and campaigns with
+        neither left; return the records.
 
         A completed lead's response is folded into its campaign's archive, written before the
         lead record's deletion (see module doc).
@@ -300,70 +298,99 @@ class PartitionState:
         records: list[Record] = []
         deletions: list[Record] = [(key, None) for key in self._deletions]
         self._deletions.clear()
-        for campaign in list(self.buckets):
-            per_campaign = self.buckets[campaign]
-            for start in [s for s in per_campaign
-                          if is_expired(s, config.bucket_ms, now_ms, config.retention_ms)]:
-                del per_campaign[start]
-                self._dirty_buckets.discard((campaign, start))
-                deletions.append((_key(p, "b", campaign, start), None))
-            if not per_campaign:
-                del self.buckets[campaign]
-        for view in self.responses.values():
-            for start in [s for s in view.sketches
-                          if is_expired(s, config.bucket_ms, now_ms, config.retention_ms)]:
-                del view.sketches[start]
+        cutoff = first_kept_start(now_ms, config.bucket_ms, config.retention_ms)
+        for campaign, state in self.campaigns.items():
+            for start in state.drop_buckets_before(cutoff, config.bucket_ms):
+                self._dirty_buckets.get(campaign, set()).discard(start)
+                deletions.append((codec.key(p, BUCKET, campaign, start), None))
+                state.version += 1
+        self.index.drop_sketches_before(cutoff)
         archived: dict[str, list[str]] = {}
-        for key in list(self.leads):
-            record = self.leads[key]
-            newest = max(t for t in (record.lead_ms, record.contact_ms, 0) if t is not None)
-            if newest + config.lead_ttl_ms > now_ms:
-                continue
-            campaign, lead_id = key
-            response = record.response_ms()
-            self._unindex(key, record)
-            if response is not None:
-                totals = self.totals.setdefault(campaign, Totals())
-                totals.archived_histogram[histogram_bin(response)] += 1
-                totals.archived_sum_ms += response
-                archived.setdefault(campaign, []).append(lead_id)
-            del self.leads[key]
-            self._dirty_leads.discard(key)
-            deletions.append((_key(p, "l", campaign, lead_id), None))
-        for campaign in sorted(self.totals):
-            totals = self.totals[campaign]
+        for campaign, per_campaign in list(self.leads.items()):
+            for lead_id, packed in list(per_campaign.items()):
+                record = LeadJoin.unpack(packed)
+                if record.newest_ms() + config.lead_ttl_ms > now_ms:
+                    continue
+                self.index.update(campaign, lead_id, record, -1)
+                response = record.response_ms()
+                state = self.campaigns.get(campaign)
+                if response is not None and state is not None:
+                    state.archived_histogram[histogram_bin(response)] += 1
+                    state.archived_sum_ms += response
+                    archived.setdefault(campaign, []).append(lead_id)
+                del per_campaign[lead_id]
+                self._dirty_leads.discard((campaign, lead_id))
+                deletions.append((codec.key(p, LEAD, campaign, lead_id), None))
+                if state is not None:
+                    state.version += 1
+            if not per_campaign:
+                del self.leads[campaign]
+        retired = False
+        for campaign in sorted(self.campaigns):
+            state = self.campaigns[campaign]
             folded = archived.get(campaign, [])
-            if folded or totals.archived_leads:
-                totals.archived_leads = folded
-                records.append((_key(p, "t", campaign), encode_totals(totals)))
+            if not state.has_buckets and campaign not in self.leads:
+                del self.campaigns[campaign]
+                self._dirty_totals.discard(campaign)
+                self._dirty_buckets.pop(campaign, None)
+                self.index.responses.pop(campaign, None)
+                deletions.append((codec.key(p, TOTALS, campaign), None))
+                retired = True
+            elif folded or state.archived_leads:
+                state.archived_leads = folded
+                records.append(self._totals_record(campaign))
+        if retired:
+            # Admitted channels are those some campaign still counts (as after a restore).
+            self.channels = {c for s in self.campaigns.values() for c in s.by_channel if c != OTHER}
         return records + deletions
 
     def load(self, records: Iterable[tuple[list, bytes]]) -> None:
         """Rebuild from restored records (decoded keys, raw values), in any order."""
+        bucket_ms = self.config.bucket_ms
         leads = []
+        chunks = []
         for key, value in records:
             tag = key[1]
-            data = orjson.loads(value)
-            if tag == "b":
-                self.buckets.setdefault(key[2], {})[key[3]] = decode_bucket(data)
-            elif tag == "t":
-                self.totals[key[2]] = decode_totals(data)
-            elif tag == "l":
-                leads.append(((key[2], key[3]), decode_lead(data)))
-            elif tag == "d":
-                self.dedup[key[2]].load_chunk(Chunk(key[3], data[0], data[1]))
-            elif tag == "m":
-                self.meta = decode_meta(data)
+            if tag == BUCKET:
+                self._campaign_state(key[2]).put_bucket(key[3], Bucket(*codec.decode_bucket(value)),
+                                                        bucket_ms)
+            elif tag == TOTALS:
+                state = self._campaign_state(key[2])
+                (state.by_channel, state.archived_histogram, state.archived_sum_ms,
+                 state.archived_leads, state.hw) = codec.decode_totals(value)
+                self.channels.update(c for c in state.by_channel if c != OTHER)
+            elif tag == LEAD:
+                leads.append((key[2], key[3], codec.decode_lead(value)))
+            elif tag == DEDUP:
+                chunks.append((key[2], codec.decode_chunk(value)))
+            elif tag == META:
+                m = codec.decode_meta(value)
+                self.meta = Meta(m["ckpt"], m["wm"], m["rej"], m["late"], m["dup"], m["fold"])
+        for kind, (max_watermark, entries) in chunks:
+            # Ids remembered by a batch whose Meta did not survive are forgotten: that batch is
+            # replayed and remembers them again, and meanwhile they must not hide the entries the
+            # original run consulted.
+            if entries and entries[0][1] >> POSITION_BITS <= self.meta.checkpoint[kind]:
+                self.dedup[kind].load_chunk(max_watermark, entries)
         for index in self.dedup:
             index.sort_chunks()
-        archived = {c: set(t.archived_leads) for c, t in self.totals.items() if t.archived_leads}
-        for (campaign, lead_id), record in leads:
+        archived = {c: set(s.archived_leads) for c, s in self.campaigns.items() if s.archived_leads}
+        for campaign, lead_id, (lead_ms, contact_ms, hw) in leads:
             if lead_id in archived.get(campaign, ()):
                 # Folded into the archive, but its deletion did not survive: finish the job.
-                self._deletions.append(_key(self.partition, "l", campaign, lead_id))
+                self._deletions.append(codec.key(self.partition, LEAD, campaign, lead_id))
                 continue
-            self.leads[(campaign, lead_id)] = record
-            self._index((campaign, lead_id), record)
+            record = LeadJoin(lead_ms, contact_ms, hw[LEAD_KIND], hw[SALES_CONTACT])
+            self.leads.setdefault(campaign, {})[lead_id] = record.pack()
+            self.index.update(campaign, lead_id, record)
+            self._campaign_state(campaign)
+
+    def _campaign_state(self, campaign: str) -> CampaignState:
+        state = self.campaigns.get(campaign)
+        if state is None:
+            state = self.campaigns[campaign] = CampaignState(HISTOGRAM_BINS)
+        state.version += 1
+        return state
 
     def resume_offsets(self) -> dict[int, int]:
         """Per input kind, the next offset to read: after the checkpoint, or 0 if there is none.
@@ -375,53 +402,9 @@ class PartitionState:
         return {kind: off + 1 for kind, off in enumerate(self.meta.checkpoint)}
 
 
-# -- record codecs (plain JSON lists: compact, and readable with kafka tools) ------------------
+def _encode_lead(record: LeadJoin) -> bytes:
+    hw = [-1] * KINDS
+    hw[LEAD_KIND] = record.lead_hw
+    hw[SALES_CONTACT] = record.contact_hw
+    return codec.encode_lead(record.lead_ms, record.contact_ms, hw)
 
-def _key(*parts: object) -> bytes:
-    return orjson.dumps(parts)
-
-
-def decode_key(key: bytes) -> list:
-    return orjson.loads(key)
-
-
-def partition_of_key(key: bytes) -> int:
-    """The partition a record key belongs to, without a full JSON parse (keys start ``[p,``)."""
-    return int(key[1:key.index(b",")])
-
-
-def encode_bucket(b: Bucket) -> bytes:
-    return orjson.dumps([b.counts, b.revenue, b.spend, b.hw])
-
-
-def decode_bucket(d: list) -> Bucket:
-    return Bucket(d[0], d[1], d[2], d[3])
-
-
-def encode_totals(t: Totals) -> bytes:
-    return orjson.dumps([t.by_channel, t.archived_histogram, t.archived_sum_ms, t.archived_leads, t.hw])
-
-
-def decode_totals(d: list) -> Totals:
-    return Totals(d[0], d[1], d[2], d[3], d[4])
-
-
-def encode_lead(r: LeadJoin) -> bytes:
-    return orjson.dumps([r.lead_ms, r.contact_ms, r.hw])
-
-
-def decode_lead(d: list) -> LeadJoin:
-    return LeadJoin(d[0], d[1], d[2])
-
-
-def encode_chunk(c: Chunk) -> bytes:
-    return orjson.dumps([c.max_watermark, c.entries])
-
-
-def encode_meta(m: Meta) -> bytes:
-    return orjson.dumps({"ckpt": m.checkpoint, "wm": m.watermark, "rej": m.rejected,
-                         "late": m.late, "dup": m.duplicate})
-
-
-def decode_meta(d: dict) -> Meta:
-    return Meta(d["ckpt"], d["wm"], d["rej"], d["late"], d["dup"])

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from stream.events import ValidationRules, decode_message
-from stream.state import PartitionState, StateConfig, decode_key
+from stream.codec import decode_key
+from stream.state import PartitionState, StateConfig
 from tests.factories import NOW_MS
 
 RULES = ValidationRules("USD", 300_000)
@@ -50,25 +51,32 @@ def restore(log: list, config: StateConfig = CONFIG) -> PartitionState:
     return state
 
 
+def buckets(state: PartitionState, campaign: str) -> dict:
+    """{start: Bucket} of one campaign (empty if it has none)."""
+    campaign_state = state.campaigns.get(campaign)
+    return dict(campaign_state.buckets(state.config.bucket_ms)) if campaign_state else {}
+
+
 def canonical(state: PartitionState, *, with_positions: bool = True) -> dict:
     """Everything observable about a state (positions optional: they depend on arrival order)."""
-    def hw(record):
-        return record.hw if with_positions else None
+    def hw(value):
+        return value if with_positions else None
 
+    leads = {(c, lead_id): state.lead(c, lead_id) for c, per in state.leads.items() for lead_id in per}
     return {
-        "totals": {c: (t.by_channel, t.archived_histogram, t.archived_sum_ms, hw(t))
-                   for c, t in state.totals.items()},
-        "histograms": {c: state.response_histogram(c) for c in state.totals},
-        "sketches": {c: v.sketches for c, v in state.responses.items() if v.sketches},
-        "buckets": {(c, s): (b.counts, b.revenue, b.spend, hw(b))
-                    for c, per in state.buckets.items() for s, b in per.items()},
-        "leads": {k: (r.lead_ms, r.contact_ms, hw(r)) for k, r in state.leads.items()},
-        "awaiting": state.awaiting_contact,
-        "unmatched": state.unmatched_contacts,
+        "totals": {c: (s.by_channel, s.archived_histogram, s.archived_sum_ms, hw(s.hw))
+                   for c, s in state.campaigns.items()},
+        "histograms": {c: state.response_histogram(c) for c in state.campaigns},
+        "sketches": {c: v.sketches for c, v in state.index.responses.items() if v.sketches},
+        "buckets": {(c, start): (b.counts, b.revenue, b.spend, hw(b.hw))
+                    for c in state.campaigns for start, b in buckets(state, c).items()},
+        "leads": {k: (r.lead_ms, r.contact_ms, hw((r.lead_hw, r.contact_hw))) for k, r in leads.items()},
+        "awaiting": state.index.awaiting_contact,
+        "unmatched": state.index.unmatched_contacts,
         "meta": (state.meta.rejected, state.meta.late, state.meta.duplicate, state.meta.watermark,
-                 state.meta.checkpoint if with_positions else None),
+                 state.meta.folded, state.meta.checkpoint if with_positions else None),
+        "channels": state.channels,
         # Eviction is lazy, a chunk at a time; what is observable is which ids still count.
-        "dedup": [{i for i, (_, seen_at) in d.seen.items()
-                   if state.meta.watermark[k] - seen_at <= d.horizon_ms}
+        "dedup": [{h for h in d.seen if state.meta.watermark[k] - d.seen_at(h)[1] <= d.horizon_ms}
                   for k, d in enumerate(state.dedup)],
     }

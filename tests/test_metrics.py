@@ -1,64 +1,199 @@
-"""The Collector over plain partition states, with a fresh registry per test."""
+"""The KPI exposition over plain partition states, read back through prometheus_client's parser
+with a fresh registry per test."""
 
-from prometheus_client import CollectorRegistry, generate_latest
+from collections import Counter as Tally
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.metrics import KpiCollector
+from agents.kpis_json import snapshot_json
+from agents.metrics import KpiExporter
+from stream.events import EVENT_TYPES
+from stream.exposition import LEAN_SERIES_PER_CAMPAIGN
 from stream.settings import Settings
+from stream.state import StateConfig
 from tests.factories import NOW_MS, event, kind, raw
-from tests.state_harness import as_messages, run
+from tests.state_harness import CONFIG, as_messages, run
+
+MIN = 60_000
+
+
+def exporter(states, settings=Settings()):
+    return KpiExporter(lambda: states, settings, lambda: NOW_MS)
 
 
 def scrape(states, settings=Settings()):
+    """Families by name, through a registry as any prometheus_client user would read them."""
     registry = CollectorRegistry()
-    registry.register(KpiCollector(lambda: states, settings, lambda: NOW_MS))
-    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
-    return families
+    registry.register(exporter(states, settings))
+    return registry, {f.name: f for f in registry.collect()}
 
 
 def samples(family, **labels):
     return [s for s in family.samples if all(s.labels.get(k) == v for k, v in labels.items())]
 
 
-def state_of(*events):
-    state, _ = run(as_messages([(kind(e["event_type"]), raw(e)) for e in events]))
+def state_of(*events, config=CONFIG):
+    state, _ = run(as_messages([(kind(e["event_type"]), raw(e)) for e in events]), config=config)
     return state
 
 
+def busy_campaign(campaign="c1"):
+    """Every event type in every window, a lead awaiting contact and an unmatched contact."""
+    return [event("impression", campaign=campaign, cost=0.01), event("click", campaign=campaign),
+            event("lead", campaign=campaign, lead_id="A", at_ms=NOW_MS - 20 * MIN),
+            event("sales_contact", campaign=campaign, lead_id="A", at_ms=NOW_MS - 2 * MIN),
+            event("lead", campaign=campaign, lead_id="B", at_ms=NOW_MS - 3 * MIN),
+            event("sales_contact", campaign=campaign, lead_id="Z"),
+            event("sale", campaign=campaign, value=20, at_ms=NOW_MS - 40 * MIN)]
+
+
 def test_names_follow_prometheus_conventions():
-    families = scrape([state_of(event("impression"), event("click"))])
+    registry, families = scrape([state_of(event("impression"), event("click"))])
     assert families["kpi_events"].type == "counter"
-    assert families["kpi_ctr_ratio"].type == "gauge"
+    assert families["kpi_window_events"].type == "gauge"
     assert families["kpi_sales_response_seconds"].type == "histogram"
     names = {s.name for f in families.values() for s in f.samples}
     assert "kpi_events_total" in names and "kpi_events_rejected_total" not in names  # none rejected
+    assert registry.get_sample_value("kpi_events_total", {"campaign": "c1", "event_type": "click"}) == 1
+
+
+def test_lean_export_stays_within_the_series_budget_per_campaign():
+    campaigns = [f"c{i}" for i in range(20)]
+    state = state_of(*[e for c in campaigns for e in busy_campaign(c)])
+    _, families = scrape([state])
+    per_campaign = Tally(s.labels["campaign"] for f in families.values() for s in f.samples
+                         if "campaign" in s.labels)
+    assert set(per_campaign) == set(campaigns)
+    assert max(per_campaign.values()) == LEAN_SERIES_PER_CAMPAIGN <= 40
+    _, full = scrape([state], Settings(export="full"))
+    full_per_campaign = Tally(s.labels["campaign"] for f in full.values() for s in f.samples
+                              if "campaign" in s.labels)
+    assert min(full_per_campaign.values()) > 80  # every ratio, bound and histogram bucket
+    assert "kpi_ctr_ratio" in full and "kpi_ctr_ratio" not in families
 
 
 def test_histogram_is_cumulative_with_seconds():
-    state = state_of(event("lead", lead_id="A", at_ms=NOW_MS - 30 * 60_000),
-                     event("sales_contact", lead_id="A", at_ms=NOW_MS - 29 * 60_000),
-                     event("lead", lead_id="B", at_ms=NOW_MS - 30 * 60_000),
-                     event("sales_contact", lead_id="B", at_ms=NOW_MS - 10 * 60_000))
-    histogram = scrape([state])["kpi_sales_response_seconds"]
-    by_le = {s.labels["le"]: s.value for s in histogram.samples if s.name.endswith("_bucket")}
-    assert by_le["60.0"] == 1 and by_le["900.0"] == 1 and by_le["1800.0"] == 2 and by_le["+Inf"] == 2
-    assert samples(histogram, campaign="c1")[-1].value == 60 + 1200  # _sum in seconds
+    state = state_of(event("lead", lead_id="A", at_ms=NOW_MS - 30 * MIN),
+                     event("sales_contact", lead_id="A", at_ms=NOW_MS - 29 * MIN),
+                     event("lead", lead_id="B", at_ms=NOW_MS - 30 * MIN),
+                     event("sales_contact", lead_id="B", at_ms=NOW_MS - 10 * MIN))
+    for export, labels in (("lean", {}), ("full", {"campaign": "c1"})):
+        histogram = scrape([state], Settings(export=export))[1]["kpi_sales_response_seconds"]
+        by_le = {s.labels["le"]: s.value for s in histogram.samples if s.name.endswith("_bucket")}
+        assert by_le["60.0"] == 1 and by_le["900.0"] == 1 and by_le["1800.0"] == 2 and by_le["+Inf"] == 2
+        total = [s for s in histogram.samples if s.name.endswith("_sum")]
+        assert total[0].labels == labels and total[0].value == 60 + 1200
 
 
-def test_campaigns_beyond_the_limit_fold_into_other():
+def test_campaigns_beyond_the_partition_budget_fold_into_other_at_ingest():
+    config = CONFIG._replace(max_campaigns=2)
     state = state_of(*[event("impression", campaign=f"c{i}") for i in range(5)],
-                     *[event("click", campaign=f"c{i}") for i in range(5)])
-    families = scrape([state], Settings(max_campaigns=2))
-    campaigns = {s.labels["campaign"] for s in families["kpi_ctr_ratio"].samples}
+                     *[event("click", campaign=f"c{i}") for i in range(5)], config=config)
+    registry, families = scrape([state])
+    campaigns = {s.labels["campaign"] for s in families["kpi_window_events"].samples}
     assert campaigns == {"c0", "c1", "__other__"}
-    other = samples(families["kpi_window_events"], campaign="__other__", event_type="impression",
-                    window="5m")
-    assert other[0].value == 3
-    assert families["kpi_campaigns_folded"].samples[0].value == 3
+    assert registry.get_sample_value("kpi_window_events", {"campaign": "__other__",
+                                                           "event_type": "impression",
+                                                           "window": "5m"}) == 3
+    assert registry.get_sample_value("kpi_events_folded_total", {"budget": "campaign"}) == 6
+    assert registry.get_sample_value("kpi_campaigns_tracked") == 2
+
+
+def test_other_is_merged_across_partitions():
+    config = CONFIG._replace(max_campaigns=1)
+    states = []
+    for partition in range(3):
+        state, _ = run(as_messages([(0, raw(event("impression", campaign=f"p{partition}-{i}")))
+                                    for i in range(3)]), config=config)
+        state.partition = partition
+        states.append(state)
+    registry, _ = scrape(states)
+    assert registry.get_sample_value("kpi_events_total", {"campaign": "__other__",
+                                                          "event_type": "impression"}) == 6
 
 
 def test_awaiting_and_oldest_age():
-    families = scrape([state_of(event("lead", lead_id="A", at_ms=NOW_MS - 120_000),
-                                event("lead", lead_id="B", at_ms=NOW_MS - 60_000))])
-    assert families["kpi_leads_awaiting_contact"].samples[0].value == 2
-    assert families["kpi_oldest_uncontacted_lead_age_seconds"].samples[0].value == 120
+    registry, _ = scrape([state_of(event("lead", lead_id="A", at_ms=NOW_MS - 120_000),
+                                   event("lead", lead_id="B", at_ms=NOW_MS - 60_000))])
+    assert registry.get_sample_value("kpi_leads_awaiting_contact", {"campaign": "c1"}) == 2
+    assert registry.get_sample_value("kpi_oldest_uncontacted_lead_age_seconds", {"campaign": "c1"}) == 120
+
+
+@pytest.mark.parametrize("campaign", ['quote"d', "back\\slash", "new\nline", "ünïcode", "{braces}"])
+def test_any_campaign_id_survives_the_text_format(campaign):
+    registry, _ = scrape([state_of(event("impression", campaign=campaign, channel='ch"1'))],
+                         Settings(export="full"))
+    assert registry.get_sample_value("kpi_events_total", {"campaign": campaign, "channel": 'ch"1',
+                                                          "event_type": "impression"}) == 1
+
+
+def test_rows_are_rebuilt_only_when_a_campaign_changes():
+    state = state_of(*busy_campaign("a"), *busy_campaign("b"))
+    exp = exporter([state])
+    first = exp.text()
+    exp.text()
+    assert exp._cache.misses == 2 and exp._cache.hits == 2
+    run([(kind("impression"), 100, raw(event("impression", campaign="a")))], state=state)
+    second = exp.text()
+    assert exp._cache.misses == 3 and first != second
+
+
+CAMPAIGNS = ["a", "b", "c", "d"]
+
+
+@st.composite
+def events(draw):
+    event_type = draw(st.sampled_from(EVENT_TYPES))
+    fields = {}
+    if event_type in ("lead", "sales_contact"):
+        fields["lead_id"] = draw(st.sampled_from(["L1", "L2", "L3"]))
+    if event_type in ("impression", "click"):
+        fields["cost"] = draw(st.sampled_from([0, 0.01, 1.25]))
+    if event_type == "sale":
+        fields["value"] = draw(st.sampled_from([1, 9.99]))
+    return event(event_type, campaign=draw(st.sampled_from(CAMPAIGNS)),
+                 at_ms=NOW_MS - draw(st.integers(0, 80 * MIN)),
+                 channel=draw(st.sampled_from(["search", "social"])), **fields)
+
+
+@settings(max_examples=50)
+@given(st.lists(events(), max_size=60), st.sampled_from(["lean", "full"]))
+def test_exposition_parsed_back_equals_the_snapshot(evs, export):
+    state = state_of(*evs, config=CONFIG._replace(max_campaigns=3))
+    exp = exporter([state], Settings(export=export))
+    parsed = {}
+    for family in text_string_to_metric_families(exp.text()):
+        for s in family.samples:
+            key = (s.name, tuple(sorted(s.labels.items())))
+            assert key not in parsed, f"series {key} exported twice"
+            parsed[key] = s.value
+    data = snapshot_json(exp.snapshot())
+    for campaign, entry in data["campaigns"].items():
+        for window, figures in entry["windows"].items():
+            for event_type, count in figures["events"].items():
+                key = ("kpi_window_events", (("campaign", campaign), ("event_type", event_type),
+                                             ("window", window)))
+                assert parsed[key] == count
+            for name, field in (("kpi_window_revenue", "revenue"), ("kpi_window_spend", "spend")):
+                assert parsed[(name, (("campaign", campaign), ("window", window)))] == \
+                    pytest.approx(figures[field])
+            p95 = parsed.get(("kpi_sales_response_p95_seconds",
+                              (("campaign", campaign), ("window", window))))
+            assert p95 == figures["sales_response_p95_seconds"]
+            if export == "full":
+                ctr = parsed.get(("kpi_ctr_ratio", (("campaign", campaign), ("window", window))))
+                assert ctr == figures["ctr"]
+        totals = {t: parsed.get(("kpi_events_total", (("campaign", campaign), ("event_type", t))))
+                  for t in EVENT_TYPES}
+        if export == "lean":
+            assert totals == entry["events_total"]
+    assert sum(v for (name, _), v in parsed.items() if name == "kpi_events_total") == \
+        sum(sum(e["events_total"].values()) for e in data["campaigns"].values())
+
+
+def test_state_config_default_budget_matches_settings():
+    assert StateConfig().max_campaigns == Settings().max_campaigns_per_partition

@@ -8,7 +8,8 @@ def test_defaults():
     s = settings_from_env({})
     assert s.broker is None and s.web_host == "127.0.0.1" and s.web_port == 6066
     assert s.windows_seconds == (300, 900, 3600) and s.retention_seconds == 4200
-    assert s.topics.inputs()[0] == "marketing.impressions" and s.max_campaigns == 5000
+    assert s.topics.inputs()[0] == "marketing.impressions" and s.max_campaigns_per_partition == 2000
+    assert s.export == "lean"
 
 
 def test_environment_and_overrides():
@@ -26,7 +27,9 @@ def test_environment_and_overrides():
     ({"KPI_BUCKET": "0s"}, "KPI_BUCKET"),
     ({"KPI_CURRENCY": "usd"}, "KPI_CURRENCY"),
     ({"KPI_BROKER": "localhost:9092"}, "KPI_BROKER"),
-    ({"KPI_MAX_CAMPAIGNS": "0"}, "KPI_MAX_CAMPAIGNS"),
+    ({"KPI_MAX_CAMPAIGNS_PER_PARTITION": "0"}, "KPI_MAX_CAMPAIGNS_PER_PARTITION"),
+    ({"KPI_MAX_CAMPAIGNS": "5000"}, "KPI_MAX_CAMPAIGNS: replaced"),
+    ({"KPI_EXPORT": "everything"}, "KPI_EXPORT"),
     ({"KPI_GRACE": "-1m"}, "KPI_GRACE"),
 ])
 def test_bad_settings_fail_fast_naming_the_setting(env, named):

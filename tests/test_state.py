@@ -7,7 +7,7 @@ from stream import sketch
 from stream.events import EVENT_TYPES
 from stream.state import KINDS, PartitionState, histogram_bin
 from tests.factories import NOW_MS, event, kind, raw
-from tests.state_harness import CONFIG, as_messages, canonical, restore, run
+from tests.state_harness import CONFIG, as_messages, buckets, canonical, restore, run
 
 MIN = 60_000
 
@@ -17,12 +17,12 @@ def msgs(*events: dict) -> list:
 
 
 def total(state: PartitionState, campaign: str, event_type: str) -> int:
-    return sum(c[kind(event_type)] for c in state.totals[campaign].by_channel.values())
+    return sum(c[kind(event_type)] for c in state.campaigns[campaign].by_channel.values())
 
 
 def bucket_counts(state: PartitionState, campaign: str) -> list[int]:
     sums = [0] * KINDS
-    for b in state.buckets.get(campaign, {}).values():
+    for b in buckets(state, campaign).values():
         for k in range(KINDS):
             sums[k] += b.counts[k]
     return sums
@@ -33,11 +33,11 @@ def test_counts_land_in_event_time_buckets():
                         event("impression", at_ms=NOW_MS - 5 * MIN + 2, cost=0.25),
                         event("click", at_ms=NOW_MS - 1, cost=1.5),
                         event("sale", at_ms=NOW_MS - 2 * MIN, value=40)))
-    starts = sorted(state.buckets["c1"])
+    starts = sorted(buckets(state, "c1"))
     assert starts == [NOW_MS - 5 * MIN, NOW_MS - 2 * MIN, NOW_MS - MIN]
-    first = state.buckets["c1"][NOW_MS - 5 * MIN]
+    first = buckets(state, "c1")[NOW_MS - 5 * MIN]
     assert first.counts == [2, 0, 0, 0, 0] and first.spend == 500_000
-    assert state.buckets["c1"][NOW_MS - 2 * MIN].revenue == 40_000_000
+    assert buckets(state, "c1")[NOW_MS - 2 * MIN].revenue == 40_000_000
 
 
 def test_late_event_counts_in_totals_not_windows():
@@ -75,9 +75,9 @@ def test_response_time_join_either_order(order):
     bins, total_ms = state.response_histogram("c1")
     assert sum(bins) == 1 and bins[histogram_bin(6 * MIN)] == 1
     assert total_ms == 6 * MIN
-    contact_sketch = state.responses["c1"].sketches[NOW_MS - 4 * MIN]
+    contact_sketch = state.index.responses["c1"].sketches[NOW_MS - 4 * MIN]
     assert sketch.quantile(contact_sketch, 0.5) == pytest.approx(360_000, rel=0.01)
-    assert state.awaiting_contact == {} and state.unmatched_contacts == {}
+    assert state.index.awaiting_contact == {} and state.index.unmatched_contacts == {}
 
 
 def test_earliest_contact_wins_and_late_earlier_contact_retracts():
@@ -87,7 +87,7 @@ def test_earliest_contact_wins_and_late_earlier_contact_retracts():
     state, _ = run(msgs(lead, later, earlier), batch=1)
     bins, total_ms = state.response_histogram("c1")
     assert sum(bins) == 1 and total_ms == 10 * MIN
-    assert list(state.responses["c1"].sketches) == [NOW_MS - 20 * MIN]
+    assert list(state.index.responses["c1"].sketches) == [NOW_MS - 20 * MIN]
 
 
 def test_contact_before_lead_time_counts_as_zero():
@@ -101,37 +101,45 @@ def test_awaiting_and_unmatched():
     state, _ = run(msgs(event("lead", lead_id="A", at_ms=NOW_MS - 30 * MIN),
                         event("lead", lead_id="B", at_ms=NOW_MS - 10 * MIN),
                         event("sales_contact", lead_id="Z")))
-    assert state.awaiting_contact == {"c1": {"A": NOW_MS - 30 * MIN, "B": NOW_MS - 10 * MIN}}
-    assert state.unmatched_contacts == {"c1": 1}
+    assert state.index.awaiting_contact == {"c1": {"A": NOW_MS - 30 * MIN, "B": NOW_MS - 10 * MIN}}
+    assert state.index.unmatched_contacts == {"c1": 1}
 
 
 def test_expire_drops_old_buckets_and_dead_leads():
     state, _ = run(msgs(event("click", at_ms=NOW_MS - 10 * MIN),
                         event("lead", lead_id="old", at_ms=NOW_MS - 10 * MIN)))
     deletions = state.expire(NOW_MS + CONFIG.retention_ms)
-    assert state.buckets == {}
+    assert buckets(state, "c1") == {}
     assert all(value is None for _, value in deletions)
-    assert "old" in state.awaiting_contact["c1"]  # a pending lead lives for the lead TTL
-    state.expire(NOW_MS + CONFIG.lead_ttl_ms)
-    assert state.leads == {} and state.awaiting_contact == {}
-    assert total(state, "c1", "click") == 1  # totals are never expired
+    assert "old" in state.index.awaiting_contact["c1"]  # a pending lead lives for the lead TTL
+    assert total(state, "c1", "click") == 1  # totals live while the campaign has buckets or leads
+    records = state.expire(NOW_MS + CONFIG.lead_ttl_ms)
+    assert state.leads == {} and state.index.awaiting_contact == {}
+    # Nothing left: the campaign is retired, its budget slot freed, its totals record deleted.
+    assert "c1" not in state.campaigns
+    assert (b'[0,"t","c1"]', None) in records
+
+
+def _keep_alive(state, at_ms):
+    """One fresh impression at ``at_ms``, so the campaign has a bucket and is not retired."""
+    return run(as_messages([(kind("impression"), raw(event("impression", at_ms=at_ms)))]),
+               state=state, now_ms=at_ms)[1]
 
 
 def test_expired_leads_keep_their_response_in_the_archive():
-    state, _ = run(msgs(event("lead", lead_id="L", at_ms=NOW_MS - 10 * MIN),
-                        event("sales_contact", lead_id="L", at_ms=NOW_MS - 5 * MIN)))
+    state, first = run(msgs(event("lead", lead_id="L", at_ms=NOW_MS - 10 * MIN),
+                            event("sales_contact", lead_id="L", at_ms=NOW_MS - 5 * MIN)))
+    alive = _keep_alive(state, NOW_MS + CONFIG.lead_ttl_ms)
     before = state.response_histogram("c1")
     records = state.expire(NOW_MS + CONFIG.lead_ttl_ms)
-    assert state.leads == {} and state.responses["c1"].histogram == [0] * len(before[0])
+    assert state.leads == {} and state.index.responses["c1"].histogram == [0] * len(before[0])
     assert state.response_histogram("c1") == before
     # The archive is written before the deletion: a restore that has the archive but lost the
     # deletion must not count the lead twice.
     totals_at = next(i for i, (k, _) in enumerate(records) if b'"t"' in k)
     lead_at = next(i for i, (k, _) in enumerate(records) if b'"l"' in k)
     assert totals_at < lead_at
-    _, log = run(msgs(event("lead", lead_id="L", at_ms=NOW_MS - 10 * MIN),
-                      event("sales_contact", lead_id="L", at_ms=NOW_MS - 5 * MIN)))
-    survivor = restore(log + records[:lead_at])
+    survivor = restore(first + alive + records[:lead_at])
     assert survivor.response_histogram("c1") == before
     assert survivor.leads == {}
     redo = survivor.expire(NOW_MS + CONFIG.lead_ttl_ms)
@@ -205,8 +213,8 @@ def test_bucket_sums_equal_totals(payloads):
     """Per event type: events in buckets plus late events equals the all-time totals."""
     state, _ = run(as_messages(payloads))
     for k in range(KINDS):
-        in_totals = sum(c[k] for t in state.totals.values() for c in t.by_channel.values())
-        in_buckets = sum(bucket_counts(state, campaign)[k] for campaign in state.totals)
+        in_totals = sum(c[k] for t in state.campaigns.values() for c in t.by_channel.values())
+        in_buckets = sum(bucket_counts(state, campaign)[k] for campaign in state.campaigns)
         assert in_buckets + state.meta.late[k] == in_totals
 
 
@@ -252,3 +260,76 @@ def _interleave(messages, choices):
                 out.append(queues[k].pop(0))
                 break
     return out
+
+
+# -- the campaign budget ---------------------------------------------------------------------
+
+BUDGET = CONFIG._replace(max_campaigns=3, max_channels=2)
+
+
+def test_a_flood_of_new_campaign_ids_is_bounded_and_counted():
+    flood = [event("impression", campaign=f"user-{i}", channel=f"ch-{i % 5}") for i in range(500)]
+    state, log = run(msgs(*flood), config=BUDGET, batch=50)
+    assert set(state.campaigns) == {"user-0", "user-1", "user-2", "__other__"}
+    assert state.meta.folded == [497, sum(1 for i in range(500) if i % 5 >= 2)]
+    assert total(state, "__other__", "impression") == 497
+    assert all(total(state, f"user-{i}", "impression") == 1 for i in range(3))
+    assert state.channels == {"ch-0", "ch-1"}
+    assert canonical(restore(log, BUDGET)) == canonical(state)
+
+
+def test_a_retired_campaign_frees_its_slot():
+    state, _ = run(msgs(*[event("click", campaign=c, at_ms=NOW_MS - 10 * MIN) for c in "abc"]),
+                   config=BUDGET)
+    later = NOW_MS + BUDGET.retention_ms
+    state.expire(later)
+    assert state.admitted_campaigns == 0
+    run([(kind("click"), 10, raw(event("click", campaign="d", at_ms=later)))], state=state,
+        config=BUDGET, now_ms=later)
+    assert "d" in state.campaigns and "__other__" not in state.campaigns
+
+
+@FAST
+@given(st.lists(st.tuples(st.sampled_from(EVENT_TYPES), st.integers(0, 7)), min_size=1, max_size=40),
+       st.data(), st.integers(1, 9))
+def test_budget_with_crash_and_replay(items, data, batch):
+    """Admission is persisted before what it admits: a replay in the original order is identical,
+    and in any cross-topic order no event is lost or counted twice and no admitted campaign's
+    figures change."""
+    evs = [event(t, campaign=f"c{c}", lead_id=f"L{c}") for t, c in items]
+    messages = msgs(*evs)
+    uninterrupted, log = run(messages, config=BUDGET, batch=batch)
+    assert uninterrupted.admitted_campaigns <= BUDGET.max_campaigns
+    cut = data.draw(st.integers(0, len(log)), label="records that reached the changelog")
+    survivor = restore(log[:cut], BUDGET)
+    resume = survivor.resume_offsets()
+    pending = [m for m in messages if m[1] >= resume[m[0]]]
+    same_order, _ = run(pending, state=restore(log[:cut], BUDGET), config=BUDGET, batch=batch)
+    assert canonical(same_order, with_positions=False) == canonical(uninterrupted, with_positions=False)
+
+    pending.sort(key=lambda m: (m[0], m[1]))
+    choices = data.draw(st.lists(st.integers(0, 4), min_size=len(pending), max_size=len(pending)))
+    other_order, _ = run(_interleave(pending, choices), state=survivor, config=BUDGET)
+    for k in range(KINDS):
+        assert sum(total(other_order, c, EVENT_TYPES[k]) for c in other_order.campaigns) == \
+            sum(total(uninterrupted, c, EVENT_TYPES[k]) for c in uninterrupted.campaigns)
+    for campaign in set(other_order.campaigns) & set(uninterrupted.campaigns) - {"__other__"}:
+        assert other_order.campaigns[campaign].by_channel == \
+            uninterrupted.campaigns[campaign].by_channel
+
+
+def test_replay_after_a_lost_meta_does_not_see_ids_from_the_future():
+    """An id seen, then seen again past the horizon in a batch whose Meta was lost: the replay
+    must decide as the original run did (found by the crash property)."""
+    old, new = NOW_MS - 10 * MIN - 1, NOW_MS
+    first = event("impression", event_id="x", at_ms=old)
+    messages = msgs(first, *[event("impression", at_ms=new) for _ in range(7)], dict(first),
+                    event("impression", at_ms=new))
+    uninterrupted, log = run(messages, batch=9)
+    assert uninterrupted.meta.duplicate[0] == 0  # the horizon had passed
+    for cut in range(len(log) + 1):
+        survivor = restore(log[:cut])
+        resume = survivor.resume_offsets()
+        recovered, _ = run([m for m in messages if m[1] >= resume[m[0]]], state=survivor, batch=1)
+        assert canonical(recovered, with_positions=False) == \
+            canonical(uninterrupted, with_positions=False), cut

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from stream import sketch
 from stream.kpis import compute_kpis
-from stream.state import Bucket
-from stream.windows import bucket_start, is_expired, trailing_window_sums
+from stream.campaign import Bucket, CampaignState
+from stream.windows import bucket_start, is_expired
 
 MIN = 60_000
 
@@ -22,19 +22,64 @@ def test_expiry_is_end_of_bucket_past_retention():
     assert is_expired(0, MIN, now_ms=10 * MIN, retention_ms=9 * MIN)
 
 
+def _campaign(buckets: dict[int, tuple[list[int], int, int]]) -> CampaignState:
+    state = CampaignState(13)
+    for start, (counts, revenue, spend) in buckets.items():
+        state.put_bucket(start, Bucket(counts, revenue, spend, [0] * 5), MIN)
+    return state
+
+
+def _reference_sums(buckets, now, windows):
+    """The definition: a window of length W sums the buckets in (current - W, current]."""
+    current = bucket_start(now, MIN)
+    out = []
+    for w in windows:
+        inside = [b for start, b in buckets.items() if current - w < start <= current]
+        out.append(([sum(b[0][k] for b in inside) for k in range(5)],
+                    sum(b[1] for b in inside), sum(b[2] for b in inside)))
+    return out
+
+
 def test_trailing_windows_sum_the_last_buckets_and_move_with_the_clock():
     now = 100 * MIN + 30_000
-    buckets = {(100 - age) * MIN: Bucket(counts=[age + 1, 0, 0, 0, 0], spend=1_000_000)
-               for age in range(0, 20)}
-    buckets[101 * MIN] = Bucket(counts=[1000, 0, 0, 0, 0])  # future: not yet in any window
-    sums = trailing_window_sums(buckets, {}, now, MIN, [5 * MIN, 15 * MIN])
-    assert sums[5 * MIN].counts[0] == sum(range(1, 6))
-    assert sums[15 * MIN].counts[0] == sum(range(1, 16))
-    assert sums[5 * MIN].spend_micros == 5_000_000
+    buckets = {(100 - age) * MIN: ([age + 1, 0, 0, 0, 0], 0, 1_000_000) for age in range(0, 20)}
+    buckets[101 * MIN] = ([1000, 0, 0, 0, 0], 0, 0)  # future: not yet in any window
+    state = _campaign(buckets)
+    five, fifteen = state.window_totals(bucket_start(now, MIN), (5 * MIN, 15 * MIN), MIN)
+    assert five.counts[0] == sum(range(1, 6))
+    assert fifteen.counts[0] == sum(range(1, 16))
+    assert five.spend_micros == 5_000_000
     # With no new events the window slides on: 4 minutes later it holds buckets 100..104.
-    quiet_later = trailing_window_sums(buckets, {}, now + 4 * MIN, MIN, [5 * MIN])
-    assert quiet_later[5 * MIN].counts[0] == 1 + 1000
-    assert trailing_window_sums(buckets, {}, now + 6 * MIN, MIN, [5 * MIN])[5 * MIN].counts[0] == 0
+    later = bucket_start(now + 4 * MIN, MIN)
+    assert state.window_totals(later, (5 * MIN,), MIN)[0].counts[0] == 1 + 1000
+    assert state.window_totals(bucket_start(now + 6 * MIN, MIN), (5 * MIN,), MIN)[0].counts[0] == 0
+
+
+@given(st.dictionaries(st.integers(0, 120).map(lambda i: i * MIN),
+                       st.tuples(st.lists(st.integers(0, 50), min_size=5, max_size=5),
+                                 st.integers(0, 10**9), st.integers(0, 10**9)), max_size=40),
+       st.integers(0, 130 * MIN),
+       st.lists(st.integers(1, 90).map(lambda i: i * MIN), min_size=1, max_size=4, unique=True))
+def test_packed_rows_sum_like_the_definition(buckets, now, windows):
+    windows = tuple(sorted(windows))
+    got = _campaign(buckets).window_totals(bucket_start(now, MIN), windows, MIN)
+    assert [(w.counts, w.revenue_micros, w.spend_micros) for w in got] == \
+        _reference_sums(buckets, now, windows)
+
+
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 200), st.integers(0, 10**6)),
+                max_size=60),
+       st.integers(0, 200))
+def test_dropping_old_rows_keeps_the_rest(events, cutoff):
+    state = CampaignState(13)
+    expected: dict[int, list[int]] = {}
+    for pos, (k, minute, amount) in enumerate(events):
+        assert state.add(k, pos, minute * MIN, amount, 6, MIN)
+        expected.setdefault(minute * MIN, [0] * 5)[k] += 1
+    dropped = state.drop_buckets_before(cutoff * MIN, MIN)
+    assert sorted(dropped) == sorted(s for s in expected if s < cutoff * MIN)
+    kept = {s: b.counts for s, b in state.buckets(MIN)}
+    assert kept == {s: c for s, c in expected.items() if s >= cutoff * MIN}
 
 
 @pytest.mark.parametrize("counts, revenue, spend, expected", [
@@ -96,3 +141,24 @@ def test_wilson_bounds_contain_the_rate_and_narrow_with_volume(successes, trials
     narrow = wilson_bounds(successes * 10, trials * 10)
     assert narrow[1] - narrow[0] <= wide[1] - wide[0] + 1e-12
     assert wilson_bounds(0, 0) is None
+
+
+@given(st.integers(0, 10**12), st.integers(1, 10**6), st.integers(0, 10**8), st.integers(-5, 5))
+def test_first_kept_start_is_the_expiry_boundary(now, bucket, retention, offset):
+    from stream.windows import first_kept_start
+
+    kept = first_kept_start(now, bucket, retention)
+    assert kept % bucket == 0
+    assert not is_expired(kept, bucket, now, retention)
+    assert is_expired(kept - bucket, bucket, now, retention)
+    start = kept + offset * bucket
+    assert is_expired(start, bucket, now, retention) == (start < kept)
+
+
+@given(st.lists(st.integers(0, 10**8), max_size=200))
+def test_quantiles_in_one_pass_equal_quantile_each(values):
+    s: dict[int, int] = {}
+    for v in values:
+        sketch.add(s, v)
+    qs = (0.01, 0.5, 0.95, 1.0)
+    assert sketch.quantiles(s, qs) == [sketch.quantile(s, q) for q in qs]
