@@ -6,6 +6,7 @@ Both are plain dicts, dumped to YAML by the CLI. The same PromQL drives both, so
 
 from __future__ import annotations
 
+from .recording import recording_rules
 from .rules import Rule
 
 DATASOURCE_UID = "kpi-prometheus"
@@ -16,7 +17,9 @@ CONTACT_POINTS = ("kpi-webhook", "kpi-slack", "kpi-email")
 def prometheus_rule_file(rules: list[Rule]) -> dict:
     groups = []
     for kind, group in (("kpi", "kpi-monitor-campaigns"), ("pipeline", "kpi-monitor-pipeline")):
-        entries = []
+        # The campaign alerts read the recorded ratios: record them first, in the same group, so
+        # an evaluation alerts on the ratios of that same evaluation.
+        entries = recording_rules() if kind == "kpi" else []
         for rule in rules:
             if rule.kind != kind:
                 continue

@@ -85,9 +85,9 @@ def _variables(multi_campaign: bool) -> list[dict]:
     if multi_campaign:
         campaign["allValue"] = ".*"
     channel = {"name": "channel", "label": "Channel", "type": "query", "datasource": DS,
-               "query": {"query": 'label_values(kpi_events_total{campaign=~"$campaign"}, channel)',
+               "query": {"query": "label_values(kpi_channel_events_total, channel)",
                          "refId": "channel"},
-               "definition": 'label_values(kpi_events_total{campaign=~"$campaign"}, channel)',
+               "definition": "label_values(kpi_channel_events_total, channel)",
                "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*"}
     window = {"name": "window", "label": "Window", "type": "custom", "query": "5m,15m,1h",
               "current": {"text": "15m", "value": "15m"},
@@ -110,10 +110,10 @@ def ops_dashboard(rules: list[Rule]) -> dict:
     sel = 'campaign=~"$campaign",window="$window"'
     lay.row("Campaigns")
     table_targets = [
-        _target(f"kpi_ctr_ratio{{{sel}}}", ref="CTR", instant=True, table=True),
-        _target(f"kpi_conversion_ratio{{{sel}}}", ref="Conversion", instant=True, table=True),
+        _target(f"campaign:kpi_ctr_ratio{{{sel}}}", ref="CTR", instant=True, table=True),
+        _target(f"campaign:kpi_conversion_ratio{{{sel}}}", ref="Conversion", instant=True, table=True),
         _target(f"kpi_sales_response_p95_seconds{{{sel}}}", ref="Response p95", instant=True, table=True),
-        _target(f"kpi_roas_ratio{{{sel}}}", ref="ROAS", instant=True, table=True),
+        _target(f"campaign:kpi_roas_ratio{{{sel}}}", ref="ROAS", instant=True, table=True),
         _target(f'kpi_window_events{{event_type="impression",{sel}}}', ref="Impressions", instant=True,
                 table=True),
         _target('count by (campaign) (ALERTS{alertstate="firing",campaign=~"$campaign"})', ref="Firing",
@@ -148,14 +148,14 @@ def ops_dashboard(rules: list[Rule]) -> dict:
                          "sortOrder": 1}}, 8, 10)
     lay.row("KPIs over time")
     for title, metric, unit, kpi, below_is_bad in (
-            ("CTR", "kpi_ctr_ratio", "percentunit", "ctr", True),
-            ("Conversion rate", "kpi_conversion_ratio", "percentunit", "conversion", True),
-            ("Lead rate", "kpi_lead_ratio", "percentunit", None, True),
-            ("Lead-to-sale rate", "kpi_lead_to_sale_ratio", "percentunit", None, True),
+            ("CTR", "campaign:kpi_ctr_ratio", "percentunit", "ctr", True),
+            ("Conversion rate", "campaign:kpi_conversion_ratio", "percentunit", "conversion", True),
+            ("Lead rate", "campaign:kpi_lead_ratio", "percentunit", None, True),
+            ("Lead-to-sale rate", "campaign:kpi_lead_to_sale_ratio", "percentunit", None, True),
             ("Sales response p95", "kpi_sales_response_p95_seconds", "s", "response_p95", False),
-            ("CPA", "kpi_cpa", "currencyUSD", "cpa", False),
-            ("ROAS", "kpi_roas_ratio", "short", "roas", True),
-            ("CPC", "kpi_cpc", "currencyUSD", None, False)):
+            ("CPA", "campaign:kpi_cpa", "currencyUSD", "cpa", False),
+            ("ROAS", "campaign:kpi_roas_ratio", "short", "roas", True),
+            ("CPC", "campaign:kpi_cpc", "currencyUSD", None, False)):
         threshold = _threshold(rules, kpi) if kpi else None
         lay.add(_timeseries(f"{title} ($window)", [_target(f"{metric}{{{sel}}}", "{{campaign}}")], unit,
                             _steps("green", "red", threshold, below_is_bad) if threshold is not None else None),
@@ -163,8 +163,8 @@ def ops_dashboard(rules: list[Rule]) -> dict:
     lay.add(_timeseries("Oldest uncontacted lead", [
         _target('kpi_oldest_uncontacted_lead_age_seconds{campaign=~"$campaign"}', "{{campaign}}")], "s",
         _steps("green", "red", _threshold(rules, "oldest_uncontacted_lead_age"), False)), 12, 8)
-    lay.add(_timeseries("Events/s by channel", [
-        _target('sum by (channel) (rate(kpi_events_total{campaign=~"$campaign",channel=~"$channel"}[$__rate_interval]))',
+    lay.add(_timeseries("Events/s by channel (all campaigns)", [
+        _target('sum by (channel) (rate(kpi_channel_events_total{channel=~"$channel"}[$__rate_interval]))',
                 "{{channel}}")], "ops"), 12, 8)
     lay.row("Pipeline")
     lay.add(_timeseries("Events/s by type", [
@@ -174,7 +174,9 @@ def ops_dashboard(rules: list[Rule]) -> dict:
     lay.add(_timeseries("Rejected / late / duplicate per second", [
         _target("sum by (reason) (rate(kpi_events_rejected_total[$__rate_interval]))", "rejected {{reason}}"),
         _target("sum(rate(kpi_events_late_total[$__rate_interval]))", "late", ref="B"),
-        _target("sum(rate(kpi_events_duplicate_total[$__rate_interval]))", "duplicate", ref="C")], "ops"), 8, 8)
+        _target("sum(rate(kpi_events_duplicate_total[$__rate_interval]))", "duplicate", ref="C"),
+        _target('sum(rate(kpi_events_folded_total{budget="campaign"}[$__rate_interval]))',
+                "folded into __other__", ref="D")], "ops"), 8, 8)
     lay.add({"type": "stat", "title": "Workers up", "datasource": DS,
              "targets": [_target('sum(up{job="kpi-monitor"})', instant=True)],
              "fieldConfig": {"defaults": {"thresholds": {"mode": "absolute", "steps": _steps("green", "red", 1, True)}},
@@ -182,9 +184,15 @@ def ops_dashboard(rules: list[Rule]) -> dict:
     lay.add({"type": "stat", "title": "Partitions owned", "datasource": DS,
              "targets": [_target("sum(kpi_partitions_owned)", instant=True)],
              "fieldConfig": {"defaults": {}, "overrides": []}}, 6, 5)
-    lay.add({"type": "stat", "title": "Campaigns over the label limit", "datasource": DS,
-             "targets": [_target("max(kpi_campaigns_folded)", instant=True)],
-             "fieldConfig": {"defaults": {}, "overrides": []}}, 6, 5)
+    lay.add({"type": "stat", "title": "Campaign budget used", "datasource": DS,
+             "targets": [_target("sum(kpi_campaigns_tracked) / sum(kpi_campaign_budget)", instant=True)],
+             "fieldConfig": {"defaults": {"unit": "percentunit",
+                                          "thresholds": {"mode": "absolute",
+                                                         "steps": _steps("green", "red", 0.9, False)}},
+                             "overrides": []}}, 6, 5)
+    lay.add(_timeseries("Sales response p95, all campaigns (1h)", [
+        _target("histogram_quantile(0.95, sum by (le) (rate(kpi_sales_response_seconds_bucket[1h])))",
+                "p95")], "s"), 6, 5)
     lay.add(_timeseries("Batch time p95", [
         _target("histogram_quantile(0.95, sum by (le, instance) (rate(kpi_batch_duration_seconds_bucket[$__rate_interval])))",
                 "{{instance}}")], "s"), 6, 5)
@@ -197,10 +205,10 @@ def campaign_dashboard(rules: list[Rule]) -> dict:
     sel = 'campaign="$campaign",window="$window"'
     lay.row("Now")
     for title, expr, unit in (
-            ("CTR", f"kpi_ctr_ratio{{{sel}}}", "percentunit"),
-            ("Conversion", f"kpi_conversion_ratio{{{sel}}}", "percentunit"),
+            ("CTR", f"campaign:kpi_ctr_ratio{{{sel}}}", "percentunit"),
+            ("Conversion", f"campaign:kpi_conversion_ratio{{{sel}}}", "percentunit"),
             ("Response p95", f"kpi_sales_response_p95_seconds{{{sel}}}", "s"),
-            ("ROAS", f"kpi_roas_ratio{{{sel}}}", "short"),
+            ("ROAS", f"campaign:kpi_roas_ratio{{{sel}}}", "short"),
             ("Spend", f"kpi_window_spend{{{sel}}}", "currencyUSD"),
             ("Revenue", f"kpi_window_revenue{{{sel}}}", "currencyUSD")):
         lay.add({"type": "stat", "title": f"{title} ($window)", "datasource": DS,
@@ -208,25 +216,20 @@ def campaign_dashboard(rules: list[Rule]) -> dict:
                  "fieldConfig": {"defaults": {"unit": unit}, "overrides": []}}, 4, 4)
     lay.row("Over time")
     lay.add(_timeseries("CTR with 95% bounds", [
-        _target(f"kpi_ctr_ratio{{{sel}}}", "CTR"),
-        _target(f"kpi_ctr_ratio_lower{{{sel}}}", "lower", ref="B"),
-        _target(f"kpi_ctr_ratio_upper{{{sel}}}", "upper", ref="C")], "percentunit",
+        _target(f"campaign:kpi_ctr_ratio{{{sel}}}", "CTR"),
+        _target(f"campaign:kpi_ctr_ratio_lower{{{sel}}}", "lower", ref="B"),
+        _target(f"campaign:kpi_ctr_ratio_upper{{{sel}}}", "upper", ref="C")], "percentunit",
         _steps("green", "red", _threshold(rules, "ctr"), True)), 12, 8)
     lay.add(_timeseries("Conversion with 95% bounds", [
-        _target(f"kpi_conversion_ratio{{{sel}}}", "conversion"),
-        _target(f"kpi_conversion_ratio_lower{{{sel}}}", "lower", ref="B"),
-        _target(f"kpi_conversion_ratio_upper{{{sel}}}", "upper", ref="C")], "percentunit"), 12, 8)
+        _target(f"campaign:kpi_conversion_ratio{{{sel}}}", "conversion"),
+        _target(f"campaign:kpi_conversion_ratio_lower{{{sel}}}", "lower", ref="B"),
+        _target(f"campaign:kpi_conversion_ratio_upper{{{sel}}}", "upper", ref="C")], "percentunit"), 12, 8)
     lay.add(_timeseries("Events/s by type", [
         _target('sum by (event_type) (rate(kpi_events_total{campaign="$campaign"}[$__rate_interval]))',
                 "{{event_type}}")], "ops"), 12, 8)
-    lay.add(_timeseries("Events/s by channel", [
-        _target('sum by (channel) (rate(kpi_events_total{campaign="$campaign",channel=~"$channel"}[$__rate_interval]))',
-                "{{channel}}")], "ops"), 12, 8)
     lay.add(_timeseries("Sales response time", [
         _target(f"kpi_sales_response_p50_seconds{{{sel}}}", "p50"),
-        _target(f"kpi_sales_response_p95_seconds{{{sel}}}", "p95", ref="B"),
-        _target('histogram_quantile(0.95, sum by (le) (rate(kpi_sales_response_seconds_bucket{campaign="$campaign"}[1h])))',
-                "p95 from histogram (1h)", ref="C")], "s"), 12, 8)
+        _target(f"kpi_sales_response_p95_seconds{{{sel}}}", "p95", ref="B")], "s"), 12, 8)
     lay.add(_timeseries("Leads awaiting first contact", [
         _target('kpi_leads_awaiting_contact{campaign="$campaign"}', "waiting"),
         _target('kpi_oldest_uncontacted_lead_age_seconds{campaign="$campaign"}', "oldest age (s)", ref="B"),
@@ -234,7 +237,7 @@ def campaign_dashboard(rules: list[Rule]) -> dict:
     lay.add(_timeseries("Spend, revenue, CPA", [
         _target(f"kpi_window_spend{{{sel}}}", "spend"),
         _target(f"kpi_window_revenue{{{sel}}}", "revenue", ref="B"),
-        _target(f"kpi_cpa{{{sel}}}", "CPA", ref="C")], "currencyUSD"), 12, 8)
+        _target(f"campaign:kpi_cpa{{{sel}}}", "CPA", ref="C")], "currencyUSD"), 12, 8)
     lay.add({"type": "table", "title": "Alerts for this campaign", "datasource": DS,
              "targets": [_target('ALERTS{campaign="$campaign"}', instant=True, table=True)],
              "fieldConfig": {"defaults": {}, "overrides": []}}, 12, 8)

@@ -12,6 +12,8 @@ from typing import Any
 
 from .durations import format_duration, parse_duration
 from .events import EVENT_TYPES
+from .kpis import RATIOS
+from .recording import recorded
 
 
 class RuleError(ValueError):
@@ -26,16 +28,10 @@ class KpiSource:
     event_type: str | None = None  # for kpi_window_events
 
 
+# Ratios are read from the recording rules (stream.recording), which derive them from the sums
+# the workers export; the rest are exported by the workers as they are.
 KPIS: dict[str, KpiSource] = {
-    "ctr": KpiSource("kpi_ctr_ratio", rate=True),
-    "conversion": KpiSource("kpi_conversion_ratio", rate=True),
-    "lead_rate": KpiSource("kpi_lead_ratio", rate=True),
-    "lead_to_sale": KpiSource("kpi_lead_to_sale_ratio", rate=True),
-    "cpc": KpiSource("kpi_cpc"),
-    "cpl": KpiSource("kpi_cpl"),
-    "cpa": KpiSource("kpi_cpa"),
-    "roas": KpiSource("kpi_roas_ratio"),
-    "aov": KpiSource("kpi_aov"),
+    **{r.key: KpiSource(recorded(r.metric), rate=r.rate) for r in RATIOS},
     "revenue": KpiSource("kpi_window_revenue"),
     "spend": KpiSource("kpi_window_spend"),
     "response_p50": KpiSource("kpi_sales_response_p50_seconds"),

@@ -41,7 +41,7 @@ def test_every_default_rule_is_shipped():
     assert names == {"ctr_collapse", "conversion_drop", "response_time_p95_sla",
                      "oldest_uncontacted_lead_sla", "campaign_silence", "cpa_over_target",
                      "roas_under_target", "worker_down", "consumer_lag_growing",
-                     "rejected_share_high", "late_share_high"}
+                     "rejected_share_high", "late_share_high", "campaign_budget_nearly_full"}
 
 
 GOOD = {"name": "r", "summary": "s", "severity": "page", "kpi": "ctr", "window": "15m", "op": "<",
@@ -69,7 +69,7 @@ def test_bad_rules_fail_naming_the_field(change, message):
 def test_confidence_and_volume_compile_to_promql():
     (rule,) = parse_rules({"rules": [{**GOOD, "confident": True, "campaigns": "brand-.*",
                                       "min_volume": {"event_type": "impression", "count": 2000}}]})
-    assert rule.expr() == ('(kpi_ctr_ratio_upper{window="15m",campaign=~"brand-.*"} < 0.01) and on (campaign) '
+    assert rule.expr() == ('(campaign:kpi_ctr_ratio_upper{window="15m",campaign=~"brand-.*"} < 0.01) and on (campaign) '
                            '(kpi_window_events{event_type="impression",window="15m",campaign=~"brand-.*"} >= 2000)')
 
 
@@ -153,7 +153,8 @@ def test_promtool_checks_rules_and_config():
 def test_promtool_unit_tests_for_every_default_rule():
     tests = ROOT / "ops/prometheus/tests/kpi-alerts.test.yml"
     covered = set(re.findall(r"alertname: (Kpi\w+)", tests.read_text()))
-    shipped = {r["alert"] for g in yaml.safe_load((ROOT / PROMETHEUS_RULES).read_text())["groups"] for r in g["rules"]}
+    shipped = {r["alert"] for g in yaml.safe_load((ROOT / PROMETHEUS_RULES).read_text())["groups"]
+               for r in g["rules"] if "alert" in r}
     assert covered == shipped
     for alert in shipped:  # each rule is shown firing, and resolving later
         cases = [(_minutes(case["eval_time"]), bool(case["exp_alerts"]))
@@ -162,6 +163,50 @@ def test_promtool_unit_tests_for_every_default_rule():
         fired = [t for t, firing in cases if firing]
         assert fired and any(t > min(fired) and not firing for t, firing in cases), alert
     result = run(tool("promtool"), "test", "rules", str(tests))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# (impressions, clicks, leads, sales, revenue, spend): zero denominators, p = 0, p = 1, a count
+# above its trials (sales without tracked clicks), and ordinary volumes.
+RECORDING_CASES = [(0, 0, 0, 0, 0.0, 0.0), (1000, 0, 0, 0, 0.0, 2.5), (10, 10, 10, 10, 99.5, 1.0),
+                   (3000, 6, 2, 1, 20.0, 7.25), (2500, 10, 0, 12, 1234.56, 0.01),
+                   (123456, 4321, 321, 21, 4321.5, 987.65)]
+
+
+def test_recording_rules_compute_what_the_worker_computes(tmp_path):
+    """The ratios and Wilson bounds Prometheus records from the lean export equal the ones the
+    worker computes (KPI_EXPORT=full, /kpis), case by case, on promtool."""
+    from stream.kpis import RATIOS, compute_kpis
+    from stream.recording import recorded
+    from stream.wilson import wilson_bounds
+
+    series, expected = [], []
+    kinds = ("impression", "click", "lead", "sale")
+    for i, (*counts, revenue, spend) in enumerate(RECORDING_CASES):
+        labels = f'campaign="c{i}",window="15m",job="kpi-monitor",instance="w1"'
+        for kind, count in zip(kinds, counts):
+            series.append({"series": f'kpi_window_events{{{labels},event_type="{kind}"}}',
+                           "values": f"{count}x3"})
+        series.append({"series": f"kpi_window_revenue{{{labels}}}", "values": f"{revenue}x3"})
+        series.append({"series": f"kpi_window_spend{{{labels}}}", "values": f"{spend}x3"})
+        kpis = compute_kpis([*counts, 0], round(revenue * 1e6), round(spend * 1e6))
+        for ratio, value in zip(RATIOS, kpis):
+            expected.append((recorded(ratio.metric), i, value))
+            if ratio.rate:
+                bounds = wilson_bounds(counts[kinds.index(ratio.numerator)],
+                                       counts[kinds.index(ratio.denominator)])
+                for side, bound in zip(("lower", "upper"), bounds or (None, None)):
+                    expected.append((recorded(f"{ratio.metric}_{side}"), i, bound))
+    tests = []
+    for metric in sorted({m for m, _, _ in expected}):
+        samples = [{"labels": f'{metric}{{campaign="c{i}",window="15m",job="kpi-monitor",instance="w1"}}',
+                    "value": value} for m, i, value in expected if m == metric and value is not None]
+        tests.append({"expr": metric, "eval_time": "2m", "exp_samples": samples})
+    spec = {"rule_files": [str(ROOT / PROMETHEUS_RULES)], "evaluation_interval": "1m",
+            "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}]}
+    path = tmp_path / "recording.test.yml"
+    path.write_text(yaml.safe_dump(spec))
+    result = run(tool("promtool"), "test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -26,10 +26,12 @@ class WorkerProcess:
     log_path: str
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)  # extra KPI_* settings
 
     def start(self) -> "WorkerProcess":
         env = dict(os.environ, KPI_APP_ID=self.app_id, KPI_SESSION_TIMEOUT="6s",
-                   KPI_DATA_DIR=f"/tmp/kpi-e2e-{self.app_id}-{self.port}", PYTHONUNBUFFERED="1")
+                   KPI_DATA_DIR=f"/tmp/kpi-e2e-{self.app_id}-{self.port}", PYTHONUNBUFFERED="1",
+                   **self.env)
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agents.cli", "run", "--broker", self.broker_url,

@@ -28,8 +28,9 @@ def broker():
 def workers(tmp_path):
     started: list[WorkerProcess] = []
 
-    def start(broker_url: str, app_id: str) -> WorkerProcess:
-        worker = WorkerProcess(broker_url, app_id, str(tmp_path / f"worker-{len(started)}.log")).start()
+    def start(broker_url: str, app_id: str, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(broker_url, app_id, str(tmp_path / f"worker-{len(started)}.log"),
+                               env=env).start()
         started.append(worker)
         return worker
 
@@ -85,7 +86,7 @@ def test_known_events_give_exact_metrics(broker, workers):
     messages.append(msg(ev("sale", "alpha", now, value=5, currency="EUR")))
     asyncio.run(produce(broker.bootstrap, messages))
 
-    worker = workers(broker.url, "e2e-exact")
+    worker = workers(broker.url, "e2e-exact", KPI_EXPORT="full")  # every KPI, as the worker sees it
     expected_events = 1002 + 50 + 10 + 6 + 3 + 500 + 17 + 1
     m = wait_for(lambda: fully_processed(worker, expected_events), 120, "all events folded")
 
@@ -131,7 +132,9 @@ def test_known_events_give_exact_metrics(broker, workers):
     assert kpis["gamma"]["windows"]["1h"]["ctr"] is None  # undefined, not 0
     with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/health", timeout=5) as response:
         health = orjson.loads(response.read())
-    assert health == {"partitions": [0, 1, 2, 3], "events_folded": expected_events + 20}  # + duplicates
+    assert health["partitions"] == [0, 1, 2, 3] and health["campaigns"] == 3
+    assert health["events_folded"] == expected_events + 20  # + duplicates
+    assert 0 <= health["loop_lag_worst_seconds"] < 5 and health["last_metrics_render_seconds"] > 0
 
     dead = asyncio.run(read_topic(broker.bootstrap, "marketing.rejected", 7))
     assert len(dead) == 7
