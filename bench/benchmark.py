@@ -5,7 +5,9 @@
 Phases, each on a fresh embedded broker so no run sees another's data:
 1. one event per message: monitor vs a do-nothing Faust agent vs plain aiokafka + orjson;
 2. 100 events per message: the same three;
-3. end-to-end latency (produced until visible in /metrics) at half the measured monitor rate.
+3. end-to-end latency (produced until visible in /metrics) at half the measured monitor rate;
+4. scrape and memory: /metrics cost and worker RSS at 1,000 to 20,000 campaigns and under a flood
+   of distinct campaign ids (see bench/scale.py).
 Rates are taken from the 5% point to the end, so start-up and group joins are excluded.
 """
 
@@ -262,7 +264,11 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=60)
     parser.add_argument("--latency-rate", type=float, default=0,
                         help="events/s for the latency phase (default: half the measured monitor rate)")
-    parser.add_argument("--phases", default="single,batched,latency")
+    parser.add_argument("--phases", default="single,batched,latency,scrape,memory")
+    parser.add_argument("--campaigns-list", default="1000,5000,20000",
+                        help="campaign counts for the scrape phase")
+    parser.add_argument("--worker-root", default=ROOT,
+                        help="checkout to run the worker from in the scrape and memory phases")
     args = parser.parse_args()
     phases = set(args.phases.split(","))
     log_path = "/tmp/kpi-benchmark-workers.log"
@@ -279,6 +285,11 @@ def main() -> None:
             half = args.latency_rate or (measured[0][1]["kpi-monitor"] / 2 if measured else 5000)
             print(f"== end-to-end latency at {half:,.0f} events/s, one per message", flush=True)
             latencies = asyncio.run(latency_phase(half, args.latency_seconds, args.campaigns, log))
+        if phases & {"scrape", "memory"}:
+            from bench.scale import run_scale
+
+            run_scale(phases, [int(c) for c in args.campaigns_list.split(",")],
+                      os.path.abspath(args.worker_root), log)
     print("\n== summary")
     for label, results in measured:
         monitor = results["kpi-monitor"]

@@ -18,6 +18,7 @@ Two exports (``KPI_EXPORT``):
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Callable, Iterable
 
 from .durations import format_duration
@@ -64,11 +65,26 @@ def _window_labels(windows_ms: Iterable[int]) -> tuple[str, ...]:
 
 
 # -- per-campaign families (c is the escaped campaign, w the window labels) ------------------------
+# The frequent families format one campaign's values into a cached template with one ``%``:
+# a campaign's lines cost one C-level format call per family instead of one f-string per line.
+
+@lru_cache(maxsize=1 << 16)
+def _templates(c: str, w: tuple[str, ...]) -> dict[str, str]:
+    c = c.replace("%", "%%")
+    out = {
+        "events": "".join(f'kpi_events_total{{campaign="{c}",event_type="{t}"}} %d\n'
+                          for t in EVENT_TYPES),
+        "window_events": "".join(f'kpi_window_events{{campaign="{c}",event_type="{t}",window="{label}"}} %d\n'
+                                 for label in w for t in EVENT_TYPES),
+    }
+    for name in ("kpi_window_revenue", "kpi_window_spend", "kpi_sales_response_p50_seconds",
+                 "kpi_sales_response_p95_seconds"):
+        out[name] = "".join(f'{name}{{campaign="{c}",window="{label}"}} %r\n' for label in w)
+    return out
+
 
 def _events_by_type(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
-    totals = row.kind_totals()
-    return "".join(f'kpi_events_total{{campaign="{c}",event_type="{t}"}} {totals[k]}\n'
-                   for k, t in enumerate(EVENT_TYPES))
+    return _templates(c, w)["events"] % tuple(row.kind_totals())
 
 
 def _events_by_channel(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
@@ -78,24 +94,22 @@ def _events_by_channel(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
 
 
 def _window_events(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
-    return "".join(f'kpi_window_events{{campaign="{c}",event_type="{t}",window="{label}"}} '
-                   f'{win.counts[k]}\n'
-                   for win, label in zip(row.windows, w) for k, t in enumerate(EVENT_TYPES))
+    return _templates(c, w)["window_events"] % tuple(n for win in row.windows for n in win.counts)
 
 
 def _money(attr: str, name: str) -> Callable[[CampaignRow, str, tuple[str, ...]], str]:
     def lines(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
-        return "".join(f'{name}{{campaign="{c}",window="{label}"}} '
-                       f'{number(getattr(win, attr) / 1_000_000)}\n'
-                       for win, label in zip(row.windows, w))
+        return _templates(c, w)[name] % tuple(getattr(win, attr) / 1_000_000 for win in row.windows)
     return lines
 
 
 def _quantile(attr: str, name: str) -> Callable[[CampaignRow, str, tuple[str, ...]], str]:
     def lines(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
+        values = [getattr(win, attr) for win in row.windows]
+        if None not in values:
+            return _templates(c, w)[name] % tuple(v / 1000 for v in values)
         return "".join(f'{name}{{campaign="{c}",window="{label}"}} {number(value / 1000)}\n'
-                       for win, label in zip(row.windows, w)
-                       if (value := getattr(win, attr)) is not None)
+                       for value, label in zip(values, w) if value is not None)
     return lines
 
 

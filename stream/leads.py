@@ -68,6 +68,7 @@ class ResponseView:
     histogram: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_BINS)
     sum_ms: int = 0
     sketches: dict[int, dict[int, int]] = field(default_factory=dict)  # contact bucket -> sketch
+    version: int = 0  # bumped on every change: readers cache what they derive from it
 
 
 class ResponseIndex:
@@ -86,6 +87,7 @@ class ResponseIndex:
             view = self.responses.get(campaign)
             if view is None:
                 view = self.responses[campaign] = ResponseView()
+            view.version += 1
             view.histogram[histogram_bin(response)] += sign
             view.sum_ms += sign * response
             start = bucket_start(record.contact_ms, self.bucket_ms)  # type: ignore[arg-type]
@@ -112,5 +114,8 @@ class ResponseIndex:
 
     def drop_sketches_before(self, cutoff_start: int) -> None:
         for view in self.responses.values():
-            for start in [s for s in view.sketches if s < cutoff_start]:
+            old = [s for s in view.sketches if s < cutoff_start]
+            for start in old:
                 del view.sketches[start]
+            if old:
+                view.version += 1

@@ -48,7 +48,7 @@ class Settings:
     dedup_max_ids_per_partition: int = 500_000
     lead_ttl_seconds: int = 7 * 86400
     currency: str = "USD"
-    max_campaigns_per_partition: int = 2000
+    max_campaigns_per_partition: int = 3000
     max_channels_per_partition: int = 100
     export: str = "lean"  # lean | full: the per-campaign series /metrics exports
     batch_size: int = 1000

@@ -39,6 +39,18 @@ def add(sketch: dict[int, int], value_ms: int, count: int = 1) -> None:
         del sketch[index]
 
 
+def add_sketch(target: dict[int, int], other: Mapping[int, int] | None, sign: int) -> None:
+    """Add (sign 1) or subtract (-1) ``other`` into ``target``, dropping bins that reach 0."""
+    if not other:
+        return
+    for index, count in other.items():
+        new = target.get(index, 0) + sign * count
+        if new:
+            target[index] = new
+        else:
+            del target[index]
+
+
 def merge(sketches: Iterable[Mapping[int, int]]) -> dict[int, int]:
     merged: dict[int, int] = {}
     for sketch in sketches:

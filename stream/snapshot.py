@@ -102,12 +102,30 @@ class Snapshot:
 
 
 class RowCache:
-    """Rows of (partition, campaign), valid while the state's version and the bucket stand."""
+    """Rows of (partition, campaign), valid while the state's version and the bucket stand.
+
+    Response-time windows (merged sketches and quantiles, the dearest part of a row) are kept
+    apart, valid while the campaign's response view and the bucket stand: most events are
+    impressions and clicks, which change a row but not its response times.
+    """
 
     def __init__(self) -> None:
         self._rows: dict[tuple[int, str], tuple[CampaignState, int, int, CampaignRow]] = {}
+        self._responses: dict[tuple[int, str], tuple[object, int, int, list]] = {}
         self._seen: set[tuple[int, str]] = set()
         self.hits = self.misses = 0
+
+    def responses(self, partition: int, campaign: str, view: object,
+                  version: int) -> tuple[int, list] | None:
+        """(bucket they were computed at, windows) if the response data has not changed since."""
+        entry = self._responses.get((partition, campaign))
+        if entry is not None and entry[0] is view and entry[1] == version:
+            return entry[2], entry[3]
+        return None
+
+    def put_responses(self, partition: int, campaign: str, view: object, version: int,
+                      current: int, windows: list) -> None:
+        self._responses[(partition, campaign)] = (view, version, current, windows)
 
     def get(self, partition: int, campaign: str, state: CampaignState, current: int) -> CampaignRow | None:
         key = (partition, campaign)
@@ -126,6 +144,7 @@ class RowCache:
     def sweep(self) -> None:
         """Forget rows of campaigns not read since the last sweep (retired or moved away)."""
         self._rows = {k: v for k, v in self._rows.items() if k in self._seen}
+        self._responses = {k: v for k, v in self._responses.items() if k in self._seen}
         self._seen = set()
 
 
@@ -164,7 +183,7 @@ def build_rows(states: Iterable[PartitionState], now_ms: int, bucket_ms: int,
                 continue
             row = cache.get(state.partition, campaign, campaign_state, current) if cache else None
             if row is None:
-                row = campaign_row(state, campaign, current, bucket_ms, windows_ms)
+                row = campaign_row(state, campaign, current, bucket_ms, windows_ms, cache)
                 if cache is not None:
                     cache.put(state.partition, campaign, campaign_state, current, row)
             rows.append(row)
@@ -175,16 +194,12 @@ def build_rows(states: Iterable[PartitionState], now_ms: int, bucket_ms: int,
 
 
 def campaign_row(state: PartitionState, campaign: str, current: int, bucket_ms: int,
-                 windows_ms: tuple[int, ...]) -> CampaignRow:
+                 windows_ms: tuple[int, ...], cache: RowCache | None = None) -> CampaignRow:
     s = state.campaigns[campaign]
-    view = state.index.responses.get(campaign)
+    responses = _response_windows(state, campaign, current, bucket_ms, windows_ms, cache)
     windows = []
-    for window, sums in zip(windows_ms, s.window_totals(current, windows_ms, bucket_ms)):
-        sketch: dict[int, int] = {}
-        if view is not None:
-            oldest = current - window
-            sketch = qsketch.merge(sk for start, sk in view.sketches.items() if oldest < start <= current)
-        p50, p95 = qsketch.quantiles(sketch, QUANTILES)
+    for window, sums, (sketch, p50, p95) in zip(
+            windows_ms, s.window_totals(current, windows_ms, bucket_ms), responses):
         windows.append(WindowRow(window, sums.counts, sums.revenue_micros, sums.spend_micros, sketch,
                                  p50, p95))
     histogram, sum_ms = state.response_histogram(campaign) or ([0] * HISTOGRAM_BINS, 0)
@@ -193,6 +208,74 @@ def campaign_row(state: PartitionState, campaign: str, current: int, bucket_ms: 
         campaign, windows, {c: list(v) for c, v in s.by_channel.items()}, histogram, sum_ms,
         len(waiting) if waiting else 0, min(waiting.values()) if waiting else None,
         state.index.unmatched_contacts.get(campaign, 0))
+
+
+_NO_RESPONSES = ({}, None, None)
+
+
+def _response_windows(state: PartitionState, campaign: str, current: int, bucket_ms: int,
+                      windows_ms: tuple[int, ...], cache: RowCache | None) -> list:
+    """(merged sketch, p50, p95) per window."""
+    view = state.index.responses.get(campaign)
+    if view is None or not view.sketches:
+        return [_NO_RESPONSES] * len(windows_ms)
+    sketches = None
+    if cache is not None:
+        cached = cache.responses(state.partition, campaign, view, view.version)
+        if cached is not None:
+            then, windows = cached
+            if then == current:
+                return windows
+            sketches = _advance(view.sketches, then, current, bucket_ms, windows_ms,
+                                [w[0] for w in windows])
+    if sketches is None:
+        sketches = _window_sketches(view.sketches, current, windows_ms)
+    out = []
+    for sketch in sketches:
+        p50, p95 = qsketch.quantiles(sketch, QUANTILES)
+        out.append((sketch, p50, p95))
+    if cache is not None:
+        cache.put_responses(state.partition, campaign, view, view.version, current, out)
+    return out
+
+
+_MAX_ADVANCE_BUCKETS = 4
+
+
+def _advance(by_bucket: dict[int, dict[int, int]], then: int, current: int, bucket_ms: int,
+             windows_ms: tuple[int, ...], sketches: list[dict[int, int]]) -> list[dict[int, int]] | None:
+    """The window sketches at ``current`` from those at ``then`` (same response data): each
+    window loses the buckets that left it and gains those that entered. None if the clock moved
+    back or too far for that to be cheaper than merging again."""
+    if current <= then or (current - then) // bucket_ms > _MAX_ADVANCE_BUCKETS:
+        return None
+    out = []
+    for window, old in zip(windows_ms, sketches):
+        merged = dict(old)
+        for start in range(then + bucket_ms, current + 1, bucket_ms):
+            qsketch.add_sketch(merged, by_bucket.get(start), 1)  # entered
+            qsketch.add_sketch(merged, by_bucket.get(start - window), -1)  # left
+        out.append(merged)
+    return out
+
+
+def _window_sketches(by_bucket: dict[int, dict[int, int]], current: int,
+                     windows_ms: tuple[int, ...]) -> list[dict[int, int]]:
+    """The merged sketch of each (ascending, nested) window; each bucket's sketch merged once."""
+    if not by_bucket:
+        return [{} for _ in windows_ms]
+    newest_first = sorted((start for start in by_bucket if start <= current), reverse=True)
+    merged: dict[int, int] = {}
+    out = []
+    i = 0
+    for window in windows_ms:
+        oldest = current - window
+        while i < len(newest_first) and newest_first[i] > oldest:
+            for index, count in by_bucket[newest_first[i]].items():
+                merged[index] = merged.get(index, 0) + count
+            i += 1
+        out.append(dict(merged))
+    return out
 
 
 def merge_rows(rows: list[CampaignRow]) -> CampaignRow:

@@ -70,7 +70,7 @@ class StateConfig(NamedTuple):
     dedup_horizon_ms: int = 600_000
     dedup_max_ids: int = 500_000  # per partition, all event types together
     lead_ttl_ms: int = 7 * 86_400_000
-    max_campaigns: int = 2_000  # per partition, besides __other__
+    max_campaigns: int = 3_000  # per partition, besides __other__
     max_channels: int = 100  # per partition, besides __other__
 
 

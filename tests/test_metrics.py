@@ -197,3 +197,35 @@ def test_exposition_parsed_back_equals_the_snapshot(evs, export):
 
 def test_state_config_default_budget_matches_settings():
     assert StateConfig().max_campaigns == Settings().max_campaigns_per_partition
+
+
+@settings(max_examples=40)
+@given(st.lists(events(), max_size=60), st.lists(st.integers(0, 3 * MIN), min_size=1, max_size=6))
+def test_cached_rows_equal_fresh_ones_as_the_clock_moves(evs, steps):
+    """Rows and response windows carried over from earlier scrapes (and moved on by whole
+    buckets) render exactly what a cold exporter renders."""
+    state = state_of(*evs)
+    clock = [NOW_MS]
+    cached = KpiExporter(lambda: [state], Settings(), lambda: clock[0])
+    cached.text()
+    for step in steps:
+        clock[0] += step
+        fresh = KpiExporter(lambda: [state], Settings(), lambda: clock[0])
+        assert cached.text() == fresh.text()
+
+
+def test_response_windows_move_on_bucket_by_bucket():
+    """A contact in every minute: each window loses one and gains one as the clock moves."""
+    evs = []
+    for minute in range(130):
+        at = NOW_MS - 60 * MIN + minute * MIN
+        evs += [event("lead", lead_id=f"L{minute}", at_ms=at - (minute % 7 + 1) * MIN),
+                event("sales_contact", lead_id=f"L{minute}", at_ms=at)]
+    state = state_of(*evs)
+    clock = [NOW_MS]
+    cached = KpiExporter(lambda: [state], Settings(), lambda: clock[0])
+    for _ in range(75):
+        clock[0] += MIN
+        fresh = KpiExporter(lambda: [state], Settings(), lambda: clock[0])
+        assert cached.text() == fresh.text()
+    assert cached._cache.hits == 0  # every scrape was in a new bucket: rows rebuilt, windows moved

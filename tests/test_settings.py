@@ -8,7 +8,7 @@ def test_defaults():
     s = settings_from_env({})
     assert s.broker is None and s.web_host == "127.0.0.1" and s.web_port == 6066
     assert s.windows_seconds == (300, 900, 3600) and s.retention_seconds == 4200
-    assert s.topics.inputs()[0] == "marketing.impressions" and s.max_campaigns_per_partition == 2000
+    assert s.topics.inputs()[0] == "marketing.impressions" and s.max_campaigns_per_partition == 3000
     assert s.export == "lean"
 
 
