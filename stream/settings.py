@@ -45,7 +45,7 @@ class Settings:
     grace_seconds: int = 600
     future_tolerance_seconds: int = 300
     dedup_horizon_seconds: int = 600
-    dedup_max_ids_per_partition: int = 500_000
+    dedup_max_ids_per_partition: int = 250_000
     lead_ttl_seconds: int = 7 * 86400
     currency: str = "USD"
     max_campaigns_per_partition: int = 3000

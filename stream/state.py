@@ -68,7 +68,7 @@ class StateConfig(NamedTuple):
     bucket_ms: int = 60_000
     retention_ms: int = 4_200_000
     dedup_horizon_ms: int = 600_000
-    dedup_max_ids: int = 500_000  # per partition, all event types together
+    dedup_max_ids: int = 250_000  # per partition, all event types together
     lead_ttl_ms: int = 7 * 86_400_000
     max_campaigns: int = 3_000  # per partition, besides __other__
     max_channels: int = 100  # per partition, besides __other__
@@ -92,6 +92,9 @@ class PartitionState:
         self._dirty_totals: set[str] = set()
         self._dirty_leads: set[tuple[str, str]] = set()
         self._deletions: list[bytes] = []
+        self._expired_cutoff: int | None = None  # the oldest kept bucket at the last expiry
+        self._lead_scan: list[str] = []  # campaigns left in this round of the lead scan
+        self._archive_written: set[str] = set()  # campaigns whose archive names leads
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -286,9 +289,14 @@ class PartitionState:
                 codec.encode_meta(m.checkpoint, m.watermark, m.rejected, m.late, m.duplicate,
                                   m.folded))
 
-    def expire(self, now_ms: int) -> list[Record]:
+    def expire(self, now_ms: int, lead_budget: int = 20_000) -> list[Record]:
         """Drop buckets past retention, lead records past the lead TTL, and campaigns with
         neither left; return the records.
+
+        Called every few seconds on the worker's event loop, so it stays cheap: buckets only
+        expire when the oldest kept bucket moves (once per bucket), and lead records are scanned
+        round-robin, about ``lead_budget`` a call (a lead lives for days; a scan of hundreds of
+        thousands every tick would stall ingest).
 
         A completed lead's response is folded into its campaign's archive, written before the
         lead record's deletion (see module doc).
@@ -298,15 +306,32 @@ class PartitionState:
         records: list[Record] = []
         deletions: list[Record] = [(key, None) for key in self._deletions]
         self._deletions.clear()
+        candidates: set[str] = set()  # campaigns that may have nothing left
         cutoff = first_kept_start(now_ms, config.bucket_ms, config.retention_ms)
-        for campaign, state in self.campaigns.items():
-            for start in state.drop_buckets_before(cutoff, config.bucket_ms):
-                self._dirty_buckets.get(campaign, set()).discard(start)
-                deletions.append((codec.key(p, BUCKET, campaign, start), None))
-                state.version += 1
-        self.index.drop_sketches_before(cutoff)
+        if cutoff != self._expired_cutoff:
+            self._expired_cutoff = cutoff
+            for campaign, state in self.campaigns.items():
+                for start in state.drop_buckets_before(cutoff, config.bucket_ms):
+                    self._dirty_buckets.get(campaign, set()).discard(start)
+                    deletions.append((codec.key(p, BUCKET, campaign, start), None))
+                    state.version += 1
+                if not state.has_buckets:
+                    candidates.add(campaign)
+            self.index.drop_sketches_before(cutoff)
         archived: dict[str, list[str]] = {}
-        for campaign, per_campaign in list(self.leads.items()):
+        scanned, new_cycle = 0, False
+        while scanned < lead_budget:
+            if not self._lead_scan:
+                if new_cycle:
+                    break
+                self._lead_scan, new_cycle = list(self.leads), True
+                if not self._lead_scan:
+                    break
+            campaign = self._lead_scan.pop()
+            per_campaign = self.leads.get(campaign)
+            if per_campaign is None:
+                continue
+            scanned += len(per_campaign)
             for lead_id, packed in list(per_campaign.items()):
                 record = LeadJoin.unpack(packed)
                 if record.newest_ms() + config.lead_ttl_ms > now_ms:
@@ -325,9 +350,12 @@ class PartitionState:
                     state.version += 1
             if not per_campaign:
                 del self.leads[campaign]
+                candidates.add(campaign)
         retired = False
-        for campaign in sorted(self.campaigns):
-            state = self.campaigns[campaign]
+        for campaign in sorted(candidates | archived.keys() | self._archive_written):
+            state = self.campaigns.get(campaign)
+            if state is None:
+                continue
             folded = archived.get(campaign, [])
             if not state.has_buckets and campaign not in self.leads:
                 del self.campaigns[campaign]
@@ -339,6 +367,7 @@ class PartitionState:
             elif folded or state.archived_leads:
                 state.archived_leads = folded
                 records.append(self._totals_record(campaign))
+        self._archive_written = set(archived)
         if retired:
             # Admitted channels are those some campaign still counts (as after a restore).
             self.channels = {c for s in self.campaigns.values() for c in s.by_channel if c != OTHER}
@@ -375,6 +404,7 @@ class PartitionState:
         for index in self.dedup:
             index.sort_chunks()
         archived = {c: set(s.archived_leads) for c, s in self.campaigns.items() if s.archived_leads}
+        self._archive_written = set(archived)
         for campaign, lead_id, (lead_ms, contact_ms, hw) in leads:
             if lead_id in archived.get(campaign, ()):
                 # Folded into the archive, but its deletion did not survive: finish the job.

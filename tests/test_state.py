@@ -333,3 +333,18 @@ def test_replay_after_a_lost_meta_does_not_see_ids_from_the_future():
         recovered, _ = run([m for m in messages if m[1] >= resume[m[0]]], state=survivor, batch=1)
         assert canonical(recovered, with_positions=False) == \
             canonical(uninterrupted, with_positions=False), cut
+
+
+def test_lead_expiry_in_small_rounds_ends_where_one_full_scan_does():
+    evs = [event("lead", campaign=f"c{i % 7}", lead_id=f"L{i}", at_ms=NOW_MS - (i % 3) * MIN)
+           for i in range(60)]
+    evs += [event("sales_contact", campaign=f"c{i % 7}", lead_id=f"L{i}") for i in range(0, 60, 2)]
+    later = NOW_MS + CONFIG.lead_ttl_ms
+    whole, _ = run(msgs(*evs))
+    whole.expire(later)
+    rounds, _ = run(msgs(*evs))
+    for _ in range(60):
+        rounds.expire(later, lead_budget=5)
+    assert rounds.leads == {} and whole.leads == {}
+    assert canonical(rounds) == canonical(whole)
+    assert "c0" not in rounds.campaigns  # nothing left: retired
