@@ -49,7 +49,7 @@ class Monitor:
 
     async def metrics_text(self) -> bytes:
         """The whole /metrics page: KPI families, then the registry's."""
-        return (await self.exporter.text_async()).encode() + generate_latest(self.registry)
+        return await self.exporter.text_async() + generate_latest(self.registry)
 
 
 def create_app(

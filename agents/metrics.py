@@ -124,8 +124,14 @@ class KpiExporter(Collector):
     def text(self) -> str:
         return exposition.render(self.snapshot(), self.export)
 
-    async def text_async(self) -> str:
-        return exposition.render(await self.snapshot_async(render=True), self.export)
+    async def text_async(self) -> bytes:
+        """The KPI families, encoded; the event loop runs between families."""
+        snap = await self.snapshot_async(render=True)
+        parts = []
+        for part in exposition.render_parts(snap, self.export):
+            parts.append(part.encode())
+            await asyncio.sleep(0)
+        return b"".join(parts)
 
     def describe(self) -> list[Metric]:
         return []  # families depend on state; nothing to check at registration

@@ -158,8 +158,13 @@ class CampaignState:
         return True
 
     def kind_totals(self) -> list[int]:
-        sums = [0] * KINDS
-        for counts in self.by_channel.values():
-            for kind in range(KINDS):
-                sums[kind] += counts[kind]
-        return sums
+        return kind_totals(self.by_channel)
+
+
+def kind_totals(by_channel: dict[str, list[int]]) -> list[int]:
+    """All-time counts by event kind, over every channel."""
+    sums = [0] * KINDS
+    for counts in by_channel.values():
+        for kind in range(KINDS):
+            sums[kind] += counts[kind]
+    return sums

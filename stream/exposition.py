@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from .durations import format_duration
 from .events import EVENT_TYPES
@@ -215,14 +215,18 @@ def render_row(row: CampaignRow, export: str, window_labels: tuple[str, ...]) ->
 
 def render(snap: Snapshot, export: str = "lean") -> str:
     """The whole KPI exposition of ``snap``."""
+    return "".join(render_parts(snap, export))
+
+
+def render_parts(snap: Snapshot, export: str = "lean") -> Iterator[str]:
+    """The exposition of ``snap`` one family at a time, for callers that yield in between."""
     if export not in EXPORTS:
         raise ValueError(f"export must be one of {EXPORTS}, got {export!r}")
     labels = _window_labels(snap.windows_ms)
     per_row = [render_row(row, export, labels) for row in snap.rows]
-    out = []
     for i, family in enumerate(FAMILIES[export]):
-        out.append(header(family.name, family.kind, family.doc))
-        out.extend(lines[i] for lines in per_row)
+        yield header(family.name, family.kind, family.doc) + "".join(lines[i] for lines in per_row)
+    out = []
     # Depends on the clock, not only on the row: never cached.
     out.append(header("kpi_oldest_uncontacted_lead_age_seconds", "gauge",
                       "Age of the oldest lead still awaiting its first contact"))
@@ -232,7 +236,7 @@ def render(snap: Snapshot, export: str = "lean") -> str:
             out.append(f'kpi_oldest_uncontacted_lead_age_seconds{{campaign="{escape(row.campaign)}"}} '
                        f"{number(age)}\n")
     out.append(_worker_families(snap, export))
-    return "".join(out)
+    yield "".join(out)
 
 
 def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from . import sketch as qsketch
-from .campaign import KINDS, CampaignState
+from .campaign import KINDS, CampaignState, kind_totals
 from .kpis import Kpis, compute_kpis
 from .leads import HISTOGRAM_BINS
 from .state import FOLDED_CAMPAIGN, FOLDED_CHANNEL, PartitionState
@@ -58,11 +58,7 @@ class CampaignRow:
     formatted: dict[str, object] = field(default_factory=dict)  # formatters' cache, by format
 
     def kind_totals(self) -> list[int]:
-        sums = [0] * KINDS
-        for counts in self.by_channel.values():
-            for kind in range(KINDS):
-                sums[kind] += counts[kind]
-        return sums
+        return kind_totals(self.by_channel)
 
     def oldest_awaiting_age_seconds(self, now_ms: int) -> float | None:
         """Age of the oldest lead still awaiting a first contact (0 if it is in the future)."""
