@@ -92,6 +92,7 @@ class PartitionState:
         self._dirty_totals: set[str] = set()
         self._dirty_leads: set[tuple[str, str]] = set()
         self._deletions: list[bytes] = []
+        self._evicted: list[Record] = []  # dedup chunk deletions, written with the next batch
         self._expired_cutoff: int | None = None  # the oldest kept bucket at the last expiry
         self._lead_scan: list[str] = []  # campaigns left in this round of the lead scan
         self._archive_written: set[str] = set()  # campaigns whose archive names leads
@@ -260,22 +261,33 @@ class PartitionState:
         return records
 
     def _dedup_records(self) -> list[Record]:
+        """New chunks of this batch, and the deletions of the chunks evicted after the previous
+        batch. Deletions wait one batch: a restore that lacks this batch's Meta replays the batch,
+        and the replay must still hold the chunks the original run held while folding it."""
         p = self.partition
-        records: list[Record] = []
+        records: list[Record] = self._evicted
+        self._evicted = []
         for kind, index in enumerate(self.dedup):
             for chunk, entries in index.seal_batch():
                 records.append((codec.key(p, DEDUP, kind, chunk.first_pos),
                                 codec.encode_chunk(chunk.max_watermark, entries)))
+        self._evict_dedup()
+        return records
+
+    def _evict_dedup(self) -> None:
+        """Forget chunks past the horizon, then, over the memory cap, the oldest chunks of the
+        largest index. Deterministic for a given set of chunks and watermarks, so a restore
+        repeats it (see ``load``)."""
+        p = self.partition
+        for kind, index in enumerate(self.dedup):
             for old in index.evict_expired(self.meta.watermark[kind]):
-                records.append((codec.key(p, DEDUP, kind, old.first_pos), None))
-        # Over the memory cap: forget the oldest chunks of the largest index first.
+                self._evicted.append((codec.key(p, DEDUP, kind, old.first_pos), None))
         while sum(len(index) for index in self.dedup) > self.config.dedup_max_ids:
             kind = max(range(KINDS), key=lambda k: (len(self.dedup[k]), -k))
             old = self.dedup[kind].evict_oldest()
             if old is None:
                 break
-            records.append((codec.key(p, DEDUP, kind, old.first_pos), None))
-        return records
+            self._evicted.append((codec.key(p, DEDUP, kind, old.first_pos), None))
 
     def _totals_record(self, campaign: str) -> Record:
         s = self.campaigns[campaign]
@@ -403,6 +415,7 @@ class PartitionState:
                 self.dedup[kind].load_chunk(max_watermark, entries)
         for index in self.dedup:
             index.sort_chunks()
+        self._evict_dedup()  # what the run did after the batch of the restored Meta
         archived = {c: set(s.archived_leads) for c, s in self.campaigns.items() if s.archived_leads}
         self._archive_written = set(archived)
         for campaign, lead_id, (lead_ms, contact_ms, hw) in leads:
