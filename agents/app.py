@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import faust
-from aiohttp.web import Response as AiohttpResponse
+from aiohttp.web import StreamResponse
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import disable_created_metrics
@@ -32,6 +32,7 @@ from .transport import app_class
 
 log = logging.getLogger("kpi_monitor")
 STATE_TABLE = "kpi-state"
+WRITE_CHUNK_BYTES = 256 * 1024
 
 
 def wall_clock_ms() -> int:
@@ -164,7 +165,16 @@ def create_app(
         body = await monitor.metrics_text()
         last_render["seconds"] = time.perf_counter() - started
         metrics.scrape_seconds.observe(last_render["seconds"])
-        return AiohttpResponse(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        # Written in pieces: one write of a whole page (12 MB at 5,000 campaigns) held the event
+        # loop ~70 ms while the socket took it.
+        response = StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        response.content_length = len(body)
+        await response.prepare(request)  # type: ignore[arg-type]
+        view = memoryview(body)
+        for start in range(0, len(body), WRITE_CHUNK_BYTES):
+            await response.write(view[start:start + WRITE_CHUNK_BYTES])
+        await response.write_eof()
+        return response  # type: ignore[return-value]
 
     @app.page("/health")
     async def health_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
