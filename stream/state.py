@@ -301,7 +301,7 @@ class PartitionState:
                 codec.encode_meta(m.checkpoint, m.watermark, m.rejected, m.late, m.duplicate,
                                   m.folded))
 
-    def expire(self, now_ms: int, lead_budget: int = 20_000) -> list[Record]:
+    def expire(self, now_ms: int, lead_budget: int = 2_000) -> list[Record]:
         """Drop buckets past retention, lead records past the lead TTL, and campaigns with
         neither left; return the records.
 
