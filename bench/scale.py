@@ -196,7 +196,7 @@ def scrape_phase(campaigns: int, root: str, log, seconds: float = 66, live_rate:
         try:
             took = worker.wait_folded(events)
             print(f"\r  worker folded {events:,} events in {took:.0f}s", flush=True)
-            traffic = live_traffic(broker.bootstrap, campaigns, live_rate, stop_traffic)
+            live_traffic(broker.bootstrap, campaigns, live_rate, stop_traffic)
             worker.get("/metrics")  # the first, cold scrape is reported apart
             renders, walls, stalls = [], [], []
             series = size = 0
