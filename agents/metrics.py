@@ -24,7 +24,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from stream import exposition
-from stream.durations import format_duration
 from stream.settings import Settings
 from stream.snapshot import RowCache, Snapshot, build_rows, snapshot_header
 
@@ -89,7 +88,7 @@ class KpiExporter(Collector):
         self._clock = clock
         self._cache = RowCache()
         self._windows_ms = tuple(sorted(w * 1000 for w in settings.windows_seconds))
-        self._window_labels = tuple(format_duration(w) for w in sorted(settings.windows_seconds))
+        self._window_labels = exposition.window_labels(self._windows_ms)
 
     @property
     def export(self) -> str:

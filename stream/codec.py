@@ -39,14 +39,6 @@ def partition_of_key(raw: bytes) -> int:
     return int(raw[1:raw.index(b",")])
 
 
-def encode(value: Any) -> bytes:
-    return _dumps(value)
-
-
-def decode(raw: bytes) -> Any:
-    return orjson.loads(raw)
-
-
 # -- values ------------------------------------------------------------------------------------
 # Each is a plain JSON list; the formats are those of the first release, so existing changelogs
 # restore unchanged.

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 MAX_CHUNK_ENTRIES = 4096  # ~130 KB as JSON: well under the producer's 1 MB request limit
 _WATERMARK_BITS = 44  # event time in ms until the year 2527
+_WATERMARK_MASK = (1 << _WATERMARK_BITS) - 1
 
 
 def id_hash(event_id: str) -> int:
@@ -48,7 +49,7 @@ class DedupIndex:
         packed = self.seen.get(hashed)
         if packed is None:
             return None
-        return packed >> _WATERMARK_BITS, packed & ((1 << _WATERMARK_BITS) - 1)
+        return packed >> _WATERMARK_BITS, packed & _WATERMARK_MASK
 
     def is_duplicate(self, event_id: str, pos: int, watermark: int) -> bool:
         """True if ``event_id`` was seen at another position within the horizon; else remember it."""
@@ -57,7 +58,7 @@ class DedupIndex:
         if packed is not None:
             if packed >> _WATERMARK_BITS == pos:
                 return False
-            if watermark - (packed & ((1 << _WATERMARK_BITS) - 1)) <= self.horizon_ms:
+            if watermark - (packed & _WATERMARK_MASK) <= self.horizon_ms:
                 return True
         packed = (pos << _WATERMARK_BITS) | max(0, watermark)
         self.seen[hashed] = packed
@@ -69,10 +70,9 @@ class DedupIndex:
         pending = self._pending
         self._pending = []
         sealed = []
-        mask = (1 << _WATERMARK_BITS) - 1
         for start in range(0, len(pending), MAX_CHUNK_ENTRIES):
             part = pending[start:start + MAX_CHUNK_ENTRIES]
-            entries = [(h, packed >> _WATERMARK_BITS, packed & mask) for h, packed in part]
+            entries = [(h, packed >> _WATERMARK_BITS, packed & _WATERMARK_MASK) for h, packed in part]
             chunk = Chunk(entries[0][1], entries[-1][1], max(e[2] for e in entries),
                           [h for h, _ in part])
             self.chunks.append(chunk)

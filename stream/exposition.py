@@ -60,7 +60,7 @@ class _Family:
         self.name, self.kind, self.doc, self.lines = name, kind, doc, lines
 
 
-def _window_labels(windows_ms: Iterable[int]) -> tuple[str, ...]:
+def window_labels(windows_ms: Iterable[int]) -> tuple[str, ...]:
     return tuple(format_duration(w // 1000) for w in windows_ms)
 
 
@@ -222,7 +222,7 @@ def render_parts(snap: Snapshot, export: str = "lean") -> Iterator[str]:
     """The exposition of ``snap`` one family at a time, for callers that yield in between."""
     if export not in EXPORTS:
         raise ValueError(f"export must be one of {EXPORTS}, got {export!r}")
-    labels = _window_labels(snap.windows_ms)
+    labels = window_labels(snap.windows_ms)
     per_row = [render_row(row, export, labels) for row in snap.rows]
     for i, family in enumerate(FAMILIES[export]):
         yield header(family.name, family.kind, family.doc) + "".join(lines[i] for lines in per_row)

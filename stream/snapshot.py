@@ -267,8 +267,7 @@ def _window_sketches(by_bucket: dict[int, dict[int, int]], current: int,
     for window in windows_ms:
         oldest = current - window
         while i < len(newest_first) and newest_first[i] > oldest:
-            for index, count in by_bucket[newest_first[i]].items():
-                merged[index] = merged.get(index, 0) + count
+            qsketch.add_sketch(merged, by_bucket[newest_first[i]], 1)
             i += 1
         out.append(dict(merged))
     return out
@@ -296,12 +295,3 @@ def merge_rows(rows: list[CampaignRow]) -> CampaignRow:
         [sum(r.histogram[i] for r in rows) for i in range(HISTOGRAM_BINS)],
         sum(r.histogram_sum_ms for r in rows), sum(r.awaiting for r in rows),
         min(oldest) if oldest else None, sum(r.unmatched for r in rows))
-
-
-def build_snapshot(states: Iterable[PartitionState], now_ms: int, bucket_ms: int,
-                   windows_ms: Iterable[int], cache: RowCache | None = None) -> Snapshot:
-    states = list(states)
-    windows = tuple(sorted(windows_ms))
-    snap = snapshot_header(states, now_ms, windows)
-    snap.rows = list(build_rows(states, now_ms, bucket_ms, windows, cache))
-    return snap

@@ -107,9 +107,6 @@ class PartitionState:
         packed = self.leads.get(campaign, {}).get(lead_id)
         return None if packed is None else LeadJoin.unpack(packed)
 
-    def lead_count(self) -> int:
-        return sum(len(leads) for leads in self.leads.values())
-
     def response_histogram(self, campaign: str) -> tuple[list[int], int] | None:
         """All-time response-time bins and sum (archived plus live), or None if there are none."""
         state = self.campaigns.get(campaign)
