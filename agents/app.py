@@ -24,6 +24,7 @@ from .kafka_auth import faust_credentials
 
 from .kpis_json import snapshot_json
 from .loop_lag import LoopLagMonitor
+from .memory import release_free_memory
 from .metrics import (FaustStatsCollector, KpiExporter, PipelineMetrics, WorkerCollector,
                       build_pipeline_metrics)
 from .pipeline import Message, Pipeline
@@ -134,6 +135,7 @@ def create_app(
     @app.timer(interval=10.0)
     async def expire_old_state() -> None:
         await table.write(pipeline.expire())
+        release_free_memory()
 
     def lag() -> dict[tuple[str, int], int]:
         if not app.in_worker:  # e.g. under test_context: there is no consumer to ask

@@ -7,89 +7,145 @@ event-time watermark when it was seen; it stops counting as a duplicate once the
 moved ``horizon`` past that. Ids are persisted in chunks, one per batch, and evicted a whole
 chunk at a time, oldest first, when the horizon passes or the memory cap is reached.
 
-Ids are held as a 64-bit BLAKE2b hash, so an index costs ~120 bytes per id whatever the ids'
-length (a hostile producer may send 256-character ids). Two distinct ids collide with
+Ids are held as 64-bit BLAKE2b hashes in flat arrays (``stream.idtable``), so an index costs
+~40-55 bytes per id whatever the ids' length (a hostile producer may send 256-character ids). Two distinct ids collide with
 probability ~n^2 / 2^65: about 1e-8 for the 500,000 ids of a full index.
 """
 
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import deque
-from typing import NamedTuple
+from typing import Iterator
+
+from .idtable import IdTable
 
 MAX_CHUNK_ENTRIES = 4096  # ~130 KB as JSON: well under the producer's 1 MB request limit
-_WATERMARK_BITS = 44  # event time in ms until the year 2527
-_WATERMARK_MASK = (1 << _WATERMARK_BITS) - 1
+
+
+_INDEX_BITS = 16  # locator of an entry: chunk sequence << 16 | index in chunk
+_INDEX_MASK = (1 << _INDEX_BITS) - 1
 
 
 def id_hash(event_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+    """Never 0 (the id table's empty slot)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little") or 1
 
 
-class Chunk(NamedTuple):
-    first_pos: int
-    last_pos: int
-    max_watermark: int
-    ids: list[int]
+class Chunk:
+    """The ids one batch remembered (at most ``MAX_CHUNK_ENTRIES``), in arrival order, with the
+    position and watermark each was seen at. Persisted and evicted as a unit."""
+
+    __slots__ = ("seq", "ids", "positions", "watermarks", "max_watermark")
+
+    def __init__(self, seq: int = -1) -> None:
+        self.seq = seq  # the index's chunk number, increasing in position order
+        self.ids = array("Q")
+        self.positions = array("q")
+        self.watermarks = array("q")
+        self.max_watermark = -1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def first_pos(self) -> int:
+        return self.positions[0]
+
+    @property
+    def last_pos(self) -> int:
+        return self.positions[-1]
+
+    def append(self, hashed: int, pos: int, watermark: int) -> int:
+        """Add an entry; its locator in the id table."""
+        self.ids.append(hashed)
+        self.positions.append(pos)
+        self.watermarks.append(watermark)
+        if watermark > self.max_watermark:
+            self.max_watermark = watermark
+        return (self.seq << _INDEX_BITS) | (len(self.ids) - 1)
+
+    def entries(self) -> list[tuple[int, int, int]]:
+        return list(zip(self.ids, self.positions, self.watermarks))
 
 
 class DedupIndex:
     def __init__(self, horizon_ms: int) -> None:
         self.horizon_ms = horizon_ms
-        self.seen: dict[int, int] = {}  # id hash -> position << 44 | watermark
-        self.chunks: deque[Chunk] = deque()
-        self._pending: list[tuple[int, int]] = []  # (id hash, packed) in arrival order
+        self._table = IdTable()  # id hash -> locator of its latest entry
+        self._by_seq: dict[int, Chunk] = {}
+        self._next_seq = 0
+        self.chunks: deque[Chunk] = deque()  # sealed, oldest first
+        self._open: list[Chunk] = []  # this batch's chunks, not sealed yet
 
     def __len__(self) -> int:
-        return len(self.seen)
+        return len(self._table)
+
+    def ids(self) -> Iterator[int]:
+        """The hashes of the ids remembered."""
+        return self._table.keys()
 
     def seen_at(self, hashed: int) -> tuple[int, int] | None:
         """(position, watermark) where the id was remembered, or None."""
-        packed = self.seen.get(hashed)
-        if packed is None:
+        locator = self._table.get(hashed)
+        if locator is None:
             return None
-        return packed >> _WATERMARK_BITS, packed & _WATERMARK_MASK
+        chunk = self._by_seq[locator >> _INDEX_BITS]
+        entry = locator & _INDEX_MASK
+        return chunk.positions[entry], chunk.watermarks[entry]
 
     def is_duplicate(self, event_id: str, pos: int, watermark: int) -> bool:
         """True if ``event_id`` was seen at another position within the horizon; else remember it."""
         hashed = id_hash(event_id)
-        packed = self.seen.get(hashed)
-        if packed is not None:
-            if packed >> _WATERMARK_BITS == pos:
+        seen = self.seen_at(hashed)
+        if seen is not None:
+            if seen[0] == pos:
                 return False
-            if watermark - (packed & _WATERMARK_MASK) <= self.horizon_ms:
+            if watermark - seen[1] <= self.horizon_ms:
                 return True
-        packed = (pos << _WATERMARK_BITS) | max(0, watermark)
-        self.seen[hashed] = packed
-        self._pending.append((hashed, packed))
+        opened = self._open
+        if not opened or len(opened[-1]) >= MAX_CHUNK_ENTRIES:
+            opened.append(self._new_chunk())
+        self._table.put(hashed, opened[-1].append(hashed, pos, max(0, watermark)))
         return False
+
+    def _new_chunk(self) -> Chunk:
+        chunk = self._by_seq[self._next_seq] = Chunk(self._next_seq)
+        self._next_seq += 1
+        return chunk
 
     def seal_batch(self) -> list[tuple[Chunk, list[tuple[int, int, int]]]]:
         """Close the ids of this batch into chunks; each with its entries, to persist."""
-        pending = self._pending
-        self._pending = []
-        sealed = []
-        for start in range(0, len(pending), MAX_CHUNK_ENTRIES):
-            part = pending[start:start + MAX_CHUNK_ENTRIES]
-            entries = [(h, packed >> _WATERMARK_BITS, packed & _WATERMARK_MASK) for h, packed in part]
-            chunk = Chunk(entries[0][1], entries[-1][1], max(e[2] for e in entries),
-                          [h for h, _ in part])
-            self.chunks.append(chunk)
-            sealed.append((chunk, entries))
+        sealed = [(chunk, chunk.entries()) for chunk in self._open]
+        self.chunks.extend(self._open)
+        self._open = []
         return sealed
 
     def load_chunk(self, max_watermark: int, entries: list) -> None:
-        ids = []
+        """Take one restored chunk; call ``sort_chunks`` when all are in."""
+        if not entries:
+            return
+        chunk = Chunk()
         for event_id, pos, watermark in entries:
-            hashed = id_hash(event_id) if isinstance(event_id, str) else event_id  # first format
-            self.seen[hashed] = (pos << _WATERMARK_BITS) | max(0, watermark)
-            ids.append(hashed)
-        if entries:
-            self.chunks.append(Chunk(entries[0][1], entries[-1][1], max_watermark, ids))
+            hashed = id_hash(event_id) if isinstance(event_id, str) else event_id or 1  # first format
+            chunk.append(hashed, pos, max(0, watermark))
+        chunk.max_watermark = max_watermark
+        self.chunks.append(chunk)
 
     def sort_chunks(self) -> None:
+        """After loading: chunks in position order (restored records come in any order), and
+        each id at its latest entry, as in the run that wrote them."""
         self.chunks = deque(sorted(self.chunks, key=lambda c: c.first_pos))
+        self._table = IdTable(sum(len(c) for c in self.chunks))
+        self._by_seq = {}
+        put = self._table.put
+        for seq, chunk in enumerate(self.chunks):  # positions only grow: later is latest
+            chunk.seq = seq
+            self._by_seq[seq] = chunk
+            for entry, hashed in enumerate(chunk.ids):
+                put(hashed, (seq << _INDEX_BITS) | entry)
+        self._next_seq = len(self.chunks)
 
     def evict_expired(self, watermark: int) -> list[Chunk]:
         """Chunks whose every id is past the horizon."""
@@ -103,8 +159,10 @@ class DedupIndex:
 
     def _forget_oldest(self) -> Chunk:
         chunk = self.chunks.popleft()
-        for hashed in chunk.ids:
-            packed = self.seen.get(hashed)
-            if packed is not None and chunk.first_pos <= packed >> _WATERMARK_BITS <= chunk.last_pos:
-                del self.seen[hashed]
+        del self._by_seq[chunk.seq]
+        table = self._table
+        base = chunk.seq << _INDEX_BITS
+        for entry, hashed in enumerate(chunk.ids):
+            if table.get(hashed) == base | entry:  # not remembered again by a later entry
+                table.delete(hashed)
         return chunk

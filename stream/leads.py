@@ -67,7 +67,7 @@ class ResponseView:
 
     histogram: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_BINS)
     sum_ms: int = 0
-    sketches: dict[int, dict[int, int]] = field(default_factory=dict)  # contact bucket -> sketch
+    sketches: qsketch.BucketSketches = field(default_factory=qsketch.BucketSketches)  # by contact bucket
     version: int = 0  # bumped on every change: readers cache what they derive from it
 
 
@@ -79,6 +79,9 @@ class ResponseIndex:
         self.responses: dict[str, ResponseView] = {}
         self.awaiting_contact: dict[str, dict[str, int]] = {}  # campaign -> lead_id -> lead_ms
         self.unmatched_contacts: dict[str, int] = {}  # campaign -> contacts with no lead yet
+        # One int object per bucket start, shared by every campaign's sketches (~16 MB at
+        # 10,000 campaigns with an hour of responses, if each held its own).
+        self._starts: dict[int, int] = {}
 
     def update(self, campaign: str, lead_id: str, record: LeadJoin, sign: int = 1) -> None:
         """Add (sign=1) or remove (-1) one lead record's part of the views."""
@@ -91,12 +94,7 @@ class ResponseIndex:
             view.histogram[histogram_bin(response)] += sign
             view.sum_ms += sign * response
             start = bucket_start(record.contact_ms, self.bucket_ms)  # type: ignore[arg-type]
-            sketch = view.sketches.get(start)
-            if sketch is None:
-                sketch = view.sketches[start] = {}
-            qsketch.add(sketch, response, sign)
-            if not sketch:
-                del view.sketches[start]
+            view.sketches.add(self._starts.setdefault(start, start), response, sign)
         elif record.lead_ms is not None:
             if sign > 0:
                 self.awaiting_contact.setdefault(campaign, {})[lead_id] = record.lead_ms
@@ -113,9 +111,7 @@ class ResponseIndex:
                 del self.unmatched_contacts[campaign]
 
     def drop_sketches_before(self, cutoff_start: int) -> None:
+        self._starts = {start: start for start in self._starts.values() if start >= cutoff_start}
         for view in self.responses.values():
-            old = [s for s in view.sketches if s < cutoff_start]
-            for start in old:
-                del view.sketches[start]
-            if old:
+            if view.sketches.drop_before(cutoff_start):
                 view.version += 1

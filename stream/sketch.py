@@ -93,3 +93,71 @@ def quantiles(sketch: Mapping[int, int], qs: tuple[float, ...]) -> list[float | 
             position += 1
         out.append(bin_value(indexes[min(position, len(indexes) - 1)]))
     return out
+
+
+_ONE_BIN_BIAS = 1 << 21  # > -ZERO_BIN, so a biased bin index is never negative
+_COUNT_BITS = 32
+
+
+class BucketSketches:
+    """One sketch per time bucket, held compactly.
+
+    Most buckets of most campaigns hold one response (leads are rare next to impressions), and a
+    dict per bucket costs ~200 bytes: a one-bin sketch is held as one packed int instead, and
+    becomes a dict at its second bin.
+    """
+
+    __slots__ = ("_by_start",)
+
+    def __init__(self) -> None:
+        self._by_start: dict[int, int | dict[int, int]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._by_start)
+
+    def __len__(self) -> int:
+        return len(self._by_start)
+
+    def starts(self) -> list[int]:
+        return list(self._by_start)
+
+    def add(self, start: int, value_ms: int, count: int) -> None:
+        index = bin_of(value_ms)
+        held = self._by_start.get(start)
+        if held is None:
+            if count > 0:
+                self._by_start[start] = ((index + _ONE_BIN_BIAS) << _COUNT_BITS) | count
+            return
+        sketch = _unpack(held) if isinstance(held, int) else held
+        new = sketch.get(index, 0) + count
+        if new:
+            sketch[index] = new
+        else:
+            del sketch[index]
+        if not sketch:
+            del self._by_start[start]
+        elif len(sketch) == 1 and next(iter(sketch.values())) < (1 << _COUNT_BITS):
+            ((only, only_count),) = sketch.items()
+            self._by_start[start] = ((only + _ONE_BIN_BIAS) << _COUNT_BITS) | only_count
+        else:
+            self._by_start[start] = sketch
+
+    def get(self, start: int) -> dict[int, int] | None:
+        held = self._by_start.get(start)
+        if held is None:
+            return None
+        return _unpack(held) if isinstance(held, int) else held
+
+    def drop_before(self, cutoff_start: int) -> bool:
+        """Forget buckets starting before ``cutoff_start``; True if any was."""
+        old = [start for start in self._by_start if start < cutoff_start]
+        for start in old:
+            del self._by_start[start]
+        return bool(old)
+
+    def as_dict(self) -> dict[int, dict[int, int]]:
+        return {start: dict(self.get(start) or {}) for start in self._by_start}
+
+
+def _unpack(packed: int) -> dict[int, int]:
+    return {(packed >> _COUNT_BITS) - _ONE_BIN_BIAS: packed & ((1 << _COUNT_BITS) - 1)}

@@ -238,7 +238,7 @@ def _response_windows(state: PartitionState, campaign: str, current: int, bucket
 _MAX_ADVANCE_BUCKETS = 4
 
 
-def _advance(by_bucket: dict[int, dict[int, int]], then: int, current: int, bucket_ms: int,
+def _advance(by_bucket: qsketch.BucketSketches, then: int, current: int, bucket_ms: int,
              windows_ms: tuple[int, ...], sketches: list[dict[int, int]]) -> list[dict[int, int]] | None:
     """The window sketches at ``current`` from those at ``then`` (same response data): each
     window loses the buckets that left it and gains those that entered. None if the clock moved
@@ -255,19 +255,19 @@ def _advance(by_bucket: dict[int, dict[int, int]], then: int, current: int, buck
     return out
 
 
-def _window_sketches(by_bucket: dict[int, dict[int, int]], current: int,
+def _window_sketches(by_bucket: qsketch.BucketSketches, current: int,
                      windows_ms: tuple[int, ...]) -> list[dict[int, int]]:
     """The merged sketch of each (ascending, nested) window; each bucket's sketch merged once."""
     if not by_bucket:
         return [{} for _ in windows_ms]
-    newest_first = sorted((start for start in by_bucket if start <= current), reverse=True)
+    newest_first = sorted((start for start in by_bucket.starts() if start <= current), reverse=True)
     merged: dict[int, int] = {}
     out = []
     i = 0
     for window in windows_ms:
         oldest = current - window
         while i < len(newest_first) and newest_first[i] > oldest:
-            qsketch.add_sketch(merged, by_bucket[newest_first[i]], 1)
+            qsketch.add_sketch(merged, by_bucket.get(newest_first[i]), 1)
             i += 1
         out.append(dict(merged))
     return out

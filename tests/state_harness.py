@@ -67,7 +67,7 @@ def canonical(state: PartitionState, *, with_positions: bool = True) -> dict:
         "totals": {c: (s.by_channel, s.archived_histogram, s.archived_sum_ms, hw(s.hw))
                    for c, s in state.campaigns.items()},
         "histograms": {c: state.response_histogram(c) for c in state.campaigns},
-        "sketches": {c: v.sketches for c, v in state.index.responses.items() if v.sketches},
+        "sketches": {c: v.sketches.as_dict() for c, v in state.index.responses.items() if v.sketches},
         "buckets": {(c, start): (b.counts, b.revenue, b.spend, hw(b.hw))
                     for c in state.campaigns for start, b in buckets(state, c).items()},
         "leads": {k: (r.lead_ms, r.contact_ms, hw((r.lead_hw, r.contact_hw))) for k, r in leads.items()},
@@ -77,6 +77,6 @@ def canonical(state: PartitionState, *, with_positions: bool = True) -> dict:
                  state.meta.folded, state.meta.checkpoint if with_positions else None),
         "channels": state.channels,
         # Eviction is lazy, a chunk at a time; what is observable is which ids still count.
-        "dedup": [{h for h in d.seen if state.meta.watermark[k] - d.seen_at(h)[1] <= d.horizon_ms}
+        "dedup": [{h for h in d.ids() if state.meta.watermark[k] - d.seen_at(h)[1] <= d.horizon_ms}
                   for k, d in enumerate(state.dedup)],
     }

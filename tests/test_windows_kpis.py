@@ -162,3 +162,27 @@ def test_quantiles_in_one_pass_equal_quantile_each(values):
         sketch.add(s, v)
     qs = (0.01, 0.5, 0.95, 1.0)
     assert sketch.quantiles(s, qs) == [sketch.quantile(s, q) for q in qs]
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 10**8), st.booleans()), max_size=80))
+def test_bucket_sketches_hold_what_one_dict_per_bucket_holds(ops):
+    """Adds and retractions in any order: the compact form equals a plain dict per bucket."""
+    compact = sketch.BucketSketches()
+    model: dict[int, dict[int, int]] = {}
+    live: list[tuple[int, int]] = []
+    for bucket, value, retract in ops:
+        start = bucket * 60_000
+        if retract and live:
+            start, value = live.pop(bucket % len(live))
+            compact.add(start, value, -1)
+            sketch.add(model[start], value, -1)
+            if not model[start]:
+                del model[start]
+        else:
+            live.append((start, value))
+            compact.add(start, value, 1)
+            sketch.add(model.setdefault(start, {}), value, 1)
+        assert compact.as_dict() == model
+    compact.drop_before(3 * 60_000)
+    assert compact.as_dict() == {s: v for s, v in model.items() if s >= 3 * 60_000}
+    assert sorted(compact.starts()) == sorted(s for s in model if s >= 3 * 60_000)
