@@ -161,6 +161,10 @@ def create_app(
     async def watch_event_loop() -> None:
         await loop_lag.run()
 
+    @app.task
+    async def refresh_rows_after_boundaries() -> None:
+        await exporter.refresh_after_boundaries()
+
     @app.page("/metrics")
     async def metrics_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         started = time.perf_counter()

@@ -87,6 +87,7 @@ class KpiExporter(Collector):
         self._settings = settings
         self._clock = clock
         self._cache = RowCache()
+        self._lock = asyncio.Lock()  # one sliced build at a time: they share the row cache
         self._windows_ms = tuple(sorted(w * 1000 for w in settings.windows_seconds))
         self._window_labels = exposition.window_labels(self._windows_ms)
 
@@ -109,16 +110,30 @@ class KpiExporter(Collector):
     async def snapshot_async(self, *, render: bool = False) -> Snapshot:
         """As :meth:`snapshot`, yielding to the event loop every ``RENDER_SLICE_SECONDS``; with
         ``render``, each row's text is prepared in the same slices."""
-        snap, rows = self._start()
-        slice_end = time.perf_counter() + RENDER_SLICE_SECONDS
-        for row in rows:
-            if render:
-                exposition.render_row(row, self.export, self._window_labels)
-            snap.rows.append(row)
-            if time.perf_counter() > slice_end:
-                await asyncio.sleep(0)
-                slice_end = time.perf_counter() + RENDER_SLICE_SECONDS
-        return snap
+        async with self._lock:
+            snap, rows = self._start()
+            slice_end = time.perf_counter() + RENDER_SLICE_SECONDS
+            for row in rows:
+                if render:
+                    exposition.render_row(row, self.export, self._window_labels)
+                snap.rows.append(row)
+                if time.perf_counter() > slice_end:
+                    await asyncio.sleep(0)
+                    slice_end = time.perf_counter() + RENDER_SLICE_SECONDS
+            return snap
+
+    async def refresh_after_boundaries(self, *, delay_seconds: float = 0.2) -> None:
+        """Forever: just after each bucket boundary, rebuild the cached rows (and their text).
+
+        Every window moves at a boundary, so every row is stale then; built here, in the same
+        5 ms slices, the next scrape costs what a scrape between boundaries costs (the rows
+        that changed since) instead of a whole rebuild.
+        """
+        bucket_ms = self._settings.bucket_seconds * 1000
+        while True:
+            now = self._clock()
+            await asyncio.sleep((bucket_ms - now % bucket_ms) / 1000 + delay_seconds)
+            await self.snapshot_async(render=True)
 
     def text(self) -> str:
         return exposition.render(self.snapshot(), self.export)

@@ -128,20 +128,24 @@ class CampaignState:
                       bucket_ms: int) -> list[WindowTotals]:
         """Sums of the buckets in each trailing window ending with the bucket ``current_start``.
 
-        Buckets after it (accepted future events) count once their time has come.
+        Buckets after it (accepted future events) count once their time has come. Windows are
+        nested, so each bucket is summed once: the smallest window first, then what each larger
+        one adds.
         """
         rows = self.rows
         count = len(rows) // ROW
         hi = min(count, (current_start - self.first_start) // bucket_ms + 1) if count else 0
-        out = []
-        for window in windows_ms:
-            lo = max(0, (current_start - window + bucket_ms - self.first_start) // bucket_ms)
-            if hi <= lo:
-                out.append(WindowTotals([0] * KINDS, 0, 0))
-                continue
-            a, b = lo * ROW, hi * ROW
-            out.append(WindowTotals([sum(rows[a + k:b:ROW]) for k in range(KINDS)],
-                                    sum(rows[a + REVENUE:b:ROW]), sum(rows[a + SPEND:b:ROW])))
+        out: list[WindowTotals] = [None] * len(windows_ms)  # type: ignore[list-item]
+        sums = [0] * HW  # counts by kind, revenue, spend
+        covered = max(0, hi)  # rows [covered, hi) are in ``sums``
+        for i in sorted(range(len(windows_ms)), key=windows_ms.__getitem__):
+            lo = max(0, (current_start - windows_ms[i] + bucket_ms - self.first_start) // bucket_ms)
+            if lo < covered:
+                a, b = lo * ROW, covered * ROW
+                for column in range(HW):
+                    sums[column] += sum(rows[a + column:b:ROW])
+                covered = lo
+            out[i] = WindowTotals(sums[:KINDS], sums[REVENUE], sums[SPEND])
         return out
 
     # -- totals ------------------------------------------------------------------------------

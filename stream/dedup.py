@@ -8,7 +8,7 @@ moved ``horizon`` past that. Ids are persisted in chunks, one per batch, and evi
 chunk at a time, oldest first, when the horizon passes or the memory cap is reached.
 
 Ids are held as 64-bit BLAKE2b hashes in flat arrays (``stream.idtable``), so an index costs
-~40-55 bytes per id whatever the ids' length (a hostile producer may send 256-character ids). Two distinct ids collide with
+~40-60 bytes per id whatever the ids' length (a hostile producer may send 256-character ids). Two distinct ids collide with
 probability ~n^2 / 2^65: about 1e-8 for the 500,000 ids of a full index.
 """
 
@@ -35,39 +35,48 @@ def id_hash(event_id: str) -> int:
 
 class Chunk:
     """The ids one batch remembered (at most ``MAX_CHUNK_ENTRIES``), in arrival order, with the
-    position and watermark each was seen at. Persisted and evicted as a unit."""
+    position and watermark each was seen at. Persisted and evicted as a unit.
 
-    __slots__ = ("seq", "ids", "positions", "watermarks", "max_watermark")
+    Entries are (id hash, position, watermark) triples in one flat array: a busy worker holds
+    tens of thousands of small chunks, and every object they are made of costs memory and the
+    cyclic garbage collector's time.
+    """
+
+    __slots__ = ("seq", "data", "max_watermark")
 
     def __init__(self, seq: int = -1) -> None:
         self.seq = seq  # the index's chunk number, increasing in position order
-        self.ids = array("Q")
-        self.positions = array("q")
-        self.watermarks = array("q")
+        self.data = array("Q")
         self.max_watermark = -1
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.data) // 3
 
     @property
     def first_pos(self) -> int:
-        return self.positions[0]
+        return self.data[1]
 
     @property
     def last_pos(self) -> int:
-        return self.positions[-1]
+        return self.data[-2]
+
+    def ids(self) -> array:
+        return self.data[0::3]
+
+    def entry(self, index: int) -> tuple[int, int]:
+        """(position, watermark) of entry ``index``."""
+        return self.data[3 * index + 1], self.data[3 * index + 2]
 
     def append(self, hashed: int, pos: int, watermark: int) -> int:
         """Add an entry; its locator in the id table."""
-        self.ids.append(hashed)
-        self.positions.append(pos)
-        self.watermarks.append(watermark)
+        self.data.extend((hashed, pos, watermark))
         if watermark > self.max_watermark:
             self.max_watermark = watermark
-        return (self.seq << _INDEX_BITS) | (len(self.ids) - 1)
+        return (self.seq << _INDEX_BITS) | (len(self.data) // 3 - 1)
 
     def entries(self) -> list[tuple[int, int, int]]:
-        return list(zip(self.ids, self.positions, self.watermarks))
+        data = self.data
+        return list(zip(data[0::3], data[1::3], data[2::3]))
 
 
 class DedupIndex:
@@ -91,9 +100,7 @@ class DedupIndex:
         locator = self._table.get(hashed)
         if locator is None:
             return None
-        chunk = self._by_seq[locator >> _INDEX_BITS]
-        entry = locator & _INDEX_MASK
-        return chunk.positions[entry], chunk.watermarks[entry]
+        return self._by_seq[locator >> _INDEX_BITS].entry(locator & _INDEX_MASK)
 
     def is_duplicate(self, event_id: str, pos: int, watermark: int) -> bool:
         """True if ``event_id`` was seen at another position within the horizon; else remember it."""
@@ -143,7 +150,7 @@ class DedupIndex:
         for seq, chunk in enumerate(self.chunks):  # positions only grow: later is latest
             chunk.seq = seq
             self._by_seq[seq] = chunk
-            for entry, hashed in enumerate(chunk.ids):
+            for entry, hashed in enumerate(chunk.ids()):
                 put(hashed, (seq << _INDEX_BITS) | entry)
         self._next_seq = len(self.chunks)
 
@@ -162,7 +169,7 @@ class DedupIndex:
         del self._by_seq[chunk.seq]
         table = self._table
         base = chunk.seq << _INDEX_BITS
-        for entry, hashed in enumerate(chunk.ids):
+        for entry, hashed in enumerate(chunk.ids()):
             if table.get(hashed) == base | entry:  # not remembered again by a later entry
                 table.delete(hashed)
         return chunk

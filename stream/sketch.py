@@ -97,6 +97,7 @@ def quantiles(sketch: Mapping[int, int], qs: tuple[float, ...]) -> list[float | 
 
 _ONE_BIN_BIAS = 1 << 21  # > -ZERO_BIN, so a biased bin index is never negative
 _COUNT_BITS = 32
+_COUNT_MASK = (1 << _COUNT_BITS) - 1
 
 
 class BucketSketches:
@@ -117,6 +118,9 @@ class BucketSketches:
 
     def __len__(self) -> int:
         return len(self._by_start)
+
+    def __contains__(self, start: int) -> bool:
+        return start in self._by_start
 
     def starts(self) -> list[int]:
         return list(self._by_start)
@@ -148,6 +152,23 @@ class BucketSketches:
             return None
         return _unpack(held) if isinstance(held, int) else held
 
+    def add_into(self, target: dict[int, int], start: int, sign: int) -> bool:
+        """Add (sign 1) or subtract (-1) bucket ``start``'s sketch into ``target``, dropping bins
+        that reach 0; False if the bucket holds nothing."""
+        held = self._by_start.get(start)
+        if held is None:
+            return False
+        if isinstance(held, int):
+            index = (held >> _COUNT_BITS) - _ONE_BIN_BIAS
+            new = target.get(index, 0) + sign * (held & _COUNT_MASK)
+            if new:
+                target[index] = new
+            else:
+                del target[index]
+        else:
+            add_sketch(target, held, sign)
+        return True
+
     def drop_before(self, cutoff_start: int) -> bool:
         """Forget buckets starting before ``cutoff_start``; True if any was."""
         old = [start for start in self._by_start if start < cutoff_start]
@@ -160,4 +181,4 @@ class BucketSketches:
 
 
 def _unpack(packed: int) -> dict[int, int]:
-    return {(packed >> _COUNT_BITS) - _ONE_BIN_BIAS: packed & ((1 << _COUNT_BITS) - 1)}
+    return {(packed >> _COUNT_BITS) - _ONE_BIN_BIAS: packed & _COUNT_MASK}

@@ -215,43 +215,47 @@ def _response_windows(state: PartitionState, campaign: str, current: int, bucket
     view = state.index.responses.get(campaign)
     if view is None or not view.sketches:
         return [_NO_RESPONSES] * len(windows_ms)
-    sketches = None
+    out = None
     if cache is not None:
         cached = cache.responses(state.partition, campaign, view, view.version)
         if cached is not None:
             then, windows = cached
             if then == current:
                 return windows
-            sketches = _advance(view.sketches, then, current, bucket_ms, windows_ms,
-                                [w[0] for w in windows])
-    if sketches is None:
-        sketches = _window_sketches(view.sketches, current, windows_ms)
-    out = []
-    for sketch in sketches:
-        p50, p95 = qsketch.quantiles(sketch, QUANTILES)
-        out.append((sketch, p50, p95))
+            out = _advance(view.sketches, then, current, bucket_ms, windows_ms, windows)
+    if out is None:
+        out = [_with_quantiles(sketch) for sketch in _window_sketches(view.sketches, current, windows_ms)]
     if cache is not None:
         cache.put_responses(state.partition, campaign, view, view.version, current, out)
     return out
+
+
+def _with_quantiles(sketch: dict[int, int]) -> tuple[dict[int, int], float | None, float | None]:
+    p50, p95 = qsketch.quantiles(sketch, QUANTILES)
+    return sketch, p50, p95
 
 
 _MAX_ADVANCE_BUCKETS = 4
 
 
 def _advance(by_bucket: qsketch.BucketSketches, then: int, current: int, bucket_ms: int,
-             windows_ms: tuple[int, ...], sketches: list[dict[int, int]]) -> list[dict[int, int]] | None:
-    """The window sketches at ``current`` from those at ``then`` (same response data): each
-    window loses the buckets that left it and gains those that entered. None if the clock moved
-    back or too far for that to be cheaper than merging again."""
+             windows_ms: tuple[int, ...], windows: list) -> list | None:
+    """The windows at ``current`` from those at ``then`` (same response data): each window
+    loses the buckets that left it and gains those that entered; a window that neither lost nor
+    gained a response is kept as it was. None if the clock moved back or too far for that to be
+    cheaper than merging again."""
     if current <= then or (current - then) // bucket_ms > _MAX_ADVANCE_BUCKETS:
         return None
     out = []
-    for window, old in zip(windows_ms, sketches):
-        merged = dict(old)
+    for window, old in zip(windows_ms, windows):
+        merged: dict[int, int] | None = None
         for start in range(then + bucket_ms, current + 1, bucket_ms):
-            qsketch.add_sketch(merged, by_bucket.get(start), 1)  # entered
-            qsketch.add_sketch(merged, by_bucket.get(start - window), -1)  # left
-        out.append(merged)
+            for moved, sign in ((start, 1), (start - window, -1)):  # entered, left
+                if moved in by_bucket:
+                    if merged is None:
+                        merged = dict(old[0])
+                    by_bucket.add_into(merged, moved, sign)
+        out.append(old if merged is None else _with_quantiles(merged))
     return out
 
 
@@ -267,7 +271,7 @@ def _window_sketches(by_bucket: qsketch.BucketSketches, current: int,
     for window in windows_ms:
         oldest = current - window
         while i < len(newest_first) and newest_first[i] > oldest:
-            qsketch.add_sketch(merged, by_bucket.get(newest_first[i]), 1)
+            by_bucket.add_into(merged, newest_first[i], 1)
             i += 1
         out.append(dict(merged))
     return out

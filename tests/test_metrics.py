@@ -1,6 +1,7 @@
 """The KPI exposition over plain partition states, read back through prometheus_client's parser
 with a fresh registry per test."""
 
+import asyncio
 from collections import Counter as Tally
 
 import pytest
@@ -229,3 +230,21 @@ def test_response_windows_move_on_bucket_by_bucket():
         fresh = KpiExporter(lambda: [state], Settings(), lambda: clock[0])
         assert cached.text() == fresh.text()
     assert cached._cache.hits == 0  # every scrape was in a new bucket: rows rebuilt, windows moved
+
+
+async def test_rows_are_rebuilt_in_the_background_just_after_a_bucket_boundary():
+    """The scrape after a boundary finds every row built for the new bucket."""
+    state = state_of(*busy_campaign("a"), *busy_campaign("b"))
+    clock = [NOW_MS]
+    exp = KpiExporter(lambda: [state], Settings(), lambda: clock[0])
+    exp.text()
+    clock[0] = (NOW_MS // MIN + 1) * MIN - 5  # 5 ms before the next boundary
+    refresher = asyncio.ensure_future(exp.refresh_after_boundaries(delay_seconds=0))
+    await asyncio.sleep(0.001)
+    clock[0] += 10  # the boundary has passed when the refresher wakes
+    await asyncio.sleep(0.05)
+    refresher.cancel()
+    misses = exp._cache.misses
+    assert misses == 4  # two campaigns, cold, then again for the new bucket
+    fresh = KpiExporter(lambda: [state], Settings(), lambda: clock[0])
+    assert exp.text() == fresh.text() and exp._cache.misses == misses
