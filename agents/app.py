@@ -51,7 +51,11 @@ class Monitor:
 
     async def metrics_text(self) -> bytes:
         """The whole /metrics page: KPI families, then the registry's."""
-        return await self.exporter.text_async() + generate_latest(self.registry)
+        return b"".join(await self.metrics_parts())
+
+    async def metrics_parts(self) -> list[bytes]:
+        """The /metrics page in pieces, in order."""
+        return [*await self.exporter.parts_async(), generate_latest(self.registry)]
 
 
 def create_app(
@@ -168,17 +172,18 @@ def create_app(
     @app.page("/metrics")
     async def metrics_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         started = time.perf_counter()
-        body = await monitor.metrics_text()
+        parts = await monitor.metrics_parts()
         last_render["seconds"] = time.perf_counter() - started
         metrics.scrape_seconds.observe(last_render["seconds"])
-        # Written in pieces: one write of a whole page (12 MB at 5,000 campaigns) held the event
-        # loop ~70 ms while the socket took it.
+        # Written in pieces, never joined: one write of a whole page (12 MB at 5,000 campaigns)
+        # held the event loop ~70 ms while the socket took it.
         response = StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
-        response.content_length = len(body)
+        response.content_length = sum(len(part) for part in parts)
         await response.prepare(request)  # type: ignore[arg-type]
-        view = memoryview(body)
-        for start in range(0, len(body), WRITE_CHUNK_BYTES):
-            await response.write(view[start:start + WRITE_CHUNK_BYTES])
+        for part in parts:
+            view = memoryview(part)
+            for start in range(0, len(part), WRITE_CHUNK_BYTES):
+                await response.write(view[start:start + WRITE_CHUNK_BYTES])
         await response.write_eof()
         return response  # type: ignore[return-value]
 

@@ -139,13 +139,21 @@ class KpiExporter(Collector):
         return exposition.render(self.snapshot(), self.export)
 
     async def text_async(self) -> bytes:
-        """The KPI families, encoded; the event loop runs between families."""
+        """The KPI families, encoded; the event loop runs every ``RENDER_SLICE_SECONDS``."""
+        return b"".join(await self.parts_async())
+
+    async def parts_async(self) -> list[bytes]:
+        """As :meth:`text_async`, in pieces: joining 30 MB (12,000 campaigns) holds the loop
+        ~15 ms per copy, and a web page can write the pieces as they are."""
         snap = await self.snapshot_async(render=True)
         parts = []
+        slice_end = time.perf_counter() + RENDER_SLICE_SECONDS
         for part in exposition.render_parts(snap, self.export):
             parts.append(part.encode())
-            await asyncio.sleep(0)
-        return b"".join(parts)
+            if time.perf_counter() > slice_end:
+                await asyncio.sleep(0)
+                slice_end = time.perf_counter() + RENDER_SLICE_SECONDS
+        return parts
 
     def describe(self) -> list[Metric]:
         return []  # families depend on state; nothing to check at registration

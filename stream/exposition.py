@@ -24,8 +24,8 @@ from typing import Callable, Iterable, Iterator
 from .durations import format_duration
 from .events import EVENT_TYPES
 from .kpis import RATIOS
-from .leads import HISTOGRAM_BOUNDS_SECONDS
-from .snapshot import CampaignRow, Snapshot
+from .leads import HISTOGRAM_BINS, HISTOGRAM_BOUNDS_SECONDS
+from .snapshot import CampaignRow, Snapshot, add_channel_totals, add_histogram
 
 EXPORTS = ("lean", "full")
 LEAN_SERIES_PER_CAMPAIGN = 35  # 5 all-time + 3 windows x (5 events + revenue + spend + p50 + p95) + 3
@@ -218,25 +218,43 @@ def render(snap: Snapshot, export: str = "lean") -> str:
     return "".join(render_parts(snap, export))
 
 
+ROWS_PER_PART = 500
+
+
 def render_parts(snap: Snapshot, export: str = "lean") -> Iterator[str]:
-    """The exposition of ``snap`` one family at a time, for callers that yield in between."""
+    """The exposition of ``snap`` in small parts (each at most ``ROWS_PER_PART`` rows' worth of
+    work, some empty), in order, for callers that let the event loop run in between."""
     if export not in EXPORTS:
         raise ValueError(f"export must be one of {EXPORTS}, got {export!r}")
     labels = window_labels(snap.windows_ms)
-    per_row = [render_row(row, export, labels) for row in snap.rows]
+    chunks = [snap.rows[i:i + ROWS_PER_PART] for i in range(0, len(snap.rows), ROWS_PER_PART)]
+    per_chunk = []
+    for rows in chunks:
+        per_chunk.append([render_row(row, export, labels) for row in rows])
+        yield ""
     for i, family in enumerate(FAMILIES[export]):
-        yield header(family.name, family.kind, family.doc) + "".join(lines[i] for lines in per_row)
-    out = []
+        yield header(family.name, family.kind, family.doc)
+        for per_row in per_chunk:
+            yield "".join(lines[i] for lines in per_row)
     # Depends on the clock, not only on the row: never cached.
-    out.append(header("kpi_oldest_uncontacted_lead_age_seconds", "gauge",
-                      "Age of the oldest lead still awaiting its first contact"))
-    for row in snap.rows:
-        age = row.oldest_awaiting_age_seconds(snap.now_ms)
-        if age is not None:
-            out.append(f'kpi_oldest_uncontacted_lead_age_seconds{{campaign="{escape(row.campaign)}"}} '
-                       f"{number(age)}\n")
-    out.append(_worker_families(snap, export))
-    yield "".join(out)
+    yield header("kpi_oldest_uncontacted_lead_age_seconds", "gauge",
+                 "Age of the oldest lead still awaiting its first contact")
+    for rows in chunks:
+        out = []
+        for row in rows:
+            age = row.oldest_awaiting_age_seconds(snap.now_ms)
+            if age is not None:
+                out.append(f'kpi_oldest_uncontacted_lead_age_seconds{{campaign="{escape(row.campaign)}"}} '
+                           f"{number(age)}\n")
+        yield "".join(out)
+    channels: dict[tuple[str, int], int] = {}
+    bins = [0] * HISTOGRAM_BINS
+    sum_ms = 0
+    for rows in chunks:
+        add_channel_totals(channels, rows)
+        sum_ms += add_histogram(bins, rows)
+        yield ""
+    yield _worker_families(snap, export, channels, bins, sum_ms)
 
 
 def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> str:
@@ -245,7 +263,8 @@ def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> str:
     return "".join(lines)
 
 
-def _worker_families(snap: Snapshot, export: str) -> str:
+def _worker_families(snap: Snapshot, export: str, channels: dict[tuple[str, int], int],
+                     bins: list[int], sum_ms: int) -> str:
     out = [
         _counter("kpi_events_rejected", "Events rejected to the dead-letter topic", "reason",
                  snap.rejected),
@@ -259,7 +278,7 @@ def _worker_families(snap: Snapshot, export: str) -> str:
         header("kpi_channel_events", "counter", "Valid events counted, by channel and type (all campaigns)"),
     ]
     out.extend(f'kpi_channel_events_total{{channel="{escape(ch)}",event_type="{EVENT_TYPES[k]}"}} {v}\n'
-               for (ch, k), v in sorted(snap.channel_totals().items()))
+               for (ch, k), v in sorted(channels.items()))
     out.append(header("kpi_campaigns_tracked", "gauge",
                       "Campaigns with their own state in the partitions this worker owns"))
     out.append(f"kpi_campaigns_tracked {snap.campaigns_tracked}\n")
@@ -269,6 +288,5 @@ def _worker_families(snap: Snapshot, export: str) -> str:
     if export == "lean":
         out.append(header("kpi_sales_response_seconds", "histogram",
                           _HISTOGRAM_DOC + " (all campaigns)"))
-        bins, sum_ms = snap.histogram()
         out.append(_histogram_lines("kpi_sales_response_seconds", "", bins, sum_ms))
     return "".join(out)

@@ -80,21 +80,32 @@ class Snapshot:
     campaign_budget: int
 
     def channel_totals(self) -> dict[tuple[str, int], int]:
-        out: dict[tuple[str, int], int] = {}
-        for row in self.rows:
-            for channel, counts in row.by_channel.items():
-                for kind, count in enumerate(counts):
-                    out[(channel, kind)] = out.get((channel, kind), 0) + count
-        return out
+        """All-time counts by (channel, kind) over every campaign."""
+        return add_channel_totals({}, self.rows)
 
     def histogram(self) -> tuple[list[int], int]:
         """Response-time bins and sum over every campaign."""
-        bins, total = [0] * HISTOGRAM_BINS, 0
-        for row in self.rows:
-            for i, count in enumerate(row.histogram):
-                bins[i] += count
-            total += row.histogram_sum_ms
-        return bins, total
+        bins = [0] * HISTOGRAM_BINS
+        return bins, add_histogram(bins, self.rows)
+
+
+def add_channel_totals(out: dict[tuple[str, int], int],
+                       rows: Iterable[CampaignRow]) -> dict[tuple[str, int], int]:
+    for row in rows:
+        for channel, counts in row.by_channel.items():
+            for kind, count in enumerate(counts):
+                out[(channel, kind)] = out.get((channel, kind), 0) + count
+    return out
+
+
+def add_histogram(bins: list[int], rows: Iterable[CampaignRow]) -> int:
+    """Add the rows' response-time bins into ``bins``; the sum of their response times (ms)."""
+    total = 0
+    for row in rows:
+        for i, count in enumerate(row.histogram):
+            bins[i] += count
+        total += row.histogram_sum_ms
+    return total
 
 
 class RowCache:
