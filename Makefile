@@ -31,6 +31,7 @@ generate: $(STAMP)
 
 ## Throughput and latency figures (not a test; several minutes)
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/benchmark.py
 
 clean:
