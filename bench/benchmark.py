@@ -3,8 +3,9 @@
     python bench/benchmark.py [--events 1000000] [--campaigns 100]
 
 Phases, each on a fresh embedded broker so no run sees another's data:
-1. one event per message: monitor vs a do-nothing Faust agent vs plain aiokafka + orjson;
-2. 100 events per message: the same three;
+1. one event per message: monitor vs a do-nothing Faust agent vs Quix Streams (a tumbling 1-minute
+   count per campaign, bench/quix_baseline.py; ``pip install -e '.[bench]'``) vs plain aiokafka + orjson;
+2. 100 events per message: the same four;
 3. end-to-end latency (produced until visible in /metrics) at half the measured monitor rate;
 4. scrape and memory: /metrics cost and worker RSS at 1,000 to 20,000 campaigns and under a flood
    of distinct campaign ids (see bench/scale.py).
@@ -33,6 +34,7 @@ sys.path.insert(0, ROOT)
 from agents.broker import EmbeddedBroker, free_port  # noqa: E402
 
 TOPIC = "marketing.impressions"
+QUIX = "Quix Streams 3.28"
 CLICKS = "marketing.clicks"
 
 
@@ -124,19 +126,31 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def noop_rate(broker: EmbeddedBroker, messages: int) -> float:
-    process = spawn(["bench/noop_agent.py", "--broker", broker.url, "--topic", TOPIC,
-                     "--expect", str(messages), "--port", str(free_port())],
-                    env={"PYTHONPATH": ROOT})
+    return progress_rate(spawn(["bench/noop_agent.py", "--broker", broker.url, "--topic", TOPIC,
+                                "--expect", str(messages), "--port", str(free_port())],
+                               env={"PYTHONPATH": ROOT}), messages)
+
+
+def quix_rate(broker: EmbeddedBroker, events: int) -> float:
+    return progress_rate(spawn(["bench/quix_baseline.py", "--bootstrap", broker.bootstrap,
+                                "--topic", TOPIC, "--expect", str(events)]), events)
+
+
+def progress_rate(process: subprocess.Popen, expect: int) -> float:
+    """Rate between the first and the last ``PROGRESS <count> <monotonic>`` line of ``process``
+    (the first comes at 5%, so start-up and the group join are left out)."""
     points = []
     try:
         for line in process.stdout:  # type: ignore[union-attr]
             if line.startswith("PROGRESS"):
                 _, count, at = line.split()
                 points.append((int(count), float(at)))
-                if int(count) >= messages:
+                if int(count) >= expect:
                     break
     finally:
         stop(process)
+    if len(points) < 2:
+        raise RuntimeError(f"{process.args} reported no progress; run it alone to see why")
     (c1, t1), (c2, t2) = points[0], points[-1]
     return (c2 - c1) / (t2 - t1)
 
@@ -193,7 +207,7 @@ def monitor_rate(broker: EmbeddedBroker, expect_events: int, log) -> float:
 def throughput_phase(per_message: int, n: int, campaigns: int, log) -> dict[str, float]:
     evs = events(n, campaigns)
     results = {}
-    for name in ("plain aiokafka+orjson", "do-nothing Faust agent", "kpi-monitor"):
+    for name in ("plain aiokafka+orjson", "do-nothing Faust agent", QUIX, "kpi-monitor"):
         with EmbeddedBroker() as broker:
             asyncio.run(create_topics(broker.bootstrap))
             t = time.monotonic()
@@ -204,6 +218,8 @@ def throughput_phase(per_message: int, n: int, campaigns: int, log) -> dict[str,
                 rate = asyncio.run(plain_consumer(broker.bootstrap, n))
             elif name.startswith("do-nothing"):
                 rate = noop_rate(broker, messages) * (n / messages)
+            elif name == QUIX:
+                rate = quix_rate(broker, n)
             else:
                 rate = monitor_rate(broker, n, log)
             results[name] = rate
@@ -295,6 +311,7 @@ def main() -> None:
         monitor = results["kpi-monitor"]
         print(f"{label}: monitor {monitor:,.0f}/s; "
               f"monitor / do-nothing Faust = {monitor / results['do-nothing Faust agent']:.2f}x; "
+              f"monitor / {QUIX} = {monitor / results[QUIX]:.2f}x; "
               f"monitor / plain aiokafka = {monitor / results['plain aiokafka+orjson']:.2f}x")
     if latencies:
         ordered = sorted(latencies)
