@@ -8,28 +8,36 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable
 
 import faust
+import orjson
 from aiohttp.web import StreamResponse
 from faust.types import TP
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client import disable_created_metrics
-import orjson
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from stream.settings import Settings
 
 from .kafka_auth import faust_credentials
-
 from .kpis_json import snapshot_json
 from .loop_lag import LoopLagMonitor
 from .memory import release_free_memory
-from .metrics import (FaustStatsCollector, KpiExporter, PipelineMetrics, WorkerCollector,
-                      build_pipeline_metrics)
+from .metrics import (
+    FaustStatsCollector,
+    KpiExporter,
+    PipelineMetrics,
+    WorkerCollector,
+    build_pipeline_metrics,
+)
 from .pipeline import Message, Pipeline
 from .table import PartitionedStateTable
-from .transport import app_class
+from .transport import KpiApp, app_class
 
 log = logging.getLogger("kpi_monitor")
 STATE_TABLE = "kpi-state"
@@ -58,17 +66,9 @@ class Monitor:
         return [*await self.exporter.parts_async(), generate_latest(self.registry)]
 
 
-def create_app(
-    settings: Settings,
-    *,
-    clock: Callable[[], int] = wall_clock_ms,
-    registry: CollectorRegistry | None = None,
-) -> Monitor:
-    if settings.broker is None:
-        raise ValueError("create_app needs settings.broker; the CLI starts the embedded one")
-    disable_created_metrics()  # *_created series only add noise to dashboards
-    registry = registry or CollectorRegistry()
-    app = app_class(int(settings.fetch_max_wait_seconds * 1000))(
+def faust_app(settings: Settings) -> KpiApp:
+    """The Faust app with kpi-monitor's settings (no agents, tables or pages yet)."""
+    return app_class(int(settings.fetch_max_wait_seconds * 1000))(
         settings.app_id,
         broker=settings.broker,
         store="memory://",
@@ -89,26 +89,66 @@ def create_app(
         broker_credentials=faust_credentials(settings),
     )
 
+
+def consumer_lag(positions: Mapping[tuple[str, int], int], assignment: set[TP],
+                 highwater: Callable[[TP], int | None]) -> dict[tuple[str, int], int]:
+    """Messages between where the state is complete and each assigned partition's high watermark
+    (from the fetch responses, which are right on the embedded broker too)."""
+    out = {}
+    for (topic, partition), position in positions.items():
+        tp = TP(topic, partition)
+        if tp in assignment:
+            mark = highwater(tp)
+            if mark is not None:
+                out[(topic, partition)] = max(0, mark - position)
+    return out
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], int] = wall_clock_ms,
+    registry: CollectorRegistry | None = None,
+) -> Monitor:
+    if settings.broker is None:
+        raise ValueError("create_app needs settings.broker; the CLI starts the embedded one")
+    disable_created_metrics()  # *_created series only add noise to dashboards
+    registry = registry or CollectorRegistry()
+    app = faust_app(settings)
     pipeline = Pipeline(settings, clock)
+    app.resume_positions = pipeline.resume_positions
     metrics = build_pipeline_metrics(registry)
     table = PartitionedStateTable(
         app, name=STATE_TABLE, partitions=settings.partitions, key_type=bytes, value_type=bytes,
     )
     app.tables.add(table)
-    source = app.topic(*settings.topics.inputs(), key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
-    rejected_topic = app.topic(settings.topics.rejected, key_type=bytes, value_type=bytes,
-                               key_serializer="raw", value_serializer="raw")
+    _own_partitions_of_the_state(app, settings, pipeline, table)
+    _ingest(app, settings, pipeline, table, metrics)
+
+    def lag() -> dict[tuple[str, int], int]:
+        if not app.in_worker:  # e.g. under test_context: there is no consumer to ask
+            return {}
+        return consumer_lag(pipeline.resume_positions(), app.consumer.assignment(),
+                            app.consumer.highwater)
+
+    exporter = KpiExporter(lambda: list(pipeline.states.values()), settings, clock)
+    registry.register(WorkerCollector(lambda: len(pipeline.states), lag))
+    registry.register(FaustStatsCollector(lambda: app.monitor if app.in_worker else None))
+    monitor = Monitor(app, pipeline, table, registry, exporter, metrics)
+    _pages(monitor)
+    return monitor
+
+
+def _own_partitions_of_the_state(app: KpiApp, settings: Settings, pipeline: Pipeline,
+                                 table: PartitionedStateTable) -> None:
+    """Hand the pipeline its partitions once Faust has restored the table, and park them on a
+    revoke (the next assignment says whether they stay)."""
     input_topics = set(settings.topics.inputs())
 
-    def owned_partitions() -> set[int]:
-        return {tp.partition for tp in app.consumer.assignment() if tp.topic in input_topics}
-
     async def on_recovered(tbl: PartitionedStateTable) -> None:
-        partitions = owned_partitions()
+        partitions = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_topics}
         new = {tp.partition for tp in tbl.newly_assigned if tp.topic in input_topics}
         pipeline.assign(partitions, tbl.take_records(partitions), kept=partitions - new)
-        _seek_to_checkpoints_after_faust_seeks(app, pipeline)
         log.info("owning partitions %s; resuming at %s", sorted(partitions),
                  pipeline.resume_positions())
 
@@ -118,46 +158,61 @@ def create_app(
     async def on_revoked(sender: faust.App, revoked: set[TP], **kwargs: object) -> None:
         pipeline.revoke({tp.partition for tp in revoked if tp.topic in input_topics})
 
+
+class FetchedBatches:
+    """The batch ingest path: each fetch of the input topics, folded as one batch."""
+
+    def __init__(self, topics: frozenset[str], fold: Callable[[Iterable[Message]], Awaitable[None]]) -> None:
+        self.topics = topics
+        self._fold = fold
+
+    async def __call__(self, batch: list[tuple[TP, list]]) -> None:
+        await self._fold(Message(tp.topic, tp.partition, record.offset, record.value)
+                         for tp, records in batch for record in records)
+
+
+def _ingest(app: KpiApp, settings: Settings, pipeline: Pipeline, table: PartitionedStateTable,
+            metrics: PipelineMetrics) -> None:
+    """Fold the input topics (whole fetches, or Faust's agent with ``KPI_INGEST=faust``), and
+    expire old state on a timer."""
+    source = app.topic(*settings.topics.inputs(), key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    rejected_topic = app.topic(settings.topics.rejected, key_type=bytes, value_type=bytes,
+                               key_serializer="raw", value_serializer="raw")
+
+    async def fold(messages: Iterable[Message]) -> None:
+        started = time.perf_counter()
+        result = pipeline.process(messages)
+        await table.write(result.records)
+        for letter in result.dead_letters:
+            rejected_topic.send_soon(value=letter.rejection.original,
+                                     headers=_dead_letter_headers(letter))
+        metrics.batches.inc()
+        metrics.messages_replayed.inc(result.replayed)
+        metrics.messages_unowned.inc(result.unowned)
+        metrics.dead_letters.inc(len(result.dead_letters))
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    if settings.ingest == "batch":
+        app.batch_handler = FetchedBatches(frozenset(settings.topics.inputs()), fold)
+
+    # Subscribes the input topics; with batch ingest the consumer hands them to ``fold`` itself.
     @app.agent(source, name="ingest")
     async def ingest(stream: faust.Stream) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-            started = time.perf_counter()
-            result = pipeline.process(
-                Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
-                for e in batch
-            )
-            await table.write(result.records)
-            for letter in result.dead_letters:
-                rejected_topic.send_soon(value=letter.rejection.original,
-                                         headers=_dead_letter_headers(letter))
-            metrics.batches.inc()
-            metrics.messages_replayed.inc(result.replayed)
-            metrics.messages_unowned.inc(result.unowned)
-            metrics.dead_letters.inc(len(result.dead_letters))
-            metrics.batch_seconds.observe(time.perf_counter() - started)
+            await fold(Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
+                       for e in batch)
 
     @app.timer(interval=10.0)
     async def expire_old_state() -> None:
         await table.write(pipeline.expire())
         release_free_memory()
 
-    def lag() -> dict[tuple[str, int], int]:
-        if not app.in_worker:  # e.g. under test_context: there is no consumer to ask
-            return {}
-        positions = pipeline.resume_positions()
-        out = {}
-        for (topic, partition) in positions:
-            tp = TP(topic, partition)
-            if tp in app.consumer.assignment():
-                highwater = app.consumer.highwater(tp)
-                if highwater is not None:
-                    out[(topic, partition)] = max(0, highwater - positions[(topic, partition)])
-        return out
 
-    exporter = KpiExporter(lambda: list(pipeline.states.values()), settings, clock)
-    registry.register(WorkerCollector(lambda: len(pipeline.states), lag))
-    registry.register(FaustStatsCollector(lambda: app.monitor if app.in_worker else None))
-    monitor = Monitor(app, pipeline, table, registry, exporter, metrics)
+def _pages(monitor: Monitor) -> None:
+    """/metrics, /health and /kpis, and the tasks behind them (the loop-lag ticker, the row
+    refresh after bucket boundaries)."""
+    app, pipeline, exporter, metrics = monitor.app, monitor.pipeline, monitor.exporter, monitor.metrics
     loop_lag = LoopLagMonitor(metrics.loop_lag_seconds.observe)
     last_render = {"seconds": 0.0}
 
@@ -202,8 +257,6 @@ def create_app(
         return web_view.bytes(orjson.dumps(snapshot_json(await exporter.snapshot_async())),
                               content_type="application/json")
 
-    return monitor
-
 
 def _dead_letter_headers(letter) -> list[tuple[str, bytes]]:
     rejection = letter.rejection
@@ -217,28 +270,3 @@ def _dead_letter_headers(letter) -> list[tuple[str, bytes]]:
     if rejection.index is not None:
         headers.append(("kpi.source.index", str(rejection.index).encode()))
     return headers
-
-
-def _seek_to_checkpoints_after_faust_seeks(app: faust.App, pipeline: Pipeline) -> None:
-    """Make the consumer resume from the checkpoints kept in state.
-
-    After recovery Faust seeks every partition to its committed offset. That offset can be ahead
-    of the state (the embedded broker's wrong end offsets make a changelog restore stop short),
-    and then events would be lost; or behind it (commits lag), and then work is repeated. So
-    right after Faust's own seek we seek again to where the state says it is complete.
-    """
-    consumer = app.consumer
-    if getattr(consumer, "_kpi_seek_installed", False):
-        return
-    faust_seek = consumer.perform_seek
-
-    async def perform_seek() -> None:
-        await faust_seek()
-        assignment = consumer.assignment()
-        for (topic, partition), offset in pipeline.resume_positions().items():
-            tp = TP(topic, partition)
-            if tp in assignment:
-                await consumer.seek(tp, offset)
-
-    consumer.perform_seek = perform_seek  # type: ignore[method-assign]
-    consumer._kpi_seek_installed = True  # type: ignore[attr-defined]

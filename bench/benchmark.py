@@ -35,6 +35,7 @@ from agents.broker import EmbeddedBroker, free_port  # noqa: E402
 
 TOPIC = "marketing.impressions"
 QUIX = "Quix Streams 3.28"
+FAUST_PATH = "kpi-monitor, KPI_INGEST=faust"
 CLICKS = "marketing.clicks"
 
 
@@ -179,15 +180,16 @@ def folded(port: int) -> int:
         return 0
 
 
-def start_monitor(broker: EmbeddedBroker, port: int, log) -> subprocess.Popen:
+def start_monitor(broker: EmbeddedBroker, port: int, log, env: dict | None = None) -> subprocess.Popen:
     return spawn(["-m", "agents.cli", "run", "--broker", broker.url, "--web-port", str(port),
                   "--loglevel", os.environ.get("BENCH_LOGLEVEL", "warning")],
-                 env={"KPI_APP_ID": f"bench-{time.time_ns()}", "KPI_SESSION_TIMEOUT": "6s"}, log=log)
+                 env={"KPI_APP_ID": f"bench-{time.time_ns()}", "KPI_SESSION_TIMEOUT": "6s",
+                      **(env or {})}, log=log)
 
 
-def monitor_rate(broker: EmbeddedBroker, expect_events: int, log) -> float:
+def monitor_rate(broker: EmbeddedBroker, expect_events: int, log, env: dict | None = None) -> float:
     port = free_port()
-    process = start_monitor(broker, port, log)
+    process = start_monitor(broker, port, log, env)
     try:
         first = None
         while True:
@@ -207,7 +209,7 @@ def monitor_rate(broker: EmbeddedBroker, expect_events: int, log) -> float:
 def throughput_phase(per_message: int, n: int, campaigns: int, log) -> dict[str, float]:
     evs = events(n, campaigns)
     results = {}
-    for name in ("plain aiokafka+orjson", "do-nothing Faust agent", QUIX, "kpi-monitor"):
+    for name in ("plain aiokafka+orjson", "do-nothing Faust agent", QUIX, FAUST_PATH, "kpi-monitor"):
         with EmbeddedBroker() as broker:
             asyncio.run(create_topics(broker.bootstrap))
             t = time.monotonic()
@@ -220,6 +222,8 @@ def throughput_phase(per_message: int, n: int, campaigns: int, log) -> dict[str,
                 rate = noop_rate(broker, messages) * (n / messages)
             elif name == QUIX:
                 rate = quix_rate(broker, n)
+            elif name == FAUST_PATH:
+                rate = monitor_rate(broker, n, log, {"KPI_INGEST": "faust"})
             else:
                 rate = monitor_rate(broker, n, log)
             results[name] = rate
@@ -312,6 +316,7 @@ def main() -> None:
         print(f"{label}: monitor {monitor:,.0f}/s; "
               f"monitor / do-nothing Faust = {monitor / results['do-nothing Faust agent']:.2f}x; "
               f"monitor / {QUIX} = {monitor / results[QUIX]:.2f}x; "
+              f"monitor / its Faust per-message path = {monitor / results[FAUST_PATH]:.2f}x; "
               f"monitor / plain aiokafka = {monitor / results['plain aiokafka+orjson']:.2f}x")
     if latencies:
         ordered = sorted(latencies)

@@ -51,6 +51,7 @@ class Settings:
     max_campaigns_per_partition: int = 3000
     max_channels_per_partition: int = 100
     export: str = "lean"  # lean | full: the per-campaign series /metrics exports
+    ingest: str = "batch"  # batch: whole fetched batches past Faust's per-message path | faust
     batch_size: int = 1000
     batch_within_seconds: float = 0.1
     session_timeout_seconds: float = 10.0
@@ -84,6 +85,7 @@ class Settings:
         _check(self.max_campaigns_per_partition >= 1, "KPI_MAX_CAMPAIGNS_PER_PARTITION", "must be >= 1")
         _check(self.max_channels_per_partition >= 1, "KPI_MAX_CHANNELS_PER_PARTITION", "must be >= 1")
         _check(self.export in ("lean", "full"), "KPI_EXPORT", f"lean or full, got {self.export!r}")
+        _check(self.ingest in ("batch", "faust"), "KPI_INGEST", f"batch or faust, got {self.ingest!r}")
         _check(self.batch_size >= 1, "KPI_BATCH_SIZE", "must be >= 1")
         _check(0 < self.fetch_max_wait_seconds <= 30, "KPI_FETCH_MAX_WAIT", "must be within (0, 30s]")
         _check(self.security_protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
@@ -176,6 +178,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         max_channels_per_partition=_read(env, "KPI_MAX_CHANNELS_PER_PARTITION", _int,
                                          base.max_channels_per_partition),
         export=env.get("KPI_EXPORT") or base.export,
+        ingest=env.get("KPI_INGEST") or base.ingest,
         batch_size=_read(env, "KPI_BATCH_SIZE", _int, base.batch_size),
         batch_within_seconds=_read(env, "KPI_BATCH_WITHIN", parse_duration, base.batch_within_seconds),
         session_timeout_seconds=_read(env, "KPI_SESSION_TIMEOUT", parse_duration,

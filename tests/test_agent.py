@@ -4,9 +4,10 @@ import asyncio
 
 import orjson
 import pytest
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from agents.app import create_app
+from agents.app import consumer_lag, create_app
 from agents.kpis_json import snapshot_json
 from stream.settings import Settings
 from tests.factories import NOW_MS, event, raw
@@ -112,3 +113,10 @@ async def test_state_rebuilt_from_table_matches(monitor):
     assert snapshot_json(monitor.exporter.snapshot()) == before
     assert before["campaigns"]["c1"]["events_total"]["sales_contact"] == 1
     assert monitor.pipeline.resume_positions()[(topics.leads, 0)] == 1
+
+
+def test_consumer_lag_counts_from_the_state_checkpoint_to_the_high_watermark():
+    positions = {("t", 0): 10, ("t", 1): 5, ("t", 2): 7, ("u", 0): 3}
+    assignment = {TP("t", 0), TP("t", 1), TP("u", 0)}  # t/2 moved away
+    highwater = {TP("t", 0): 25, TP("t", 1): 4, TP("u", 0): None}.get
+    assert consumer_lag(positions, assignment, highwater) == {("t", 0): 15, ("t", 1): 0}
