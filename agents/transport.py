@@ -71,7 +71,12 @@ class KpiConsumer(faust_aiokafka.Consumer):
                 if records is None or self.should_stop:
                     continue
                 if not self.flow_active:
-                    await self.perform_seek()  # as Faust's getmany does
+                    # As Faust's getmany: seek back while a rebalance holds the flow. The
+                    # assignment can change under the seek; that must not stop the fetch loop.
+                    try:
+                        await self.perform_seek()
+                    except Exception as exc:  # noqa: BLE001 - as Faust: keep fetching
+                        self.log.warning("exception performing seek when flow not active %r", exc)
                     continue
                 generation = self.app.consumer_generation_id
                 batch: list[tuple[TP, list[Any]]] = []
