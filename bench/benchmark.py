@@ -271,6 +271,8 @@ async def latency_phase(rate: float, seconds: float, campaigns: int, log) -> lis
                     latencies.append(time.monotonic() - produced)
                     next_probe = time.monotonic() + 1
                 await asyncio.sleep(0.01)
+            print(f"  sent {sent:,} events at {sent / (time.monotonic() - started):,.0f}/s "
+                  f"(asked for {rate:,.0f}/s)", flush=True)
         finally:
             await producer.stop()
             stop(process)
