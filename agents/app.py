@@ -1,7 +1,9 @@
-"""The Faust app: one agent over the five input topics, one changelogged state table.
+"""The Faust app: the five input topics folded into one changelogged state table.
 
-The agent is thin: take a batch of raw messages, hand them to the pure pipeline, write the
-records it returns, send rejections to the dead-letter topic.
+The fold is thin: take a batch of raw messages (a whole fetch from the consumer, or with
+``KPI_INGEST=faust`` a batch of Faust's agent), hand it to the pure pipeline, write the records it
+returns, send rejections to the dead-letter topic. Faust keeps the table, its changelog, the
+consumer group, commits and the web server.
 """
 
 from __future__ import annotations
