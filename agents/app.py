@@ -88,6 +88,9 @@ def faust_app(settings: Settings) -> KpiApp:
         topic_allow_declare=True,
         table_cleanup_interval=3600.0,
         consumer_max_fetch_size=8 * 1024 * 1024,
+        # A batch is one fetch: bounded, or a catch-up would hand megabytes of events to one
+        # fold and hold the event loop (heartbeats, scrapes) for seconds.
+        broker_max_poll_records=settings.batch_size,
         broker_credentials=faust_credentials(settings),
     )
 
