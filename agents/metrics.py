@@ -14,6 +14,7 @@ text), so a registry can read KPI samples in tests and tools; ``/metrics`` uses 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
@@ -26,6 +27,8 @@ from prometheus_client.registry import Collector
 from stream import exposition
 from stream.settings import Settings
 from stream.snapshot import RowCache, Snapshot, build_rows, snapshot_header
+
+log = logging.getLogger("kpi_monitor")
 
 # How long the exporter works before it lets the event loop run other tasks.
 RENDER_SLICE_SECONDS = 0.005
@@ -133,7 +136,10 @@ class KpiExporter(Collector):
         while True:
             now = self._clock()
             await asyncio.sleep((bucket_ms - now % bucket_ms) / 1000 + delay_seconds)
-            await self.snapshot_async(render=True)
+            try:
+                await self.snapshot_async(render=True)
+            except Exception:  # a failed refresh only costs the next scrape its cached rows
+                log.exception("refreshing KPI rows after a bucket boundary failed")
 
     def text(self) -> str:
         return exposition.render(self.snapshot(), self.export)
