@@ -59,10 +59,6 @@ class Monitor:
     exporter: KpiExporter
     metrics: PipelineMetrics
 
-    async def metrics_text(self) -> bytes:
-        """The whole /metrics page: KPI families, then the registry's."""
-        return b"".join(await self.metrics_parts())
-
     async def metrics_parts(self) -> list[bytes]:
         """The /metrics page in pieces, in order."""
         return [*await self.exporter.parts_async(), generate_latest(self.registry)]

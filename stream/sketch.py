@@ -130,7 +130,7 @@ class BucketSketches:
         held = self._by_start.get(start)
         if held is None:
             if count > 0:
-                self._by_start[start] = ((index + _ONE_BIN_BIAS) << _COUNT_BITS) | count
+                self._by_start[start] = _pack(index, count)
             return
         sketch = _unpack(held) if isinstance(held, int) else held
         new = sketch.get(index, 0) + count
@@ -140,9 +140,9 @@ class BucketSketches:
             del sketch[index]
         if not sketch:
             del self._by_start[start]
-        elif len(sketch) == 1 and next(iter(sketch.values())) < (1 << _COUNT_BITS):
+        elif len(sketch) == 1 and next(iter(sketch.values())) <= _COUNT_MASK:
             ((only, only_count),) = sketch.items()
-            self._by_start[start] = ((only + _ONE_BIN_BIAS) << _COUNT_BITS) | only_count
+            self._by_start[start] = _pack(only, only_count)
         else:
             self._by_start[start] = sketch
 
@@ -178,6 +178,10 @@ class BucketSketches:
 
     def as_dict(self) -> dict[int, dict[int, int]]:
         return {start: dict(self.get(start) or {}) for start in self._by_start}
+
+
+def _pack(index: int, count: int) -> int:
+    return ((index + _ONE_BIN_BIAS) << _COUNT_BITS) | count
 
 
 def _unpack(packed: int) -> dict[int, int]:

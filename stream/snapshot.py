@@ -79,18 +79,10 @@ class Snapshot:
     campaigns_tracked: int
     campaign_budget: int
 
-    def channel_totals(self) -> dict[tuple[str, int], int]:
-        """All-time counts by (channel, kind) over every campaign."""
-        return add_channel_totals({}, self.rows)
-
-    def histogram(self) -> tuple[list[int], int]:
-        """Response-time bins and sum over every campaign."""
-        bins = [0] * HISTOGRAM_BINS
-        return bins, add_histogram(bins, self.rows)
-
 
 def add_channel_totals(out: dict[tuple[str, int], int],
                        rows: Iterable[CampaignRow]) -> dict[tuple[str, int], int]:
+    """Add the rows' all-time counts by (channel, kind) into ``out``."""
     for row in rows:
         for channel, counts in row.by_channel.items():
             for kind, count in enumerate(counts):
