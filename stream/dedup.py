@@ -28,9 +28,9 @@ _INDEX_BITS = 16  # locator of an entry: chunk sequence << 16 | index in chunk
 _INDEX_MASK = (1 << _INDEX_BITS) - 1
 
 
-def id_hash(event_id: str) -> int:
+def id_hash(event_id: str, _blake2b=hashlib.blake2b, _from_bytes=int.from_bytes) -> int:
     """Never 0 (the id table's empty slot)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little") or 1
+    return _from_bytes(_blake2b(event_id.encode(), digest_size=8).digest(), "little") or 1
 
 
 class Chunk:
@@ -105,16 +105,20 @@ class DedupIndex:
     def is_duplicate(self, event_id: str, pos: int, watermark: int) -> bool:
         """True if ``event_id`` was seen at another position within the horizon; else remember it."""
         hashed = id_hash(event_id)
-        seen = self.seen_at(hashed)
-        if seen is not None:
-            if seen[0] == pos:
+        table = self._table
+        slot = table.find(hashed)
+        locator = table.value_at(slot)
+        if locator is not None:
+            data = self._by_seq[locator >> _INDEX_BITS].data
+            entry = 3 * (locator & _INDEX_MASK)
+            if data[entry + 1] == pos:
                 return False
-            if watermark - seen[1] <= self.horizon_ms:
+            if watermark - data[entry + 2] <= self.horizon_ms:
                 return True
         opened = self._open
-        if not opened or len(opened[-1]) >= MAX_CHUNK_ENTRIES:
+        if not opened or len(opened[-1].data) >= 3 * MAX_CHUNK_ENTRIES:
             opened.append(self._new_chunk())
-        self._table.put(hashed, opened[-1].append(hashed, pos, max(0, watermark)))
+        table.put_at(slot, hashed, opened[-1].append(hashed, pos, max(0, watermark)))
         return False
 
     def _new_chunk(self) -> Chunk:

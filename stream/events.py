@@ -121,10 +121,12 @@ def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: ValidationRul
         channel = DEFAULT_CHANNEL
     elif type(channel) is not str or not 0 < len(channel) <= MAX_ID_LENGTH:
         _identifier(obj, "channel", required=False)
-    for optional in ("ad_id", "user_id"):
-        value = get(optional)
-        if value is not None and (type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH):
-            _identifier(obj, optional, required=False)
+    value = get("ad_id")
+    if value is not None and (type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH):
+        _identifier(obj, "ad_id", required=False)
+    value = get("user_id")
+    if value is not None and (type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH):
+        _identifier(obj, "user_id", required=False)
     occurred = get("occurred_at")
     if type(occurred) is int and occurred >= _MIN_EPOCH_MS:
         occurred_ms = occurred

@@ -30,31 +30,35 @@ class IdTable:
         return self._used
 
     def get(self, key: int) -> int | None:
-        keys, mask = self._keys, self._mask
-        slot = key & mask
-        while True:
-            held = keys[slot]
-            if held == key:
-                return self._values[slot]
-            if held == 0:
-                return None
-            slot = (slot + 1) & mask
+        slot = self.find(key)
+        return self._values[slot] if self._keys[slot] else None
 
     def put(self, key: int, value: int) -> None:
+        self.put_at(self.find(key), key, value)
+
+    def find(self, key: int) -> int:
+        """The slot holding ``key``, or the empty slot where it would go: with ``value_at`` and
+        ``put_at``, a lookup followed by an update probes once."""
         keys, mask = self._keys, self._mask
         slot = key & mask
         while True:
             held = keys[slot]
-            if held == key:
-                self._values[slot] = value
-                return
-            if held == 0:
-                break
+            if held == key or held == 0:
+                return slot
             slot = (slot + 1) & mask
-        keys[slot] = key
+
+    def value_at(self, slot: int) -> int | None:
+        """The value in ``slot`` (from ``find``), or None if the key is absent."""
+        return self._values[slot] if self._keys[slot] else None
+
+    def put_at(self, slot: int, key: int, value: int) -> None:
+        """Set ``key`` (whose ``find`` gave ``slot``, with no change since) to ``value``."""
         self._values[slot] = value
+        if self._keys[slot]:
+            return
+        self._keys[slot] = key
         self._used += 1
-        if 2 * self._used > mask + 1:
+        if 2 * self._used > self._mask + 1:
             self._grow()
 
     def delete(self, key: int) -> bool:
@@ -90,10 +94,13 @@ class IdTable:
     def _grow(self) -> None:
         old_keys, old_values = self._keys, self._values
         slots = 2 * len(old_keys)
-        self._keys = array("Q", bytes(8 * slots))
-        self._values = array("q", bytes(8 * slots))
-        self._mask = slots - 1
-        self._used = 0
+        keys = self._keys = array("Q", bytes(8 * slots))
+        values = self._values = array("q", bytes(8 * slots))
+        mask = self._mask = slots - 1
         for key, value in zip(old_keys, old_values):
-            if key:
-                self.put(key, value)
+            if key:  # every key is distinct: probe for the first empty slot only
+                slot = key & mask
+                while keys[slot]:
+                    slot = (slot + 1) & mask
+                keys[slot] = key
+                values[slot] = value

@@ -132,11 +132,57 @@ class PartitionState:
         for rejection in rejections:
             meta.rejected[rejection.reason] = meta.rejected.get(rejection.reason, 0) + 1
         base = offset << POSITION_BITS  # position = (offset << 20) | index in message
-        apply_event = self.apply_event
-        for index, event in enumerate(events):
-            apply_event(event, base | index, now_ms)
+        if kind == LEAD_KIND or kind == SALES_CONTACT:
+            for index, event in enumerate(events):
+                self.apply_event(event, base | index, now_ms)
+        elif events:
+            self._apply_counted(kind, base, events, now_ms)
         meta.checkpoint[kind] = offset
         return True
+
+    def _apply_counted(self, kind: int, base: int, events: list[Event], now_ms: int) -> None:
+        """``apply_event`` for the events of one message of a kind without a lead join (most of
+        the traffic), with the lookups done once per message: the same result, about half the
+        time per event."""
+        meta = self.meta
+        watermarks, duplicates, late = meta.watermark, meta.duplicate, meta.late
+        is_duplicate = self.dedup[kind].is_duplicate
+        config = self.config
+        bucket_ms = config.bucket_ms
+        kept_from = first_kept_start(now_ms, bucket_ms, config.retention_ms)
+        money = REVENUE if kind == SALE else SPEND
+        campaigns, channels = self.campaigns, self.channels
+        dirty_totals, dirty_buckets = self._dirty_totals, self._dirty_buckets
+        watermark = watermarks[kind]
+        for index, event in enumerate(events):
+            pos = base | index
+            occurred = event.occurred_ms
+            if occurred > watermark:
+                watermark = watermarks[kind] = occurred
+            if is_duplicate(event.event_id, pos, watermark):
+                duplicates[kind] += 1
+                continue
+            name = event.campaign
+            state = campaigns.get(name)
+            if state is None:
+                name, state = self._campaign_for(name)
+            changed = False
+            if state.hw[kind] < pos:
+                channel = event.channel
+                state.count(kind, pos, channel if channel in channels else self._channel_for(channel))
+                dirty_totals.add(name)
+                changed = True
+            start = occurred - occurred % bucket_ms
+            if start < kept_from:
+                late[kind] += 1
+            elif state.add(kind, pos, start, event.amount_micros, money, bucket_ms):
+                dirty = dirty_buckets.get(name)
+                if dirty is None:
+                    dirty = dirty_buckets[name] = set()
+                dirty.add(start)
+                changed = True
+            if changed:
+                state.version += 1
 
     def _campaign_for(self, name: str) -> tuple[str, CampaignState]:
         """The campaign an event counts under: its own if admitted (or room is left), else OTHER."""
