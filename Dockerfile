@@ -4,6 +4,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY stream ./stream
 COPY agents ./agents
+COPY rulebook ./rulebook
 RUN pip install --no-cache-dir .
 ENV KPI_WEB_HOST=0.0.0.0 KPI_WEB_PORT=6066
 EXPOSE 6066

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_sink(args.host, args.port)
         if args.command == "rules":
-            from .generate import main as generate
+            from rulebook.generate import main as generate
 
             return generate(args.action, args.root)
         if args.command == "demo-traffic":

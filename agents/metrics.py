@@ -24,7 +24,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from stream import catalogue as m
 from stream import exposition
+from stream.catalogue import MetricSpec
 from stream.settings import Settings
 from stream.snapshot import RowCache, Snapshot, build_rows, snapshot_header
 
@@ -48,36 +50,22 @@ class PipelineMetrics:
 
 
 def build_pipeline_metrics(registry: CollectorRegistry) -> PipelineMetrics:
+    def counter(spec: MetricSpec) -> Counter:
+        return Counter(spec.name, spec.doc, registry=registry)
+
+    def histogram(spec: MetricSpec, buckets: tuple[float, ...]) -> Histogram:
+        return Histogram(spec.name, spec.doc, buckets=buckets, registry=registry)
+
+    seconds = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
     return PipelineMetrics(
-        batches=Counter("kpi_batches", "Batches processed by this worker process", registry=registry),
-        messages_replayed=Counter(
-            "kpi_messages_replayed",
-            "Messages skipped because the state already held them (replay after restart)",
-            registry=registry,
-        ),
-        messages_unowned=Counter(
-            "kpi_messages_unowned", "Messages dropped for partitions this worker no longer owns",
-            registry=registry,
-        ),
-        batch_seconds=Histogram(
-            "kpi_batch_duration_seconds", "Time to fold one batch into state",
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-            registry=registry,
-        ),
-        dead_letters=Counter(
-            "kpi_dead_letters_sent", "Rejected events sent to the dead-letter topic", registry=registry
-        ),
-        loop_lag_seconds=Histogram(
-            "kpi_event_loop_lag_seconds",
-            "How late the worker's event loop ran a 10 ms ticker: time it was blocked",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=registry,
-        ),
-        scrape_seconds=Histogram(
-            "kpi_metrics_render_seconds", "Time to render the KPI families of one /metrics scrape",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=registry,
-        ),
+        batches=counter(m.BATCHES),
+        messages_replayed=counter(m.MESSAGES_REPLAYED),
+        messages_unowned=counter(m.MESSAGES_UNOWNED),
+        batch_seconds=histogram(m.BATCH_SECONDS,
+                                (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)),
+        dead_letters=counter(m.DEAD_LETTERS),
+        loop_lag_seconds=histogram(m.LOOP_LAG_SECONDS, seconds),
+        scrape_seconds=histogram(m.RENDER_SECONDS, seconds),
     )
 
 
@@ -177,14 +165,12 @@ class WorkerCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        owned = GaugeMetricFamily("kpi_partitions_owned",
-                                  "Input partitions whose state this worker holds and exports")
+        owned = GaugeMetricFamily(m.PARTITIONS_OWNED.name, m.PARTITIONS_OWNED.doc)
         owned.add_metric([], self._partitions())
         yield owned
         if self._lag is not None:
-            lag = GaugeMetricFamily("kpi_consumer_lag_messages",
-                                    "Messages in the input partition not yet folded into state",
-                                    labels=["topic", "partition"])
+            lag = GaugeMetricFamily(m.CONSUMER_LAG.name, m.CONSUMER_LAG.doc,
+                                    labels=list(m.CONSUMER_LAG.labels))
             for (topic, partition), value in sorted(self._lag().items()):
                 lag.add_metric([topic, str(partition)], value)
             yield lag

@@ -9,7 +9,7 @@ Two exports (``KPI_EXPORT``):
 - ``lean`` (default): per campaign only what cannot be derived in PromQL — window sums by event
   type, revenue and spend, response-time quantiles, all-time counts by event type, and the
   leads-awaiting figures: at most ``LEAN_SERIES_PER_CAMPAIGN`` series. Ratios and their Wilson
-  bounds are Prometheus recording rules (``stream.recording``); channels and the response-time
+  bounds are Prometheus recording rules (``rulebook.recording``); channels and the response-time
   histogram are exported across campaigns.
 - ``full``: also every ratio and bound per campaign and window, counts by campaign and channel,
   and the response-time histogram per campaign (~90 series per campaign).
@@ -21,6 +21,8 @@ import math
 from functools import lru_cache
 from typing import Callable, Iterable, Iterator
 
+from . import catalogue as m
+from .catalogue import MetricSpec
 from .durations import format_duration
 from .events import EVENT_TYPES
 from .kpis import RATIOS
@@ -55,9 +57,9 @@ def header(name: str, kind: str, doc: str) -> str:
 class _Family:
     """A per-campaign metric family: its header and a function rendering one row's lines."""
 
-    def __init__(self, name: str, kind: str, doc: str,
+    def __init__(self, spec: MetricSpec,
                  lines: Callable[[CampaignRow, str, tuple[str, ...]], str]) -> None:
-        self.name, self.kind, self.doc, self.lines = name, kind, doc, lines
+        self.name, self.kind, self.doc, self.lines = spec.name, spec.kind, spec.doc, lines
 
 
 def window_labels(windows_ms: Iterable[int]) -> tuple[str, ...]:
@@ -72,13 +74,14 @@ def window_labels(windows_ms: Iterable[int]) -> tuple[str, ...]:
 def _templates(c: str, w: tuple[str, ...]) -> dict[str, str]:
     c = c.replace("%", "%%")
     out = {
-        "events": "".join(f'kpi_events_total{{campaign="{c}",event_type="{t}"}} %d\n'
+        "events": "".join(f'{m.EVENTS.sample}{{campaign="{c}",event_type="{t}"}} %d\n'
                           for t in EVENT_TYPES),
-        "window_events": "".join(f'kpi_window_events{{campaign="{c}",event_type="{t}",window="{label}"}} %d\n'
-                                 for label in w for t in EVENT_TYPES),
+        "window_events": "".join(
+            f'{m.WINDOW_EVENTS.name}{{campaign="{c}",event_type="{t}",window="{label}"}} %d\n'
+            for label in w for t in EVENT_TYPES),
     }
-    for name in ("kpi_window_revenue", "kpi_window_spend", "kpi_sales_response_p50_seconds",
-                 "kpi_sales_response_p95_seconds"):
+    for name in (m.WINDOW_REVENUE.name, m.WINDOW_SPEND.name, m.RESPONSE_P50.name,
+                 m.RESPONSE_P95.name):
         out[name] = "".join(f'{name}{{campaign="{c}",window="{label}"}} %r\n' for label in w)
     return out
 
@@ -89,7 +92,7 @@ def _events_by_type(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
 
 def _events_by_channel(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
     return "".join(
-        f'kpi_events_total{{campaign="{c}",channel="{escape(ch)}",event_type="{t}"}} {counts[k]}\n'
+        f'{m.EVENTS.sample}{{campaign="{c}",channel="{escape(ch)}",event_type="{t}"}} {counts[k]}\n'
         for ch, counts in sorted(row.by_channel.items()) for k, t in enumerate(EVENT_TYPES))
 
 
@@ -164,42 +167,29 @@ def _histogram_lines(name: str, labels: str, bins: list[int], sum_ms: int) -> st
 def _campaign_histogram(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
     if not any(row.histogram):
         return ""  # no all-zero histogram per campaign
-    return _histogram_lines("kpi_sales_response_seconds", f'campaign="{c}",', row.histogram,
+    return _histogram_lines(m.RESPONSE_SECONDS.name, f'campaign="{c}",', row.histogram,
                             row.histogram_sum_ms)
 
 
-_HISTOGRAM_DOC = "Time from a lead to its first sales contact, once per lead"
-
 _COMMON = [
-    _Family("kpi_window_events", "gauge", "Events in the trailing window", _window_events),
-    _Family("kpi_window_revenue", "gauge", "Revenue in the trailing window (reporting currency)",
-            _money("revenue_micros", "kpi_window_revenue")),
-    _Family("kpi_window_spend", "gauge", "Spend in the trailing window (reporting currency)",
-            _money("spend_micros", "kpi_window_spend")),
-    _Family("kpi_sales_response_p50_seconds", "gauge",
-            "Median lead-to-first-contact time of contacts in the window",
-            _quantile("p50_ms", "kpi_sales_response_p50_seconds")),
-    _Family("kpi_sales_response_p95_seconds", "gauge",
-            "95th percentile lead-to-first-contact time of contacts in the window",
-            _quantile("p95_ms", "kpi_sales_response_p95_seconds")),
-    _Family("kpi_leads_awaiting_contact", "gauge", "Leads with no sales contact yet",
-            _per_campaign("kpi_leads_awaiting_contact", lambda r: r.awaiting)),
-    _Family("kpi_sales_contacts_unmatched", "gauge", "Sales contacts whose lead has not been seen",
-            _per_campaign("kpi_sales_contacts_unmatched", lambda r: r.unmatched)),
+    _Family(m.WINDOW_EVENTS, _window_events),
+    _Family(m.WINDOW_REVENUE, _money("revenue_micros", m.WINDOW_REVENUE.name)),
+    _Family(m.WINDOW_SPEND, _money("spend_micros", m.WINDOW_SPEND.name)),
+    _Family(m.RESPONSE_P50, _quantile("p50_ms", m.RESPONSE_P50.name)),
+    _Family(m.RESPONSE_P95, _quantile("p95_ms", m.RESPONSE_P95.name)),
+    _Family(m.LEADS_AWAITING, _per_campaign(m.LEADS_AWAITING.name, lambda r: r.awaiting)),
+    _Family(m.CONTACTS_UNMATCHED, _per_campaign(m.CONTACTS_UNMATCHED.name, lambda r: r.unmatched)),
 ]
 
 FAMILIES: dict[str, list[_Family]] = {
-    "lean": [_Family("kpi_events", "counter", "Valid events counted, by campaign and type",
-                     _events_by_type), *_COMMON],
+    "lean": [_Family(m.EVENTS, _events_by_type), *_COMMON],
     "full": [
-        _Family("kpi_events", "counter", "Valid events counted, by campaign, channel and type",
-                _events_by_channel),
+        _Family(m.EVENTS, _events_by_channel),
         *_COMMON,
-        *(_Family(r.metric, "gauge", r.doc, _ratio(i)) for i, r in enumerate(RATIOS)),
-        *(_Family(f"{r.metric}_{side}", "gauge", f"95% Wilson {side} bound of {r.metric}",
-                  _bound(i, s))
+        *(_Family(m.CATALOGUE[r.metric], _ratio(i)) for i, r in enumerate(RATIOS)),
+        *(_Family(m.CATALOGUE[f"{r.metric}_{side}"], _bound(i, s))
           for i, r in enumerate(RATIOS) if r.rate for s, side in enumerate(("lower", "upper"))),
-        _Family("kpi_sales_response_seconds", "histogram", _HISTOGRAM_DOC, _campaign_histogram),
+        _Family(m.RESPONSE_SECONDS, _campaign_histogram),
     ],
 }
 
@@ -237,14 +227,13 @@ def render_parts(snap: Snapshot, export: str = "lean") -> Iterator[str]:
         for per_row in per_chunk:
             yield "".join(lines[i] for lines in per_row)
     # Depends on the clock, not only on the row: never cached.
-    yield header("kpi_oldest_uncontacted_lead_age_seconds", "gauge",
-                 "Age of the oldest lead still awaiting its first contact")
+    yield spec_header(m.OLDEST_AWAITING_AGE)
     for rows in chunks:
         out = []
         for row in rows:
             age = row.oldest_awaiting_age_seconds(snap.now_ms)
             if age is not None:
-                out.append(f'kpi_oldest_uncontacted_lead_age_seconds{{campaign="{escape(row.campaign)}"}} '
+                out.append(f'{m.OLDEST_AWAITING_AGE.name}{{campaign="{escape(row.campaign)}"}} '
                            f"{number(age)}\n")
         yield "".join(out)
     channels: dict[tuple[str, int], int] = {}
@@ -257,36 +246,33 @@ def render_parts(snap: Snapshot, export: str = "lean") -> Iterator[str]:
     yield _worker_families(snap, export, channels, bins, sum_ms)
 
 
-def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> str:
-    lines = [header(name, "counter", doc)]
-    lines.extend(f'{name}_total{{{label}="{escape(k)}"}} {v}\n' for k, v in sorted(values.items()))
+def spec_header(spec: MetricSpec, doc_suffix: str = "") -> str:
+    return header(spec.name, spec.kind, spec.doc + doc_suffix)
+
+
+def _counter(spec: MetricSpec, values: dict[str, int]) -> str:
+    lines = [spec_header(spec)]
+    label = spec.labels[0]
+    lines.extend(f'{spec.sample}{{{label}="{escape(k)}"}} {v}\n' for k, v in sorted(values.items()))
     return "".join(lines)
 
 
 def _worker_families(snap: Snapshot, export: str, channels: dict[tuple[str, int], int],
                      bins: list[int], sum_ms: int) -> str:
     out = [
-        _counter("kpi_events_rejected", "Events rejected to the dead-letter topic", "reason",
-                 snap.rejected),
-        _counter("kpi_events_late", "Events whose bucket had expired: in totals, in no window",
-                 "event_type", dict(zip(EVENT_TYPES, snap.late))),
-        _counter("kpi_events_duplicate", "Events dropped as producer-side duplicates (same event_id)",
-                 "event_type", dict(zip(EVENT_TYPES, snap.duplicate))),
-        _counter("kpi_events_folded",
-                 'Events counted under "__other__" because the partition\'s campaign or channel '
-                 "budget was full", "budget", snap.folded_events),
-        header("kpi_channel_events", "counter", "Valid events counted, by channel and type (all campaigns)"),
+        _counter(m.EVENTS_REJECTED, snap.rejected),
+        _counter(m.EVENTS_LATE, dict(zip(EVENT_TYPES, snap.late))),
+        _counter(m.EVENTS_DUPLICATE, dict(zip(EVENT_TYPES, snap.duplicate))),
+        _counter(m.EVENTS_FOLDED, snap.folded_events),
+        spec_header(m.CHANNEL_EVENTS),
     ]
-    out.extend(f'kpi_channel_events_total{{channel="{escape(ch)}",event_type="{EVENT_TYPES[k]}"}} {v}\n'
+    out.extend(f'{m.CHANNEL_EVENTS.sample}{{channel="{escape(ch)}",event_type="{EVENT_TYPES[k]}"}} {v}\n'
                for (ch, k), v in sorted(channels.items()))
-    out.append(header("kpi_campaigns_tracked", "gauge",
-                      "Campaigns with their own state in the partitions this worker owns"))
-    out.append(f"kpi_campaigns_tracked {snap.campaigns_tracked}\n")
-    out.append(header("kpi_campaign_budget", "gauge",
-                      "Campaigns the owned partitions may track before folding into __other__"))
-    out.append(f"kpi_campaign_budget {snap.campaign_budget}\n")
+    out.append(spec_header(m.CAMPAIGNS_TRACKED))
+    out.append(f"{m.CAMPAIGNS_TRACKED.name} {snap.campaigns_tracked}\n")
+    out.append(spec_header(m.CAMPAIGN_BUDGET))
+    out.append(f"{m.CAMPAIGN_BUDGET.name} {snap.campaign_budget}\n")
     if export == "lean":
-        out.append(header("kpi_sales_response_seconds", "histogram",
-                          _HISTOGRAM_DOC + " (all campaigns)"))
-        out.append(_histogram_lines("kpi_sales_response_seconds", "", bins, sum_ms))
+        out.append(spec_header(m.RESPONSE_SECONDS, " (all campaigns)"))
+        out.append(_histogram_lines(m.RESPONSE_SECONDS.name, "", bins, sum_ms))
     return "".join(out)

@@ -3,7 +3,7 @@ absent, not 0.
 
 ``RATIOS`` is the one definition of every derived KPI: the worker computes them from it
 (``/kpis``, and ``/metrics`` with ``KPI_EXPORT=full``), and the generated Prometheus recording
-rules compute the same figures from the exported window sums (``stream.recording``).
+rules compute the same figures from the exported window sums (``rulebook.recording``).
 """
 
 from __future__ import annotations

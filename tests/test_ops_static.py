@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.generate import DASHBOARDS, GRAFANA_ALERTING, PROMETHEUS_RULES, RULES_SOURCE, render
-from stream.alerting import DATASOURCE_UID
-from stream.rules import RuleError, parse_rules
+from rulebook.generate import DASHBOARDS, GRAFANA_ALERTING, PROMETHEUS_RULES, RULES_SOURCE, render
+from rulebook.alerting import DATASOURCE_UID
+from rulebook.rules import RuleError, parse_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,7 +177,7 @@ def test_recording_rules_compute_what_the_worker_computes(tmp_path):
     """The ratios and Wilson bounds Prometheus records from the lean export equal the ones the
     worker computes (KPI_EXPORT=full, /kpis), case by case, on promtool."""
     from stream.kpis import RATIOS, compute_kpis
-    from stream.recording import recorded
+    from rulebook.recording import recorded
     from stream.wilson import wilson_bounds
 
     series, expected = [], []

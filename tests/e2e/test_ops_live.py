@@ -20,9 +20,9 @@ import yaml
 
 from agents.broker import EmbeddedBroker
 from agents.demo import CTR_COLLAPSE_CAMPAIGN
-from agents.generate import DASHBOARDS, GRAFANA_ALERTING, PROMETHEUS_RULES
-from stream.alerting import prometheus_rule_file
-from stream.rules import parse_rules
+from rulebook.generate import DASHBOARDS, GRAFANA_ALERTING, PROMETHEUS_RULES
+from rulebook.alerting import prometheus_rule_file
+from rulebook.rules import parse_rules
 from tests.e2e.harness import ROOT, WorkerProcess, wait_for
 from tests.e2e.ops_harness import Webhook, query, start_alertmanager, start_prometheus
 

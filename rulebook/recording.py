@@ -10,8 +10,9 @@ scrape's instance and job). A zero denominator gives no series, as on the worker
 
 from __future__ import annotations
 
-from .kpis import RATIO_BY_KEY, RATIOS, REVENUE, SPEND, Ratio
-from .wilson import Z_95
+from stream import catalogue as m
+from stream.kpis import RATIO_BY_KEY, RATIOS, REVENUE, SPEND, Ratio
+from stream.wilson import Z_95
 
 LEVEL = "campaign:"
 _Z2 = Z_95 * Z_95
@@ -23,10 +24,10 @@ def recorded(metric: str) -> str:
 
 def _sum(source: str) -> str:
     if source == REVENUE:
-        return "kpi_window_revenue"
+        return m.WINDOW_REVENUE.name
     if source == SPEND:
-        return "kpi_window_spend"
-    return f'sum without (event_type) (kpi_window_events{{event_type="{source}"}})'
+        return m.WINDOW_SPEND.name
+    return f'sum without (event_type) ({m.WINDOW_EVENTS.name}{{event_type="{source}"}})'
 
 
 def ratio_expr(ratio: Ratio) -> str:

@@ -10,9 +10,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .durations import format_duration, parse_duration
-from .events import EVENT_TYPES
-from .kpis import RATIOS
+from stream import catalogue as m
+from stream.durations import format_duration, parse_duration
+from stream.events import EVENT_TYPES
+from stream.kpis import RATIOS
 from .recording import recorded
 
 
@@ -28,17 +29,17 @@ class KpiSource:
     event_type: str | None = None  # for kpi_window_events
 
 
-# Ratios are read from the recording rules (stream.recording), which derive them from the sums
+# Ratios are read from the recording rules (rulebook.recording), which derive them from the sums
 # the workers export; the rest are exported by the workers as they are.
 KPIS: dict[str, KpiSource] = {
     **{r.key: KpiSource(recorded(r.metric), rate=r.rate) for r in RATIOS},
-    "revenue": KpiSource("kpi_window_revenue"),
-    "spend": KpiSource("kpi_window_spend"),
-    "response_p50": KpiSource("kpi_sales_response_p50_seconds"),
-    "response_p95": KpiSource("kpi_sales_response_p95_seconds"),
-    "oldest_uncontacted_lead_age": KpiSource("kpi_oldest_uncontacted_lead_age_seconds", windowed=False),
-    "leads_awaiting_contact": KpiSource("kpi_leads_awaiting_contact", windowed=False),
-    **{f"{t}s": KpiSource("kpi_window_events", event_type=t) for t in EVENT_TYPES},
+    "revenue": KpiSource(m.WINDOW_REVENUE.name),
+    "spend": KpiSource(m.WINDOW_SPEND.name),
+    "response_p50": KpiSource(m.RESPONSE_P50.name),
+    "response_p95": KpiSource(m.RESPONSE_P95.name),
+    "oldest_uncontacted_lead_age": KpiSource(m.OLDEST_AWAITING_AGE.name, windowed=False),
+    "leads_awaiting_contact": KpiSource(m.LEADS_AWAITING.name, windowed=False),
+    **{f"{t}s": KpiSource(m.WINDOW_EVENTS.name, event_type=t) for t in EVENT_TYPES},
 }
 SEVERITIES = ("page", "ticket", "info")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -87,7 +88,8 @@ class Rule:
         if self.min_volume is not None:
             volume = self.min_volume
             volume_selector = _selector(volume.window, self.campaigns, volume.event_type)
-            expr = f"({expr}) and on (campaign) (kpi_window_events{volume_selector} >= {volume.count})"
+            expr = (f"({expr}) and on (campaign) "
+                    f"({m.WINDOW_EVENTS.name}{volume_selector} >= {volume.count})")
         return expr
 
     def labels(self) -> dict[str, str]:

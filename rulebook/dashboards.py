@@ -7,12 +7,55 @@ them to grafana/dashboards/; the tests run every query they hold against a live 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from stream import catalogue as m
+from stream.exposition import window_labels
+from stream.settings import Settings
+
 from .alerting import DATASOURCE_UID
+from .recording import recorded_ratio
 from .rules import Rule
 
+CTR, CONVERSION, LEAD_RATE, LEAD_TO_SALE, ROAS, CPA, CPC = (
+    recorded_ratio(k) for k in ("ctr", "conversion", "lead_rate", "lead_to_sale", "roas", "cpa", "cpc"))
+CTR_LOWER, CTR_UPPER = CTR + "_lower", CTR + "_upper"
+CONVERSION_LOWER, CONVERSION_UPPER = CONVERSION + "_lower", CONVERSION + "_upper"
+P50, P95 = m.RESPONSE_P50.name, m.RESPONSE_P95.name
+WINDOW_EVENTS, SPEND, REVENUE = m.WINDOW_EVENTS.name, m.WINDOW_SPEND.name, m.WINDOW_REVENUE.name
+OLDEST, AWAITING, UNMATCHED = (m.OLDEST_AWAITING_AGE.name, m.LEADS_AWAITING.name,
+                               m.CONTACTS_UNMATCHED.name)
+EVENTS, CHANNEL_EVENTS, LAG = m.EVENTS.sample, m.CHANNEL_EVENTS.sample, m.CONSUMER_LAG.name
+REJECTED, LATE, DUPLICATE, FOLDED = (m.EVENTS_REJECTED.sample, m.EVENTS_LATE.sample,
+                                     m.EVENTS_DUPLICATE.sample, m.EVENTS_FOLDED.sample)
+OWNED, TRACKED, BUDGET = m.PARTITIONS_OWNED.name, m.CAMPAIGNS_TRACKED.name, m.CAMPAIGN_BUDGET.name
+RESPONSE_BUCKET = m.RESPONSE_SECONDS.name + "_bucket"
+BATCH_BUCKET = m.BATCH_SECONDS.name + "_bucket"
+
 DS = {"type": "prometheus", "uid": DATASOURCE_UID}
+
+
+@dataclass(frozen=True)
+class View:
+    """What the dashboards show that the worker's settings decide: the reporting currency
+    (``KPI_CURRENCY``) and the exported windows (``KPI_WINDOWS``), shortest first."""
+
+    currency: str = "USD"
+    windows: tuple[str, ...] = ("5m", "15m", "1h")
+
+    @property
+    def money_unit(self) -> str:
+        return f"currency{self.currency}"
+
+    @property
+    def default_window(self) -> str:
+        """The middle window: long enough to be steady, short enough to show an incident."""
+        return self.windows[len(self.windows) // 2]
+
+    @classmethod
+    def of(cls, settings: Settings) -> View:
+        return cls(settings.currency, window_labels(sorted(w * 1000 for w in settings.windows_seconds)))
 
 
 class _Layout:
@@ -77,44 +120,48 @@ def _threshold(rules: list[Rule], kpi: str) -> float | None:
     return None
 
 
-def _variables(multi_campaign: bool) -> list[dict]:
+def _variables(multi_campaign: bool, view: View) -> list[dict]:
     campaign = {"name": "campaign", "label": "Campaign", "type": "query", "datasource": DS,
-                "query": {"query": "label_values(kpi_events_total, campaign)", "refId": "campaign"},
-                "definition": "label_values(kpi_events_total, campaign)", "refresh": 2,
+                "query": {"query": f"label_values({EVENTS}, campaign)", "refId": "campaign"},
+                "definition": f"label_values({EVENTS}, campaign)", "refresh": 2,
                 "multi": multi_campaign, "includeAll": multi_campaign, "sort": 1}
     if multi_campaign:
         campaign["allValue"] = ".*"
     channel = {"name": "channel", "label": "Channel", "type": "query", "datasource": DS,
-               "query": {"query": "label_values(kpi_channel_events_total, channel)",
+               "query": {"query": f"label_values({CHANNEL_EVENTS}, channel)",
                          "refId": "channel"},
-               "definition": "label_values(kpi_channel_events_total, channel)",
+               "definition": f"label_values({CHANNEL_EVENTS}, channel)",
                "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*"}
-    window = {"name": "window", "label": "Window", "type": "custom", "query": "5m,15m,1h",
-              "current": {"text": "15m", "value": "15m"},
-              "options": [{"text": w, "value": w, "selected": w == "15m"} for w in ("5m", "15m", "1h")]}
+    shown = view.default_window
+    window = {"name": "window", "label": "Window", "type": "custom", "query": ",".join(view.windows),
+              "current": {"text": shown, "value": shown},
+              "options": [{"text": w, "value": w, "selected": w == shown} for w in view.windows]}
     return [campaign, channel, window]
 
 
-def _dashboard(uid: str, title: str, layout: _Layout, multi_campaign: bool, links: list[dict]) -> dict:
+def _dashboard(uid: str, title: str, layout: _Layout, multi_campaign: bool, links: list[dict],
+               view: View) -> dict:
     return {
         "uid": uid, "title": title, "tags": ["kpi-monitor"], "timezone": "browser",
         "schemaVersion": 39, "version": 1, "editable": False, "refresh": "30s",
         "time": {"from": "now-3h", "to": "now"},
-        "templating": {"list": _variables(multi_campaign)},
+        "templating": {"list": _variables(multi_campaign, view)},
         "annotations": {"list": []}, "links": links, "panels": layout.panels,
     }
 
 
-def ops_dashboard(rules: list[Rule]) -> dict:
+def ops_dashboard(rules: list[Rule], view: View | None = None) -> dict:
+    view = view or View()
+    money = view.money_unit
     lay = _Layout()
     sel = 'campaign=~"$campaign",window="$window"'
     lay.row("Campaigns")
     table_targets = [
-        _target(f"campaign:kpi_ctr_ratio{{{sel}}}", ref="CTR", instant=True, table=True),
-        _target(f"campaign:kpi_conversion_ratio{{{sel}}}", ref="Conversion", instant=True, table=True),
-        _target(f"kpi_sales_response_p95_seconds{{{sel}}}", ref="Response p95", instant=True, table=True),
-        _target(f"campaign:kpi_roas_ratio{{{sel}}}", ref="ROAS", instant=True, table=True),
-        _target(f'kpi_window_events{{event_type="impression",{sel}}}', ref="Impressions", instant=True,
+        _target(f"{CTR}{{{sel}}}", ref="CTR", instant=True, table=True),
+        _target(f"{CONVERSION}{{{sel}}}", ref="Conversion", instant=True, table=True),
+        _target(f"{P95}{{{sel}}}", ref="Response p95", instant=True, table=True),
+        _target(f"{ROAS}{{{sel}}}", ref="ROAS", instant=True, table=True),
+        _target(f'{WINDOW_EVENTS}{{event_type="impression",{sel}}}', ref="Impressions", instant=True,
                 table=True),
         _target('count by (campaign) (ALERTS{alertstate="firing",campaign=~"$campaign"})', ref="Firing",
                 instant=True, table=True),
@@ -148,98 +195,100 @@ def ops_dashboard(rules: list[Rule]) -> dict:
                          "sortOrder": 1}}, 8, 10)
     lay.row("KPIs over time")
     for title, metric, unit, kpi, below_is_bad in (
-            ("CTR", "campaign:kpi_ctr_ratio", "percentunit", "ctr", True),
-            ("Conversion rate", "campaign:kpi_conversion_ratio", "percentunit", "conversion", True),
-            ("Lead rate", "campaign:kpi_lead_ratio", "percentunit", None, True),
-            ("Lead-to-sale rate", "campaign:kpi_lead_to_sale_ratio", "percentunit", None, True),
-            ("Sales response p95", "kpi_sales_response_p95_seconds", "s", "response_p95", False),
-            ("CPA", "campaign:kpi_cpa", "currencyUSD", "cpa", False),
-            ("ROAS", "campaign:kpi_roas_ratio", "short", "roas", True),
-            ("CPC", "campaign:kpi_cpc", "currencyUSD", None, False)):
+            ("CTR", CTR, "percentunit", "ctr", True),
+            ("Conversion rate", CONVERSION, "percentunit", "conversion", True),
+            ("Lead rate", LEAD_RATE, "percentunit", None, True),
+            ("Lead-to-sale rate", LEAD_TO_SALE, "percentunit", None, True),
+            ("Sales response p95", P95, "s", "response_p95", False),
+            ("CPA", CPA, money, "cpa", False),
+            ("ROAS", ROAS, "short", "roas", True),
+            ("CPC", CPC, money, None, False)):
         threshold = _threshold(rules, kpi) if kpi else None
         lay.add(_timeseries(f"{title} ($window)", [_target(f"{metric}{{{sel}}}", "{{campaign}}")], unit,
                             _steps("green", "red", threshold, below_is_bad) if threshold is not None else None),
                 12, 8)
     lay.add(_timeseries("Oldest uncontacted lead", [
-        _target('kpi_oldest_uncontacted_lead_age_seconds{campaign=~"$campaign"}', "{{campaign}}")], "s",
+        _target(f'{OLDEST}{{campaign=~"$campaign"}}', "{{campaign}}")], "s",
         _steps("green", "red", _threshold(rules, "oldest_uncontacted_lead_age"), False)), 12, 8)
     lay.add(_timeseries("Events/s by channel (all campaigns)", [
-        _target('sum by (channel) (rate(kpi_channel_events_total{channel=~"$channel"}[$__rate_interval]))',
+        _target(f'sum by (channel) (rate({CHANNEL_EVENTS}{{channel=~"$channel"}}[$__rate_interval]))',
                 "{{channel}}")], "ops"), 12, 8)
     lay.row("Pipeline")
     lay.add(_timeseries("Events/s by type", [
-        _target("sum by (event_type) (rate(kpi_events_total[$__rate_interval]))", "{{event_type}}")], "ops"), 8, 8)
+        _target(f"sum by (event_type) (rate({EVENTS}[$__rate_interval]))", "{{event_type}}")], "ops"), 8, 8)
     lay.add(_timeseries("Consumer lag", [
-        _target("sum by (instance, topic) (kpi_consumer_lag_messages)", "{{instance}} {{topic}}")], "short"), 8, 8)
+        _target(f"sum by (instance, topic) ({LAG})", "{{instance}} {{topic}}")], "short"), 8, 8)
     lay.add(_timeseries("Rejected / late / duplicate per second", [
-        _target("sum by (reason) (rate(kpi_events_rejected_total[$__rate_interval]))", "rejected {{reason}}"),
-        _target("sum(rate(kpi_events_late_total[$__rate_interval]))", "late", ref="B"),
-        _target("sum(rate(kpi_events_duplicate_total[$__rate_interval]))", "duplicate", ref="C"),
-        _target('sum(rate(kpi_events_folded_total{budget="campaign"}[$__rate_interval]))',
+        _target(f"sum by (reason) (rate({REJECTED}[$__rate_interval]))", "rejected {{reason}}"),
+        _target(f"sum(rate({LATE}[$__rate_interval]))", "late", ref="B"),
+        _target(f"sum(rate({DUPLICATE}[$__rate_interval]))", "duplicate", ref="C"),
+        _target(f'sum(rate({FOLDED}{{budget="campaign"}}[$__rate_interval]))',
                 "folded into __other__", ref="D")], "ops"), 8, 8)
     lay.add({"type": "stat", "title": "Workers up", "datasource": DS,
              "targets": [_target('sum(up{job="kpi-monitor"})', instant=True)],
              "fieldConfig": {"defaults": {"thresholds": {"mode": "absolute", "steps": _steps("green", "red", 1, True)}},
                              "overrides": []}}, 6, 5)
     lay.add({"type": "stat", "title": "Partitions owned", "datasource": DS,
-             "targets": [_target("sum(kpi_partitions_owned)", instant=True)],
+             "targets": [_target(f"sum({OWNED})", instant=True)],
              "fieldConfig": {"defaults": {}, "overrides": []}}, 6, 5)
     lay.add({"type": "stat", "title": "Campaign budget used", "datasource": DS,
-             "targets": [_target("sum(kpi_campaigns_tracked) / sum(kpi_campaign_budget)", instant=True)],
+             "targets": [_target(f"sum({TRACKED}) / sum({BUDGET})", instant=True)],
              "fieldConfig": {"defaults": {"unit": "percentunit",
                                           "thresholds": {"mode": "absolute",
                                                          "steps": _steps("green", "red", 0.9, False)}},
                              "overrides": []}}, 6, 5)
     lay.add(_timeseries("Sales response p95, all campaigns (1h)", [
-        _target("histogram_quantile(0.95, sum by (le) (rate(kpi_sales_response_seconds_bucket[1h])))",
+        _target(f"histogram_quantile(0.95, sum by (le) (rate({RESPONSE_BUCKET}[1h])))",
                 "p95")], "s"), 6, 5)
     lay.add(_timeseries("Batch time p95", [
-        _target("histogram_quantile(0.95, sum by (le, instance) (rate(kpi_batch_duration_seconds_bucket[$__rate_interval])))",
+        _target(f"histogram_quantile(0.95, sum by (le, instance) (rate({BATCH_BUCKET}[$__rate_interval])))",
                 "{{instance}}")], "s"), 6, 5)
     links = [{"title": "Campaign drill-down", "type": "link", "url": "/d/kpi-campaign/kpi-campaign?${campaign:queryparam}"}]
-    return _dashboard("kpi-ops", "kpi-monitor: live ops", lay, True, links)
+    return _dashboard("kpi-ops", "kpi-monitor: live ops", lay, True, links, view)
 
 
-def campaign_dashboard(rules: list[Rule]) -> dict:
+def campaign_dashboard(rules: list[Rule], view: View | None = None) -> dict:
+    view = view or View()
+    money = view.money_unit
     lay = _Layout()
     sel = 'campaign="$campaign",window="$window"'
     lay.row("Now")
     for title, expr, unit in (
-            ("CTR", f"campaign:kpi_ctr_ratio{{{sel}}}", "percentunit"),
-            ("Conversion", f"campaign:kpi_conversion_ratio{{{sel}}}", "percentunit"),
-            ("Response p95", f"kpi_sales_response_p95_seconds{{{sel}}}", "s"),
-            ("ROAS", f"campaign:kpi_roas_ratio{{{sel}}}", "short"),
-            ("Spend", f"kpi_window_spend{{{sel}}}", "currencyUSD"),
-            ("Revenue", f"kpi_window_revenue{{{sel}}}", "currencyUSD")):
+            ("CTR", f"{CTR}{{{sel}}}", "percentunit"),
+            ("Conversion", f"{CONVERSION}{{{sel}}}", "percentunit"),
+            ("Response p95", f"{P95}{{{sel}}}", "s"),
+            ("ROAS", f"{ROAS}{{{sel}}}", "short"),
+            ("Spend", f"{SPEND}{{{sel}}}", money),
+            ("Revenue", f"{REVENUE}{{{sel}}}", money)):
         lay.add({"type": "stat", "title": f"{title} ($window)", "datasource": DS,
                  "targets": [_target(expr, instant=True)],
                  "fieldConfig": {"defaults": {"unit": unit}, "overrides": []}}, 4, 4)
     lay.row("Over time")
     lay.add(_timeseries("CTR with 95% bounds", [
-        _target(f"campaign:kpi_ctr_ratio{{{sel}}}", "CTR"),
-        _target(f"campaign:kpi_ctr_ratio_lower{{{sel}}}", "lower", ref="B"),
-        _target(f"campaign:kpi_ctr_ratio_upper{{{sel}}}", "upper", ref="C")], "percentunit",
+        _target(f"{CTR}{{{sel}}}", "CTR"),
+        _target(f"{CTR_LOWER}{{{sel}}}", "lower", ref="B"),
+        _target(f"{CTR_UPPER}{{{sel}}}", "upper", ref="C")], "percentunit",
         _steps("green", "red", _threshold(rules, "ctr"), True)), 12, 8)
     lay.add(_timeseries("Conversion with 95% bounds", [
-        _target(f"campaign:kpi_conversion_ratio{{{sel}}}", "conversion"),
-        _target(f"campaign:kpi_conversion_ratio_lower{{{sel}}}", "lower", ref="B"),
-        _target(f"campaign:kpi_conversion_ratio_upper{{{sel}}}", "upper", ref="C")], "percentunit"), 12, 8)
+        _target(f"{CONVERSION}{{{sel}}}", "conversion"),
+        _target(f"{CONVERSION_LOWER}{{{sel}}}", "lower", ref="B"),
+        _target(f"{CONVERSION_UPPER}{{{sel}}}", "upper", ref="C")], "percentunit"), 12, 8)
     lay.add(_timeseries("Events/s by type", [
-        _target('sum by (event_type) (rate(kpi_events_total{campaign="$campaign"}[$__rate_interval]))',
+        _target(f'sum by (event_type) (rate({EVENTS}{{campaign="$campaign"}}[$__rate_interval]))',
                 "{{event_type}}")], "ops"), 12, 8)
     lay.add(_timeseries("Sales response time", [
-        _target(f"kpi_sales_response_p50_seconds{{{sel}}}", "p50"),
-        _target(f"kpi_sales_response_p95_seconds{{{sel}}}", "p95", ref="B")], "s"), 12, 8)
+        _target(f"{P50}{{{sel}}}", "p50"),
+        _target(f"{P95}{{{sel}}}", "p95", ref="B")], "s"), 12, 8)
     lay.add(_timeseries("Leads awaiting first contact", [
-        _target('kpi_leads_awaiting_contact{campaign="$campaign"}', "waiting"),
-        _target('kpi_oldest_uncontacted_lead_age_seconds{campaign="$campaign"}', "oldest age (s)", ref="B"),
-        _target('kpi_sales_contacts_unmatched{campaign="$campaign"}', "contacts without lead", ref="C")]), 12, 8)
+        _target(f'{AWAITING}{{campaign="$campaign"}}', "waiting"),
+        _target(f'{OLDEST}{{campaign="$campaign"}}', "oldest age (s)", ref="B"),
+        _target(f'{UNMATCHED}{{campaign="$campaign"}}', "contacts without lead", ref="C")]), 12, 8)
     lay.add(_timeseries("Spend, revenue, CPA", [
-        _target(f"kpi_window_spend{{{sel}}}", "spend"),
-        _target(f"kpi_window_revenue{{{sel}}}", "revenue", ref="B"),
-        _target(f"campaign:kpi_cpa{{{sel}}}", "CPA", ref="C")], "currencyUSD"), 12, 8)
+        _target(f"{SPEND}{{{sel}}}", "spend"),
+        _target(f"{REVENUE}{{{sel}}}", "revenue", ref="B"),
+        _target(f"{CPA}{{{sel}}}", "CPA", ref="C")], money), 12, 8)
     lay.add({"type": "table", "title": "Alerts for this campaign", "datasource": DS,
              "targets": [_target('ALERTS{campaign="$campaign"}', instant=True, table=True)],
              "fieldConfig": {"defaults": {}, "overrides": []}}, 12, 8)
     links = [{"title": "Back to ops", "type": "link", "url": "/d/kpi-ops/kpi-ops"}]
-    return _dashboard("kpi-campaign", "kpi-monitor: campaign", lay, False, links)
+    return _dashboard("kpi-campaign", "kpi-monitor: campaign", lay, False, links, view)

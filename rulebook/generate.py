@@ -8,9 +8,11 @@ from pathlib import Path
 
 import yaml
 
-from stream.alerting import grafana_alerting, prometheus_rule_file
-from stream.dashboards import campaign_dashboard, ops_dashboard
-from stream.rules import RuleError, parse_rules
+from stream.settings import SettingsError, settings_from_env
+
+from .alerting import grafana_alerting, prometheus_rule_file
+from .dashboards import View, campaign_dashboard, ops_dashboard
+from .rules import RuleError, parse_rules
 
 RULES_SOURCE = "ops/kpi-rules.yaml"
 PROMETHEUS_RULES = "ops/prometheus/kpi-alerts.rules.yml"
@@ -26,22 +28,28 @@ def _yaml(document: dict, source: str) -> str:
     return HEADER.format(source=source) + body
 
 
-def render(root: Path, rules_path: str = RULES_SOURCE) -> dict[str, str]:
-    """Every generated file (relative path -> text) from the sources under ``root``."""
+def render(root: Path, rules_path: str = RULES_SOURCE, view: View | None = None) -> dict[str, str]:
+    """Every generated file (relative path -> text) from the sources under ``root``; dashboards
+    show ``view``'s currency and windows (default: the settings' defaults)."""
     rules = parse_rules(yaml.safe_load((root / rules_path).read_text()))
     files = {
         PROMETHEUS_RULES: _yaml(prometheus_rule_file(rules), rules_path),
         GRAFANA_ALERTING: _yaml(grafana_alerting(rules), rules_path),
     }
     for path, build in DASHBOARDS.items():
-        files[path] = json.dumps(build(rules), indent=2, sort_keys=False) + "\n"
+        files[path] = json.dumps(build(rules, view), indent=2, sort_keys=False) + "\n"
     return files
 
 
 def main(action: str, root: str = ".", rules_path: str = RULES_SOURCE) -> int:
     base = Path(root)
     try:
-        files = render(base, rules_path)
+        view = View.of(settings_from_env())
+    except SettingsError as exc:
+        print(f"kpi-monitor rules: {exc}", file=sys.stderr)
+        return 2
+    try:
+        files = render(base, rules_path, view)
     except RuleError as exc:
         print(f"kpi-monitor rules: {rules_path}: {exc}", file=sys.stderr)
         return 2
