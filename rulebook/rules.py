@@ -14,6 +14,7 @@ from stream import catalogue as m
 from stream.durations import format_duration, parse_duration
 from stream.events import EVENT_TYPES
 from stream.kpis import RATIOS
+
 from .recording import recorded
 
 
