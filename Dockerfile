@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY stream ./stream
 COPY agents ./agents
 COPY rulebook ./rulebook
+COPY autopause ./autopause
 RUN pip install --no-cache-dir .
 ENV KPI_WEB_HOST=0.0.0.0 KPI_WEB_PORT=6066
 EXPOSE 6066

@@ -1,0 +1,108 @@
+"""A KPI rule evaluated on one campaign's exact figures, with the semantics of the Prometheus
+rule that ``rulebook`` generates from it.
+
+The generated expression is ``KPI{window} op threshold`` (for a ``confident`` rule, the Wilson
+bound on the far side: ``_upper`` for ``<``, ``_lower`` for ``>``), joined with
+``kpi_window_events{event_type, window} >= count`` for ``min_volume``. A KPI with no value (a
+zero denominator, no response in the window, nothing awaiting) has no series, so the rule does not
+hold, whatever the operator. ``tests/autopause/test_evaluate.py`` runs one table of cases through
+this function and through promtool on the generated rule.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import NamedTuple
+
+from rulebook.rules import KPIS, Rule
+from stream.events import EVENT_TYPES, MICROS
+from stream.kpis import RATIO_BY_KEY, ratio, source_value
+from stream.wilson import wilson_bounds
+
+_KIND = {name: kind for kind, name in enumerate(EVENT_TYPES)}
+
+
+class WindowFigures(NamedTuple):
+    counts: tuple[int, ...]  # by event kind (stream.events.EVENT_TYPES)
+    revenue_micros: int = 0
+    spend_micros: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+
+
+class Figures(NamedTuple):
+    """What the worker exports for one campaign, exactly."""
+
+    windows: Mapping[str, WindowFigures]  # by window label ("15m")
+    awaiting: int = 0  # leads with no sales contact yet
+    oldest_awaiting_age_s: float | None = None
+
+
+class Evaluation(NamedTuple):
+    holds: bool  # the rule's condition holds: the Prometheus expression returns a series
+    value: float | None  # the KPI
+    bound: float | None  # the Wilson bound compared, for a confident rule
+    volume: int | None  # events of min_volume's type in its window, if the rule has one
+
+
+def kpi_value(kpi: str, window: WindowFigures | None, figures: Figures) -> float | None:
+    """The KPI as the worker exports it (or Prometheus records it); None where no series is."""
+    if kpi == "oldest_uncontacted_lead_age":
+        return figures.oldest_awaiting_age_s
+    if kpi == "leads_awaiting_contact":
+        return figures.awaiting or None  # exported only while some lead waits
+    if window is None:
+        return None
+    if kpi in RATIO_BY_KEY:
+        r = RATIO_BY_KEY[kpi]
+        args = (window.counts, window.revenue_micros, window.spend_micros)
+        return ratio(source_value(r.numerator, *args), source_value(r.denominator, *args))
+    if kpi == "revenue":
+        return window.revenue_micros / MICROS
+    if kpi == "spend":
+        return window.spend_micros / MICROS
+    if kpi in ("response_p50", "response_p95"):
+        ms = window.p50_ms if kpi == "response_p50" else window.p95_ms
+        return None if ms is None else ms / 1000
+    return window.counts[_KIND[KPIS[kpi].event_type]]  # type: ignore[index]
+
+
+def _beyond(value: float, op: str, threshold: float) -> bool:
+    return value < threshold if op == "<" else value > threshold
+
+
+@lru_cache(maxsize=256)
+def _pattern(campaigns: str) -> re.Pattern[str]:
+    return re.compile(campaigns)
+
+
+def selects(rule: Rule, campaign: str) -> bool:
+    """PromQL's ``campaign=~"..."`` is anchored at both ends."""
+    return rule.campaigns is None or _pattern(rule.campaigns).fullmatch(campaign) is not None
+
+
+def evaluate(rule: Rule, figures: Figures, *, op: str | None = None,
+             threshold: float | None = None) -> Evaluation:
+    """``rule`` on ``figures``. ``op`` and ``threshold`` replace the rule's own, for the resume
+    condition of a paused campaign (the opposite side of ``resume_threshold``)."""
+    op = op or rule.op
+    threshold = rule.threshold if threshold is None else threshold
+    assert rule.kind == "kpi" and rule.kpi is not None and op is not None and threshold is not None
+    window = figures.windows.get(rule.window) if rule.window else None
+    value = kpi_value(rule.kpi, window, figures)
+    bound = None
+    if rule.confident and window is not None:
+        r = RATIO_BY_KEY[rule.kpi]
+        bounds = wilson_bounds(window.counts[_KIND[r.numerator]], window.counts[_KIND[r.denominator]])
+        if bounds is not None:
+            bound = bounds[1] if op == "<" else bounds[0]
+    compared = bound if rule.confident else value
+    holds = compared is not None and _beyond(compared, op, threshold)
+    volume = None
+    if rule.min_volume is not None:
+        volume_window = figures.windows.get(rule.min_volume.window)
+        volume = volume_window.counts[_KIND[rule.min_volume.event_type]] if volume_window else 0
+        holds = holds and volume >= rule.min_volume.count
+    return Evaluation(holds, value, bound, volume)
