@@ -70,6 +70,20 @@ class Rule:
     may_pause: bool = False
     expr_override: str | None = None
     description: str = ""
+    # Auto-pausing (may_pause rules only; see autopause.engine). Durations as labels ("15m").
+    resume_threshold: float | None = None  # auto-resume past it (other side); None: a human resumes
+    resume_for: str = "0s"  # how long the resume condition must hold ("0s": the rule's ``for``)
+    cooldown: str = "1h"  # at least this long between two actions on a campaign
+    max_cycles_per_day: int = 3  # pauses in 24 h before the campaign is put on hold for a human
+    min_campaign_age: str = "0s"  # no decision while a campaign is younger (learning phase)
+    settle: str = "0s"  # judge the window that ended this long ago: late sales have arrived
+
+    @property
+    def for_seconds(self) -> float:
+        return parse_duration(self.for_)
+
+    def seconds(self, field_name: str) -> float:
+        return parse_duration(getattr(self, field_name))
 
     @property
     def alert_name(self) -> str:
@@ -84,11 +98,12 @@ class Rule:
         if self.confident:
             # "Collapsed" must hold for the whole 95% interval: below means its upper bound is.
             metric += "_upper" if self.op == "<" else "_lower"
+        offset = f" offset {self.settle}" if self.settle != "0s" else ""
         selector = _selector(self.window if source.windowed else None, self.campaigns, source.event_type)
-        expr = f"{metric}{selector} {self.op} {_number(self.threshold)}"
+        expr = f"{metric}{selector}{offset} {self.op} {_number(self.threshold)}"
         if self.min_volume is not None:
             volume = self.min_volume
-            volume_selector = _selector(volume.window, self.campaigns, volume.event_type)
+            volume_selector = _selector(volume.window, self.campaigns, volume.event_type) + offset
             expr = (f"({expr}) and on (campaign) "
                     f"({m.WINDOW_EVENTS.name}{volume_selector} >= {volume.count})")
         return expr
@@ -149,7 +164,8 @@ def _parse_rule(raw: dict, where: str) -> Rule:
         raise RuleError(f"{where}.name: snake_case name required, got {name!r}")
     where = f"rule {name}"
     known = {"name", "summary", "description", "severity", "for", "kind", "kpi", "window", "op",
-             "threshold", "confident", "min_volume", "campaigns", "may_pause", "expr"}
+             "threshold", "confident", "min_volume", "campaigns", "may_pause", "expr",
+             *_PAUSE_FIELDS}
     unknown = set(raw) - known
     if unknown:
         raise RuleError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -208,6 +224,41 @@ def _parse_rule(raw: dict, where: str) -> Rule:
             raise RuleError(f"{where}.campaigns: not a regular expression: {exc}") from None
         if '"' in campaigns or "\\" in campaigns:
             raise RuleError(f"{where}.campaigns: quotes and backslashes are not supported")
+    may_pause = bool(raw.get("may_pause", False))
     return Rule(kind="kpi", kpi=kpi, window=window, op=op, threshold=float(threshold),
                 confident=confident, min_volume=min_volume, campaigns=campaigns,
-                may_pause=bool(raw.get("may_pause", False)), **common)
+                may_pause=may_pause, **common,
+                **_pause_fields(raw, where, may_pause, op, float(threshold), source.windowed))
+
+
+_PAUSE_FIELDS = ("resume_threshold", "resume_for", "cooldown", "max_cycles_per_day",
+                 "min_campaign_age", "settle")
+
+
+def _pause_fields(raw: dict, where: str, may_pause: bool, op: str, threshold: float,
+                  windowed: bool) -> dict[str, Any]:
+    pause_only = sorted(name for name in _PAUSE_FIELDS if name in raw and name != "settle")
+    if pause_only and not may_pause:
+        raise RuleError(f"{where}: {pause_only} only apply to rules with may_pause: true")
+    out: dict[str, Any] = {}
+    for name in ("resume_for", "cooldown", "min_campaign_age", "settle"):
+        if name in raw:
+            out[name] = _duration(raw[name], f"{where}.{name}")
+    if "settle" in out and out["settle"] != "0s" and not windowed:
+        raise RuleError(f"{where}.settle: only a windowed KPI can be judged on an older window")
+    if "max_cycles_per_day" in raw:
+        cycles = raw["max_cycles_per_day"]
+        if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
+            raise RuleError(f"{where}.max_cycles_per_day: a whole number >= 1 is required")
+        out["max_cycles_per_day"] = cycles
+    if "resume_threshold" in raw:
+        resume = raw["resume_threshold"]
+        if isinstance(resume, bool) or not isinstance(resume, (int, float)):
+            raise RuleError(f"{where}.resume_threshold: a number is required")
+        # Hysteresis: resuming must need a KPI at least as good as the one that paused.
+        if (op == "<" and resume < threshold) or (op == ">" and resume > threshold):
+            side = "at or above" if op == "<" else "at or below"
+            raise RuleError(f"{where}.resume_threshold: must be {side} the threshold "
+                            f"({_number(threshold)}), or the campaign would flap")
+        out["resume_threshold"] = float(resume)
+    return out

@@ -60,10 +60,22 @@ GOOD = {"name": "r", "summary": "s", "severity": "page", "kpi": "ctr", "window":
     ({"campaigns": "("}, "rule r.campaigns"),
     ({"tresholds": 1}, "unknown field"),
     ({"kind": "pipeline"}, "rule r.expr"),
+    ({"cooldown": "1h"}, "only apply to rules with may_pause"),
+    ({"may_pause": True, "resume_threshold": 0.005}, "rule r.resume_threshold: must be at or above"),
+    ({"may_pause": True, "max_cycles_per_day": 0}, "rule r.max_cycles_per_day"),
+    ({"may_pause": True, "cooldown": "soon"}, "rule r.cooldown"),
+    ({"kpi": "oldest_uncontacted_lead_age", "window": None, "settle": "10m"}, "rule r.settle"),
 ])
 def test_bad_rules_fail_naming_the_field(change, message):
     with pytest.raises(RuleError, match=re.escape(message)):
         parse_rules({"rules": [{**GOOD, **change}]})
+
+
+def test_settle_reads_the_window_that_ended_that_long_ago():
+    (rule,) = parse_rules({"rules": [{**GOOD, "settle": "15m", "min_volume": {"event_type": "click",
+                                                                              "count": 5}}]})
+    assert rule.expr() == ('(campaign:kpi_ctr_ratio{window="15m"} offset 15m < 0.01) and on (campaign) '
+                           '(kpi_window_events{event_type="click",window="15m"} offset 15m >= 5)')
 
 
 def test_confidence_and_volume_compile_to_promql():
