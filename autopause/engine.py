@@ -1,0 +1,221 @@
+"""Pause / resume decisions per campaign and rule, made safe. Pure: state in, state out, the
+clock passed in.
+
+Per (campaign, rule) a ``Track`` goes through three phases:
+
+- ``running``: the rule's condition (``autopause.evaluate``) must hold on trusted data for the
+  rule's ``for`` before a ``pause`` is issued, and not within ``cooldown`` of the last action nor
+  while the campaign is younger than ``min_campaign_age``. A pause beyond ``max_cycles_per_day`` in
+  24 hours is issued as ``hold`` instead: the campaign flaps, a human decides.
+- ``paused``: with ``resume_threshold`` set, the opposite condition (the KPI past
+  ``resume_threshold`` on the good side, with the rule's confidence and volume) must hold for
+  ``resume_for`` (and the cooldown pass) before a ``resume`` is issued. Without it a human
+  resumes; the rule re-arms silently once its condition has been false for its ``for`` (a paused
+  campaign's windows drain), so a campaign resumed by hand that collapses again is paused again.
+- ``held``: nothing more is issued for the rule until a human clears it (``clear``).
+
+Data that cannot be trusted (``Trust``: partition lagging, event time not advancing, too many
+late events) stops every timer: **unknown never pauses**; an ``unknown`` is issued once when it
+interrupts a pending pause or a paused campaign's resume.
+
+The **breaker**: when more than ``share`` of a rule's active campaigns (and at least
+``min_campaigns``) trip it within ``window``, it is the tracking that broke, not the campaigns:
+would-be pauses are issued once as ``suppressed`` and nothing is paused until the share falls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+from rulebook.rules import Rule
+
+from .evaluate import Evaluation
+
+PAUSE, RESUME, UNKNOWN, HOLD, SUPPRESSED = "pause", "resume", "unknown", "hold", "suppressed"
+VERDICTS = (PAUSE, RESUME, UNKNOWN, HOLD, SUPPRESSED)
+RUNNING, PAUSED, HELD = "running", "paused", "held"
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Track:
+    """One campaign under one rule. Persisted: a worker taking the partition over continues it."""
+
+    phase: str = RUNNING
+    breach_since: int | None = None  # ms: the pause condition has held on trusted data since
+    clear_since: int | None = None  # ms, paused: the resume (or re-arm) condition has held since
+    last_action_ms: int | None = None  # the last pause / resume / hold issued
+    pauses: tuple[int, ...] = ()  # pauses and holds issued in the last 24 h
+    flag: str | None = None  # UNKNOWN or SUPPRESSED once issued, until the episode ends
+    verdict: str | None = None  # the last verdict issued
+
+
+class Trust(NamedTuple):
+    trusted: bool
+    reason: str = ""  # why not: "lagging", "event time stalled", "late share"
+
+
+TRUSTED = Trust(True)
+
+
+@dataclass(frozen=True)
+class Breaker:
+    share: float = 0.2  # of the rule's active campaigns tripping within the window
+    min_campaigns: int = 5  # never opens for fewer than this many
+    window_ms: int = 600_000
+
+
+class Step(NamedTuple):
+    track: Track
+    verdict: str | None  # issued now, or None
+
+
+def _age_ok(rule: Rule, first_seen_ms: int, now_ms: int) -> bool:
+    return now_ms - first_seen_ms >= rule.seconds("min_campaign_age") * 1000
+
+
+def step(rule: Rule, track: Track, now_ms: int, evaluation: Evaluation,
+         resume: Evaluation | None, trust: Trust, first_seen_ms: int,
+         breaker_open: bool = False) -> Step:
+    """One evaluation of ``rule`` for one campaign. ``resume`` is the resume condition's
+    evaluation (None without ``resume_threshold``)."""
+    if track.phase == HELD:
+        return Step(track, None)
+    for_ms = rule.for_seconds * 1000
+    if not trust.trusted:
+        pending = track.breach_since is not None or track.phase == PAUSED
+        issue = UNKNOWN if pending and track.flag != UNKNOWN else None
+        new = replace(track, breach_since=None, clear_since=None,
+                      flag=UNKNOWN if pending or track.flag == UNKNOWN else track.flag,
+                      verdict=issue or track.verdict)
+        return Step(new, issue)
+    if track.flag == UNKNOWN:
+        track = replace(track, flag=None)
+    cooled = (track.last_action_ms is None
+              or now_ms - track.last_action_ms >= rule.seconds("cooldown") * 1000)
+    if track.phase == PAUSED:
+        return _paused(rule, track, now_ms, evaluation, resume, for_ms, cooled)
+
+    if not evaluation.holds or not _age_ok(rule, first_seen_ms, now_ms):
+        return Step(replace(track, breach_since=None,
+                            flag=None if track.flag == SUPPRESSED else track.flag), None)
+    since = track.breach_since if track.breach_since is not None else now_ms
+    track = replace(track, breach_since=since)
+    if now_ms - since < for_ms or not cooled:
+        return Step(track, None)
+    if breaker_open:
+        if track.flag == SUPPRESSED:
+            return Step(track, None)
+        return Step(replace(track, flag=SUPPRESSED, verdict=SUPPRESSED), SUPPRESSED)
+    recent = tuple(t for t in track.pauses if now_ms - t < DAY_MS)
+    if len(recent) >= rule.max_cycles_per_day:
+        return Step(replace(track, phase=HELD, pauses=(*recent, now_ms), last_action_ms=now_ms,
+                            breach_since=None, flag=None, verdict=HOLD), HOLD)
+    return Step(replace(track, phase=PAUSED, pauses=(*recent, now_ms), last_action_ms=now_ms,
+                        breach_since=None, clear_since=None, flag=None, verdict=PAUSE), PAUSE)
+
+
+def _paused(rule: Rule, track: Track, now_ms: int, evaluation: Evaluation,
+            resume: Evaluation | None, for_ms: float, cooled: bool) -> Step:
+    if resume is not None:  # auto-resume: only the resume condition ends the pause
+        if not resume.holds:
+            return Step(replace(track, clear_since=None), None)
+        since = track.clear_since if track.clear_since is not None else now_ms
+        resume_for_ms = (rule.seconds("resume_for") * 1000) or for_ms
+        if now_ms - since < resume_for_ms or not cooled:
+            return Step(replace(track, clear_since=since), None)
+        return Step(replace(track, phase=RUNNING, clear_since=None, breach_since=None,
+                            last_action_ms=now_ms, verdict=RESUME), RESUME)
+    if evaluation.holds:  # a human resumes; re-arm once the condition has been false a while
+        return Step(replace(track, clear_since=None), None)
+    since = track.clear_since if track.clear_since is not None else now_ms
+    if now_ms - since < for_ms:
+        return Step(replace(track, clear_since=since), None)
+    return Step(replace(track, phase=RUNNING, clear_since=None, breach_since=None), None)
+
+
+def clear(track: Track) -> Track:
+    """A human took a held campaign back: the rule starts afresh (its 24 h count kept)."""
+    return replace(track, phase=RUNNING, breach_since=None, clear_since=None, flag=None)
+
+
+def trips(rule: Rule, track: Track, now_ms: int, breaker: Breaker) -> bool:
+    """Counts towards the rule's breaker: past ``for`` in breach now, or paused by it lately."""
+    if track.breach_since is not None and now_ms - track.breach_since >= rule.for_seconds * 1000:
+        return True
+    return any(now_ms - t < breaker.window_ms for t in track.pauses)
+
+
+def breaker_open(tripped: int, active: int, breaker: Breaker) -> bool:
+    return tripped >= breaker.min_campaigns and tripped > breaker.share * active
+
+
+@dataclass
+class Campaign:
+    """Everything the engine keeps for one campaign (persisted with its partition)."""
+
+    first_seen_ms: int
+    seq: int = 0  # decisions issued for the campaign, all rules together
+    tracks: dict[str, Track] = field(default_factory=dict)
+
+
+class Decision(NamedTuple):
+    campaign: str
+    rule: str
+    verdict: str
+    seq: int
+    issued_at_ms: int
+    evidence: Evaluation
+
+
+class Input(NamedTuple):
+    """One campaign's evaluations at one tick, by rule name."""
+
+    evaluations: Mapping[str, Evaluation]
+    resumes: Mapping[str, Evaluation | None]
+    trust: Mapping[str, Trust]  # by rule: the trust of the data the rule reads
+
+
+def tick(rules: Iterable[Rule], campaigns: dict[str, Campaign], inputs: Mapping[str, Input],
+         now_ms: int, breaker: Breaker) -> tuple[list[Decision], dict[str, bool]]:
+    """Advance every campaign of ``inputs`` (adding new ones to ``campaigns``) under every rule;
+    the decisions issued, in (campaign, rule) order, and the breaker state per rule."""
+    rules = list(rules)
+    for name in inputs:
+        if name not in campaigns:
+            campaigns[name] = Campaign(now_ms)
+    open_by_rule: dict[str, bool] = {}
+    for rule in rules:
+        # The breaker counts the campaigns as they would stand after this tick, before any acts.
+        tripped = active = 0
+        for name, data in inputs.items():
+            evaluation = data.evaluations.get(rule.name)
+            if evaluation is None:
+                continue
+            active += evaluation.value is not None
+            track = campaigns[name].tracks.get(rule.name, Track())
+            if data.trust.get(rule.name, TRUSTED).trusted and evaluation.holds:
+                since = track.breach_since if track.breach_since is not None else now_ms
+                tripped += trips(rule, replace(track, breach_since=since), now_ms, breaker)
+            else:
+                tripped += trips(rule, replace(track, breach_since=None), now_ms, breaker)
+        open_by_rule[rule.name] = breaker_open(tripped, active, breaker)
+    decisions = []
+    for name in sorted(inputs):
+        data, campaign = inputs[name], campaigns[name]
+        for rule in rules:
+            evaluation = data.evaluations.get(rule.name)
+            if evaluation is None:
+                continue
+            track = campaign.tracks.get(rule.name, Track())
+            new, verdict = step(rule, track, now_ms, evaluation, data.resumes.get(rule.name),
+                                data.trust.get(rule.name, TRUSTED), campaign.first_seen_ms,
+                                open_by_rule[rule.name])
+            if new != track:
+                campaign.tracks[rule.name] = new
+            if verdict is not None:
+                campaign.seq += 1
+                decisions.append(Decision(name, rule.name, verdict, campaign.seq, now_ms, evaluation))
+    return decisions, open_by_rule

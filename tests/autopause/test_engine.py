@@ -1,0 +1,163 @@
+"""The decision engine, table-driven over timelines: one evaluation a minute."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autopause.engine import (HELD, HOLD, PAUSE, PAUSED, RESUME, RUNNING, SUPPRESSED, TRUSTED,
+                              UNKNOWN, Breaker, Campaign, Input, Track, Trust, clear, step, tick)
+from autopause.evaluate import Evaluation
+from tests.autopause.cases import rule
+
+MIN = 60_000
+BAD = Evaluation(True, 0.001, 0.004, 3000)  # the pause condition holds
+GOOD = Evaluation(False, 0.02, 0.03, 3000)
+QUIET = Evaluation(False, None, None, 0)  # no traffic: no value, no volume
+LAGGING = Trust(False, "lagging")
+
+
+def ctr_rule(**fields):
+    base = dict(kpi="ctr", window="15m", op="<", threshold=0.005, confident=True, **{"for": "5m"},
+                cooldown="0s")
+    return rule(**{**base, **fields})
+
+
+def run(r, timeline, *, resume=None, first_seen=0, breaker_open=False, track=None):
+    """timeline: per minute an Evaluation, or (Evaluation, Trust). The verdicts by minute."""
+    track = track or Track()
+    issued = {}
+    for minute, entry in enumerate(timeline):
+        evaluation, trust = (entry, TRUSTED) if isinstance(entry, Evaluation) else entry
+        resume_eval = resume[minute] if resume else None
+        track, verdict = step(r, track, minute * MIN, evaluation, resume_eval, trust, first_seen,
+                              breaker_open)
+        if verdict:
+            issued[minute] = verdict
+    return issued, track
+
+
+@pytest.mark.parametrize("name, fields, timeline, expected", [
+    ("fires only after for", {}, [BAD] * 8, {5: PAUSE}),
+    ("a gap restarts the for", {}, [BAD] * 4 + [GOOD] + [BAD] * 6, {10: PAUSE}),
+    ("for 0 fires at once", {"for": "0s"}, [BAD], {0: PAUSE}),
+    ("never below min volume or inside the bound (condition false)", {}, [GOOD] * 10, {}),
+    ("unknown stops the clock and is issued once", {},
+     [BAD] * 3 + [(BAD, LAGGING)] * 3 + [BAD] * 6, {3: UNKNOWN, 11: PAUSE}),
+    ("unknown is not issued with nothing pending", {}, [(GOOD, LAGGING)] * 3, {}),
+    ("learning phase", {"min_campaign_age": "10m"}, [BAD] * 20, {15: PAUSE}),
+])
+def test_pause_timelines(name, fields, timeline, expected):
+    issued, _ = run(ctr_rule(**fields), timeline)
+    assert issued == expected
+
+
+def test_unknown_never_pauses():
+    issued, track = run(ctr_rule(), [(BAD, LAGGING)] * 60)
+    assert PAUSE not in issued.values() and track.phase == RUNNING
+
+
+def test_hysteresis_resume_needs_the_resume_condition_for_resume_for():
+    r = ctr_rule(resume_threshold=0.01, resume_for="10m")
+    resumed = Evaluation(True, 0.02, 0.015, 3000)  # lower bound above 1%
+    not_yet = Evaluation(False, 0.008, 0.006, 3000)  # above the pause threshold, under resume
+    timeline = [BAD] * 6 + [GOOD] * 30
+    resume = [not_yet] * 6 + [not_yet] * 5 + [resumed] * 25
+    issued, track = run(r, timeline, resume=resume)
+    assert issued == {5: PAUSE, 21: RESUME}
+    assert track.phase == RUNNING
+
+
+def test_without_resume_threshold_a_human_resumes_and_the_rule_rearms():
+    r = ctr_rule()
+    # paused at 5; windows drain (QUIET) for 5 minutes: re-armed silently at 10; a human
+    # resumes, CTR collapses again: paused again after the rule's for.
+    issued, track = run(r, [BAD] * 6 + [QUIET] * 6 + [BAD] * 7)
+    assert issued == {5: PAUSE, 17: PAUSE}
+    assert track.phase == PAUSED and len(track.pauses) == 2
+
+
+def test_paused_campaign_whose_condition_keeps_holding_is_not_paused_twice():
+    issued, _ = run(ctr_rule(), [BAD] * 120)
+    assert issued == {5: PAUSE}
+
+
+def test_cooldown_between_actions():
+    r = ctr_rule(cooldown="30m")
+    issued, _ = run(r, [BAD] * 6 + [QUIET] * 6 + [BAD] * 30)
+    assert issued == {5: PAUSE, 35: PAUSE}
+
+
+def test_cycle_cap_puts_the_campaign_on_hold_for_a_human():
+    r = ctr_rule(max_cycles_per_day=2)
+    flap = [BAD] * 6 + [QUIET] * 6
+    issued, track = run(r, flap * 4)
+    assert list(issued.values()) == [PAUSE, PAUSE, HOLD]
+    assert track.phase == HELD
+    more, held = run(r, [BAD] * 30, track=track)
+    assert more == {} and held.phase == HELD
+    assert clear(held).phase == RUNNING
+
+
+def test_the_cycle_cap_forgets_after_a_day():
+    r = ctr_rule(max_cycles_per_day=1)
+    track = Track(pauses=(0,))
+    _, verdict = step(r, Track(phase=RUNNING, breach_since=0, pauses=(0,)), 23 * 60 * MIN, BAD,
+                      None, TRUSTED, 0)
+    assert verdict == HOLD
+    _, verdict = step(r, Track(phase=RUNNING, breach_since=0, pauses=(0,)), 25 * 60 * MIN, BAD,
+                      None, TRUSTED, 0)
+    assert verdict == PAUSE and track.pauses == (0,)
+
+
+def test_breaker_suppresses_once_and_pauses_nothing():
+    issued, track = run(ctr_rule(), [BAD] * 20, breaker_open=True)
+    assert issued == {5: SUPPRESSED} and track.phase == RUNNING
+
+
+def _tick_all(r, bad, healthy, minutes, breaker):
+    campaigns = {}
+    issued = []
+    for minute in range(minutes):
+        inputs = {f"bad{i}": Input({r.name: BAD}, {}, {}) for i in range(bad)}
+        inputs |= {f"ok{i}": Input({r.name: GOOD}, {}, {}) for i in range(healthy)}
+        decisions, state = tick([r], campaigns, inputs, minute * MIN, breaker)
+        issued += decisions
+    return issued, state
+
+
+def test_breaker_opens_when_too_many_campaigns_trip_together():
+    r = ctr_rule()
+    issued, state = _tick_all(r, bad=30, healthy=70, minutes=10, breaker=Breaker(share=0.2))
+    assert state == {r.name: True}
+    assert {d.verdict for d in issued} == {SUPPRESSED} and len(issued) == 30
+
+
+def test_breaker_stays_closed_for_a_few_bad_campaigns():
+    r = ctr_rule()
+    issued, state = _tick_all(r, bad=3, healthy=97, minutes=10, breaker=Breaker(share=0.2))
+    assert state == {r.name: False}
+    assert [d.verdict for d in issued] == [PAUSE] * 3
+    assert [d.seq for d in issued] == [1, 1, 1]  # per campaign
+
+
+def test_seq_increases_per_campaign_across_rules():
+    a, b = ctr_rule(name="a"), ctr_rule(name="b")
+    campaigns = {"c": Campaign(0)}
+    seqs = []
+    for minute in range(8):
+        decisions, _ = tick([a, b], campaigns, {"c": Input({"a": BAD, "b": BAD}, {}, {})},
+                            minute * MIN, Breaker())
+        seqs += [(d.rule, d.seq) for d in decisions]
+    assert seqs == [("a", 1), ("b", 2)]
+
+
+@given(st.lists(st.sampled_from(["bad", "good", "quiet", "lag"]), max_size=80))
+def test_no_pause_without_for_minutes_of_trusted_breach(timeline):
+    entries = {"bad": BAD, "good": GOOD, "quiet": QUIET, "lag": (BAD, LAGGING)}
+    r = ctr_rule()
+    issued, _ = run(r, [entries[e] for e in timeline])
+    for minute, verdict in issued.items():
+        if verdict == PAUSE:
+            assert timeline[minute - 5:minute + 1] == ["bad"] * 6
