@@ -26,6 +26,8 @@ from prometheus_client import (
 
 from stream.settings import Settings
 
+from .decisions import DecisionLoop
+from .decisions import install as install_decisions
 from .kafka_auth import faust_credentials
 from .kpis_json import snapshot_json
 from .loop_lag import LoopLagMonitor
@@ -58,6 +60,7 @@ class Monitor:
     registry: CollectorRegistry  # process and pipeline metrics; the KPI families come from exporter
     exporter: KpiExporter
     metrics: PipelineMetrics
+    decisions: DecisionLoop | None = None
 
     async def metrics_parts(self) -> list[bytes]:
         """The /metrics page in pieces, in order."""
@@ -136,6 +139,10 @@ def create_app(
     registry.register(WorkerCollector(lambda: len(pipeline.states), lag))
     registry.register(FaustStatsCollector(lambda: app.monitor if app.in_worker else None))
     monitor = Monitor(app, pipeline, table, registry, exporter, metrics)
+    if settings.decisions:
+        monitor.decisions = DecisionLoop(app, settings, pipeline, table, exporter, lag, clock,
+                                         registry)
+        install_decisions(app, monitor.decisions)
     _pages(monitor)
     return monitor
 

@@ -26,7 +26,8 @@ from faust.types import TP
 from stream.codec import partition_of_key
 
 
-ChangelogSink = Callable[[str, int, list], Awaitable[None]]
+# Sends one changelog partition's records; returns what to await for their acknowledgement.
+ChangelogSink = Callable[[str, int, list], Awaitable[Optional[list[Awaitable]]]]
 
 
 class PartitionedStateTable(faust.Table):
@@ -66,30 +67,37 @@ class PartitionedStateTable(faust.Table):
             key_partition.pop(key, None)
         return taken
 
-    async def write(self, records: list[tuple[bytes, bytes | None]]) -> None:
-        """Persist records in order, per changelog partition; a None value deletes."""
+    async def write(self, records: list[tuple[bytes, bytes | None]], *, acked: bool = False) -> None:
+        """Persist records in order, per changelog partition; a None value deletes. With
+        ``acked``, return only once the broker has acknowledged them."""
         if not records:
             return
         async with self._write_lock:
-            await self._write(records)
+            deliveries = await self._write(records)
+        if acked:
+            await asyncio.gather(*deliveries)
 
-    async def _write(self, records: list[tuple[bytes, bytes | None]]) -> None:
+    async def _write(self, records: list[tuple[bytes, bytes | None]]) -> list[Awaitable]:
         by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for key, value in records:
             by_partition.setdefault(partition_of_key(key), []).append((key, value))
         topic = self.changelog_topic.get_topic_name()
+        deliveries: list[Awaitable] = []
         for partition, items in by_partition.items():
-            await self.changelog_sink(topic, partition, items)
+            deliveries += await self.changelog_sink(topic, partition, items) or []
+        return deliveries
 
     async def _send_batches(self, topic: str, partition: int,
-                            items: list[tuple[bytes, bytes | None]]) -> None:
+                            items: list[tuple[bytes, bytes | None]]) -> list[Awaitable]:
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        deliveries = []
         batch = producer.create_batch()
         for key, value in items:
             if batch.append(key=key, value=value, timestamp=None) is None:
-                await producer.send_batch(batch, topic, partition=partition)
+                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"state record {key[:80]!r} is larger than a producer batch")
         if batch.record_count():
-            await producer.send_batch(batch, topic, partition=partition)
+            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+        return deliveries

@@ -1,4 +1,5 @@
-"""Create the input and dead-letter topics, and check that the inputs are co-partitioned."""
+"""Create the input, decision and dead-letter topics, and check that the inputs (and the decisions)
+are co-partitioned."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ async def partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dic
 async def ensure_topics(settings: Settings) -> int:
     """Create missing topics; return the input partition count, or raise TopicLayoutError."""
     inputs = list(settings.topics.inputs())
-    wanted = inputs + [settings.topics.rejected]
+    # The decisions topic is co-partitioned too: a campaign's decisions have one writer, the
+    # worker that owns the campaign's input partition.
+    copartitioned = inputs + ([settings.topics.decisions] if settings.decisions else [])
+    wanted = copartitioned + [settings.topics.rejected]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker or ""),
                                 **aiokafka_kwargs(settings))
     await admin.start()
@@ -45,7 +49,7 @@ async def ensure_topics(settings: Settings) -> int:
             existing.update(await partition_counts(admin, missing))
     finally:
         await admin.close()
-    counts = {t: existing.get(t) for t in inputs}
+    counts = {t: existing.get(t) for t in copartitioned}
     check_copartitioned(counts)
     return counts[inputs[0]]  # type: ignore[return-value]
 
@@ -54,7 +58,8 @@ def check_copartitioned(counts: dict[str, int | None]) -> None:
     if len(set(counts.values())) != 1 or None in counts.values():
         layout = ", ".join(f"{t}={n}" for t, n in counts.items())
         raise TopicLayoutError(
-            "input topics must have the same partition count (a campaign's events of every type "
-            f"must land in the same partition number); found {layout}. Recreate or expand the "
+            "input topics and the decisions topic must have the same partition count (a "
+            "campaign's events of every type, and its decisions, must land in the same partition "
+            f"number); found {layout}. Recreate or expand the "
             "topics so that the counts match."
         )

@@ -159,6 +159,7 @@ class Campaign:
     first_seen_ms: int
     seq: int = 0  # decisions issued for the campaign, all rules together
     tracks: dict[str, Track] = field(default_factory=dict)
+    outbox: list[dict] = field(default_factory=list)  # issued, not yet sent (autopause.records)
 
 
 class Decision(NamedTuple):

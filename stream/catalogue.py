@@ -91,6 +91,18 @@ LOOP_LAG_SECONDS = _spec("kpi_event_loop_lag_seconds", "histogram",
 RENDER_SECONDS = _spec("kpi_metrics_render_seconds", "histogram",
                        "Time to render the KPI families of one /metrics scrape")
 
+# -- auto-pause decisions (autopause), per worker ---------------------------------------------------
+DECISIONS = _spec("kpi_decisions", "counter", "Auto-pause decisions issued, by rule and verdict",
+                  "rule", "verdict")
+BREAKER_OPEN = _spec("kpi_autopause_breaker_open", "gauge",
+                     "1 while too many campaigns trip the rule at once: pauses are suppressed",
+                     "rule")
+AUTOPAUSE_CAMPAIGNS = _spec("kpi_autopause_campaigns", "gauge",
+                            "Campaigns by auto-pause state (pending, paused, held, unknown, "
+                            "suppressed), by rule", "rule", "state")
+DECISIONS_UNSENT = _spec("kpi_decisions_unsent", "gauge",
+                         "Decisions issued but not yet acknowledged by the decisions topic")
+
 # -- derived: exported per campaign with KPI_EXPORT=full; recorded by Prometheus otherwise ---------
 RATIO_METRICS = tuple(
     spec
@@ -109,6 +121,7 @@ CATALOGUE: dict[str, MetricSpec] = {
         EVENTS_REJECTED, EVENTS_LATE, EVENTS_DUPLICATE, EVENTS_FOLDED, CHANNEL_EVENTS,
         CAMPAIGNS_TRACKED, CAMPAIGN_BUDGET, PARTITIONS_OWNED, CONSUMER_LAG, BATCHES,
         MESSAGES_REPLAYED, MESSAGES_UNOWNED, BATCH_SECONDS, DEAD_LETTERS, LOOP_LAG_SECONDS,
-        RENDER_SECONDS, *RATIO_METRICS,
+        RENDER_SECONDS, DECISIONS, BREAKER_OPEN, AUTOPAUSE_CAMPAIGNS, DECISIONS_UNSENT,
+        *RATIO_METRICS,
     )
 }

@@ -5,7 +5,8 @@ a record is known without a full parse. Values are compact JSON lists, readable 
 The state logic (``stream.state``) never sees bytes; this module never sees state logic.
 
 Tags: ``b`` bucket (campaign, bucket start), ``t`` campaign totals, ``l`` lead join record
-(campaign, lead id), ``d`` dedup chunk (kind, first position), ``m`` the partition's Meta.
+(campaign, lead id), ``d`` dedup chunk (kind, first position), ``m`` the partition's Meta, ``a`` a
+campaign's auto-pause state (campaign; see ``autopause.records``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 
-BUCKET, TOTALS, LEAD, DEDUP, META = "b", "t", "l", "d", "m"
+BUCKET, TOTALS, LEAD, DEDUP, META, AUTOPAUSE = "b", "t", "l", "d", "m", "a"
 
 Record = tuple[bytes, bytes | None]  # (key, value); None deletes
 
@@ -24,6 +25,10 @@ def _dumps(value: Any) -> bytes:
     allocation however short they are (measured with tracemalloc), and a batch writes tens of
     thousands of records."""
     return bytes(memoryview(orjson.dumps(value)))
+
+
+def dumps(value: Any) -> bytes:
+    return _dumps(value)
 
 
 def key(*parts: object) -> bytes:

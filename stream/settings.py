@@ -26,6 +26,7 @@ class Topics:
     sales: str = "marketing.sales"
     sales_contacts: str = "marketing.sales_contacts"
     rejected: str = "marketing.rejected"
+    decisions: str = "marketing.kpi-decisions"  # auto-pause decisions, keyed by campaign_id
 
     def inputs(self) -> tuple[str, str, str, str, str]:
         """Input topics in event-type order (see ``stream.events.EVENT_TYPES``)."""
@@ -64,6 +65,18 @@ class Settings:
     ssl_cafile: str = ""
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
+    # Auto-pause decisions (autopause): the may_pause rules of the rules file, judged by the worker.
+    rules_path: str = ""  # "" : the shipped ops/kpi-rules.yaml
+    decisions: bool = True
+    decision_interval_seconds: float = 15.0
+    decision_ttl_seconds: int = 900  # a decision's valid_until: issued_at + this
+    decision_mode: str = "live"  # live | shadow: whether pausers may act on the decisions
+    decision_max_lag: int = 10_000  # messages behind in a partition: its campaigns are unknown
+    decision_max_stall_seconds: int = 300  # the rule's traffic event time stalled this long: unknown
+    decision_max_late_share: float = 0.05  # late share of the rule's events since the last tick
+    breaker_share: float = 0.2  # of active campaigns tripping one rule within the breaker window
+    breaker_min_campaigns: int = 5
+    breaker_window_seconds: int = 600
 
     def __post_init__(self) -> None:
         _check(self.web_port > 0 and self.web_port < 65536, "KPI_WEB_PORT", "must be 1-65535")
@@ -95,6 +108,18 @@ class Settings:
                    "KPI_SASL_MECHANISM", "one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
             _check(bool(self.sasl_username), "KPI_SASL_USERNAME", "required with SASL")
             _check(bool(self.sasl_password), "KPI_SASL_PASSWORD", "required with SASL")
+        _check(self.decision_interval_seconds >= 1, "KPI_DECISION_INTERVAL", "must be at least 1s")
+        _check(self.decision_ttl_seconds >= self.decision_interval_seconds, "KPI_DECISION_TTL",
+               "must be at least KPI_DECISION_INTERVAL")
+        _check(self.decision_mode in ("live", "shadow"), "KPI_DECISION_MODE",
+               f"live or shadow, got {self.decision_mode!r}")
+        _check(self.decision_max_lag >= 0, "KPI_DECISION_MAX_LAG", "must be >= 0")
+        _check(self.decision_max_stall_seconds >= 1, "KPI_DECISION_MAX_STALL", "must be at least 1s")
+        _check(0 < self.decision_max_late_share <= 1, "KPI_DECISION_MAX_LATE_SHARE",
+               "must be within (0, 1]")
+        _check(0 < self.breaker_share <= 1, "KPI_BREAKER_SHARE", "must be within (0, 1]")
+        _check(self.breaker_min_campaigns >= 1, "KPI_BREAKER_MIN_CAMPAIGNS", "must be >= 1")
+        _check(self.breaker_window_seconds >= 1, "KPI_BREAKER_WINDOW", "must be at least 1s")
         if self.broker is not None:
             _check(self.broker.startswith("kafka://"), "KPI_BROKER",
                    f"must look like kafka://host:port, got {self.broker!r}")
@@ -134,6 +159,15 @@ def _durations(raw: str) -> tuple[int, ...]:
     return tuple(sorted({_duration(part) for part in raw.split(",") if part.strip()}))
 
 
+def _switch(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"on or off, got {raw!r}")
+
+
 def _int(raw: str) -> int:
     try:
         return int(raw)
@@ -155,6 +189,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         sales=env.get("KPI_TOPIC_SALES") or base.topics.sales,
         sales_contacts=env.get("KPI_TOPIC_SALES_CONTACTS") or base.topics.sales_contacts,
         rejected=env.get("KPI_TOPIC_REJECTED") or base.topics.rejected,
+        decisions=env.get("KPI_TOPIC_DECISIONS") or base.topics.decisions,
     )
     values: dict[str, object] = dict(
         broker=env.get("KPI_BROKER") or None,
@@ -193,6 +228,22 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         ssl_cafile=env.get("KPI_SSL_CAFILE") or "",
         ssl_certfile=env.get("KPI_SSL_CERTFILE") or "",
         ssl_keyfile=env.get("KPI_SSL_KEYFILE") or "",
+        rules_path=env.get("KPI_RULES") or "",
+        decisions=_read(env, "KPI_DECISIONS", _switch, base.decisions),
+        decision_interval_seconds=_read(env, "KPI_DECISION_INTERVAL", parse_duration,
+                                        base.decision_interval_seconds),
+        decision_ttl_seconds=_read(env, "KPI_DECISION_TTL", _duration, base.decision_ttl_seconds),
+        decision_mode=env.get("KPI_DECISION_MODE") or base.decision_mode,
+        decision_max_lag=_read(env, "KPI_DECISION_MAX_LAG", _int, base.decision_max_lag),
+        decision_max_stall_seconds=_read(env, "KPI_DECISION_MAX_STALL", _duration,
+                                         base.decision_max_stall_seconds),
+        decision_max_late_share=_read(env, "KPI_DECISION_MAX_LATE_SHARE", float,
+                                      base.decision_max_late_share),
+        breaker_share=_read(env, "KPI_BREAKER_SHARE", float, base.breaker_share),
+        breaker_min_campaigns=_read(env, "KPI_BREAKER_MIN_CAMPAIGNS", _int,
+                                    base.breaker_min_campaigns),
+        breaker_window_seconds=_read(env, "KPI_BREAKER_WINDOW", _duration,
+                                     base.breaker_window_seconds),
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

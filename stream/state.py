@@ -32,9 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, NamedTuple
 
+import orjson
+
 from . import codec
 from .campaign import KINDS, REVENUE, SPEND, Bucket, CampaignState
-from .codec import BUCKET, DEDUP, LEAD, META, TOTALS, Record
+from .codec import AUTOPAUSE, BUCKET, DEDUP, LEAD, META, TOTALS, Record
 from .dedup import DedupIndex
 from .events import LEAD as LEAD_KIND
 from .events import SALE, SALES_CONTACT, Event, Rejection
@@ -96,6 +98,9 @@ class PartitionState:
         self._expired_cutoff: int | None = None  # the oldest kept bucket at the last expiry
         self._lead_scan: list[str] = []  # campaigns left in this round of the lead scan
         self._archive_written: set[str] = set()  # campaigns whose archive names leads
+        # Auto-pause state by campaign, owned by ``autopause.records`` (restored as plain JSON);
+        # kept apart from ``campaigns``: a paused campaign's decisions outlive its buckets.
+        self.autopause: dict[str, object] = {}
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -447,6 +452,8 @@ class PartitionState:
                 leads.append((key[2], key[3], codec.decode_lead(value)))
             elif tag == DEDUP:
                 chunks.append((key[2], codec.decode_chunk(value)))
+            elif tag == AUTOPAUSE:
+                self.autopause[key[2]] = orjson.loads(value)
             elif tag == META:
                 m = codec.decode_meta(value)
                 self.meta = Meta(m["ckpt"], m["wm"], m["rej"], m["late"], m["dup"], m["fold"])

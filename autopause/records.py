@@ -1,0 +1,87 @@
+"""The auto-pause state of a campaign as a changelog record, and a decision as the JSON the
+decisions topic and ``/decisions`` carry.
+
+A campaign's record holds its tracks (one per rule), its decision counter and an **outbox**: the
+decisions issued but not yet acknowledged by the decisions topic. The record is written (and
+acknowledged) before the decisions are sent, and written again without them after; a worker
+that crashes in between, or takes the partition over, sends the outbox again. The decision ids
+are the same, so a pauser acts once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Any
+
+from rulebook.rules import Rule
+from stream import codec
+
+from .engine import Campaign, Decision, Track
+
+SCHEMA = 1
+
+
+def campaign_of(value: object, now_ms: int) -> Campaign:
+    """The live object for a state entry: restored plain JSON, or already live."""
+    if isinstance(value, Campaign):
+        return value
+    if not isinstance(value, dict):
+        return Campaign(now_ms)
+    tracks = {name: Track(phase, breach, clear, last, tuple(pauses), flag, verdict)
+              for name, (phase, breach, clear, last, pauses, flag, verdict)
+              in value.get("tracks", {}).items()}
+    return Campaign(value["first"], value["seq"], tracks, list(value.get("outbox", ())))
+
+
+def encode(campaign: Campaign) -> bytes:
+    return codec.dumps({
+        "v": SCHEMA, "first": campaign.first_seen_ms, "seq": campaign.seq,
+        "tracks": {name: [t.phase, t.breach_since, t.clear_since, t.last_action_ms, list(t.pauses),
+                          t.flag, t.verdict] for name, t in sorted(campaign.tracks.items())},
+        "outbox": campaign.outbox,
+    })
+
+
+def record(partition: int, name: str, campaign: Campaign | None) -> codec.Record:
+    return (codec.key(partition, codec.AUTOPAUSE, name),
+            None if campaign is None else encode(campaign))
+
+
+def decision_id(campaign: str, seq: int) -> str:
+    """Stable: the n-th decision of a campaign has one id, however often it is sent."""
+    return hashlib.blake2b(f"{campaign}\0{seq}".encode(), digest_size=10).hexdigest()
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def decision_json(decision: Decision, rule: Rule, *, partition: int, mode: str, ttl_ms: int,
+                  context: dict[str, Any]) -> dict:
+    """The published form. ``context``: what the worker knew of the data (watermark, lag, trust)."""
+    evidence = decision.evidence
+    volume = None
+    if rule.min_volume is not None:
+        volume = {"event_type": rule.min_volume.event_type, "window": rule.min_volume.window,
+                  "count": evidence.volume, "required": rule.min_volume.count}
+    return {
+        "decision_id": decision_id(decision.campaign, decision.seq),
+        "campaign_id": decision.campaign,
+        "rule": decision.rule,
+        "verdict": decision.verdict,
+        "seq": decision.seq,
+        "issued_at": iso(decision.issued_at_ms),
+        "issued_at_ms": decision.issued_at_ms,
+        "valid_until": iso(decision.issued_at_ms + ttl_ms),
+        "valid_until_ms": decision.issued_at_ms + ttl_ms,
+        "mode": mode,
+        "partition": partition,
+        "evidence": {
+            "kpi": rule.kpi, "value": evidence.value, "op": rule.op, "threshold": rule.threshold,
+            "confident": rule.confident, "bound": evidence.bound, "window": rule.window,
+            "settle": rule.settle, "for": rule.for_, "volume": volume,
+            "resume_threshold": rule.resume_threshold, **context,
+        },
+    }

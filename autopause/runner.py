@@ -1,0 +1,293 @@
+"""One decision tick over the partitions a worker owns: figures from the exact state, trust from
+lag, event time and late share, the engine, and the records and decisions to write.
+
+No Kafka here: the worker (``agents.decisions``) writes the records, sends the decisions, then
+writes the records again with their outboxes cleared (``sent``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from rulebook.rules import KPIS, Rule, RuleError, parse_rules
+from stream.campaign import CampaignState
+from stream.codec import Record
+from stream.durations import parse_duration
+from stream.events import EVENT_TYPES
+from stream.exposition import window_labels
+from stream.kpis import RATIO_BY_KEY, REVENUE, SPEND
+from stream.settings import Settings, SettingsError
+from stream.snapshot import CampaignRow
+from stream.state import OTHER, PartitionState
+from stream.windows import bucket_start
+
+from . import records
+from .engine import DAY_MS, HELD, PAUSED, RUNNING, Breaker, Campaign, Input, Trust, tick
+from .evaluate import Evaluation, Figures, WindowFigures, evaluate, selects
+
+SHIPPED_RULES = Path(__file__).resolve().parent.parent / "ops" / "kpi-rules.yaml"
+_KIND = {name: kind for kind, name in enumerate(EVENT_TYPES)}
+_OPPOSITE = {"<": ">", ">": "<"}
+STATES = ("pending", "paused", "held", "unknown", "suppressed")  # kpi_autopause_campaigns{state}
+
+
+def load_rules(settings: Settings) -> list[Rule]:
+    """The may_pause rules of ``KPI_RULES`` (default: the shipped file), checked against the
+    settings; raises SettingsError naming KPI_RULES."""
+    path = Path(settings.rules_path) if settings.rules_path else SHIPPED_RULES
+    try:
+        rules = parse_rules(yaml.safe_load(path.read_text()))
+    except OSError as exc:
+        raise SettingsError(f"KPI_RULES: cannot read {path}: {exc.strerror}") from None
+    except (RuleError, yaml.YAMLError) as exc:
+        raise SettingsError(f"KPI_RULES: {path}: {exc}") from None
+    pausing = [r for r in rules if r.kind == "kpi" and r.may_pause]
+    exported = set(window_labels(w * 1000 for w in settings.windows_seconds))
+    for rule in pausing:
+        for window in filter(None, (rule.window, rule.min_volume and rule.min_volume.window)):
+            if window not in exported:
+                raise SettingsError(f"KPI_RULES: rule {rule.name} reads the {window} window, which "
+                                    f"KPI_WINDOWS does not export ({', '.join(sorted(exported))})")
+        if rule.settle != "0s":
+            if rule.kpi in ("response_p50", "response_p95"):
+                raise SettingsError(f"KPI_RULES: rule {rule.name}: settle applies to count and "
+                                    "money KPIs, not response quantiles")
+            read = [w for w in (rule.window, rule.min_volume and rule.min_volume.window) if w]
+            oldest = rule.seconds("settle") + max(parse_duration(w) for w in read)
+            if oldest > settings.retention_seconds:
+                raise SettingsError(f"KPI_RULES: rule {rule.name} reads {oldest:g}s back, beyond "
+                                    f"the {settings.retention_seconds}s kept (raise KPI_GRACE)")
+    return pausing
+
+
+def rule_kinds(rule: Rule) -> tuple[int, frozenset[int]]:
+    """The event kind whose traffic drives the rule (volume, or denominator), and every kind
+    the rule reads."""
+    def kinds_of(source: str) -> set[int]:
+        if source == REVENUE:
+            return {_KIND["sale"]}
+        if source == SPEND:
+            return {_KIND["impression"], _KIND["click"]}
+        return {_KIND[source]}
+
+    kpi = rule.kpi or ""
+    if kpi in RATIO_BY_KEY:
+        ratio = RATIO_BY_KEY[kpi]
+        read = kinds_of(ratio.numerator) | kinds_of(ratio.denominator)
+        driving = min(kinds_of(ratio.denominator))
+    elif kpi in ("revenue", "spend"):
+        read = kinds_of(kpi)
+        driving = min(read)
+    elif kpi.startswith("response") or kpi in ("oldest_uncontacted_lead_age", "leads_awaiting_contact"):
+        read = {_KIND["lead"], _KIND["sales_contact"]}
+        driving = _KIND["lead"]
+    else:
+        driving = _KIND[KPIS[kpi].event_type]  # type: ignore[index]
+        read = {driving}
+    if rule.min_volume is not None:
+        driving = _KIND[rule.min_volume.event_type]
+        read.add(driving)
+    return driving, frozenset(read)
+
+
+def figures_of(row: CampaignRow, labels: tuple[str, ...], now_ms: int) -> Figures:
+    return Figures(
+        {label: WindowFigures(tuple(w.counts), w.revenue_micros, w.spend_micros, w.p50_ms, w.p95_ms)
+         for label, w in zip(labels, row.windows)},
+        row.awaiting, row.oldest_awaiting_age_seconds(now_ms))
+
+
+def settled_figures(state: CampaignState, at_ms: int, windows_ms: tuple[int, ...],
+                    labels: tuple[str, ...], bucket_ms: int) -> Figures:
+    """Window sums of the windows that ended at ``at_ms`` (no response quantiles)."""
+    sums = state.window_totals(bucket_start(at_ms, bucket_ms), windows_ms, bucket_ms)
+    return Figures({label: WindowFigures(tuple(t.counts), t.revenue_micros, t.spend_micros)
+                    for label, t in zip(labels, sums)})
+
+
+@dataclass
+class TickResult:
+    records: list[Record]  # to write (and have acknowledged) before sending
+    to_send: list[tuple[int, dict]]  # (partition, decision JSON), in issue order
+    breaker: dict[str, bool]  # rule -> open
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (rule, state) -> campaigns
+
+
+class Runner:
+    def __init__(self, rules: list[Rule], settings: Settings) -> None:
+        self.rules = [r for r in rules if r.kind == "kpi" and r.may_pause]
+        self.settings = settings
+        self.windows_ms = tuple(sorted(w * 1000 for w in settings.windows_seconds))
+        self.labels = window_labels(self.windows_ms)
+        self.bucket_ms = settings.bucket_seconds * 1000
+        self.breaker = Breaker(settings.breaker_share, settings.breaker_min_campaigns,
+                               settings.breaker_window_seconds * 1000)
+        self.kinds = {r.name: rule_kinds(r) for r in self.rules}
+        self._late_seen: tuple[list[int], list[int]] | None = None  # (late, totals) by kind
+        self._written: dict[tuple[int, str], bytes] = {}
+
+    # -- trust ----------------------------------------------------------------------------------
+
+    def _late_shares(self, states: list[PartitionState], rows: list[CampaignRow]) -> list[float]:
+        """Per kind, the share of late events among those folded since the last tick."""
+        late = [sum(s.meta.late[k] for s in states) for k in range(len(EVENT_TYPES))]
+        totals = [0] * len(EVENT_TYPES)
+        for row in rows:
+            for k, n in enumerate(row.kind_totals()):
+                totals[k] += n
+        previous, self._late_seen = self._late_seen, (late, totals)
+        if previous is None:
+            return [0.0] * len(EVENT_TYPES)
+        shares = []
+        for k in range(len(EVENT_TYPES)):
+            new = totals[k] - previous[1][k]
+            shares.append((late[k] - previous[0][k]) / new if new > 0 else 0.0)
+        return shares
+
+    def _trust(self, rule: Rule, state: PartitionState, now_ms: int,
+               lag: Mapping[tuple[str, int], int], late_shares: list[float]) -> Trust:
+        driving, read = self.kinds[rule.name]
+        inputs = self.settings.topics.inputs()
+        behind = sum(lag.get((inputs[k], state.partition), 0) for k in read)
+        if behind > self.settings.decision_max_lag:
+            return Trust(False, f"lagging: {behind} messages behind")
+        watermark = state.meta.watermark[driving]
+        if now_ms - watermark > self.settings.decision_max_stall_seconds * 1000:
+            return Trust(False, f"event time stalled: no {EVENT_TYPES[driving]} event newer than "
+                                f"{(now_ms - watermark) // 1000}s")
+        worst = max(late_shares[k] for k in read)
+        if worst > self.settings.decision_max_late_share:
+            return Trust(False, f"late share {worst:.1%}")
+        return Trust(True)
+
+    # -- the tick -------------------------------------------------------------------------------
+
+    def tick(self, now_ms: int, states: Iterable[PartitionState], rows: Iterable[CampaignRow],
+             lag: Mapping[tuple[str, int], int], *, mode: str) -> TickResult:
+        states = sorted(states, key=lambda s: s.partition)
+        rows = list(rows)
+        late_shares = self._late_shares(states, rows)
+        row_of = {row.campaign: row for row in rows}
+        owner: dict[str, PartitionState] = {}
+        campaigns: dict[str, Campaign] = {}
+        inputs: dict[str, Input] = {}
+        context: dict[str, dict] = {}
+        for state in states:
+            trust = {r.name: self._trust(r, state, now_ms, lag, late_shares) for r in self.rules}
+            for name, campaign_state in state.campaigns.items():
+                row = row_of.get(name)
+                if name == OTHER or row is None:
+                    continue
+                rules = [r for r in self.rules if selects(r, name)]
+                if not rules:
+                    continue
+                owner[name] = state
+                first_seen = min(now_ms, campaign_state.first_start) if campaign_state.has_buckets \
+                    else now_ms
+                entry = state.autopause.get(name)
+                campaign = state.autopause[name] = records.campaign_of(entry, first_seen) \
+                    if entry is not None else Campaign(first_seen)
+                campaigns[name] = campaign
+                now_figures = figures_of(row, self.labels, now_ms)
+                evaluations: dict[str, Evaluation] = {}
+                resumes: dict[str, Evaluation | None] = {}
+                for rule in rules:
+                    figures = now_figures if rule.settle == "0s" else settled_figures(
+                        campaign_state, now_ms - int(rule.seconds("settle") * 1000),
+                        self.windows_ms, self.labels, self.bucket_ms)
+                    evaluations[rule.name] = evaluate(rule, figures)
+                    resumes[rule.name] = None if rule.resume_threshold is None else evaluate(
+                        rule, figures, op=_OPPOSITE[rule.op or "<"], threshold=rule.resume_threshold)
+                inputs[name] = Input(evaluations, resumes, trust)
+                context[name] = {"partition": state.partition, "trust": trust}
+        decisions, breaker = tick(self.rules, campaigns, inputs, now_ms, self.breaker)
+        by_name = {r.name: r for r in self.rules}
+        ttl_ms = self.settings.decision_ttl_seconds * 1000
+        to_send = []
+        for decision in decisions:
+            state = owner[decision.campaign]
+            rule = by_name[decision.rule]
+            trust = context[decision.campaign]["trust"][rule.name]
+            driving, read = self.kinds[rule.name]
+            inputs_topics = self.settings.topics.inputs()
+            body = records.decision_json(
+                decision, rule, partition=state.partition, mode=mode, ttl_ms=ttl_ms,
+                context={"watermark": records.iso(state.meta.watermark[driving]),
+                         "lag_messages": sum(lag.get((inputs_topics[k], state.partition), 0)
+                                             for k in read),
+                         "trusted": trust.trusted, "distrust": trust.reason or None,
+                         "breaker_open": breaker.get(rule.name, False)})
+            campaigns[decision.campaign].outbox.append(body)
+            to_send.append((state.partition, body))
+        out = self._changed_records(states, now_ms)
+        return TickResult(out, to_send, breaker, self._counts(states, now_ms))
+
+    def sent(self, states: Iterable[PartitionState], sent: Iterable[dict]) -> list[Record]:
+        """After the decisions topic acknowledged ``sent``: drop them from the outboxes."""
+        ids = {d["decision_id"] for d in sent}
+        for state in states:
+            for value in state.autopause.values():
+                if isinstance(value, Campaign) and value.outbox:
+                    value.outbox = [d for d in value.outbox if d["decision_id"] not in ids]
+        return self._changed_records(list(states), None)
+
+    def unsent(self, states: Iterable[PartitionState], now_ms: int) -> list[tuple[int, dict]]:
+        """Decisions a previous owner issued but may not have sent (restored outboxes)."""
+        out = []
+        for state in sorted(states, key=lambda s: s.partition):
+            for name in sorted(state.autopause):
+                value = state.autopause[name]
+                outbox = value.outbox if isinstance(value, Campaign) else (
+                    value.get("outbox") if isinstance(value, dict) else None)
+                if outbox:
+                    state.autopause[name] = records.campaign_of(value, now_ms)
+                    out.extend((state.partition, d) for d in outbox)
+        return out
+
+    def _changed_records(self, states: list[PartitionState], now_ms: int | None) -> list[Record]:
+        out: list[Record] = []
+        for state in states:
+            for name in sorted(state.autopause):
+                value = state.autopause[name]
+                if not isinstance(value, Campaign):
+                    continue  # restored and untouched since: the changelog holds it
+                key = (state.partition, name)
+                if now_ms is not None and name not in state.campaigns and _idle(value, now_ms):
+                    del state.autopause[name]  # retired campaign with nothing in effect
+                    self._written.pop(key, None)
+                    out.append(records.record(state.partition, name, None))
+                    continue
+                encoded = records.encode(value)
+                if self._written.get(key) != encoded:
+                    self._written[key] = encoded
+                    out.append(records.record(state.partition, name, value))
+        return out
+
+    def _counts(self, states: list[PartitionState], now_ms: int) -> dict[tuple[str, str], int]:
+        counts = {(r.name, s): 0 for r in self.rules for s in STATES}
+        for state in states:
+            for value in state.autopause.values():
+                if not isinstance(value, Campaign):
+                    continue
+                for rule_name, track in value.tracks.items():
+                    if (rule_name, "paused") not in counts:
+                        continue
+                    if track.phase == PAUSED:
+                        counts[(rule_name, "paused")] += 1
+                    elif track.phase == HELD:
+                        counts[(rule_name, "held")] += 1
+                    elif track.breach_since is not None:
+                        counts[(rule_name, "pending")] += 1
+                    if track.flag in ("unknown", "suppressed"):
+                        counts[(rule_name, track.flag)] += 1
+        return counts
+
+
+def _idle(campaign: Campaign, now_ms: int) -> bool:
+    return not campaign.outbox and all(
+        t.phase == RUNNING and t.flag is None and t.breach_since is None
+        and not any(now_ms - p < DAY_MS for p in t.pauses) for t in campaign.tracks.values())
