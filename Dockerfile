@@ -6,8 +6,10 @@ COPY stream ./stream
 COPY agents ./agents
 COPY rulebook ./rulebook
 COPY autopause ./autopause
+COPY ops/kpi-rules.yaml ./ops/kpi-rules.yaml
 RUN pip install --no-cache-dir .
-ENV KPI_WEB_HOST=0.0.0.0 KPI_WEB_PORT=6066
+# Beyond loopback every endpoint needs KPI_WEB_TOKEN (the worker refuses to start without it).
+ENV KPI_WEB_HOST=0.0.0.0 KPI_WEB_PORT=6066 KPI_RULES=/app/ops/kpi-rules.yaml
 EXPOSE 6066
 USER nobody
 ENTRYPOINT ["kpi-monitor"]

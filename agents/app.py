@@ -26,10 +26,11 @@ from prometheus_client import (
 
 from stream.settings import Settings
 
-from .decisions import DecisionLoop
+from .decisions import DecisionFeed, DecisionLoop
 from .decisions import install as install_decisions
 from .kafka_auth import faust_credentials
 from .kpis_json import snapshot_json
+from .auth import bearer_token_required
 from .loop_lag import LoopLagMonitor
 from .memory import release_free_memory
 from .metrics import (
@@ -61,6 +62,7 @@ class Monitor:
     exporter: KpiExporter
     metrics: PipelineMetrics
     decisions: DecisionLoop | None = None
+    feed: DecisionFeed | None = None
 
     async def metrics_parts(self) -> list[bytes]:
         """The /metrics page in pieces, in order."""
@@ -142,7 +144,10 @@ def create_app(
     if settings.decisions:
         monitor.decisions = DecisionLoop(app, settings, pipeline, table, exporter, lag, clock,
                                          registry)
-        install_decisions(app, monitor.decisions)
+        monitor.feed = DecisionFeed(settings)
+        install_decisions(app, monitor.decisions, monitor.feed)
+    if settings.web_token:
+        app.web.web_app.middlewares.append(bearer_token_required(settings.web_token))
     _pages(monitor)
     return monitor
 

@@ -1,4 +1,5 @@
-"""``kpi-monitor``: run the worker, run the embedded broker, publish events, run the demo."""
+"""``kpi-monitor``: run the worker, run the embedded broker, publish events, run the demo, run
+the reference auto-pauser."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from stream.settings import Settings, SettingsError, settings_from_env
@@ -51,6 +54,33 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--scale", type=float, default=1.0, help="multiply every campaign's traffic")
     demo.add_argument("--incident-after", type=float, default=120, help="seconds until the incidents")
 
+    pauser = commands.add_parser(
+        "pauser", help="the reference auto-pauser: act on the decisions topic, exactly once each",
+        description="run (default): act on decisions; history: the audit trail; undo ID: restore "
+                    "what a decision changed; replay: what the last --since of decisions would do")
+    pauser.add_argument("action", nargs="?", default="run", choices=["run", "history", "undo", "replay"])
+    pauser.add_argument("decision_id", nargs="?", help="for undo: the decision to undo")
+    pauser.add_argument("--exec", dest="exec_command",
+                        help="command run per decision (env KPI_DECISION_ID, KPI_CAMPAIGN, "
+                             "KPI_ACTION; decision JSON on stdin; exit 0 done, 3 already, else failed)")
+    pauser.add_argument("--mode", choices=["shadow", "live"], default="shadow",
+                        help="shadow (default) logs what it would do; live runs the command")
+    pauser.add_argument("--ledger", default="kpi-pauser.sqlite", help="SQLite audit ledger")
+    pauser.add_argument("--max-pauses-per-hour", type=int, default=20)
+    pauser.add_argument("--max-share", type=float, default=0.2,
+                        help="most of the campaigns seen that this pauser may hold paused")
+    pauser.add_argument("--allow", help="act only on campaigns matching this regular expression")
+    pauser.add_argument("--kill-switch", default="kpi-pauser.stop",
+                        help="while this file exists, act on nothing (and consume nothing)")
+    pauser.add_argument("--max-errors", type=int, default=5,
+                        help="failures in a row before a decision is given up")
+    pauser.add_argument("--group", default="kpi-pauser", help="consumer group")
+    pauser.add_argument("--broker", help="kafka://host:port (env KPI_BROKER)")
+    pauser.add_argument("--since", default="7d", help="for replay: how far back")
+    pauser.add_argument("--campaign", help="for history: one campaign only")
+    pauser.add_argument("--limit", type=int, default=100, help="for history: newest entries shown")
+    pauser.add_argument("--seconds", type=float, help="stop after this long (default: run forever)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -71,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             from rulebook.generate import main as generate
 
             return generate(args.action, args.root)
+        if args.command == "pauser":
+            return run_pauser(args)
         if args.command == "demo-traffic":
             from .demo import run_traffic
 
@@ -85,6 +117,50 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kpi-monitor: refusing to start: {exc}", file=sys.stderr)
         return 2
     return 1
+
+
+def run_pauser(args: argparse.Namespace) -> int:
+    from autopause.policy import Limits
+
+    from . import pauser
+
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.action == "history":
+        return pauser.history(args.ledger, args.campaign, args.limit)
+    if args.action in ("run", "undo") and not args.exec_command:
+        print(f"kpi-monitor pauser {args.action}: --exec CMD is required", file=sys.stderr)
+        return 2
+    if not 0 < args.max_share <= 1 or args.max_pauses_per_hour < 0 or args.max_errors < 1:
+        print("kpi-monitor pauser: --max-share must be within (0, 1], --max-pauses-per-hour >= 0, "
+              "--max-errors >= 1", file=sys.stderr)
+        return 2
+    if args.allow:
+        try:
+            re.compile(args.allow)
+        except re.error as exc:
+            print(f"kpi-monitor pauser: --allow is not a regular expression: {exc}", file=sys.stderr)
+            return 2
+    config = pauser.PauserConfig(
+        command=args.exec_command or "", ledger=args.ledger, group=args.group,
+        limits=Limits(args.mode, args.allow, args.max_pauses_per_hour, args.max_share),
+        kill_switch=args.kill_switch, max_errors=args.max_errors)
+    if args.action == "undo":
+        if not args.decision_id:
+            print("kpi-monitor pauser undo: which DECISION_ID?", file=sys.stderr)
+            return 2
+        return asyncio.run(pauser.undo(config, args.decision_id))
+    settings = settings_from_env(broker=args.broker)
+    if settings.broker is None:
+        print("kpi-monitor pauser: set KPI_BROKER or --broker (the broker the workers use)",
+              file=sys.stderr)
+        return 2
+    if args.action == "replay":
+        return asyncio.run(pauser.replay(settings, config, args.since))
+    try:
+        asyncio.run(pauser.run(settings, config, stop_after=args.seconds))
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def run_broker(port: int) -> int:
@@ -104,6 +180,7 @@ def run_worker(settings: Settings, *, demo: bool = False, loglevel: str = "info"
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     embedded = None
     traffic = None
+    helpers: list[subprocess.Popen] = []
     if settings.broker is None:
         embedded = EmbeddedBroker().start()
         settings = settings.replace(broker=embedded.url)
@@ -118,15 +195,23 @@ def run_worker(settings: Settings, *, demo: bool = False, loglevel: str = "info"
                 [sys.executable, "-m", "agents.cli", "demo-traffic", "--broker", settings.broker or ""],
                 start_new_session=True,
             )
+            if settings.decisions:
+                # A shadow pauser beside the demo: it prints what it would pause, runs nothing.
+                ledger = os.path.join(tempfile.mkdtemp(prefix="kpi-demo-pauser-"), "ledger.sqlite")
+                helpers.append(subprocess.Popen(
+                    [sys.executable, "-m", "agents.cli", "pauser", "--mode", "shadow", "--exec", "true",
+                     "--ledger", ledger, "--broker", settings.broker or ""],
+                    start_new_session=True))
         print(f"kpi-monitor: metrics at http://{settings.web_host}:{settings.web_port}/metrics, "
               f"JSON at /kpis", flush=True)
         worker.run(monitor.app, loglevel=loglevel)
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
-        if traffic is not None and traffic.poll() is None:
-            traffic.terminate()
-            traffic.wait(timeout=10)
+        for helper in [traffic, *helpers]:
+            if helper is not None and helper.poll() is None:
+                helper.terminate()
+                helper.wait(timeout=10)
         if embedded is not None:
             embedded.stop()
     return 0

@@ -5,21 +5,26 @@ own partition, then persist the emptied outboxes."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import faust
 import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from autopause.runner import STATES, Runner, load_rules
+from autopause.view import Changes, DecisionView, parse_cursor
 from stream import catalogue as m
 from stream.settings import Settings
 
+from .kafka_auth import aiokafka_kwargs
 from .metrics import KpiExporter
 from .pipeline import Pipeline
 from .table import PartitionedStateTable
+from .topics import bootstrap_servers
 
 log = logging.getLogger("kpi_monitor")
 
@@ -73,8 +78,8 @@ class DecisionLoop:
         result = self.runner.tick(now, states, snap.rows, self.lag(),
                                   mode=self.settings.decision_mode)
         await self.table.write(result.records, acked=True)
-        for rule, is_open in result.breaker.items():
-            self.metrics.breaker_open.labels(rule).set(int(is_open))
+        for rule, scopes in result.breaker.items():
+            self.metrics.breaker_open.labels(rule).set(int(bool(scopes)))
         for (rule, state), count in result.counts.items():
             self.metrics.campaigns.labels(rule, state).set(count)
         pending = unsent + result.to_send
@@ -89,17 +94,96 @@ class DecisionLoop:
             sent.append(decision)
         for decision in result.to_send:
             self.metrics.decisions.labels(decision[1]["rule"], decision[1]["verdict"]).inc()
-            log.info("decision %s: campaign %s rule %s -> %s", decision[1]["decision_id"],
+            log.warning("decision %s: campaign %s rule %s -> %s", decision[1]["decision_id"],
                      decision[1]["campaign_id"], decision[1]["rule"], decision[1]["verdict"])
         await self.table.write(self.runner.sent(list(self.pipeline.states.values()), sent))
         self.metrics.unsent.set(len(pending) - len(sent))
         return sent
 
 
-def install(app: faust.App, loop: DecisionLoop) -> None:
+def install(app: faust.App, loop: DecisionLoop, feed: DecisionFeed) -> None:
+    """The decision timer, the task reading the decisions topic back, and ``/decisions``."""
+
     @app.timer(interval=loop.settings.decision_interval_seconds)
     async def decide() -> None:
         try:
             await loop.tick()
         except Exception:  # a failed tick leaves the outbox to the next one
             log.exception("auto-pause decision tick failed")
+
+    @app.task
+    async def follow_decisions() -> None:
+        while True:
+            try:
+                await feed.follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading the decisions topic failed; retrying in 5s")
+                await asyncio.sleep(5)
+
+    @app.page("/decisions")
+    async def decisions_page(web_view: faust.web.View,
+                             request: faust.web.Request) -> faust.web.Response:
+        """The cluster's current verdict per campaign and rule, and the cursor to follow changes."""
+        body = {"cursor": feed.view.cursor, "mode": loop.settings.decision_mode,
+                "campaigns": feed.view.current}
+        return web_view.bytes(orjson.dumps(body), content_type="application/json")
+
+    @app.page("/decisions/changes")
+    async def changes_page(web_view: faust.web.View,
+                           request: faust.web.Request) -> faust.web.Response:
+        """Decisions after ``cursor``; with ``wait`` (seconds, at most 60), a long poll."""
+        query = request.query  # type: ignore[attr-defined]
+        try:
+            cursor = parse_cursor(query.get("cursor", ""))
+            wait = min(60.0, max(0.0, float(query.get("wait", "0"))))
+        except ValueError as exc:
+            return web_view.error(400, str(exc))
+        changes = await feed.changes(cursor, wait)
+        body = {"decisions": changes.decisions, "cursor": changes.cursor, "reset": changes.reset}
+        return web_view.bytes(orjson.dumps(body), content_type="application/json")
+
+
+class DecisionFeed:
+    """Every worker reads the whole decisions topic back (it is small: one record per decision),
+    so any worker's ``/decisions`` shows the cluster's current verdicts and changes."""
+
+    def __init__(self, settings: Settings, view: DecisionView | None = None) -> None:
+        self.settings = settings
+        self.view = view or DecisionView()
+        self._changed = asyncio.Event()
+
+    async def follow(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers(self.settings.broker or ""), group_id=None,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            **aiokafka_kwargs(self.settings))
+        await consumer.start()
+        try:
+            topic = self.settings.topics.decisions
+            consumer.assign([TopicPartition(topic, p) for p in range(self.settings.partitions)])
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000)
+                for tp, messages in batch.items():
+                    for message in messages:
+                        try:
+                            self.view.add(tp.partition, message.offset, orjson.loads(message.value))
+                        except (orjson.JSONDecodeError, KeyError, TypeError):
+                            log.warning("skipping a malformed decision at %s:%s", tp, message.offset)
+                if batch:
+                    self._changed.set()
+                    self._changed = asyncio.Event()
+        finally:
+            await consumer.stop()
+
+    async def changes(self, cursor: dict[int, int], wait_seconds: float) -> Changes:
+        """Changes after ``cursor``; if there are none, wait up to ``wait_seconds`` for some."""
+        changes = self.view.changes(cursor)
+        if changes.decisions or changes.reset or wait_seconds <= 0:
+            return changes
+        try:
+            await asyncio.wait_for(self._changed.wait(), wait_seconds)
+        except TimeoutError:
+            pass
+        return self.view.changes(cursor)

@@ -19,7 +19,9 @@ late events) stops every timer: **unknown never pauses**; an ``unknown`` is issu
 interrupts a pending pause or a paused campaign's resume.
 
 The **breaker**: when more than ``share`` of a rule's active campaigns (and at least
-``min_campaigns``) trip it within ``window``, it is the tracking that broke, not the campaigns:
+``min_campaigns``), over all campaigns or over one channel's (by each campaign's main channel),
+are in breach of it, or were paused by it within ``window``, it is the tracking that broke, not
+the campaigns:
 would-be pauses are issued once as ``suppressed`` and nothing is paused until the share falls.
 """
 
@@ -36,6 +38,7 @@ from .evaluate import Evaluation
 PAUSE, RESUME, UNKNOWN, HOLD, SUPPRESSED = "pause", "resume", "unknown", "hold", "suppressed"
 VERDICTS = (PAUSE, RESUME, UNKNOWN, HOLD, SUPPRESSED)
 RUNNING, PAUSED, HELD = "running", "paused", "held"
+ALL_CAMPAIGNS = "*"  # the breaker scope over every campaign (the others are channels)
 DAY_MS = 86_400_000
 
 
@@ -85,7 +88,8 @@ def step(rule: Rule, track: Track, now_ms: int, evaluation: Evaluation,
         return Step(track, None)
     for_ms = rule.for_seconds * 1000
     if not trust.trusted:
-        pending = track.breach_since is not None or track.phase == PAUSED
+        resuming = track.phase == PAUSED and track.clear_since is not None and resume is not None
+        pending = track.breach_since is not None or resuming
         issue = UNKNOWN if pending and track.flag != UNKNOWN else None
         new = replace(track, breach_since=None, clear_since=None,
                       flag=UNKNOWN if pending or track.flag == UNKNOWN else track.flag,
@@ -141,9 +145,10 @@ def clear(track: Track) -> Track:
     return replace(track, phase=RUNNING, breach_since=None, clear_since=None, flag=None)
 
 
-def trips(rule: Rule, track: Track, now_ms: int, breaker: Breaker) -> bool:
-    """Counts towards the rule's breaker: past ``for`` in breach now, or paused by it lately."""
-    if track.breach_since is not None and now_ms - track.breach_since >= rule.for_seconds * 1000:
+def trips(track: Track, now_ms: int, breaker: Breaker) -> bool:
+    """Counts towards the rule's breaker: in breach now (pending counts: a flood shows before
+    anyone's ``for`` has run out), or paused by the rule within the breaker window."""
+    if track.breach_since is not None:
         return True
     return any(now_ms - t < breaker.window_ms for t in track.pauses)
 
@@ -177,32 +182,45 @@ class Input(NamedTuple):
     evaluations: Mapping[str, Evaluation]
     resumes: Mapping[str, Evaluation | None]
     trust: Mapping[str, Trust]  # by rule: the trust of the data the rule reads
+    channel: str | None = None  # the campaign's main channel: the breaker also counts per channel
 
 
 def tick(rules: Iterable[Rule], campaigns: dict[str, Campaign], inputs: Mapping[str, Input],
-         now_ms: int, breaker: Breaker) -> tuple[list[Decision], dict[str, bool]]:
+         now_ms: int, breaker: Breaker) -> tuple[list[Decision], dict[str, frozenset[str]]]:
     """Advance every campaign of ``inputs`` (adding new ones to ``campaigns``) under every rule;
-    the decisions issued, in (campaign, rule) order, and the breaker state per rule."""
+    the decisions issued, in (campaign, rule) order, and per rule the scopes whose breaker is
+    open (``ALL_CAMPAIGNS``, or channel names)."""
     rules = list(rules)
     for name in inputs:
         if name not in campaigns:
             campaigns[name] = Campaign(now_ms)
-    open_by_rule: dict[str, bool] = {}
+    open_by_rule: dict[str, frozenset[str]] = {}
+    open_channels: dict[str, set[str]] = {}  # rule -> channels whose breaker is open
+    open_all: dict[str, bool] = {}  # rule -> the breaker over all campaigns is open
     for rule in rules:
-        # The breaker counts the campaigns as they would stand after this tick, before any acts.
-        tripped = active = 0
+        # The breaker counts the campaigns as they would stand after this tick, before any acts:
+        # over all of them, and over each channel's (a broken tag often breaks one channel).
+        counts: dict[str | None, list[int]] = {}  # channel (None: all) -> [tripped, active]
         for name, data in inputs.items():
             evaluation = data.evaluations.get(rule.name)
             if evaluation is None:
                 continue
-            active += evaluation.value is not None
             track = campaigns[name].tracks.get(rule.name, Track())
             if data.trust.get(rule.name, TRUSTED).trusted and evaluation.holds:
                 since = track.breach_since if track.breach_since is not None else now_ms
-                tripped += trips(rule, replace(track, breach_since=since), now_ms, breaker)
+                tripped = trips(replace(track, breach_since=since), now_ms, breaker)
             else:
-                tripped += trips(rule, replace(track, breach_since=None), now_ms, breaker)
-        open_by_rule[rule.name] = breaker_open(tripped, active, breaker)
+                tripped = trips(replace(track, breach_since=None), now_ms, breaker)
+            for scope in {None, data.channel}:
+                tally = counts.setdefault(scope, [0, 0])
+                tally[0] += tripped
+                tally[1] += evaluation.value is not None
+        opened = {scope for scope, (tripped, active) in counts.items()
+                  if breaker_open(tripped, active, breaker)}
+        open_channels[rule.name] = {scope for scope in opened if scope is not None}
+        open_all[rule.name] = None in opened
+        open_by_rule[rule.name] = frozenset(ALL_CAMPAIGNS if scope is None else scope
+                                            for scope in opened)
     decisions = []
     for name in sorted(inputs):
         data, campaign = inputs[name], campaigns[name]
@@ -211,9 +229,10 @@ def tick(rules: Iterable[Rule], campaigns: dict[str, Campaign], inputs: Mapping[
             if evaluation is None:
                 continue
             track = campaign.tracks.get(rule.name, Track())
+            suppressed = open_all[rule.name] or data.channel in open_channels[rule.name]
             new, verdict = step(rule, track, now_ms, evaluation, data.resumes.get(rule.name),
                                 data.trust.get(rule.name, TRUSTED), campaign.first_seen_ms,
-                                open_by_rule[rule.name])
+                                suppressed)
             if new != track:
                 campaign.tracks[rule.name] = new
             if verdict is not None:

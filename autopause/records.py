@@ -11,7 +11,7 @@ are the same, so a pauser acts once.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rulebook.rules import Rule
@@ -54,7 +54,7 @@ def decision_id(campaign: str, seq: int) -> str:
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds") \
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds") \
         .replace("+00:00", "Z")
 
 

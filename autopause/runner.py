@@ -113,7 +113,7 @@ def settled_figures(state: CampaignState, at_ms: int, windows_ms: tuple[int, ...
 class TickResult:
     records: list[Record]  # to write (and have acknowledged) before sending
     to_send: list[tuple[int, dict]]  # (partition, decision JSON), in issue order
-    breaker: dict[str, bool]  # rule -> open
+    breaker: dict[str, frozenset[str]]  # rule -> open scopes ("*" all campaigns, or channels)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (rule, state) -> campaigns
 
 
@@ -152,7 +152,10 @@ class Runner:
                lag: Mapping[tuple[str, int], int], late_shares: list[float]) -> Trust:
         driving, read = self.kinds[rule.name]
         inputs = self.settings.topics.inputs()
-        behind = sum(lag.get((inputs[k], state.partition), 0) for k in read)
+        unknown = [inputs[k] for k in sorted(read) if (inputs[k], state.partition) not in lag]
+        if unknown:  # just assigned: nothing fetched yet, so how far behind is not known
+            return Trust(False, f"recovering: no end offset yet for {', '.join(unknown)}")
+        behind = sum(lag[(inputs[k], state.partition)] for k in read)
         if behind > self.settings.decision_max_lag:
             return Trust(False, f"lagging: {behind} messages behind")
         watermark = state.meta.watermark[driving]
@@ -180,8 +183,8 @@ class Runner:
             trust = {r.name: self._trust(r, state, now_ms, lag, late_shares) for r in self.rules}
             for name, campaign_state in state.campaigns.items():
                 row = row_of.get(name)
-                if name == OTHER or row is None:
-                    continue
+                if name == OTHER or row is None or name in owner:
+                    continue  # a campaign in two partitions (keyed otherwise): the first decides
                 rules = [r for r in self.rules if selects(r, name)]
                 if not rules:
                     continue
@@ -202,8 +205,13 @@ class Runner:
                     evaluations[rule.name] = evaluate(rule, figures)
                     resumes[rule.name] = None if rule.resume_threshold is None else evaluate(
                         rule, figures, op=_OPPOSITE[rule.op or "<"], threshold=rule.resume_threshold)
-                inputs[name] = Input(evaluations, resumes, trust)
+                inputs[name] = Input(evaluations, resumes, trust, _main_channel(row))
                 context[name] = {"partition": state.partition, "trust": trust}
+        judged: dict[tuple[int, str], int] = {}  # (partition, rule) -> campaigns judged
+        for name, data in inputs.items():
+            for rule_name in data.evaluations:
+                key = (owner[name].partition, rule_name)
+                judged[key] = judged.get(key, 0) + 1
         decisions, breaker = tick(self.rules, campaigns, inputs, now_ms, self.breaker)
         by_name = {r.name: r for r in self.rules}
         ttl_ms = self.settings.decision_ttl_seconds * 1000
@@ -220,7 +228,8 @@ class Runner:
                          "lag_messages": sum(lag.get((inputs_topics[k], state.partition), 0)
                                              for k in read),
                          "trusted": trust.trusted, "distrust": trust.reason or None,
-                         "breaker_open": breaker.get(rule.name, False)})
+                         "breaker_open": sorted(breaker.get(rule.name, ()))})
+            body["campaigns_judged"] = judged.get((state.partition, rule.name), 0)
             campaigns[decision.campaign].outbox.append(body)
             to_send.append((state.partition, body))
         out = self._changed_records(states, now_ms)
@@ -291,3 +300,10 @@ def _idle(campaign: Campaign, now_ms: int) -> bool:
     return not campaign.outbox and all(
         t.phase == RUNNING and t.flag is None and t.breach_since is None
         and not any(now_ms - p < DAY_MS for p in t.pauses) for t in campaign.tracks.values())
+
+
+def _main_channel(row: CampaignRow) -> str | None:
+    """The channel with most of the campaign's events (all time), for the per-channel breaker."""
+    if not row.by_channel:
+        return None
+    return max(sorted(row.by_channel), key=lambda channel: sum(row.by_channel[channel]))

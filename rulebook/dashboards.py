@@ -30,6 +30,8 @@ EVENTS, CHANNEL_EVENTS, LAG = m.EVENTS.sample, m.CHANNEL_EVENTS.sample, m.CONSUM
 REJECTED, LATE, DUPLICATE, FOLDED = (m.EVENTS_REJECTED.sample, m.EVENTS_LATE.sample,
                                      m.EVENTS_DUPLICATE.sample, m.EVENTS_FOLDED.sample)
 OWNED, TRACKED, BUDGET = m.PARTITIONS_OWNED.name, m.CAMPAIGNS_TRACKED.name, m.CAMPAIGN_BUDGET.name
+AUTOPAUSE_CAMPAIGNS, DECISIONS, BREAKER_OPEN = (m.AUTOPAUSE_CAMPAIGNS.name, m.DECISIONS.sample,
+                                               m.BREAKER_OPEN.name)
 RESPONSE_BUCKET = m.RESPONSE_SECONDS.name + "_bucket"
 BATCH_BUCKET = m.BATCH_SECONDS.name + "_bucket"
 
@@ -213,6 +215,16 @@ def ops_dashboard(rules: list[Rule], view: View | None = None) -> dict:
     lay.add(_timeseries("Events/s by channel (all campaigns)", [
         _target(f'sum by (channel) (rate({CHANNEL_EVENTS}{{channel=~"$channel"}}[$__rate_interval]))',
                 "{{channel}}")], "ops"), 12, 8)
+    lay.row("Auto-pause decisions")
+    lay.add(_timeseries("Campaigns by auto-pause state", [
+        _target(f"sum by (state) ({AUTOPAUSE_CAMPAIGNS})", "{{state}}")], "short"), 10, 7)
+    lay.add(_timeseries("Decisions per hour, by verdict", [
+        _target(f"sum by (verdict) (increase({DECISIONS}[1h]))", "{{verdict}}")], "short"), 10, 7)
+    lay.add({"type": "stat", "title": "Breakers open", "datasource": DS,
+             "targets": [_target(f"sum({BREAKER_OPEN}) or vector(0)", instant=True)],
+             "fieldConfig": {"defaults": {"thresholds": {"mode": "absolute",
+                                                         "steps": _steps("green", "red", 1, False)}},
+                             "overrides": []}}, 4, 7)
     lay.row("Pipeline")
     lay.add(_timeseries("Events/s by type", [
         _target(f"sum by (event_type) (rate({EVENTS}[$__rate_interval]))", "{{event_type}}")], "ops"), 8, 8)

@@ -18,6 +18,9 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message names it."""
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 @dataclass(frozen=True)
 class Topics:
     impressions: str = "marketing.impressions"
@@ -39,6 +42,7 @@ class Settings:
     app_id: str = "kpi-monitor"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    web_token: str = ""  # bearer token every HTTP endpoint requires ("" : none, loopback only)
     partitions: int = 4
     topics: Topics = field(default_factory=Topics)
     bucket_seconds: int = 60
@@ -80,6 +84,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check(self.web_port > 0 and self.web_port < 65536, "KPI_WEB_PORT", "must be 1-65535")
+        _check(bool(self.web_token) or self.web_host in LOOPBACK, "KPI_WEB_TOKEN",
+               f"required when KPI_WEB_HOST ({self.web_host}) is reachable beyond this machine: "
+               "every endpoint then takes 'Authorization: Bearer <token>'")
         _check(self.partitions >= 1, "KPI_PARTITIONS", "must be >= 1")
         _check(self.bucket_seconds >= 1, "KPI_BUCKET", "must be at least 1s")
         _check(bool(self.windows_seconds), "KPI_WINDOWS", "needs at least one window")
@@ -196,6 +203,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         app_id=env.get("KPI_APP_ID") or base.app_id,
         web_host=env.get("KPI_WEB_HOST") or base.web_host,
         web_port=_read(env, "KPI_WEB_PORT", _int, base.web_port),
+        web_token=env.get("KPI_WEB_TOKEN") or "",
         partitions=_read(env, "KPI_PARTITIONS", _int, base.partitions),
         topics=topics,
         bucket_seconds=_read(env, "KPI_BUCKET", _duration, base.bucket_seconds),

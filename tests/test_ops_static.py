@@ -41,7 +41,8 @@ def test_every_default_rule_is_shipped():
     assert names == {"ctr_collapse", "conversion_drop", "response_time_p95_sla",
                      "oldest_uncontacted_lead_sla", "campaign_silence", "cpa_over_target",
                      "roas_under_target", "worker_down", "consumer_lag_growing",
-                     "rejected_share_high", "late_share_high", "campaign_budget_nearly_full"}
+                     "rejected_share_high", "late_share_high", "campaign_budget_nearly_full",
+                     "autopause_breaker_open"}
 
 
 GOOD = {"name": "r", "summary": "s", "severity": "page", "kpi": "ctr", "window": "15m", "op": "<",
@@ -155,10 +156,17 @@ def test_grafana_alert_provisioning_format():
 
 # -- real tools --------------------------------------------------------------------------------
 
-def test_promtool_checks_rules_and_config():
+def test_promtool_checks_rules_and_config(tmp_path):
     result = run(tool("promtool"), "check", "rules", str(ROOT / PROMETHEUS_RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    result = run(tool("promtool"), "check", "config", str(ROOT / "ops/prometheus/prometheus.yml"))
+    # promtool checks that the token file exists: the one compose writes, here in tmp_path.
+    config = (ROOT / "ops/prometheus/prometheus.yml").read_text()
+    assert "credentials_file: /prometheus/kpi-web-token" in config
+    (tmp_path / "kpi-web-token").write_text("test-only")
+    (tmp_path / "prometheus.yml").write_text(
+        config.replace("/prometheus/kpi-web-token", str(tmp_path / "kpi-web-token")))
+    shutil.copy(ROOT / PROMETHEUS_RULES, tmp_path / "kpi-alerts.rules.yml")
+    result = run(tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -233,13 +241,14 @@ def test_alertmanager_config_is_valid():
 
 
 def test_compose_file_is_valid_and_pins_every_image():
-    env = dict(os.environ, GRAFANA_ADMIN_PASSWORD="test-only")
+    env = dict(os.environ, GRAFANA_ADMIN_PASSWORD="test-only", KPI_WEB_TOKEN="test-only")
     result = run(tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "--profile", "demo",
                  "config", "-q", env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    missing = run(tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "config", "-q",
-                  env={k: v for k, v in os.environ.items() if k != "GRAFANA_ADMIN_PASSWORD"}, cwd=ROOT)
-    assert missing.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in missing.stderr
+    for secret in ("GRAFANA_ADMIN_PASSWORD", "KPI_WEB_TOKEN"):
+        missing = run(tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "config", "-q",
+                      env={k: v for k, v in env.items() if k != secret}, cwd=ROOT)
+        assert missing.returncode != 0 and secret in missing.stderr
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     for name, service in compose["services"].items():
         image = service.get("image")

@@ -18,21 +18,21 @@ def win(impressions=0, clicks=0, leads=0, sales=0, contacts=0, revenue=0.0, spen
                          round(spend * 1e6), p50_ms, p95_ms)
 
 
-CTR = dict(kpi="ctr", window="15m", op="<", threshold=0.005, confident=True,
-           min_volume={"event_type": "impression", "count": 2000})
-CTR_PLAIN = dict(kpi="ctr", window="15m", op="<", threshold=0.005)
-CONVERSION = dict(kpi="conversion", window="1h", op="<", threshold=0.01, confident=True,
-                  min_volume={"event_type": "click", "count": 300})
-CPA = dict(kpi="cpa", window="1h", op=">", threshold=50, min_volume={"event_type": "sale", "count": 10})
-ROAS = dict(kpi="roas", window="1h", op="<", threshold=1.0,
-            min_volume={"event_type": "click", "count": 300})
-P95 = dict(kpi="response_p95", window="1h", op=">", threshold=3600,
-           min_volume={"event_type": "sales_contact", "count": 20})
-OLDEST = dict(kpi="oldest_uncontacted_lead_age", op=">", threshold=1800)
-AWAITING_FEW = dict(kpi="leads_awaiting_contact", op="<", threshold=5)
-SILENCE = dict(kpi="impressions", window="15m", op="<", threshold=1,
-               min_volume={"event_type": "impression", "count": 500, "window": "1h"})
-L2S = dict(kpi="lead_to_sale", window="1h", op=">", threshold=0.5, confident=True)
+CTR = {"kpi": "ctr", "window": "15m", "op": "<", "threshold": 0.005, "confident": True,
+           "min_volume": {"event_type": "impression", "count": 2000}}
+CTR_PLAIN = {"kpi": "ctr", "window": "15m", "op": "<", "threshold": 0.005}
+CONVERSION = {"kpi": "conversion", "window": "1h", "op": "<", "threshold": 0.01, "confident": True,
+                  "min_volume": {"event_type": "click", "count": 300}}
+CPA = {"kpi": "cpa", "window": "1h", "op": ">", "threshold": 50, "min_volume": {"event_type": "sale", "count": 10}}
+ROAS = {"kpi": "roas", "window": "1h", "op": "<", "threshold": 1.0,
+            "min_volume": {"event_type": "click", "count": 300}}
+P95 = {"kpi": "response_p95", "window": "1h", "op": ">", "threshold": 3600,
+           "min_volume": {"event_type": "sales_contact", "count": 20}}
+OLDEST = {"kpi": "oldest_uncontacted_lead_age", "op": ">", "threshold": 1800}
+AWAITING_FEW = {"kpi": "leads_awaiting_contact", "op": "<", "threshold": 5}
+SILENCE = {"kpi": "impressions", "window": "15m", "op": "<", "threshold": 1,
+               "min_volume": {"event_type": "impression", "count": 500, "window": "1h"}}
+L2S = {"kpi": "lead_to_sale", "window": "1h", "op": ">", "threshold": 0.5, "confident": True}
 
 # (name, rule fields, figures, holds)
 CASES = [
@@ -64,10 +64,10 @@ CASES = [
     ("campaign selected", dict(CTR_PLAIN, campaigns="c.*"), Figures({"15m": win(2000, 1)}), True),
     ("lead-to-sale surely high", L2S, Figures({"1h": win(leads=100, sales=80)}), True),
     ("lead-to-sale high but unsure", L2S, Figures({"1h": win(leads=4, sales=3)}), False),
-    ("revenue over", dict(kpi="revenue", window="1h", op=">", threshold=1000),
+    ("revenue over", {"kpi": "revenue", "window": "1h", "op": ">", "threshold": 1000},
      Figures({"1h": win(revenue=1000.5)}), True),
-    ("spend under", dict(kpi="spend", window="5m", op="<", threshold=0.5),
+    ("spend under", {"kpi": "spend", "window": "5m", "op": "<", "threshold": 0.5},
      Figures({"5m": win(spend=0.25)}), True),
-    ("aov over", dict(kpi="aov", window="1h", op=">", threshold=100),
+    ("aov over", {"kpi": "aov", "window": "1h", "op": ">", "threshold": 100},
      Figures({"1h": win(sales=12, revenue=1234.56)}), True),
 ]

@@ -6,8 +6,25 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autopause.engine import (HELD, HOLD, PAUSE, PAUSED, RESUME, RUNNING, SUPPRESSED, TRUSTED,
-                              UNKNOWN, Breaker, Campaign, Input, Track, Trust, clear, step, tick)
+from autopause.engine import (
+    HELD,
+    HOLD,
+    PAUSE,
+    PAUSED,
+    RESUME,
+    RUNNING,
+    SUPPRESSED,
+    TRUSTED,
+    UNKNOWN,
+    Breaker,
+    Campaign,
+    Input,
+    Track,
+    Trust,
+    clear,
+    step,
+    tick,
+)
 from autopause.evaluate import Evaluation
 from tests.autopause.cases import rule
 
@@ -130,14 +147,14 @@ def _tick_all(r, bad, healthy, minutes, breaker):
 def test_breaker_opens_when_too_many_campaigns_trip_together():
     r = ctr_rule()
     issued, state = _tick_all(r, bad=30, healthy=70, minutes=10, breaker=Breaker(share=0.2))
-    assert state == {r.name: True}
+    assert state == {r.name: frozenset({"*"})}
     assert {d.verdict for d in issued} == {SUPPRESSED} and len(issued) == 30
 
 
 def test_breaker_stays_closed_for_a_few_bad_campaigns():
     r = ctr_rule()
     issued, state = _tick_all(r, bad=3, healthy=97, minutes=10, breaker=Breaker(share=0.2))
-    assert state == {r.name: False}
+    assert state == {r.name: frozenset()}
     assert [d.verdict for d in issued] == [PAUSE] * 3
     assert [d.seq for d in issued] == [1, 1, 1]  # per campaign
 
@@ -161,3 +178,19 @@ def test_no_pause_without_for_minutes_of_trusted_breach(timeline):
     for minute, verdict in issued.items():
         if verdict == PAUSE:
             assert timeline[minute - 5:minute + 1] == ["bad"] * 6
+
+
+def test_a_channel_whose_campaigns_trip_together_opens_its_own_breaker():
+    r = ctr_rule()
+    campaigns: dict = {}
+    issued = []
+    for minute in range(8):
+        inputs = {f"social-bad{i}": Input({r.name: BAD}, {}, {}, "social") for i in range(10)}
+        inputs |= {f"social-ok{i}": Input({r.name: GOOD}, {}, {}, "social") for i in range(10)}
+        inputs |= {f"search-ok{i}": Input({r.name: GOOD}, {}, {}, "search") for i in range(79)}
+        inputs["search-bad"] = Input({r.name: BAD}, {}, {}, "search")
+        decisions, state = tick([r], campaigns, inputs, minute * MIN, Breaker(share=0.2))
+        issued += decisions
+    assert state == {r.name: frozenset({"social"})}  # 11 of 100 overall: only social's breaker
+    assert {(d.campaign, d.verdict) for d in issued} == (
+        {(f"social-bad{i}", SUPPRESSED) for i in range(10)} | {("search-bad", PAUSE)})

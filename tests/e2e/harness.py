@@ -27,11 +27,14 @@ class WorkerProcess:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     env: dict[str, str] = field(default_factory=dict)  # extra KPI_* settings
+    token: str = ""  # KPI_WEB_TOKEN: every request then carries it
 
     def start(self) -> "WorkerProcess":
         env = dict(os.environ, KPI_APP_ID=self.app_id, KPI_SESSION_TIMEOUT="6s",
                    KPI_DATA_DIR=f"/tmp/kpi-e2e-{self.app_id}-{self.port}", PYTHONUNBUFFERED="1",
                    **self.env)
+        if self.token:
+            env["KPI_WEB_TOKEN"] = self.token
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "agents.cli", "run", "--broker", self.broker_url,
@@ -40,9 +43,16 @@ class WorkerProcess:
         )
         return self
 
+    def get(self, path: str, timeout: float = 5) -> bytes:
+        """GET a page of this worker (with its token, if it has one)."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+
     def metrics(self) -> dict[tuple[str, tuple], float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
-            text = response.read().decode()
+        text = self.get("/metrics").decode()
         out = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:

@@ -81,13 +81,18 @@ def start_alertmanager(workdir: Path, webhook_url: str) -> tuple[Service, int]:
     return service, port
 
 
-def start_prometheus(workdir: Path, targets: list[str], rule_file: Path, alertmanager_port: int) -> tuple[Service, int]:
+def start_prometheus(workdir: Path, targets: list[str], rule_file: Path, alertmanager_port: int,
+                     token: str = "") -> tuple[Service, int]:
     port = free_port()
+    job: dict = {"job_name": "kpi-monitor", "static_configs": [{"targets": targets}]}
+    if token:  # as ops/prometheus/prometheus.yml: the workers' token from a file
+        (workdir / "kpi-web-token").write_text(token)
+        job["authorization"] = {"type": "Bearer", "credentials_file": str(workdir / "kpi-web-token")}
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rule_file)],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
-        "scrape_configs": [{"job_name": "kpi-monitor", "static_configs": [{"targets": targets}]}],
+        "scrape_configs": [job],
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
     service = Service([binary("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",

@@ -12,6 +12,8 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from tests.e2e.harness import ROOT, WorkerProcess, wait_for
 from tests.e2e.ops_harness import Webhook, query, start_alertmanager, start_prometheus
 
 pytestmark = pytest.mark.e2e
+TOKEN = "e2e-token-0123456789"
 
 # The shipped CTR rule, on windows short enough for a test: 10 s buckets, a 1-minute window.
 TEST_RULES = """
@@ -78,10 +81,14 @@ def substitute(expr: str, campaign: str) -> str:
 def stack(tmp_path):
     started = []
     with EmbeddedBroker() as broker:
-        env = {"KPI_BUCKET": "10s", "KPI_WINDOWS": "1m,5m,15m,1h"}
+        rules = tmp_path / "kpi-rules.yaml"
+        rules.write_text(TEST_RULES)
+        env = {"KPI_BUCKET": "10s", "KPI_WINDOWS": "1m,5m,15m,1h", "KPI_RULES": str(rules),
+               "KPI_DECISION_INTERVAL": "1s"}
         os.environ.update(env)
         try:
-            worker = WorkerProcess(broker.url, "ops-live", str(tmp_path / "worker.log")).start()
+            worker = WorkerProcess(broker.url, "ops-live", str(tmp_path / "worker.log"),
+                                   token=TOKEN).start()
         finally:
             for key in env:
                 os.environ.pop(key)
@@ -100,7 +107,8 @@ def test_ctr_collapse_reaches_the_webhook_and_every_expression_runs(stack, tmp_p
             (Path(ROOT) / "ops/kpi-rules.yaml").read_text())) if r.kind == "pipeline"])))
     alertmanager, am_port = start_alertmanager(tmp_path, webhook.url)
     started.append(alertmanager)
-    prometheus, prom_port = start_prometheus(tmp_path, [f"127.0.0.1:{worker.port}"], rule_file, am_port)
+    prometheus, prom_port = start_prometheus(tmp_path, [f"127.0.0.1:{worker.port}"], rule_file, am_port,
+                                             token=TOKEN)
     started.append(prometheus)
     traffic_log = open(tmp_path / "traffic.log", "w")
     traffic = subprocess.Popen(
@@ -123,6 +131,24 @@ def test_ctr_collapse_reaches_the_webhook_and_every_expression_runs(stack, tmp_p
         (tmp_path / "delay.txt").write_text(f"{delay:.1f}\n")
         assert labels["campaign"] == CTR_COLLAPSE_CAMPAIGN
         assert labels["severity"] == "page" and labels["may_pause"] == "true"
+
+        # The worker's own decision on the same rule: one pause, for that campaign only.
+        def pause_decided():
+            body = json.loads(worker.get("/decisions"))
+            return body["campaigns"] or None
+
+        campaigns = wait_for(pause_decided, 120, "a decision in /decisions", 1)
+        assert list(campaigns) == [CTR_COLLAPSE_CAMPAIGN], campaigns
+        decision = campaigns[CTR_COLLAPSE_CAMPAIGN]["ctr_collapse"]
+        assert decision["verdict"] == "pause" and decision["mode"] == "live"
+        assert decision["evidence"]["bound"] < 0.005 <= decision["evidence"]["volume"]["count"]
+        print(f"incident started -> pause decision issued: "
+              f"{(decision['issued_at_ms'] - incident_at) / 1000:.1f} s")
+        changes = json.loads(worker.get("/decisions/changes?cursor=&wait=0"))
+        assert [d["decision_id"] for d in changes["decisions"]] == [decision["decision_id"]]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5)
+        assert refused.value.code == 401  # the token is required; Prometheus had it
 
         kpi_alerts = {a["labels"].get("campaign") for _, a in webhook.alerts() if a["labels"].get("kpi")}
         assert kpi_alerts == {CTR_COLLAPSE_CAMPAIGN}, kpi_alerts  # no healthy campaign alerted
