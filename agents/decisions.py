@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from stream import catalogue as m
 from stream.settings import Settings
 
 from .kafka_auth import aiokafka_kwargs
-from .metrics import KpiExporter
+from .metrics import RENDER_SLICE_SECONDS, KpiExporter
 from .pipeline import Pipeline
 from .table import PartitionedStateTable
 from .topics import bootstrap_servers
@@ -75,8 +76,19 @@ class DecisionLoop:
         unsent = self.runner.unsent(states, now)
         snap = await self.exporter.snapshot_async()
         states = list(self.pipeline.states.values())  # the snapshot yielded: ownership may move
-        result = self.runner.tick(now, states, snap.rows, self.lag(),
-                                  mode=self.settings.decision_mode)
+        steps = self.runner.tick_steps(
+            now, states, snap.rows, self.lag(), mode=self.settings.decision_mode,
+            owned=lambda state: self.pipeline.states.get(state.partition) is state)
+        slice_end = time.perf_counter() + RENDER_SLICE_SECONDS
+        while True:  # in slices, as the scrape: the event loop serves ingest in between
+            try:
+                next(steps)
+            except StopIteration as done:
+                result = done.value
+                break
+            if time.perf_counter() > slice_end:
+                await asyncio.sleep(0)
+                slice_end = time.perf_counter() + RENDER_SLICE_SECONDS
         await self.table.write(result.records, acked=True)
         for rule, scopes in result.breaker.items():
             self.metrics.breaker_open.labels(rule).set(int(bool(scopes)))

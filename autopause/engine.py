@@ -145,14 +145,6 @@ def clear(track: Track) -> Track:
     return replace(track, phase=RUNNING, breach_since=None, clear_since=None, flag=None)
 
 
-def trips(track: Track, now_ms: int, breaker: Breaker) -> bool:
-    """Counts towards the rule's breaker: in breach now (pending counts: a flood shows before
-    anyone's ``for`` has run out), or paused by the rule within the breaker window."""
-    if track.breach_since is not None:
-        return True
-    return any(now_ms - t < breaker.window_ms for t in track.pauses)
-
-
 def breaker_open(tripped: int, active: int, breaker: Breaker) -> bool:
     return tripped >= breaker.min_campaigns and tripped > breaker.share * active
 
@@ -185,6 +177,89 @@ class Input(NamedTuple):
     channel: str | None = None  # the campaign's main channel: the breaker also counts per channel
 
 
+_IDLE = Track()
+
+
+def tripped(track: Track, evaluation: Evaluation, trust: Trust, now_ms: int,
+            breaker: Breaker) -> bool:
+    """Counts towards the rule's breaker after this evaluation: in breach now (pending counts:
+    a flood shows before anyone's ``for`` has run out), or paused by the rule within the
+    breaker window."""
+    if trust.trusted and evaluation.holds:
+        return True
+    return any(now_ms - t < breaker.window_ms for t in track.pauses)
+
+
+class Scopes(NamedTuple):
+    """Per rule, where its breaker is open."""
+
+    everywhere: dict[str, bool]  # rule -> open over all campaigns
+    channels: dict[str, set[str]]  # rule -> channels whose breaker is open
+
+    def suppresses(self, rule: str, channel: str | None) -> bool:
+        return self.everywhere[rule] or channel in self.channels[rule]
+
+    def open(self, rule: str) -> frozenset[str]:
+        """``ALL_CAMPAIGNS`` and / or channel names."""
+        return frozenset(({ALL_CAMPAIGNS} if self.everywhere[rule] else set())
+                         | self.channels[rule])
+
+
+def breaker_scopes(rules: list[Rule], campaigns: Mapping[str, Campaign],
+                   inputs: Mapping[str, Input], now_ms: int, breaker: Breaker) -> Scopes:
+    """The breakers, counting the campaigns as they stand after this evaluation and before any
+    act: over all of them, and over each channel's (a broken tag often breaks one channel)."""
+    everywhere: dict[str, bool] = {}
+    channels: dict[str, set[str]] = {}
+    for rule in rules:
+        counts: dict[str | None, list[int]] = {}  # channel (None: all) -> [tripped, active]
+        name_of_rule = rule.name
+        for name, data in inputs.items():
+            evaluation = data.evaluations.get(name_of_rule)
+            if evaluation is None:
+                continue
+            campaign = campaigns.get(name)
+            track = campaign.tracks.get(name_of_rule, _IDLE) if campaign else _IDLE
+            trips = tripped(track, evaluation, data.trust.get(name_of_rule, TRUSTED), now_ms, breaker)
+            active = evaluation.value is not None
+            for scope in (None, data.channel) if data.channel is not None else (None,):
+                tally = counts.get(scope)
+                if tally is None:
+                    tally = counts[scope] = [0, 0]
+                tally[0] += trips
+                tally[1] += active
+        opened = {scope for scope, (n, active) in counts.items()
+                  if breaker_open(n, active, breaker)}
+        everywhere[name_of_rule] = None in opened
+        channels[name_of_rule] = {scope for scope in opened if scope is not None}
+    return Scopes(everywhere, channels)
+
+
+def advance(rules: list[Rule], name: str, campaign: Campaign, data: Input, now_ms: int,
+            scopes: Scopes) -> tuple[list[Decision], bool]:
+    """One campaign under every rule it is evaluated on: the decisions, and whether its state
+    changed."""
+    decisions = []
+    changed = False
+    for rule in rules:
+        evaluation = data.evaluations.get(rule.name)
+        if evaluation is None:
+            continue
+        track = campaign.tracks.get(rule.name, _IDLE)
+        trust = data.trust.get(rule.name, TRUSTED)
+        if (track is _IDLE or track == _IDLE) and not (evaluation.holds and trust.trusted):
+            continue  # nothing pending, nothing in effect, nothing to start: left as it is
+        new, verdict = step(rule, track, now_ms, evaluation, data.resumes.get(rule.name), trust,
+                            campaign.first_seen_ms, scopes.suppresses(rule.name, data.channel))
+        if new != track:
+            campaign.tracks[rule.name] = new
+            changed = True
+        if verdict is not None:
+            campaign.seq += 1
+            decisions.append(Decision(name, rule.name, verdict, campaign.seq, now_ms, evaluation))
+    return decisions, changed
+
+
 def tick(rules: Iterable[Rule], campaigns: dict[str, Campaign], inputs: Mapping[str, Input],
          now_ms: int, breaker: Breaker) -> tuple[list[Decision], dict[str, frozenset[str]]]:
     """Advance every campaign of ``inputs`` (adding new ones to ``campaigns``) under every rule;
@@ -194,48 +269,8 @@ def tick(rules: Iterable[Rule], campaigns: dict[str, Campaign], inputs: Mapping[
     for name in inputs:
         if name not in campaigns:
             campaigns[name] = Campaign(now_ms)
-    open_by_rule: dict[str, frozenset[str]] = {}
-    open_channels: dict[str, set[str]] = {}  # rule -> channels whose breaker is open
-    open_all: dict[str, bool] = {}  # rule -> the breaker over all campaigns is open
-    for rule in rules:
-        # The breaker counts the campaigns as they would stand after this tick, before any acts:
-        # over all of them, and over each channel's (a broken tag often breaks one channel).
-        counts: dict[str | None, list[int]] = {}  # channel (None: all) -> [tripped, active]
-        for name, data in inputs.items():
-            evaluation = data.evaluations.get(rule.name)
-            if evaluation is None:
-                continue
-            track = campaigns[name].tracks.get(rule.name, Track())
-            if data.trust.get(rule.name, TRUSTED).trusted and evaluation.holds:
-                since = track.breach_since if track.breach_since is not None else now_ms
-                tripped = trips(replace(track, breach_since=since), now_ms, breaker)
-            else:
-                tripped = trips(replace(track, breach_since=None), now_ms, breaker)
-            for scope in {None, data.channel}:
-                tally = counts.setdefault(scope, [0, 0])
-                tally[0] += tripped
-                tally[1] += evaluation.value is not None
-        opened = {scope for scope, (tripped, active) in counts.items()
-                  if breaker_open(tripped, active, breaker)}
-        open_channels[rule.name] = {scope for scope in opened if scope is not None}
-        open_all[rule.name] = None in opened
-        open_by_rule[rule.name] = frozenset(ALL_CAMPAIGNS if scope is None else scope
-                                            for scope in opened)
+    scopes = breaker_scopes(rules, campaigns, inputs, now_ms, breaker)
     decisions = []
     for name in sorted(inputs):
-        data, campaign = inputs[name], campaigns[name]
-        for rule in rules:
-            evaluation = data.evaluations.get(rule.name)
-            if evaluation is None:
-                continue
-            track = campaign.tracks.get(rule.name, Track())
-            suppressed = open_all[rule.name] or data.channel in open_channels[rule.name]
-            new, verdict = step(rule, track, now_ms, evaluation, data.resumes.get(rule.name),
-                                data.trust.get(rule.name, TRUSTED), campaign.first_seen_ms,
-                                suppressed)
-            if new != track:
-                campaign.tracks[rule.name] = new
-            if verdict is not None:
-                campaign.seq += 1
-                decisions.append(Decision(name, rule.name, verdict, campaign.seq, now_ms, evaluation))
-    return decisions, open_by_rule
+        decisions += advance(rules, name, campaigns[name], inputs[name], now_ms, scopes)[0]
+    return decisions, {rule.name: scopes.open(rule.name) for rule in rules}

@@ -7,7 +7,7 @@ writes the records again with their outboxes cleared (``sent``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,13 +26,15 @@ from stream.state import OTHER, PartitionState
 from stream.windows import bucket_start
 
 from . import records
-from .engine import DAY_MS, HELD, PAUSED, RUNNING, Breaker, Campaign, Input, Trust, tick
+from .engine import (DAY_MS, HELD, PAUSED, RUNNING, Breaker, Campaign, Input, Trust, advance,
+                     breaker_scopes)
 from .evaluate import Evaluation, Figures, WindowFigures, evaluate, selects
 
 SHIPPED_RULES = Path(__file__).resolve().parent.parent / "ops" / "kpi-rules.yaml"
 _KIND = {name: kind for kind, name in enumerate(EVENT_TYPES)}
 _OPPOSITE = {"<": ">", ">": "<"}
 STATES = ("pending", "paused", "held", "unknown", "suppressed")  # kpi_autopause_campaigns{state}
+STEP = 200  # campaigns judged between two yields of ``Runner.tick_steps``
 
 
 def load_rules(settings: Settings) -> list[Rule]:
@@ -128,7 +130,7 @@ class Runner:
                                settings.breaker_window_seconds * 1000)
         self.kinds = {r.name: rule_kinds(r) for r in self.rules}
         self._late_seen: tuple[list[int], list[int]] | None = None  # (late, totals) by kind
-        self._written: dict[tuple[int, str], bytes] = {}
+        self._dirty: set[tuple[int, str]] = set()  # (partition, campaign) to write
 
     # -- trust ----------------------------------------------------------------------------------
 
@@ -171,6 +173,24 @@ class Runner:
 
     def tick(self, now_ms: int, states: Iterable[PartitionState], rows: Iterable[CampaignRow],
              lag: Mapping[tuple[str, int], int], *, mode: str) -> TickResult:
+        """``tick_steps`` in one go."""
+        steps = self.tick_steps(now_ms, states, rows, lag, mode=mode)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def tick_steps(self, now_ms: int, states: Iterable[PartitionState],
+                   rows: Iterable[CampaignRow], lag: Mapping[tuple[str, int], int], *, mode: str,
+                   owned: Callable[[PartitionState], bool] = lambda state: True,
+                   ) -> Generator[None, None, TickResult]:
+        """One decision round, as a generator that yields every ``STEP`` campaigns so that the
+        caller can let its event loop run (at 5,000 campaigns a round is ~100 ms of work).
+
+        Between yields the caller may fold events (the round judges the rows it was given) or lose
+        partitions: a campaign of a partition ``owned`` no longer vouches for is left untouched,
+        and its new owner decides."""
         states = sorted(states, key=lambda s: s.partition)
         rows = list(rows)
         late_shares = self._late_shares(states, rows)
@@ -178,10 +198,13 @@ class Runner:
         owner: dict[str, PartitionState] = {}
         campaigns: dict[str, Campaign] = {}
         inputs: dict[str, Input] = {}
-        context: dict[str, dict] = {}
+        trust_of: dict[int, dict[str, Trust]] = {}
+        remember_new = any(r.min_campaign_age != "0s" for r in self.rules)
+        done = 0
         for state in states:
-            trust = {r.name: self._trust(r, state, now_ms, lag, late_shares) for r in self.rules}
-            for name, campaign_state in state.campaigns.items():
+            trust = trust_of[state.partition] = {
+                r.name: self._trust(r, state, now_ms, lag, late_shares) for r in self.rules}
+            for name, campaign_state in list(state.campaigns.items()):
                 row = row_of.get(name)
                 if name == OTHER or row is None or name in owner:
                     continue  # a campaign in two partitions (keyed otherwise): the first decides
@@ -189,11 +212,15 @@ class Runner:
                 if not rules:
                     continue
                 owner[name] = state
-                first_seen = min(now_ms, campaign_state.first_start) if campaign_state.has_buckets \
-                    else now_ms
                 entry = state.autopause.get(name)
-                campaign = state.autopause[name] = records.campaign_of(entry, first_seen) \
-                    if entry is not None else Campaign(first_seen)
+                if entry is None:
+                    first_seen = min(now_ms, campaign_state.first_start) \
+                        if campaign_state.has_buckets else now_ms
+                    campaign = state.autopause[name] = Campaign(first_seen)
+                    if remember_new:  # the learning phase outlives the buckets
+                        self._dirty.add((state.partition, name))
+                else:
+                    campaign = state.autopause[name] = records.campaign_of(entry, now_ms)
                 campaigns[name] = campaign
                 now_figures = figures_of(row, self.labels, now_ms)
                 evaluations: dict[str, Evaluation] = {}
@@ -206,43 +233,63 @@ class Runner:
                     resumes[rule.name] = None if rule.resume_threshold is None else evaluate(
                         rule, figures, op=_OPPOSITE[rule.op or "<"], threshold=rule.resume_threshold)
                 inputs[name] = Input(evaluations, resumes, trust, _main_channel(row))
-                context[name] = {"partition": state.partition, "trust": trust}
+                done += 1
+                if done % STEP == 0:
+                    yield
         judged: dict[tuple[int, str], int] = {}  # (partition, rule) -> campaigns judged
         for name, data in inputs.items():
             for rule_name in data.evaluations:
                 key = (owner[name].partition, rule_name)
                 judged[key] = judged.get(key, 0) + 1
-        decisions, breaker = tick(self.rules, campaigns, inputs, now_ms, self.breaker)
+        scopes = breaker_scopes(self.rules, campaigns, inputs, now_ms, self.breaker)
+        yield
+        decisions = []
+        for i, name in enumerate(sorted(inputs)):
+            state = owner[name]
+            if owned(state):
+                issued, changed = advance(self.rules, name, campaigns[name], inputs[name], now_ms,
+                                          scopes)
+                decisions += issued
+                if changed or issued:
+                    self._dirty.add((state.partition, name))
+            if (i + 1) % STEP == 0:
+                yield
         by_name = {r.name: r for r in self.rules}
         ttl_ms = self.settings.decision_ttl_seconds * 1000
+        topics = self.settings.topics.inputs()
         to_send = []
         for decision in decisions:
             state = owner[decision.campaign]
             rule = by_name[decision.rule]
-            trust = context[decision.campaign]["trust"][rule.name]
+            trust = trust_of[state.partition][rule.name]
             driving, read = self.kinds[rule.name]
-            inputs_topics = self.settings.topics.inputs()
             body = records.decision_json(
                 decision, rule, partition=state.partition, mode=mode, ttl_ms=ttl_ms,
                 context={"watermark": records.iso(state.meta.watermark[driving]),
-                         "lag_messages": sum(lag.get((inputs_topics[k], state.partition), 0)
-                                             for k in read),
+                         "lag_messages": sum(lag.get((topics[k], state.partition), 0) for k in read),
                          "trusted": trust.trusted, "distrust": trust.reason or None,
-                         "breaker_open": sorted(breaker.get(rule.name, ()))})
+                         "breaker_open": sorted(scopes.open(rule.name))})
             body["campaigns_judged"] = judged.get((state.partition, rule.name), 0)
             campaigns[decision.campaign].outbox.append(body)
             to_send.append((state.partition, body))
-        out = self._changed_records(states, now_ms)
-        return TickResult(out, to_send, breaker, self._counts(states, now_ms))
+        kept = [s for s in states if owned(s)]
+        out = self._changed_records(kept, now_ms)
+        self._dirty = {k for k in self._dirty if k[0] in {s.partition for s in kept}}
+        return TickResult(out, to_send, {r.name: scopes.open(r.name) for r in self.rules},
+                          self._counts(states, now_ms))
 
     def sent(self, states: Iterable[PartitionState], sent: Iterable[dict]) -> list[Record]:
         """After the decisions topic acknowledged ``sent``: drop them from the outboxes."""
         ids = {d["decision_id"] for d in sent}
+        states = list(states)
         for state in states:
-            for value in state.autopause.values():
+            for name, value in state.autopause.items():
                 if isinstance(value, Campaign) and value.outbox:
-                    value.outbox = [d for d in value.outbox if d["decision_id"] not in ids]
-        return self._changed_records(list(states), None)
+                    kept = [d for d in value.outbox if d["decision_id"] not in ids]
+                    if len(kept) != len(value.outbox):
+                        value.outbox = kept
+                        self._dirty.add((state.partition, name))
+        return self._changed_records(states, None)
 
     def unsent(self, states: Iterable[PartitionState], now_ms: int) -> list[tuple[int, dict]]:
         """Decisions a previous owner issued but may not have sent (restored outboxes)."""
@@ -258,22 +305,23 @@ class Runner:
         return out
 
     def _changed_records(self, states: list[PartitionState], now_ms: int | None) -> list[Record]:
+        """Records of the campaigns changed since they were last written (and, with ``now_ms``,
+        deletions of retired campaigns with nothing in effect)."""
         out: list[Record] = []
         for state in states:
-            for name in sorted(state.autopause):
-                value = state.autopause[name]
-                if not isinstance(value, Campaign):
-                    continue  # restored and untouched since: the changelog holds it
-                key = (state.partition, name)
-                if now_ms is not None and name not in state.campaigns and _idle(value, now_ms):
-                    del state.autopause[name]  # retired campaign with nothing in effect
-                    self._written.pop(key, None)
-                    out.append(records.record(state.partition, name, None))
-                    continue
-                encoded = records.encode(value)
-                if self._written.get(key) != encoded:
-                    self._written[key] = encoded
-                    out.append(records.record(state.partition, name, value))
+            p = state.partition
+            if now_ms is not None:
+                for name in [n for n in state.autopause if n not in state.campaigns]:
+                    value = records.campaign_of(state.autopause[name], now_ms)
+                    if _idle(value, now_ms):
+                        del state.autopause[name]
+                        self._dirty.discard((p, name))
+                        out.append(records.record(p, name, None))
+            for key in sorted(k for k in self._dirty if k[0] == p):
+                self._dirty.discard(key)
+                value = state.autopause.get(key[1])
+                if isinstance(value, Campaign):
+                    out.append(records.record(p, key[1], value))
         return out
 
     def _counts(self, states: list[PartitionState], now_ms: int) -> dict[tuple[str, str], int]:

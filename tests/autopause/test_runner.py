@@ -149,3 +149,25 @@ def test_shipped_rules_load_and_bad_settings_name_the_setting(tmp_path):
         load_rules(missing)
     except SettingsError as exc:
         assert "KPI_RULES" in str(exc)
+
+
+def test_a_partition_lost_during_the_round_is_left_to_its_new_owner():
+    feed, runner = Feed(), Runner(RULES, SETTINGS)
+    for t, traffic in incident(29):
+        now = NOW_MS + t * MIN
+        feed.minute(now, traffic)
+        tick(runner, feed, now + 30_000)
+    before = {name: (c.seq, dict(c.tracks)) for name, c in feed.state.autopause.items()}
+    later = now + MIN + 30_000  # past the rule's for: the pause is due
+    rows = list(build_rows([feed.state], later, 60_000, WINDOWS_MS))
+    steps = runner.tick_steps(later, [feed.state], rows, CAUGHT_UP, mode="live",
+                              owned=lambda state: False)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result = done.value
+            break
+    assert result.to_send == [] and result.records == []
+    assert {name: (c.seq, dict(c.tracks)) for name, c in feed.state.autopause.items()} == before
+    assert tick(runner, feed, later).to_send  # still owned: the pause is issued
