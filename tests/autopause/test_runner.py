@@ -8,13 +8,12 @@ import orjson
 from autopause.engine import PAUSE, UNKNOWN
 from autopause.runner import Runner, load_rules
 from rulebook.rules import parse_rules
-from stream.codec import decode_key
 from stream.events import EVENT_TYPES, ValidationRules, decode_message
 from stream.settings import Settings, SettingsError
 from stream.snapshot import build_rows
 from stream.state import PartitionState
 from tests.factories import NOW_MS, event
-from tests.state_harness import CONFIG
+from tests.state_harness import CONFIG, restore
 
 MIN = 60_000
 SETTINGS = Settings()
@@ -75,18 +74,6 @@ def test_an_incident_gives_one_pause_for_the_bad_campaign_only():
     assert decision["valid_until_ms"] - decision["issued_at_ms"] == SETTINGS.decision_ttl_seconds * 1000
 
 
-def _restore(log):
-    table = {}
-    for key, value in log:
-        if value is None:
-            table.pop(key, None)
-        else:
-            table[key] = value
-    state = PartitionState(0, CONFIG)
-    state.load((decode_key(k), v) for k, v in table.items())
-    return state
-
-
 def test_a_worker_taking_over_continues_and_resends_the_outbox_with_the_same_id():
     feed, runner = Feed(), Runner(RULES, SETTINGS)
     first = []
@@ -98,7 +85,7 @@ def test_a_worker_taking_over_continues_and_resends_the_outbox_with_the_same_id(
             first = [d for _, d in result.to_send]
             break  # crash: the decision was issued and persisted, never sent
     assert first
-    taken = Feed(_restore(feed.log))
+    taken = Feed(restore(feed.log))
     new_runner = Runner(RULES, SETTINGS)
     resent = new_runner.unsent([taken.state], now)
     assert [d for _, d in resent] == first
