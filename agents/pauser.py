@@ -215,10 +215,14 @@ async def replay(settings: Settings, config: PauserConfig, since: str, out=sys.s
                 for message in messages:
                     decision = orjson.loads(message.value)
                     if decision.get("issued_at_ms", 0) >= start_ms:
+                        if "campaigns_judged" in decision and "partition" in decision:
+                            ledger.note_partition_size(decision["partition"],
+                                                       decision["campaigns_judged"])
                         action = judge(decision, decision["issued_at_ms"],
                                        ledger.known(decision, decision["issued_at_ms"]),
                                        dataclasses.replace(config.limits, mode="live"))
-                        kind = "would " + action.reason if action.kind == ACT else action.kind
+                        kind = {ACT: "would " + action.reason, WAIT: "held back"}.get(
+                            action.kind, action.kind)
                         ledger.record(decision, decision["issued_at_ms"],
                                       "done" if action.kind == ACT else OUTCOME_OF_ACTION.get(
                                           action.kind, action.kind), action.reason,

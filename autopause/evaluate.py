@@ -45,6 +45,7 @@ class Evaluation(NamedTuple):
     value: float | None  # the KPI
     bound: float | None  # the Wilson bound compared, for a confident rule
     volume: int | None  # events of min_volume's type in its window, if the rule has one
+    bounds: tuple[float, float] | None = None  # 95% Wilson (lower, upper), for a rate KPI
 
 
 def kpi_value(kpi: str, window: WindowFigures | None, figures: Figures) -> float | None:
@@ -92,12 +93,13 @@ def evaluate(rule: Rule, figures: Figures, *, op: str | None = None,
     assert rule.kind == "kpi" and rule.kpi is not None and op is not None and threshold is not None
     window = figures.windows.get(rule.window) if rule.window else None
     value = kpi_value(rule.kpi, window, figures)
-    bound = None
-    if rule.confident and window is not None:
-        r = RATIO_BY_KEY[rule.kpi]
-        bounds = wilson_bounds(window.counts[_KIND[r.numerator]], window.counts[_KIND[r.denominator]])
-        if bounds is not None:
-            bound = bounds[1] if op == "<" else bounds[0]
+    bound = bounds = None
+    ratio_def = RATIO_BY_KEY.get(rule.kpi)
+    if ratio_def is not None and ratio_def.rate and window is not None:
+        bounds = wilson_bounds(window.counts[_KIND[ratio_def.numerator]],
+                               window.counts[_KIND[ratio_def.denominator]])
+    if rule.confident and bounds is not None:
+        bound = bounds[1] if op == "<" else bounds[0]
     compared = bound if rule.confident else value
     holds = compared is not None and _beyond(compared, op, threshold)
     volume = None
@@ -105,4 +107,4 @@ def evaluate(rule: Rule, figures: Figures, *, op: str | None = None,
         volume_window = figures.windows.get(rule.min_volume.window)
         volume = volume_window.counts[_KIND[rule.min_volume.event_type]] if volume_window else 0
         holds = holds and volume >= rule.min_volume.count
-    return Evaluation(holds, value, bound, volume)
+    return Evaluation(holds, value, bound, volume, bounds)

@@ -69,7 +69,9 @@ def test_an_incident_gives_one_pause_for_the_bad_campaign_only():
         issued += [d for _, d in tick(runner, feed, now + 30_000).to_send]
     assert [(d["campaign_id"], d["verdict"]) for d in issued] == [("bad", PAUSE)]
     decision = issued[0]
-    assert decision["evidence"]["bound"] < 0.005
+    evidence = decision["evidence"]
+    assert evidence["bound"] == evidence["wilson"]["upper"] < 0.005
+    assert evidence["wilson"]["lower"] < evidence["value"] < evidence["wilson"]["upper"]
     assert decision["evidence"]["volume"]["count"] >= 2000 and decision["seq"] == 1
     assert decision["valid_until_ms"] - decision["issued_at_ms"] == SETTINGS.decision_ttl_seconds * 1000
 

@@ -75,6 +75,13 @@ echo "$KPI_DECISION_ID" >> {tmp_path}/calls
         finally:
             os.killpg(pauser.pid, signal.SIGTERM)
             pauser.wait(timeout=20)
+        # The backtest reads the same 350 records and acts on nothing.
+        replay = subprocess.run(
+            [sys.executable, "-m", "agents.cli", "pauser", "replay", "--since", "1h", "--broker",
+             broker.url, "--max-pauses-per-hour", "100000", "--max-share", "1"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert replay.returncode == 0, replay.stderr
+        assert replay.stdout.splitlines()[-1] == "replay of the last 1h: skip: 50, would pause: 300"
     effects = Counter(done_lines(tmp_path))
     assert set(effects) == {d["decision_id"] for d in batch}
     assert max(effects.values()) == 1, [k for k, v in effects.items() if v > 1]
