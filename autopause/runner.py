@@ -26,8 +26,18 @@ from stream.state import OTHER, PartitionState
 from stream.windows import bucket_start
 
 from . import records
-from .engine import (DAY_MS, HELD, PAUSED, RUNNING, Breaker, Campaign, Input, Trust, advance,
-                     breaker_scopes)
+from .engine import (
+    DAY_MS,
+    HELD,
+    PAUSED,
+    RUNNING,
+    Breaker,
+    Campaign,
+    Input,
+    Trust,
+    advance,
+    breaker_scopes,
+)
 from .evaluate import Evaluation, Figures, WindowFigures, evaluate, selects
 
 SHIPPED_RULES = Path(__file__).resolve().parent.parent / "ops" / "kpi-rules.yaml"
