@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from time import monotonic
 from typing import Any, Protocol
 
 import aiokafka
@@ -100,7 +101,7 @@ class KpiConsumer(faust_aiokafka.Consumer):
                 if not batch or not self.flow_active or self.app.consumer_generation_id != generation:
                     continue  # a rebalance began: the new owner (or the seek) reads them again
                 await handler(batch)
-                self._batch_done(batch)
+                self._batch_done(batch, self.assignment(), self.highwater)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 return
@@ -110,18 +111,22 @@ class KpiConsumer(faust_aiokafka.Consumer):
                 return
             raise
 
-    def _batch_done(self, batch: list[tuple[TP, list[Any]]]) -> None:
+    def _batch_done(self, batch: list[tuple[TP, list[Any]]], assignment: set[TP],
+                    highwater: Callable[[TP], int | None]) -> None:
         """What Faust's per-message path records for each message: the read offset, the ack
         (so the commit timer commits it and lag tools stay true), and the monitor's counts."""
         monitor = self.app.monitor
-        assignment = self.assignment()
+        now = monotonic()
         for tp, tp_records in batch:
             last = tp_records[-1].offset
+            # What a stream records per event: without it Faust's consumer logs "Stream has not
+            # started processing" for every input partition after stream_processing_timeout.
+            monitor.stream_inbound_time[tp] = now
             self._read_offset[tp] = last
             monitor.messages_received_total += len(tp_records)
             monitor.messages_received_by_topic[tp.topic] += len(tp_records)
             monitor.tp_read_offsets[tp] = last
-            monitor.track_tp_end_offset(tp, self.highwater(tp))
+            monitor.track_tp_end_offset(tp, highwater(tp))
             if tp not in assignment:
                 continue
             committed = self._committed_offset[tp]

@@ -4,8 +4,9 @@ decisions topic and ``/decisions`` carry.
 A campaign's record holds its tracks (one per rule), its decision counter and an **outbox**: the
 decisions issued but not yet acknowledged by the decisions topic. The record is written (and
 acknowledged) before the decisions are sent, and written again without them after; a worker
-that crashes in between, or takes the partition over, sends the outbox again. The decision ids
-are the same, so a pauser acts once.
+that crashes in between, or takes the partition over, sends the outbox again, ids unchanged, so a
+pauser acts once. A decision not yet in an acknowledged outbox was never sent: after a crash the
+worker judges afresh.
 """
 
 from __future__ import annotations
@@ -48,9 +49,12 @@ def record(partition: int, name: str, campaign: Campaign | None) -> codec.Record
             None if campaign is None else encode(campaign))
 
 
-def decision_id(campaign: str, seq: int) -> str:
-    """Stable: the n-th decision of a campaign has one id, however often it is sent."""
-    return hashlib.blake2b(f"{campaign}\0{seq}".encode(), digest_size=10).hexdigest()
+def decision_id(campaign: str, rule: str, seq: int, issued_at_ms: int) -> str:
+    """Fixed when the decision is made and kept in the outbox, so every resend carries it. The
+    issue time is part of it: a campaign's counter starts again if its state is ever lost, and
+    a pauser's ledger must not take a new decision for an old one."""
+    text = f"{campaign}\0{rule}\0{seq}\0{issued_at_ms}"
+    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 
 
 def iso(ms: int) -> str:
@@ -67,7 +71,8 @@ def decision_json(decision: Decision, rule: Rule, *, partition: int, mode: str, 
         volume = {"event_type": rule.min_volume.event_type, "window": rule.min_volume.window,
                   "count": evidence.volume, "required": rule.min_volume.count}
     return {
-        "decision_id": decision_id(decision.campaign, decision.seq),
+        "decision_id": decision_id(decision.campaign, decision.rule, decision.seq,
+                                   decision.issued_at_ms),
         "campaign_id": decision.campaign,
         "rule": decision.rule,
         "verdict": decision.verdict,

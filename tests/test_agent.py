@@ -120,3 +120,25 @@ def test_consumer_lag_counts_from_the_state_checkpoint_to_the_high_watermark():
     assignment = {TP("t", 0), TP("t", 1), TP("u", 0)}  # t/2 moved away
     highwater = {TP("t", 0): 25, TP("t", 1): 4, TP("u", 0): None}.get
     assert consumer_lag(positions, assignment, highwater) == {("t", 0): 15, ("t", 1): 0}
+
+
+def test_a_fetched_batch_is_recorded_as_faust_records_each_message():
+    """Read offsets, acks for the commit timer, Faust's monitor counts, and the stream's inbound
+    time (without which Faust's consumer logs "Stream has not started processing" for every
+    input partition after stream_processing_timeout)."""
+    from types import SimpleNamespace
+
+    from faust.types import TP
+
+    from agents.app import create_app
+    from stream.settings import Settings
+
+    monitor = create_app(Settings(broker="kafka://127.0.0.1:9"))
+    consumer, faust_monitor = monitor.app.consumer, monitor.app.monitor
+    owned, gone = TP("marketing.clicks", 0), TP("marketing.clicks", 1)
+    consumer._batch_done([(owned, [SimpleNamespace(offset=5), SimpleNamespace(offset=6)]),
+                          (gone, [SimpleNamespace(offset=9)])], {owned}, lambda tp: 10)
+    assert consumer._read_offset[owned] == 6 and faust_monitor.tp_read_offsets[owned] == 6
+    assert list(consumer._acked[owned]) == [5, 6] and not consumer._acked[gone]
+    assert faust_monitor.messages_received_by_topic["marketing.clicks"] == 3
+    assert faust_monitor.stream_inbound_time[owned] > 0 and gone in faust_monitor.stream_inbound_time
