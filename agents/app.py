@@ -180,7 +180,7 @@ class FetchedBatches:
         self._fold = fold
 
     async def __call__(self, batch: list[tuple[TP, list]]) -> None:
-        await self._fold(Message(tp.topic, tp.partition, record.offset, record.value)
+        await self._fold(Message(tp.topic, tp.partition, record.offset, record.value, record.timestamp)
                          for tp, records in batch for record in records)
 
 
@@ -198,7 +198,7 @@ def _ingest(app: KpiApp, settings: Settings, pipeline: Pipeline, table: Partitio
         result = pipeline.process(messages)
         await table.write(result.records)
         for letter in result.dead_letters:
-            rejected_topic.send_soon(value=letter.rejection.original,
+            rejected_topic.send_soon(key=dead_letter_key(letter), value=letter.rejection.original,
                                      headers=_dead_letter_headers(letter))
         metrics.batches.inc()
         metrics.messages_replayed.inc(result.replayed)
@@ -213,7 +213,8 @@ def _ingest(app: KpiApp, settings: Settings, pipeline: Pipeline, table: Partitio
     @app.agent(source, name="ingest")
     async def ingest(stream: faust.Stream) -> None:
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-            await fold(Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
+            await fold(Message(e.message.topic, e.message.partition, e.message.offset, e.message.value,
+                               int(e.message.timestamp * 1000) if e.message.timestamp else None)
                        for e in batch)
 
     @app.timer(interval=10.0)
@@ -269,6 +270,13 @@ def _pages(monitor: Monitor) -> None:
     async def kpis_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web_view.bytes(orjson.dumps(snapshot_json(await exporter.snapshot_async())),
                               content_type="application/json")
+
+
+def dead_letter_key(letter) -> bytes:
+    """Where the rejected bytes came from: a replay after a crash sends the same key again, so a
+    compacted dead-letter topic keeps one copy."""
+    index = "" if letter.rejection.index is None else letter.rejection.index
+    return f"{letter.topic}/{letter.partition}/{letter.offset}/{index}".encode()
 
 
 def _dead_letter_headers(letter) -> list[tuple[str, bytes]]:

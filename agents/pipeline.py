@@ -19,6 +19,7 @@ class Message(NamedTuple):
     partition: int
     offset: int
     value: bytes | None
+    timestamp: int | None = None  # Kafka record timestamp (ms): the dedup horizon's clock
 
 
 class DeadLetter(NamedTuple):
@@ -106,7 +107,7 @@ class Pipeline:
         touched: set[int] = set()
         dead: list[DeadLetter] = []
         events = replayed = unowned = 0
-        for topic, partition, offset, value in messages:
+        for topic, partition, offset, value, timestamp in messages:
             state = states.get(partition)
             if state is None:
                 unowned += 1
@@ -116,7 +117,7 @@ class Pipeline:
                 replayed += 1
                 continue
             valid, rejections = decode_message(value or b"", kind, now, rules)
-            state.apply_message(kind, offset, valid, rejections, now)
+            state.apply_message(kind, offset, valid, rejections, now, timestamp)
             events += len(valid)
             touched.add(partition)
             for rejection in rejections:

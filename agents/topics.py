@@ -43,9 +43,12 @@ async def ensure_topics(settings: Settings) -> int:
         partitions = min(input_counts.values()) if input_counts else settings.partitions
         missing = [t for t in wanted if t not in existing]
         if missing:
-            await admin.create_topics(
-                [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
-            )
+            await admin.create_topics([
+                NewTopic(t, num_partitions=partitions, replication_factor=1,
+                         # Dead letters are keyed by their source: compaction keeps one per key.
+                         topic_configs={"cleanup.policy": "compact"}
+                         if t == settings.topics.rejected else {})
+                for t in missing])
             existing.update(await partition_counts(admin, missing))
     finally:
         await admin.close()

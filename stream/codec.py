@@ -87,12 +87,16 @@ def decode_chunk(raw: bytes) -> tuple[int, list]:
 
 
 def encode_meta(checkpoint: list[int], watermark: list[int], rejected: dict[str, int],
-                late: list[int], duplicate: list[int], folded: list[int]) -> bytes:
+                late: list[int], duplicate: list[int], folded: list[int],
+                arrival: list[int]) -> bytes:
     return _dumps({"ckpt": checkpoint, "wm": watermark, "rej": rejected, "late": late,
-                         "dup": duplicate, "fold": folded})
+                   "dup": duplicate, "fold": folded, "arr": arrival})
 
 
 def decode_meta(raw: bytes) -> dict:
     meta = orjson.loads(raw)
     meta.setdefault("fold", [0, 0])
+    # Before the arrival clock, dedup ran on the event-time watermark: both follow the wall
+    # clock closely, so the old chunks keep about their age.
+    meta.setdefault("arr", list(meta["wm"]))
     return meta

@@ -2,9 +2,10 @@
 
 One index per (partition, event type), so its behaviour depends only on the order of one Kafka
 partition and is the same in a replay. An id is remembered with the position of the message
-that first carried it (a replay of that same message is not a duplicate) and with the stream's
-event-time watermark when it was seen; it stops counting as a duplicate once the watermark has
-moved ``horizon`` past that. Ids are persisted in chunks, one per batch, and evicted a whole
+that first carried it (a replay of that same message is not a duplicate) and with the partition's
+arrival clock when it was seen (the newest Kafka record timestamp folded, see ``stream.state``);
+it stops counting as a duplicate once that clock has moved ``horizon`` past that. (The
+"watermark" of this module is that arrival clock.) Ids are persisted in chunks, one per batch, and evicted a whole
 chunk at a time, oldest first, when the horizon passes or the memory cap is reached.
 
 Ids are held as 64-bit BLAKE2b hashes in flat arrays (``stream.idtable``), so an index costs

@@ -64,6 +64,8 @@ class Meta:
     late: list[int] = field(default_factory=lambda: [0] * KINDS)
     duplicate: list[int] = field(default_factory=lambda: [0] * KINDS)
     folded: list[int] = field(default_factory=lambda: [0, 0])  # events over the campaign / channel budget
+    # Per topic, the newest Kafka record timestamp folded (ms): the dedup horizon's clock.
+    arrival: list[int] = field(default_factory=lambda: [0] * KINDS)
 
 
 class StateConfig(NamedTuple):
@@ -128,12 +130,19 @@ class PartitionState:
     # -- applying events ---------------------------------------------------------------------
 
     def apply_message(
-        self, kind: int, offset: int, events: list[Event], rejections: list[Rejection], now_ms: int
+        self, kind: int, offset: int, events: list[Event], rejections: list[Rejection], now_ms: int,
+        arrival_ms: int | None = None,
     ) -> bool:
-        """Fold one Kafka message; False (and no change) if the checkpoint already covers it."""
+        """Fold one Kafka message; False (and no change) if the checkpoint already covers it.
+
+        ``arrival_ms`` is the record's Kafka timestamp (``now_ms`` if it has none): the newest
+        one per topic is the clock of the dedup horizon, the same in any replay."""
         meta = self.meta
         if offset <= meta.checkpoint[kind]:
             return False
+        arrival = now_ms if arrival_ms is None or arrival_ms < 0 else arrival_ms
+        if arrival > meta.arrival[kind]:
+            meta.arrival[kind] = arrival
         for rejection in rejections:
             meta.rejected[rejection.reason] = meta.rejected.get(rejection.reason, 0) + 1
         base = offset << POSITION_BITS  # position = (offset << 20) | index in message
@@ -159,12 +168,13 @@ class PartitionState:
         campaigns, channels = self.campaigns, self.channels
         dirty_totals, dirty_buckets = self._dirty_totals, self._dirty_buckets
         watermark = watermarks[kind]
+        arrival = meta.arrival[kind]
         for index, event in enumerate(events):
             pos = base | index
             occurred = event.occurred_ms
             if occurred > watermark:
                 watermark = watermarks[kind] = occurred
-            if is_duplicate(event.event_id, pos, watermark):
+            if is_duplicate(event.event_id, pos, arrival):
                 duplicates[kind] += 1
                 continue
             name = event.campaign
@@ -218,7 +228,7 @@ class PartitionState:
         meta = self.meta
         if event.occurred_ms > meta.watermark[kind]:
             meta.watermark[kind] = event.occurred_ms
-        if self.dedup[kind].is_duplicate(event.event_id, pos, meta.watermark[kind]):
+        if self.dedup[kind].is_duplicate(event.event_id, pos, meta.arrival[kind]):
             meta.duplicate[kind] += 1
             return
         campaign, state = self._campaign_for(event.campaign)
@@ -328,7 +338,7 @@ class PartitionState:
         repeats it (see ``load``)."""
         p = self.partition
         for kind, index in enumerate(self.dedup):
-            for old in index.evict_expired(self.meta.watermark[kind]):
+            for old in index.evict_expired(self.meta.arrival[kind]):
                 self._evicted.append((codec.key(p, DEDUP, kind, old.first_pos), None))
         while sum(len(index) for index in self.dedup) > self.config.dedup_max_ids:
             kind = max(range(KINDS), key=lambda k: (len(self.dedup[k]), -k))
@@ -347,7 +357,7 @@ class PartitionState:
         m = self.meta
         return (codec.key(self.partition, META),
                 codec.encode_meta(m.checkpoint, m.watermark, m.rejected, m.late, m.duplicate,
-                                  m.folded))
+                                  m.folded, m.arrival))
 
     def expire(self, now_ms: int, lead_budget: int = 2_000) -> list[Record]:
         """Drop buckets past retention, lead records past the lead TTL, and campaigns with
@@ -456,7 +466,8 @@ class PartitionState:
                 self.autopause[key[2]] = orjson.loads(value)
             elif tag == META:
                 m = codec.decode_meta(value)
-                self.meta = Meta(m["ckpt"], m["wm"], m["rej"], m["late"], m["dup"], m["fold"])
+                self.meta = Meta(m["ckpt"], m["wm"], m["rej"], m["late"], m["dup"], m["fold"],
+                                 m["arr"])
         for kind, (max_watermark, entries) in chunks:
             # Ids remembered by a batch whose Meta did not survive are forgotten: that batch is
             # replayed and remembers them again, and meanwhile they must not hide the entries the

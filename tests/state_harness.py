@@ -11,7 +11,7 @@ RULES = ValidationRules("USD", 300_000)
 CONFIG = StateConfig(bucket_ms=60_000, retention_ms=4_200_000, dedup_horizon_ms=600_000,
                      dedup_max_ids=1_000_000, lead_ttl_ms=7 * 86_400_000)
 
-Msg = tuple[int, int, bytes]  # (kind, offset, value)
+Msg = tuple  # (kind, offset, value) or (kind, offset, value, Kafka timestamp ms)
 
 
 def as_messages(payloads: list[tuple[int, bytes]]) -> list[Msg]:
@@ -29,11 +29,11 @@ def run(messages: list[Msg], *, state: PartitionState | None = None, batch: int 
     state = state or PartitionState(0, config)
     log: list = []
     for start in range(0, len(messages), batch):
-        for kind, offset, value in messages[start:start + batch]:
+        for kind, offset, value, *timestamp in messages[start:start + batch]:
             if offset <= state.meta.checkpoint[kind]:
                 continue
             events, rejections = decode_message(value, kind, now_ms, RULES)
-            state.apply_message(kind, offset, events, rejections, now_ms)
+            state.apply_message(kind, offset, events, rejections, now_ms, *timestamp)
         log.extend(state.finish_batch())
     return state, log
 
@@ -77,6 +77,6 @@ def canonical(state: PartitionState, *, with_positions: bool = True) -> dict:
                  state.meta.folded, state.meta.checkpoint if with_positions else None),
         "channels": state.channels,
         # Eviction is lazy, a chunk at a time; what is observable is which ids still count.
-        "dedup": [{h for h in d.ids() if state.meta.watermark[k] - d.seen_at(h)[1] <= d.horizon_ms}
+        "dedup": [{h for h in d.ids() if state.meta.arrival[k] - d.seen_at(h)[1] <= d.horizon_ms}
                   for k, d in enumerate(state.dedup)],
     }

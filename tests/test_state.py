@@ -55,11 +55,49 @@ def test_duplicates_dropped_within_horizon_and_counted():
     assert state.meta.duplicate[kind("click")] == 1
 
 
-def test_duplicate_after_horizon_counts_again():
-    first = event("click", event_id="dup", at_ms=NOW_MS - 20 * MIN)
-    state, _ = run(msgs(first, event("click", at_ms=NOW_MS), dict(first)))
-    assert total(state, "c1", "click") == 3
-    assert state.meta.duplicate[kind("click")] == 0
+def arriving(*timed: tuple[dict, int]) -> list:
+    """Messages of one event each, with the Kafka timestamps (arrival) given."""
+    return [(*m, at) for m, (_, at) in zip(msgs(*(e for e, _ in timed)), timed)]
+
+
+def test_a_resend_within_the_arrival_horizon_is_a_duplicate_whatever_its_event_time():
+    # The first copy arrives while the partition's event time is far ahead of it (a backfill,
+    # a replayed file): an event-time horizon would already be over when the resend comes.
+    first = event("click", event_id="dup", at_ms=NOW_MS - 50 * MIN)
+    state, _ = run(arriving((event("click", at_ms=NOW_MS), NOW_MS), (first, NOW_MS + 1_000),
+                            (dict(first), NOW_MS + 9 * MIN)))
+    assert total(state, "c1", "click") == 2 and state.meta.duplicate[kind("click")] == 1
+
+
+def test_a_resend_after_the_arrival_horizon_counts_again():
+    first = event("click", event_id="dup", at_ms=NOW_MS)
+    state, _ = run(arriving((first, NOW_MS), (event("click"), NOW_MS + 5 * MIN),
+                            (dict(first), NOW_MS + 11 * MIN)))
+    assert total(state, "c1", "click") == 3 and state.meta.duplicate[kind("click")] == 0
+
+
+@given(st.lists(st.tuples(st.integers(0, 90), st.integers(0, 2)), min_size=1, max_size=30),
+       st.data())
+def test_resends_within_the_horizon_change_no_count_in_any_order(originals, data):
+    """Any event-time disorder, resends interleaved anywhere while within the horizon of their
+    first copy's arrival: the counts are those of the stream without the resends."""
+    events = [event(("impression", "click", "sale")[k], event_id=f"e{i}", at_ms=NOW_MS - age * MIN)
+              for i, (age, k) in enumerate(originals)]
+    arrivals = [NOW_MS + i * 1_000 for i in range(len(events))]
+    clean = list(zip(events, arrivals))
+    stream = list(clean)
+    for i in data.draw(st.lists(st.integers(0, len(events) - 1), max_size=10)):
+        # a resend lands after its original, within the horizon of its arrival
+        after = data.draw(st.integers(stream.index(clean[i]) + 1, len(stream)))
+        at = max(arrivals[i], stream[after - 1][1]) + data.draw(st.integers(0, 2_000))
+        if at - arrivals[i] < CONFIG.dedup_horizon_ms:
+            stream.insert(after, (dict(events[i]), at))
+    with_resends, _ = run(arriving(*stream), batch=data.draw(st.integers(1, 5)))
+    without, _ = run(arriving(*clean))
+    a, b = canonical(with_resends, with_positions=False), canonical(without, with_positions=False)
+    assert a["totals"] == b["totals"] and a["buckets"] == b["buckets"]
+    assert a["meta"][1] == b["meta"][1]  # late
+    assert sum(with_resends.meta.duplicate) == len(stream) - len(clean)
 
 
 def test_same_event_id_in_other_type_is_not_a_duplicate():
@@ -232,8 +270,12 @@ def test_arrival_order_does_not_change_results(payloads, rnd, batch):
 @FAST
 @given(payload_lists(), st.data(), st.integers(1, 9), st.integers(1, 9))
 def test_crash_at_any_point_then_replay_is_exact(payloads, data, batch, replay_batch):
-    """A restore of any prefix of the record log, then a replay from its checkpoints, is exact."""
-    messages = as_messages(payloads)
+    """A restore of any prefix of the record log, then a replay from its checkpoints, is exact,
+    with arrival (Kafka timestamps) jumping past the dedup horizon now and then."""
+    steps = data.draw(st.lists(st.integers(0, 400_000), min_size=len(payloads),
+                               max_size=len(payloads)), label="arrival steps (ms)")
+    arrivals = [NOW_MS + sum(steps[:i + 1]) for i in range(len(steps))]
+    messages = [(*m, at) for m, at in zip(as_messages(payloads), arrivals)]
     uninterrupted, log = run(messages, batch=batch)
     cut = data.draw(st.integers(0, len(log)), label="records that reached the changelog")
     survivor = restore(log[:cut])
@@ -321,10 +363,10 @@ def test_budget_with_crash_and_replay(items, data, batch):
 def test_replay_after_a_lost_meta_does_not_see_ids_from_the_future():
     """An id seen, then seen again past the horizon in a batch whose Meta was lost: the replay
     must decide as the original run did (found by the crash property)."""
-    old, new = NOW_MS - 10 * MIN - 1, NOW_MS
-    first = event("impression", event_id="x", at_ms=old)
-    messages = msgs(first, *[event("impression", at_ms=new) for _ in range(7)], dict(first),
-                    event("impression", at_ms=new))
+    old, new = NOW_MS - 10 * MIN - 1, NOW_MS  # arrivals: just past the horizon apart
+    first = event("impression", event_id="x", at_ms=new)
+    messages = arriving((first, old), *[(event("impression", at_ms=new), new) for _ in range(7)],
+                        (dict(first), new), (event("impression", at_ms=new), new))
     uninterrupted, log = run(messages, batch=9)
     assert uninterrupted.meta.duplicate[0] == 0  # the horizon had passed
     for cut in range(len(log) + 1):

@@ -145,6 +145,12 @@ def test_known_events_give_exact_metrics(broker, workers):
     not_json = [r for r in dead if dict(r.headers)["kpi.reason"] == b"invalid_json"]
     assert all(r.value == b"not json" and dict(r.headers)["kpi.source.topic"] == b"marketing.clicks"
                for r in not_json)
+    for r in dead:  # keyed by the source: a replay sends the same key, compaction keeps one
+        h = dict(r.headers)
+        index = h.get("kpi.source.index", b"").decode()
+        assert r.key == (f"{h['kpi.source.topic'].decode()}/{h['kpi.source.partition'].decode()}/"
+                         f"{h['kpi.source.offset'].decode()}/{index}").encode()
+    assert len({r.key for r in dead}) == 7
 
 
 def campaign_traffic(campaigns: int, per_campaign: int, seed: int, batch: int = 1):
