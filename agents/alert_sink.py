@@ -16,9 +16,18 @@ async def _receive(request: web.Request) -> web.Response:
     body = await request.json()
     for alert in body.get("alerts", []):
         labels = alert.get("labels", {})
-        print(json.dumps({"status": alert.get("status"), "alertname": labels.get("alertname"),
-                          "campaign": labels.get("campaign"), "severity": labels.get("severity"),
-                          "summary": alert.get("annotations", {}).get("summary")}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "status": alert.get("status"),
+                    "alertname": labels.get("alertname"),
+                    "campaign": labels.get("campaign"),
+                    "severity": labels.get("severity"),
+                    "summary": alert.get("annotations", {}).get("summary"),
+                }
+            ),
+            flush=True,
+        )
     return web.Response(text="ok")
 
 

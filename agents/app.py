@@ -26,11 +26,11 @@ from prometheus_client import (
 
 from stream.settings import Settings
 
+from .auth import bearer_token_required
 from .decisions import DecisionFeed, DecisionLoop
 from .decisions import install as install_decisions
 from .kafka_auth import faust_credentials
 from .kpis_json import snapshot_json
-from .auth import bearer_token_required
 from .loop_lag import LoopLagMonitor
 from .memory import release_free_memory
 from .metrics import (
@@ -96,8 +96,11 @@ def faust_app(settings: Settings) -> KpiApp:
     )
 
 
-def consumer_lag(positions: Mapping[tuple[str, int], int], assignment: set[TP],
-                 highwater: Callable[[TP], int | None]) -> dict[tuple[str, int], int]:
+def consumer_lag(
+    positions: Mapping[tuple[str, int], int],
+    assignment: set[TP],
+    highwater: Callable[[TP], int | None],
+) -> dict[tuple[str, int], int]:
     """Messages between where the state is complete and each assigned partition's high watermark
     (from the fetch responses, which are right on the embedded broker too)."""
     out = {}
@@ -125,7 +128,11 @@ def create_app(
     app.resume_positions = pipeline.resume_positions
     metrics = build_pipeline_metrics(registry)
     table = PartitionedStateTable(
-        app, name=STATE_TABLE, partitions=settings.partitions, key_type=bytes, value_type=bytes,
+        app,
+        name=STATE_TABLE,
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
     )
     app.tables.add(table)
     _own_partitions_of_the_state(app, settings, pipeline, table)
@@ -134,16 +141,18 @@ def create_app(
     def lag() -> dict[tuple[str, int], int]:
         if not app.in_worker:  # e.g. under test_context: there is no consumer to ask
             return {}
-        return consumer_lag(pipeline.resume_positions(), app.consumer.assignment(),
-                            app.consumer.highwater)
+        return consumer_lag(
+            pipeline.resume_positions(), app.consumer.assignment(), app.consumer.highwater
+        )
 
     exporter = KpiExporter(lambda: list(pipeline.states.values()), settings, clock)
     registry.register(WorkerCollector(lambda: len(pipeline.states), lag))
     registry.register(FaustStatsCollector(lambda: app.monitor if app.in_worker else None))
     monitor = Monitor(app, pipeline, table, registry, exporter, metrics)
     if settings.decisions:
-        monitor.decisions = DecisionLoop(app, settings, pipeline, table, exporter, lag, clock,
-                                         registry)
+        monitor.decisions = DecisionLoop(
+            app, settings, pipeline, table, exporter, lag, clock, registry
+        )
         monitor.feed = DecisionFeed(settings)
         install_decisions(app, monitor.decisions, monitor.feed)
     if settings.web_token:
@@ -152,8 +161,9 @@ def create_app(
     return monitor
 
 
-def _own_partitions_of_the_state(app: KpiApp, settings: Settings, pipeline: Pipeline,
-                                 table: PartitionedStateTable) -> None:
+def _own_partitions_of_the_state(
+    app: KpiApp, settings: Settings, pipeline: Pipeline, table: PartitionedStateTable
+) -> None:
     """Hand the pipeline its partitions once Faust has restored the table, and park them on a
     revoke (the next assignment says whether they stay)."""
     input_topics = set(settings.topics.inputs())
@@ -162,8 +172,9 @@ def _own_partitions_of_the_state(app: KpiApp, settings: Settings, pipeline: Pipe
         partitions = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_topics}
         new = {tp.partition for tp in tbl.newly_assigned if tp.topic in input_topics}
         pipeline.assign(partitions, tbl.take_records(partitions), kept=partitions - new)
-        log.info("owning partitions %s; resuming at %s", sorted(partitions),
-                 pipeline.resume_positions())
+        log.info(
+            "owning partitions %s; resuming at %s", sorted(partitions), pipeline.resume_positions()
+        )
 
     table.on_recovered = on_recovered
 
@@ -175,31 +186,54 @@ def _own_partitions_of_the_state(app: KpiApp, settings: Settings, pipeline: Pipe
 class FetchedBatches:
     """The batch ingest path: each fetch of the input topics, folded as one batch."""
 
-    def __init__(self, topics: frozenset[str], fold: Callable[[Iterable[Message]], Awaitable[None]]) -> None:
+    def __init__(
+        self, topics: frozenset[str], fold: Callable[[Iterable[Message]], Awaitable[None]]
+    ) -> None:
         self.topics = topics
         self._fold = fold
 
     async def __call__(self, batch: list[tuple[TP, list]]) -> None:
-        await self._fold(Message(tp.topic, tp.partition, record.offset, record.value, record.timestamp)
-                         for tp, records in batch for record in records)
+        await self._fold(
+            Message(tp.topic, tp.partition, record.offset, record.value, record.timestamp)
+            for tp, records in batch
+            for record in records
+        )
 
 
-def _ingest(app: KpiApp, settings: Settings, pipeline: Pipeline, table: PartitionedStateTable,
-            metrics: PipelineMetrics) -> None:
+def _ingest(
+    app: KpiApp,
+    settings: Settings,
+    pipeline: Pipeline,
+    table: PartitionedStateTable,
+    metrics: PipelineMetrics,
+) -> None:
     """Fold the input topics (whole fetches, or Faust's agent with ``KPI_INGEST=faust``), and
     expire old state on a timer."""
-    source = app.topic(*settings.topics.inputs(), key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
-    rejected_topic = app.topic(settings.topics.rejected, key_type=bytes, value_type=bytes,
-                               key_serializer="raw", value_serializer="raw")
+    source = app.topic(
+        *settings.topics.inputs(),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    rejected_topic = app.topic(
+        settings.topics.rejected,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
 
     async def fold(messages: Iterable[Message]) -> None:
         started = time.perf_counter()
         result = pipeline.process(messages)
         await table.write(result.records)
         for letter in result.dead_letters:
-            rejected_topic.send_soon(key=dead_letter_key(letter), value=letter.rejection.original,
-                                     headers=_dead_letter_headers(letter))
+            rejected_topic.send_soon(
+                key=dead_letter_key(letter),
+                value=letter.rejection.original,
+                headers=_dead_letter_headers(letter),
+            )
         metrics.batches.inc()
         metrics.messages_replayed.inc(result.replayed)
         metrics.messages_unowned.inc(result.unowned)
@@ -212,10 +246,19 @@ def _ingest(app: KpiApp, settings: Settings, pipeline: Pipeline, table: Partitio
     # Subscribes the input topics; with batch ingest the consumer hands them to ``fold`` itself.
     @app.agent(source, name="ingest")
     async def ingest(stream: faust.Stream) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within_seconds):
-            await fold(Message(e.message.topic, e.message.partition, e.message.offset, e.message.value,
-                               int(e.message.timestamp * 1000) if e.message.timestamp else None)
-                       for e in batch)
+        async for batch in stream.take_events(
+            settings.batch_size, within=settings.batch_within_seconds
+        ):
+            await fold(
+                Message(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.value,
+                    int(e.message.timestamp * 1000) if e.message.timestamp else None,
+                )
+                for e in batch
+            )
 
     @app.timer(interval=10.0)
     async def expire_old_state() -> None:
@@ -226,7 +269,12 @@ def _ingest(app: KpiApp, settings: Settings, pipeline: Pipeline, table: Partitio
 def _pages(monitor: Monitor) -> None:
     """/metrics, /health and /kpis, and the tasks behind them (the loop-lag ticker, the row
     refresh after bucket boundaries)."""
-    app, pipeline, exporter, metrics = monitor.app, monitor.pipeline, monitor.exporter, monitor.metrics
+    app, pipeline, exporter, metrics = (
+        monitor.app,
+        monitor.pipeline,
+        monitor.exporter,
+        monitor.metrics,
+    )
     loop_lag = LoopLagMonitor(metrics.loop_lag_seconds.observe)
     last_render = {"seconds": 0.0}
 
@@ -239,7 +287,9 @@ def _pages(monitor: Monitor) -> None:
         await exporter.refresh_after_boundaries()
 
     @app.page("/metrics")
-    async def metrics_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+    async def metrics_page(
+        web_view: faust.web.View, request: faust.web.Request
+    ) -> faust.web.Response:
         started = time.perf_counter()
         parts = await monitor.metrics_parts()
         last_render["seconds"] = time.perf_counter() - started
@@ -252,24 +302,31 @@ def _pages(monitor: Monitor) -> None:
         for part in parts:
             view = memoryview(part)
             for start in range(0, len(part), WRITE_CHUNK_BYTES):
-                await response.write(view[start:start + WRITE_CHUNK_BYTES])
+                await response.write(view[start : start + WRITE_CHUNK_BYTES])
         await response.write_eof()
         return response  # type: ignore[return-value]
 
     @app.page("/health")
-    async def health_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+    async def health_page(
+        web_view: faust.web.View, request: faust.web.Request
+    ) -> faust.web.Response:
         """Cheap readiness/progress probe: owned partitions, events folded by this process, the
         longest event-loop stall since the previous probe, and the last /metrics render time."""
-        body = {"partitions": sorted(pipeline.states), "events_folded": pipeline.events_folded,
-                "campaigns": sum(s.admitted_campaigns for s in pipeline.states.values()),
-                "loop_lag_worst_seconds": loop_lag.take_worst(),
-                "last_metrics_render_seconds": last_render["seconds"]}
+        body = {
+            "partitions": sorted(pipeline.states),
+            "events_folded": pipeline.events_folded,
+            "campaigns": sum(s.admitted_campaigns for s in pipeline.states.values()),
+            "loop_lag_worst_seconds": loop_lag.take_worst(),
+            "last_metrics_render_seconds": last_render["seconds"],
+        }
         return web_view.bytes(orjson.dumps(body), content_type="application/json")
 
     @app.page("/kpis")
     async def kpis_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return web_view.bytes(orjson.dumps(snapshot_json(await exporter.snapshot_async())),
-                              content_type="application/json")
+        return web_view.bytes(
+            orjson.dumps(snapshot_json(await exporter.snapshot_async())),
+            content_type="application/json",
+        )
 
 
 def dead_letter_key(letter) -> bytes:

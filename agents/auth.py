@@ -15,9 +15,11 @@ def bearer_token_required(token: str):
     async def require_token(request: web.Request, handler):
         given = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(given, expected):
-            return web.json_response({"error": "a bearer token is required (KPI_WEB_TOKEN)"},
-                                     status=401,
-                                     headers={"WWW-Authenticate": 'Bearer realm="kpi-monitor"'})
+            return web.json_response(
+                {"error": "a bearer token is required (KPI_WEB_TOKEN)"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="kpi-monitor"'},
+            )
         return await handler(request)
 
     return require_token

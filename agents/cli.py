@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -12,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 from stream.settings import Settings, SettingsError, settings_from_env
 
@@ -24,12 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kpi-monitor", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run a worker (starts the embedded broker if none is set)")
-    run.add_argument("--broker", help="kafka://host:port (env KPI_BROKER); default: embedded broker")
+    run = commands.add_parser(
+        "run", help="run a worker (starts the embedded broker if none is set)"
+    )
+    run.add_argument(
+        "--broker", help="kafka://host:port (env KPI_BROKER); default: embedded broker"
+    )
     run.add_argument("--web-port", type=int, help="port of /metrics and /kpis (env KPI_WEB_PORT)")
     run.add_argument("--web-host", help="bind address (env KPI_WEB_HOST, default 127.0.0.1)")
-    run.add_argument("--demo", action="store_true",
-                     help="also publish realistic synthetic traffic with scripted incidents")
+    run.add_argument(
+        "--demo",
+        action="store_true",
+        help="also publish realistic synthetic traffic with scripted incidents",
+    )
     run.add_argument("--loglevel", default=os.environ.get("KPI_LOGLEVEL", "warning"))
 
     broker = commands.add_parser("broker", help="run the embedded broker alone and print its URL")
@@ -39,41 +46,69 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("file", help="JSON lines: one event object (or array of events) per line")
     send.add_argument("--broker", help="kafka://host:port (env KPI_BROKER)")
 
-    rules = commands.add_parser("rules", help="generate (or check) the Prometheus rules, Grafana "
-                                              "alerting and dashboards from ops/kpi-rules.yaml")
+    rules = commands.add_parser(
+        "rules",
+        help="generate (or check) the Prometheus rules, Grafana "
+        "alerting and dashboards from ops/kpi-rules.yaml",
+    )
     rules.add_argument("action", choices=["generate", "check"])
     rules.add_argument("--root", default=".", help="project root holding ops/ and grafana/")
 
-    sink = commands.add_parser("alert-sink", help="print alerts POSTed to /alerts (webhook receiver)")
+    sink = commands.add_parser(
+        "alert-sink", help="print alerts POSTed to /alerts (webhook receiver)"
+    )
     sink.add_argument("--host", default="127.0.0.1")
     sink.add_argument("--port", type=int, default=8080)
 
     demo = commands.add_parser("demo-traffic", help="publish demo traffic to a running broker")
     demo.add_argument("--broker", help="kafka://host:port (env KPI_BROKER)")
-    demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0: run forever)")
+    demo.add_argument(
+        "--seconds", type=float, default=0, help="stop after this long (0: run forever)"
+    )
     demo.add_argument("--scale", type=float, default=1.0, help="multiply every campaign's traffic")
-    demo.add_argument("--incident-after", type=float, default=120, help="seconds until the incidents")
+    demo.add_argument(
+        "--incident-after", type=float, default=120, help="seconds until the incidents"
+    )
 
     pauser = commands.add_parser(
-        "pauser", help="the reference auto-pauser: act on the decisions topic, exactly once each",
+        "pauser",
+        help="the reference auto-pauser: act on the decisions topic, exactly once each",
         description="run (default): act on decisions; history: the audit trail; undo ID: restore "
-                    "what a decision changed; replay: what the last --since of decisions would do")
-    pauser.add_argument("action", nargs="?", default="run", choices=["run", "history", "undo", "replay"])
+        "what a decision changed; replay: what the last --since of decisions would do",
+    )
+    pauser.add_argument(
+        "action", nargs="?", default="run", choices=["run", "history", "undo", "replay"]
+    )
     pauser.add_argument("decision_id", nargs="?", help="for undo: the decision to undo")
-    pauser.add_argument("--exec", dest="exec_command",
-                        help="command run per decision (env KPI_DECISION_ID, KPI_CAMPAIGN, "
-                             "KPI_ACTION; decision JSON on stdin; exit 0 done, 3 already, else failed)")
-    pauser.add_argument("--mode", choices=["shadow", "live"], default="shadow",
-                        help="shadow (default) logs what it would do; live runs the command")
+    pauser.add_argument(
+        "--exec",
+        dest="exec_command",
+        help="command run per decision (env KPI_DECISION_ID, KPI_CAMPAIGN, "
+        "KPI_ACTION; decision JSON on stdin; exit 0 done, 3 already, else failed)",
+    )
+    pauser.add_argument(
+        "--mode",
+        choices=["shadow", "live"],
+        default="shadow",
+        help="shadow (default) logs what it would do; live runs the command",
+    )
     pauser.add_argument("--ledger", default="kpi-pauser.sqlite", help="SQLite audit ledger")
     pauser.add_argument("--max-pauses-per-hour", type=int, default=20)
-    pauser.add_argument("--max-share", type=float, default=0.2,
-                        help="most of the campaigns seen that this pauser may hold paused")
+    pauser.add_argument(
+        "--max-share",
+        type=float,
+        default=0.2,
+        help="most of the campaigns seen that this pauser may hold paused",
+    )
     pauser.add_argument("--allow", help="act only on campaigns matching this regular expression")
-    pauser.add_argument("--kill-switch", default="kpi-pauser.stop",
-                        help="while this file exists, act on nothing (and consume nothing)")
-    pauser.add_argument("--max-errors", type=int, default=5,
-                        help="failures in a row before a decision is given up")
+    pauser.add_argument(
+        "--kill-switch",
+        default="kpi-pauser.stop",
+        help="while this file exists, act on nothing (and consume nothing)",
+    )
+    pauser.add_argument(
+        "--max-errors", type=int, default=5, help="failures in a row before a decision is given up"
+    )
     pauser.add_argument("--group", default="kpi-pauser", help="consumer group")
     pauser.add_argument("--broker", help="kafka://host:port (env KPI_BROKER)")
     pauser.add_argument("--since", default="7d", help="for replay: how far back")
@@ -84,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            settings = settings_from_env(broker=args.broker, web_port=args.web_port, web_host=args.web_host)
+            settings = settings_from_env(
+                broker=args.broker, web_port=args.web_port, web_host=args.web_host
+            )
             return run_worker(settings, demo=args.demo, loglevel=args.loglevel)
         if args.command == "broker":
             return run_broker(args.port)
@@ -107,8 +144,14 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_traffic
 
             settings = settings_from_env(broker=args.broker)
-            asyncio.run(run_traffic(settings, seconds=args.seconds, scale=args.scale,
-                                    incident_after_s=args.incident_after))
+            asyncio.run(
+                run_traffic(
+                    settings,
+                    seconds=args.seconds,
+                    scale=args.scale,
+                    incident_after_s=args.incident_after,
+                )
+            )
             return 0
     except SettingsError as exc:
         print(f"kpi-monitor: bad setting: {exc}", file=sys.stderr)
@@ -131,19 +174,28 @@ def run_pauser(args: argparse.Namespace) -> int:
         print(f"kpi-monitor pauser {args.action}: --exec CMD is required", file=sys.stderr)
         return 2
     if not 0 < args.max_share <= 1 or args.max_pauses_per_hour < 0 or args.max_errors < 1:
-        print("kpi-monitor pauser: --max-share must be within (0, 1], --max-pauses-per-hour >= 0, "
-              "--max-errors >= 1", file=sys.stderr)
+        print(
+            "kpi-monitor pauser: --max-share must be within (0, 1], --max-pauses-per-hour >= 0, "
+            "--max-errors >= 1",
+            file=sys.stderr,
+        )
         return 2
     if args.allow:
         try:
             re.compile(args.allow)
         except re.error as exc:
-            print(f"kpi-monitor pauser: --allow is not a regular expression: {exc}", file=sys.stderr)
+            print(
+                f"kpi-monitor pauser: --allow is not a regular expression: {exc}", file=sys.stderr
+            )
             return 2
     config = pauser.PauserConfig(
-        command=args.exec_command or "", ledger=args.ledger, group=args.group,
+        command=args.exec_command or "",
+        ledger=args.ledger,
+        group=args.group,
         limits=Limits(args.mode, args.allow, args.max_pauses_per_hour, args.max_share),
-        kill_switch=args.kill_switch, max_errors=args.max_errors)
+        kill_switch=args.kill_switch,
+        max_errors=args.max_errors,
+    )
     if args.action == "undo":
         if not args.decision_id:
             print("kpi-monitor pauser undo: which DECISION_ID?", file=sys.stderr)
@@ -151,15 +203,15 @@ def run_pauser(args: argparse.Namespace) -> int:
         return asyncio.run(pauser.undo(config, args.decision_id))
     settings = settings_from_env(broker=args.broker)
     if settings.broker is None:
-        print("kpi-monitor pauser: set KPI_BROKER or --broker (the broker the workers use)",
-              file=sys.stderr)
+        print(
+            "kpi-monitor pauser: set KPI_BROKER or --broker (the broker the workers use)",
+            file=sys.stderr,
+        )
         return 2
     if args.action == "replay":
         return asyncio.run(pauser.replay(settings, config, args.since))
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(pauser.run(settings, config, stop_after=args.seconds))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -177,33 +229,63 @@ def run_worker(settings: Settings, *, demo: bool = False, loglevel: str = "info"
     from . import worker
     from .app import create_app
 
-    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     embedded = None
     traffic = None
     helpers: list[subprocess.Popen] = []
     if settings.broker is None:
         embedded = EmbeddedBroker().start()
         settings = settings.replace(broker=embedded.url)
-        print(f"kpi-monitor: no broker configured (KPI_BROKER / --broker): started the embedded "
-              f"broker at {embedded.url} (memory only: its data is gone when it stops)", flush=True)
+        print(
+            f"kpi-monitor: no broker configured (KPI_BROKER / --broker): started the embedded "
+            f"broker at {embedded.url} (memory only: its data is gone when it stops)",
+            flush=True,
+        )
     try:
         partitions = asyncio.run(ensure_topics(settings))
         settings = settings.replace(partitions=partitions)
         monitor = create_app(settings)
         if demo:
             traffic = subprocess.Popen(
-                [sys.executable, "-m", "agents.cli", "demo-traffic", "--broker", settings.broker or ""],
+                [
+                    sys.executable,
+                    "-m",
+                    "agents.cli",
+                    "demo-traffic",
+                    "--broker",
+                    settings.broker or "",
+                ],
                 start_new_session=True,
             )
             if settings.decisions:
                 # A shadow pauser beside the demo: it prints what it would pause, runs nothing.
                 ledger = os.path.join(tempfile.mkdtemp(prefix="kpi-demo-pauser-"), "ledger.sqlite")
-                helpers.append(subprocess.Popen(
-                    [sys.executable, "-m", "agents.cli", "pauser", "--mode", "shadow", "--exec", "true",
-                     "--ledger", ledger, "--broker", settings.broker or ""],
-                    start_new_session=True))
-        print(f"kpi-monitor: metrics at http://{settings.web_host}:{settings.web_port}/metrics, "
-              f"JSON at /kpis", flush=True)
+                helpers.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "agents.cli",
+                            "pauser",
+                            "--mode",
+                            "shadow",
+                            "--exec",
+                            "true",
+                            "--ledger",
+                            ledger,
+                            "--broker",
+                            settings.broker or "",
+                        ],
+                        start_new_session=True,
+                    )
+                )
+        print(
+            f"kpi-monitor: metrics at http://{settings.web_host}:{settings.web_port}/metrics, "
+            f"JSON at /kpis",
+            flush=True,
+        )
         worker.run(monitor.app, loglevel=loglevel)
     except SystemExit as exc:
         return int(exc.code or 0)

@@ -6,6 +6,7 @@ own partition, then persist the emptied outboxes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -41,27 +42,44 @@ class DecisionMetrics:
 def build_decision_metrics(registry: CollectorRegistry) -> DecisionMetrics:
     return DecisionMetrics(
         decisions=Counter(m.DECISIONS.name, m.DECISIONS.doc, m.DECISIONS.labels, registry=registry),
-        breaker_open=Gauge(m.BREAKER_OPEN.name, m.BREAKER_OPEN.doc, m.BREAKER_OPEN.labels,
-                           registry=registry),
-        campaigns=Gauge(m.AUTOPAUSE_CAMPAIGNS.name, m.AUTOPAUSE_CAMPAIGNS.doc,
-                        m.AUTOPAUSE_CAMPAIGNS.labels, registry=registry),
+        breaker_open=Gauge(
+            m.BREAKER_OPEN.name, m.BREAKER_OPEN.doc, m.BREAKER_OPEN.labels, registry=registry
+        ),
+        campaigns=Gauge(
+            m.AUTOPAUSE_CAMPAIGNS.name,
+            m.AUTOPAUSE_CAMPAIGNS.doc,
+            m.AUTOPAUSE_CAMPAIGNS.labels,
+            registry=registry,
+        ),
         unsent=Gauge(m.DECISIONS_UNSENT.name, m.DECISIONS_UNSENT.doc, registry=registry),
     )
 
 
 class DecisionLoop:
-    def __init__(self, app: faust.App, settings: Settings, pipeline: Pipeline,
-                 table: PartitionedStateTable, exporter: KpiExporter,
-                 lag: Callable[[], dict[tuple[str, int], int]], clock: Callable[[], int],
-                 registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        pipeline: Pipeline,
+        table: PartitionedStateTable,
+        exporter: KpiExporter,
+        lag: Callable[[], dict[tuple[str, int], int]],
+        clock: Callable[[], int],
+        registry: CollectorRegistry,
+    ) -> None:
         self.settings = settings
         self.runner = Runner(load_rules(settings), settings)
         self.pipeline, self.table, self.exporter = pipeline, table, exporter
         self.lag, self.clock = lag, clock
         self.metrics = build_decision_metrics(registry)
-        self.topic = app.topic(settings.topics.decisions, key_type=bytes, value_type=bytes,
-                               key_serializer="raw", value_serializer="raw",
-                               partitions=settings.partitions)
+        self.topic = app.topic(
+            settings.topics.decisions,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
         for rule in self.runner.rules:  # every series exists from the start, at 0
             self.metrics.breaker_open.labels(rule.name).set(0)
             for state in STATES:
@@ -77,8 +95,13 @@ class DecisionLoop:
         snap = await self.exporter.snapshot_async()
         states = list(self.pipeline.states.values())  # the snapshot yielded: ownership may move
         steps = self.runner.tick_steps(
-            now, states, snap.rows, self.lag(), mode=self.settings.decision_mode,
-            owned=lambda state: self.pipeline.states.get(state.partition) is state)
+            now,
+            states,
+            snap.rows,
+            self.lag(),
+            mode=self.settings.decision_mode,
+            owned=lambda state: self.pipeline.states.get(state.partition) is state,
+        )
         slice_end = time.perf_counter() + RENDER_SLICE_SECONDS
         while True:  # in slices, as the scrape: the event loop serves ingest in between
             try:
@@ -100,14 +123,22 @@ class DecisionLoop:
         for partition, decision in pending:
             if partition not in self.pipeline.states:
                 continue  # revoked meanwhile: the new owner sends it from the outbox
-            delivery = await self.topic.send(key=decision["campaign_id"].encode(),
-                                             value=orjson.dumps(decision), partition=partition)
+            delivery = await self.topic.send(
+                key=decision["campaign_id"].encode(),
+                value=orjson.dumps(decision),
+                partition=partition,
+            )
             await delivery
             sent.append(decision)
         for decision in result.to_send:
             self.metrics.decisions.labels(decision[1]["rule"], decision[1]["verdict"]).inc()
-            log.warning("decision %s: campaign %s rule %s -> %s", decision[1]["decision_id"],
-                     decision[1]["campaign_id"], decision[1]["rule"], decision[1]["verdict"])
+            log.warning(
+                "decision %s: campaign %s rule %s -> %s",
+                decision[1]["decision_id"],
+                decision[1]["campaign_id"],
+                decision[1]["rule"],
+                decision[1]["verdict"],
+            )
         await self.table.write(self.runner.sent(list(self.pipeline.states.values()), sent))
         self.metrics.unsent.set(len(pending) - len(sent))
         return sent
@@ -135,16 +166,21 @@ def install(app: faust.App, loop: DecisionLoop, feed: DecisionFeed) -> None:
                 await asyncio.sleep(5)
 
     @app.page("/decisions")
-    async def decisions_page(web_view: faust.web.View,
-                             request: faust.web.Request) -> faust.web.Response:
+    async def decisions_page(
+        web_view: faust.web.View, request: faust.web.Request
+    ) -> faust.web.Response:
         """The cluster's current verdict per campaign and rule, and the cursor to follow changes."""
-        body = {"cursor": feed.view.cursor, "mode": loop.settings.decision_mode,
-                "campaigns": feed.view.current}
+        body = {
+            "cursor": feed.view.cursor,
+            "mode": loop.settings.decision_mode,
+            "campaigns": feed.view.current,
+        }
         return web_view.bytes(orjson.dumps(body), content_type="application/json")
 
     @app.page("/decisions/changes")
-    async def changes_page(web_view: faust.web.View,
-                           request: faust.web.Request) -> faust.web.Response:
+    async def changes_page(
+        web_view: faust.web.View, request: faust.web.Request
+    ) -> faust.web.Response:
         """Decisions after ``cursor``; with ``wait`` (seconds, at most 60), a long poll."""
         query = request.query  # type: ignore[attr-defined]
         try:
@@ -168,9 +204,12 @@ class DecisionFeed:
 
     async def follow(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers(self.settings.broker or ""), group_id=None,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            **aiokafka_kwargs(self.settings))
+            bootstrap_servers=bootstrap_servers(self.settings.broker or ""),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **aiokafka_kwargs(self.settings),
+        )
         await consumer.start()
         try:
             topic = self.settings.topics.decisions
@@ -182,7 +221,9 @@ class DecisionFeed:
                         try:
                             self.view.add(tp.partition, message.offset, orjson.loads(message.value))
                         except (orjson.JSONDecodeError, KeyError, TypeError):
-                            log.warning("skipping a malformed decision at %s:%s", tp, message.offset)
+                            log.warning(
+                                "skipping a malformed decision at %s:%s", tp, message.offset
+                            )
                 if batch:
                     self._changed.set()
                     self._changed = asyncio.Event()
@@ -194,8 +235,6 @@ class DecisionFeed:
         changes = self.view.changes(cursor)
         if changes.decisions or changes.reset or wait_seconds <= 0:
             return changes
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._changed.wait(), wait_seconds)
-        except TimeoutError:
-            pass
         return self.view.changes(cursor)

@@ -51,23 +51,38 @@ class Scenario:
     _seq: int = 0
 
     @classmethod
-    def default(cls, now_ms: int, rng: random.Random, *, campaigns: int = 20, scale: float = 1.0,
-                incident_after_s: float = 120) -> "Scenario":
+    def default(
+        cls,
+        now_ms: int,
+        rng: random.Random,
+        *,
+        campaigns: int = 20,
+        scale: float = 1.0,
+        incident_after_s: float = 120,
+    ) -> Scenario:
         made = []
         for i in range(campaigns):
-            made.append(Campaign(
-                name=f"camp-{i:02d}", channel=CHANNELS[i % len(CHANNELS)],
-                impressions_per_second=scale * rng.uniform(5, 25),
-                ctr=rng.uniform(0.02, 0.06), cpm=rng.uniform(2, 12), lead_rate=rng.uniform(0.1, 0.3),
-                close_rate=rng.uniform(0.2, 0.4), order_value=rng.uniform(40, 200),
-            ))
+            made.append(
+                Campaign(
+                    name=f"camp-{i:02d}",
+                    channel=CHANNELS[i % len(CHANNELS)],
+                    impressions_per_second=scale * rng.uniform(5, 25),
+                    ctr=rng.uniform(0.02, 0.06),
+                    cpm=rng.uniform(2, 12),
+                    lead_rate=rng.uniform(0.1, 0.3),
+                    close_rate=rng.uniform(0.2, 0.4),
+                    order_value=rng.uniform(40, 200),
+                )
+            )
         return cls(made, now_ms, int(incident_after_s * 1000))
 
     def _id(self, prefix: str) -> str:
         self._seq += 1
         return f"{prefix}-{self.started_ms}-{self._seq}"
 
-    def tick(self, now_ms: int, seconds: float, rng: random.Random) -> list[tuple[str, bytes, bytes]]:
+    def tick(
+        self, now_ms: int, seconds: float, rng: random.Random
+    ) -> list[tuple[str, bytes, bytes]]:
         """Events of the last ``seconds`` as (event_type, key, value) messages."""
         incident = now_ms - self.started_ms >= self.incident_after_ms
         out: list[tuple[str, dict]] = []
@@ -76,7 +91,9 @@ class Scenario:
             ctr = c.ctr / 40 if incident and c.name == CTR_COLLAPSE_CAMPAIGN else c.ctr
             clicks = sum(rng.random() < ctr for _ in range(impressions))
             for _ in range(impressions):
-                out.append(("impression", self._event("impression", c, now_ms, rng, cost=c.cpm / 1000)))
+                out.append(
+                    ("impression", self._event("impression", c, now_ms, rng, cost=c.cpm / 1000))
+                )
             for _ in range(clicks):
                 out.append(("click", self._event("click", c, now_ms, rng)))
                 if rng.random() < c.lead_rate:
@@ -84,26 +101,48 @@ class Scenario:
                     out.append(("lead", lead))
                     if not (incident and c.name == UNCONTACTED_CAMPAIGN):
                         delay = int(rng.uniform(20_000, 600_000))
-                        contact = self._event("sales_contact", c, now_ms + delay, rng,
-                                              lead_id=lead["lead_id"])
+                        contact = self._event(
+                            "sales_contact", c, now_ms + delay, rng, lead_id=lead["lead_id"]
+                        )
                         self.pending_contacts.append((now_ms + delay, contact))
                     if rng.random() < c.close_rate:
-                        out.append(("sale", self._event("sale", c, now_ms, rng, lead_id=lead["lead_id"],
-                                                        value=round(c.order_value * rng.uniform(0.5, 1.5), 2),
-                                                        currency="USD")))
+                        out.append(
+                            (
+                                "sale",
+                                self._event(
+                                    "sale",
+                                    c,
+                                    now_ms,
+                                    rng,
+                                    lead_id=lead["lead_id"],
+                                    value=round(c.order_value * rng.uniform(0.5, 1.5), 2),
+                                    currency="USD",
+                                ),
+                            )
+                        )
         due = [e for t, e in self.pending_contacts if t <= now_ms]
         self.pending_contacts = [(t, e) for t, e in self.pending_contacts if t > now_ms]
         out.extend(("sales_contact", e) for e in due)
         return self._messages(out, rng)
 
-    def _event(self, event_type: str, c: Campaign, at_ms: int, rng: random.Random, **fields) -> dict:
+    def _event(
+        self, event_type: str, c: Campaign, at_ms: int, rng: random.Random, **fields
+    ) -> dict:
         if event_type != "sales_contact" and rng.random() < self.late_share:
             at_ms -= int(rng.uniform(60_000, 300_000))  # arrives minutes late
-        return {"event_id": self._id(event_type[:3]), "event_type": event_type,
-                "occurred_at": at_ms - int(rng.uniform(0, 500)), "campaign_id": c.name,
-                "channel": c.channel, "ad_id": f"{c.name}-ad-{rng.randint(1, 4)}", **fields}
+        return {
+            "event_id": self._id(event_type[:3]),
+            "event_type": event_type,
+            "occurred_at": at_ms - int(rng.uniform(0, 500)),
+            "campaign_id": c.name,
+            "channel": c.channel,
+            "ad_id": f"{c.name}-ad-{rng.randint(1, 4)}",
+            **fields,
+        }
 
-    def _messages(self, events: list[tuple[str, dict]], rng: random.Random) -> list[tuple[str, bytes, bytes]]:
+    def _messages(
+        self, events: list[tuple[str, dict]], rng: random.Random
+    ) -> list[tuple[str, bytes, bytes]]:
         messages = []
         for event_type, body in events:
             key = body["campaign_id"].encode()
@@ -124,7 +163,7 @@ def _poisson(rng: random.Random, mean: float) -> int:
     if mean <= 0:
         return 0
     if mean > 50:
-        return max(0, round(rng.gauss(mean, mean ** 0.5)))
+        return max(0, round(rng.gauss(mean, mean**0.5)))
     count, threshold, product = 0, pow(2.718281828459045, -mean), rng.random()
     while product > threshold:
         count += 1
@@ -132,27 +171,45 @@ def _poisson(rng: random.Random, mean: float) -> int:
     return count
 
 
-async def run_traffic(settings: Settings, *, seconds: float = 0, scale: float = 1.0,
-                      incident_after_s: float = 120, seed: int = 7) -> None:
+async def run_traffic(
+    settings: Settings,
+    *,
+    seconds: float = 0,
+    scale: float = 1.0,
+    incident_after_s: float = 120,
+    seed: int = 7,
+) -> None:
     """Publish the default scenario until ``seconds`` have passed (0: forever)."""
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings.broker or ""),
-                                acks="all", linger_ms=20, **aiokafka_kwargs(settings))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(settings.broker or ""),
+        acks="all",
+        linger_ms=20,
+        **aiokafka_kwargs(settings),
+    )
     await producer.start()
     rng = random.Random(seed)
-    topic_of = dict(zip(("impression", "click", "lead", "sale", "sales_contact"), settings.topics.inputs()))
+    topic_of = dict(
+        zip(("impression", "click", "lead", "sale", "sales_contact"), settings.topics.inputs())
+    )
     started = time.monotonic()
-    scenario = Scenario.default(time.time_ns() // 1_000_000, rng, scale=scale,
-                                incident_after_s=incident_after_s)
-    print(f"demo traffic: {len(scenario.campaigns)} campaigns; incidents after {incident_after_s:.0f}s "
-          f"(incident_at_ms={scenario.started_ms + scenario.incident_after_ms}): "
-          f"{CTR_COLLAPSE_CAMPAIGN} CTR collapses, {UNCONTACTED_CAMPAIGN} leads go uncontacted", flush=True)
+    scenario = Scenario.default(
+        time.time_ns() // 1_000_000, rng, scale=scale, incident_after_s=incident_after_s
+    )
+    print(
+        f"demo traffic: {len(scenario.campaigns)} campaigns; incidents after {incident_after_s:.0f}s "
+        f"(incident_at_ms={scenario.started_ms + scenario.incident_after_ms}): "
+        f"{CTR_COLLAPSE_CAMPAIGN} CTR collapses, {UNCONTACTED_CAMPAIGN} leads go uncontacted",
+        flush=True,
+    )
     try:
         last = time.monotonic()
         while not seconds or time.monotonic() - started < seconds:
             await asyncio.sleep(0.25)
             now = time.monotonic()
-            for event_type, key, value in scenario.tick(time.time_ns() // 1_000_000, now - last, rng):
+            for event_type, key, value in scenario.tick(
+                time.time_ns() // 1_000_000, now - last, rng
+            ):
                 await producer.send(topic_of[event_type], value, key=key)
             last = now
         await producer.flush()

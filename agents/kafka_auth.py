@@ -26,17 +26,23 @@ def aiokafka_kwargs(settings: Settings) -> dict[str, Any]:
     if context is not None:
         kwargs["ssl_context"] = context
     if settings.security_protocol.startswith("SASL"):
-        kwargs.update(sasl_mechanism=settings.sasl_mechanism,
-                      sasl_plain_username=settings.sasl_username,
-                      sasl_plain_password=settings.sasl_password)
+        kwargs.update(
+            sasl_mechanism=settings.sasl_mechanism,
+            sasl_plain_username=settings.sasl_username,
+            sasl_plain_password=settings.sasl_password,
+        )
     return kwargs
 
 
 def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
     context = ssl_context(settings)
     if settings.security_protocol.startswith("SASL"):
-        return faust.SASLCredentials(username=settings.sasl_username, password=settings.sasl_password,
-                                     mechanism=settings.sasl_mechanism, ssl_context=context)
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=context,
+        )
     if context is not None:
         return faust.SSLCredentials(context)
     return None

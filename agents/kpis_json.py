@@ -24,11 +24,20 @@ def snapshot_json(snap: Snapshot) -> dict:
                 "sales_response_p50_seconds": None if win.p50_ms is None else win.p50_ms / 1000,
                 "sales_response_p95_seconds": None if win.p95_ms is None else win.p95_ms / 1000,
             }
-        entry: dict = {"windows": windows, "events_total": dict(zip(EVENT_TYPES, row.kind_totals()))}
+        entry: dict = {
+            "windows": windows,
+            "events_total": dict(zip(EVENT_TYPES, row.kind_totals())),
+        }
         if row.awaiting:
             entry["leads_awaiting_contact"] = row.awaiting
-            entry["oldest_uncontacted_lead_age_seconds"] = row.oldest_awaiting_age_seconds(snap.now_ms)
+            entry["oldest_uncontacted_lead_age_seconds"] = row.oldest_awaiting_age_seconds(
+                snap.now_ms
+            )
         campaigns[row.campaign] = entry
-    return {"generated_at_ms": snap.now_ms, "campaigns": campaigns,
-            "campaigns_tracked": snap.campaigns_tracked, "campaign_budget": snap.campaign_budget,
-            "events_folded": snap.folded_events}
+    return {
+        "generated_at_ms": snap.now_ms,
+        "campaigns": campaigns,
+        "campaigns_tracked": snap.campaigns_tracked,
+        "campaign_budget": snap.campaign_budget,
+        "events_folded": snap.folded_events,
+    }

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -61,8 +61,9 @@ def build_pipeline_metrics(registry: CollectorRegistry) -> PipelineMetrics:
         batches=counter(m.BATCHES),
         messages_replayed=counter(m.MESSAGES_REPLAYED),
         messages_unowned=counter(m.MESSAGES_UNOWNED),
-        batch_seconds=histogram(m.BATCH_SECONDS,
-                                (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)),
+        batch_seconds=histogram(
+            m.BATCH_SECONDS, (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+        ),
         dead_letters=counter(m.DEAD_LETTERS),
         loop_lag_seconds=histogram(m.LOOP_LAG_SECONDS, seconds),
         scrape_seconds=histogram(m.RENDER_SECONDS, seconds),
@@ -72,8 +73,9 @@ def build_pipeline_metrics(registry: CollectorRegistry) -> PipelineMetrics:
 class KpiExporter(Collector):
     """The KPI snapshot of the owned partitions, as rows, text exposition, or metric families."""
 
-    def __init__(self, states: Callable[[], list], settings: Settings,
-                 clock: Callable[[], int]) -> None:
+    def __init__(
+        self, states: Callable[[], list], settings: Settings, clock: Callable[[], int]
+    ) -> None:
         self._states = states
         self._settings = settings
         self._clock = clock
@@ -89,8 +91,9 @@ class KpiExporter(Collector):
     def _start(self) -> tuple[Snapshot, Iterator]:
         states = list(self._states())
         snap = snapshot_header(states, self._clock(), self._windows_ms)
-        rows = build_rows(states, snap.now_ms, self._settings.bucket_seconds * 1000,
-                          self._windows_ms, self._cache)
+        rows = build_rows(
+            states, snap.now_ms, self._settings.bucket_seconds * 1000, self._windows_ms, self._cache
+        )
         return snap, rows
 
     def snapshot(self) -> Snapshot:
@@ -156,8 +159,11 @@ class KpiExporter(Collector):
 class WorkerCollector(Collector):
     """Partitions owned and consumer lag, read at scrape time."""
 
-    def __init__(self, partitions: Callable[[], int],
-                 lag: Callable[[], dict[tuple[str, int], int]] | None = None) -> None:
+    def __init__(
+        self,
+        partitions: Callable[[], int],
+        lag: Callable[[], dict[tuple[str, int], int]] | None = None,
+    ) -> None:
         self._partitions = partitions
         self._lag = lag
 
@@ -169,8 +175,9 @@ class WorkerCollector(Collector):
         owned.add_metric([], self._partitions())
         yield owned
         if self._lag is not None:
-            lag = GaugeMetricFamily(m.CONSUMER_LAG.name, m.CONSUMER_LAG.doc,
-                                    labels=list(m.CONSUMER_LAG.labels))
+            lag = GaugeMetricFamily(
+                m.CONSUMER_LAG.name, m.CONSUMER_LAG.doc, labels=list(m.CONSUMER_LAG.labels)
+            )
             for (topic, partition), value in sorted(self._lag().items()):
                 lag.add_metric([topic, str(partition)], value)
             yield lag
@@ -191,10 +198,18 @@ class FaustStatsCollector(Collector):
         m = self._monitor_of()
         if m is None or getattr(m, "messages_received_by_topic", None) is None:
             return
-        yield _counter_by("faust_messages_received", "Messages received, by topic", "topic",
-                          m.messages_received_by_topic)
-        yield _counter_by("faust_messages_sent", "Messages produced, by topic (incl. changelogs)",
-                          "topic", m.messages_sent_by_topic)
+        yield _counter_by(
+            "faust_messages_received",
+            "Messages received, by topic",
+            "topic",
+            m.messages_received_by_topic,
+        )
+        yield _counter_by(
+            "faust_messages_sent",
+            "Messages produced, by topic (incl. changelogs)",
+            "topic",
+            m.messages_sent_by_topic,
+        )
         events = CounterMetricFamily("faust_events", "Events through Faust streams")
         events.add_metric([], m.events_total)
         yield events
@@ -202,17 +217,26 @@ class FaustStatsCollector(Collector):
             ("faust_messages_per_second", "Faust's own recent message rate", m.messages_s),
             ("faust_events_per_second", "Faust's own recent event rate", m.events_s),
             ("faust_events_active", "Events being processed now", m.events_active),
-            ("faust_event_runtime_avg_seconds", "Average event processing time", m.events_runtime_avg),
-            ("faust_commit_latency_avg_seconds", "Average offset commit latency",
-             _mean(m.commit_latency)),
+            (
+                "faust_event_runtime_avg_seconds",
+                "Average event processing time",
+                m.events_runtime_avg,
+            ),
+            (
+                "faust_commit_latency_avg_seconds",
+                "Average offset commit latency",
+                _mean(m.commit_latency),
+            ),
             ("faust_send_latency_avg_seconds", "Average produce latency", _mean(m.send_latency)),
         ):
             gauge = GaugeMetricFamily(name, doc)
             gauge.add_metric([], value)
             yield gauge
-        positions = (("faust_committed_offset", "Last committed offset", m.tp_committed_offsets),
-                     ("faust_read_offset", "Last read offset", m.tp_read_offsets),
-                     ("faust_end_offset", "Log end offset known to Faust", m.tp_end_offsets))
+        positions = (
+            ("faust_committed_offset", "Last committed offset", m.tp_committed_offsets),
+            ("faust_read_offset", "Last read offset", m.tp_read_offsets),
+            ("faust_end_offset", "Log end offset known to Faust", m.tp_end_offsets),
+        )
         for name, doc, offsets in positions:
             gauge = GaugeMetricFamily(name, doc, labels=["topic", "partition"])
             for tp, offset in sorted(offsets.items()):
@@ -220,7 +244,9 @@ class FaustStatsCollector(Collector):
             yield gauge
 
 
-def _counter_by(name: str, doc: str, label: str, counts: Mapping[str, float]) -> CounterMetricFamily:
+def _counter_by(
+    name: str, doc: str, label: str, counts: Mapping[str, float]
+) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=[label])
     for value, count in sorted(counts.items()):
         family.add_metric([value], count)

@@ -52,10 +52,20 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-async def run_command(command: str, decision: dict, action: str, timeout: float,
-                      extra_env: dict[str, str] | None = None) -> int:
-    env = dict(os.environ, KPI_DECISION_ID=decision["decision_id"],
-               KPI_CAMPAIGN=decision["campaign_id"], KPI_ACTION=action, **(extra_env or {}))
+async def run_command(
+    command: str,
+    decision: dict,
+    action: str,
+    timeout: float,
+    extra_env: dict[str, str] | None = None,
+) -> int:
+    env = dict(
+        os.environ,
+        KPI_DECISION_ID=decision["decision_id"],
+        KPI_CAMPAIGN=decision["campaign_id"],
+        KPI_ACTION=action,
+        **(extra_env or {}),
+    )
     process = await asyncio.create_subprocess_shell(command, env=env, stdin=asyncio.subprocess.PIPE)
     try:
         await asyncio.wait_for(process.communicate(orjson.dumps(decision)), timeout)
@@ -75,20 +85,53 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
         if code in (0, ALREADY):
             outcome = "done" if code == 0 else "already"
             prior = ("running" if action == "pause" else "paused") if code == 0 else None
-            ledger.record(decision, now_ms(), outcome, action=action, acted_at_ms=now_ms(),
-                          prior_state=prior, exit_code=code, attempts=attempt)
-            log.warning("%s campaign %s (decision %s, rule %s): %s", action,
-                        decision["campaign_id"], decision["decision_id"], decision["rule"], outcome)
+            ledger.record(
+                decision,
+                now_ms(),
+                outcome,
+                action=action,
+                acted_at_ms=now_ms(),
+                prior_state=prior,
+                exit_code=code,
+                attempts=attempt,
+            )
+            log.warning(
+                "%s campaign %s (decision %s, rule %s): %s",
+                action,
+                decision["campaign_id"],
+                decision["decision_id"],
+                decision["rule"],
+                outcome,
+            )
             return outcome
-        ledger.record(decision, now_ms(), "failed", f"exit {code}", action=action,
-                      exit_code=code, attempts=attempt)
-        log.error("%s campaign %s: command failed (exit %s), attempt %d of %d", action,
-                  decision["campaign_id"], code, attempt, config.max_errors)
+        ledger.record(
+            decision,
+            now_ms(),
+            "failed",
+            f"exit {code}",
+            action=action,
+            exit_code=code,
+            attempts=attempt,
+        )
+        log.error(
+            "%s campaign %s: command failed (exit %s), attempt %d of %d",
+            action,
+            decision["campaign_id"],
+            code,
+            attempt,
+            config.max_errors,
+        )
         if attempt < config.max_errors:
             await asyncio.sleep(delay)
             delay = min(30.0, delay * 2)
-    ledger.record(decision, now_ms(), "given_up", f"{config.max_errors} failures in a row",
-                  action=action, attempts=config.max_errors)
+    ledger.record(
+        decision,
+        now_ms(),
+        "given_up",
+        f"{config.max_errors} failures in a row",
+        action=action,
+        attempts=config.max_errors,
+    )
     return "given_up"
 
 
@@ -98,12 +141,19 @@ async def handle(config: PauserConfig, ledger: Ledger, decision: dict) -> str:
         ledger.note_partition_size(decision["partition"], decision["campaigns_judged"])
     waited_for = None
     while True:
-        action = judge(decision, now_ms(), ledger.known(decision, now_ms()), config.limits,
-                       kill_switch=Path(config.kill_switch).exists())
+        action = judge(
+            decision,
+            now_ms(),
+            ledger.known(decision, now_ms()),
+            config.limits,
+            kill_switch=Path(config.kill_switch).exists(),  # noqa: ASYNC240 (one stat)
+        )
         if action.kind != WAIT:
             break
         if action.reason != waited_for:
-            log.warning("not acting on decision %s for now: %s", decision["decision_id"], action.reason)
+            log.warning(
+                "not acting on decision %s for now: %s", decision["decision_id"], action.reason
+            )
             waited_for = action.reason
         await asyncio.sleep(1.0)
     if action.kind == ACT:
@@ -119,15 +169,22 @@ async def handle(config: PauserConfig, ledger: Ledger, decision: dict) -> str:
 async def run(settings: Settings, config: PauserConfig, *, stop_after: float | None = None) -> None:
     ledger = Ledger(config.ledger)
     consumer = AIOKafkaConsumer(
-        settings.topics.decisions, bootstrap_servers=bootstrap_servers(settings.broker or ""),
-        group_id=config.group, enable_auto_commit=False, auto_offset_reset="earliest",
+        settings.topics.decisions,
+        bootstrap_servers=bootstrap_servers(settings.broker or ""),
+        group_id=config.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
         session_timeout_ms=int(settings.session_timeout_seconds * 1000),
         heartbeat_interval_ms=max(500, int(settings.session_timeout_seconds * 200)),
-        **aiokafka_kwargs(settings))
+        **aiokafka_kwargs(settings),
+    )
     await consumer.start()
     deadline = None if stop_after is None else time.monotonic() + stop_after
-    print(f"kpi-monitor pauser: {config.limits.mode} mode, ledger {config.ledger}, "
-          f"reading {settings.topics.decisions}", flush=True)
+    print(
+        f"kpi-monitor pauser: {config.limits.mode} mode, ledger {config.ledger}, "
+        f"reading {settings.topics.decisions}",
+        flush=True,
+    )
     try:
         while deadline is None or time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=1000)
@@ -141,8 +198,13 @@ async def run(settings: Settings, config: PauserConfig, *, stop_after: float | N
                     else:
                         await handle(config, ledger, decision)
                     # The ledger holds the outcome: only now may the group move past it.
-                    await consumer.commit({TopicPartition(tp.topic, tp.partition):
-                                           OffsetAndMetadata(message.offset + 1, "")})
+                    await consumer.commit(
+                        {
+                            TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(
+                                message.offset + 1, ""
+                            )
+                        }
+                    )
     finally:
         await consumer.stop()
         ledger.close()
@@ -150,17 +212,24 @@ async def run(settings: Settings, config: PauserConfig, *, stop_after: float | N
 
 # -- audit, undo, replay -----------------------------------------------------------------------
 
+
 def history(ledger_path: str, campaign: str | None, limit: int, out=sys.stdout) -> int:
     ledger = Ledger(ledger_path)
     try:
         for entry in ledger.history(campaign, limit):
             evidence = entry.decision.get("evidence", {})
-            why = (f"{evidence.get('kpi')}={evidence.get('value')!r} {evidence.get('op')} "
-                   f"{evidence.get('threshold')} on {evidence.get('window')}"
-                   if evidence.get("kpi") else "")
-            print(f"{entry.decision.get('issued_at', '?')}  {entry.decision_id}  {entry.campaign}  "
-                  f"{entry.rule}  {entry.verdict} -> {entry.outcome}"
-                  f"{' (' + entry.reason + ')' if entry.reason else ''}  {why}", file=out)
+            why = (
+                f"{evidence.get('kpi')}={evidence.get('value')!r} {evidence.get('op')} "
+                f"{evidence.get('threshold')} on {evidence.get('window')}"
+                if evidence.get("kpi")
+                else ""
+            )
+            print(
+                f"{entry.decision.get('issued_at', '?')}  {entry.decision_id}  {entry.campaign}  "
+                f"{entry.rule}  {entry.verdict} -> {entry.outcome}"
+                f"{' (' + entry.reason + ')' if entry.reason else ''}  {why}",
+                file=out,
+            )
     finally:
         ledger.close()
     return 0
@@ -172,17 +241,30 @@ async def undo(config: PauserConfig, decision_id: str) -> int:
         entry = ledger.get(decision_id)
         if entry is None or entry.outcome != "done" or entry.prior_state is None:
             state = "not in the ledger" if entry is None else f"recorded as {entry.outcome}"
-            print(f"kpi-monitor pauser: nothing to undo for {decision_id}: {state}", file=sys.stderr)
+            print(
+                f"kpi-monitor pauser: nothing to undo for {decision_id}: {state}", file=sys.stderr
+            )
             return 1
         action = "resume" if entry.prior_state == "running" else "pause"
         decision = entry.decision
-        code = await run_command(config.command, decision, action, config.timeout_seconds,
-                                 {"KPI_UNDO_OF": decision_id})
+        code = await run_command(
+            config.command, decision, action, config.timeout_seconds, {"KPI_UNDO_OF": decision_id}
+        )
         if code not in (0, ALREADY):
-            print(f"kpi-monitor pauser: undo of {decision_id} failed (exit {code})", file=sys.stderr)
+            print(
+                f"kpi-monitor pauser: undo of {decision_id} failed (exit {code})", file=sys.stderr
+            )
             return 1
-        ledger.record(decision, now_ms(), "undone", f"{action} by undo", action=action,
-                      acted_at_ms=now_ms(), exit_code=code, attempts=entry.attempts)
+        ledger.record(
+            decision,
+            now_ms(),
+            "undone",
+            f"{action} by undo",
+            action=action,
+            acted_at_ms=now_ms(),
+            exit_code=code,
+            attempts=entry.attempts,
+        )
         print(f"undone {decision_id}: {action} campaign {entry.campaign}")
         return 0
     finally:
@@ -193,9 +275,12 @@ async def replay(settings: Settings, config: PauserConfig, since: str, out=sys.s
     """What the pauser would have done with the decisions of the last ``since``: read the topic
     from that time, judge each decision against an in-memory ledger, act on nothing."""
     start_ms = now_ms() - int(parse_duration(since) * 1000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings.broker or ""),
-                                group_id=None, enable_auto_commit=False,
-                                **aiokafka_kwargs(settings))
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings.broker or ""),
+        group_id=None,
+        enable_auto_commit=False,
+        **aiokafka_kwargs(settings),
+    )
     await consumer.start()
     ledger = Ledger(":memory:")
     counts: dict[str, int] = {}
@@ -216,22 +301,35 @@ async def replay(settings: Settings, config: PauserConfig, since: str, out=sys.s
                     decision = orjson.loads(message.value)
                     if decision.get("issued_at_ms", 0) >= start_ms:
                         if "campaigns_judged" in decision and "partition" in decision:
-                            ledger.note_partition_size(decision["partition"],
-                                                       decision["campaigns_judged"])
-                        action = judge(decision, decision["issued_at_ms"],
-                                       ledger.known(decision, decision["issued_at_ms"]),
-                                       dataclasses.replace(config.limits, mode="live"))
+                            ledger.note_partition_size(
+                                decision["partition"], decision["campaigns_judged"]
+                            )
+                        action = judge(
+                            decision,
+                            decision["issued_at_ms"],
+                            ledger.known(decision, decision["issued_at_ms"]),
+                            dataclasses.replace(config.limits, mode="live"),
+                        )
                         kind = {ACT: "would " + action.reason, WAIT: "held back"}.get(
-                            action.kind, action.kind)
-                        ledger.record(decision, decision["issued_at_ms"],
-                                      "done" if action.kind == ACT else OUTCOME_OF_ACTION.get(
-                                          action.kind, action.kind), action.reason,
-                                      action=action.reason if action.kind == ACT else None,
-                                      acted_at_ms=decision["issued_at_ms"])
+                            action.kind, action.kind
+                        )
+                        ledger.record(
+                            decision,
+                            decision["issued_at_ms"],
+                            "done"
+                            if action.kind == ACT
+                            else OUTCOME_OF_ACTION.get(action.kind, action.kind),
+                            action.reason,
+                            action=action.reason if action.kind == ACT else None,
+                            acted_at_ms=decision["issued_at_ms"],
+                        )
                         counts[kind] = counts.get(kind, 0) + 1
-                        print(f"{decision['issued_at']}  {decision['campaign_id']}  "
-                              f"{decision['rule']}  {decision['verdict']}: {kind} "
-                              f"({action.reason})", file=out)
+                        print(
+                            f"{decision['issued_at']}  {decision['campaign_id']}  "
+                            f"{decision['rule']}  {decision['verdict']}: {kind} "
+                            f"({action.reason})",
+                            file=out,
+                        )
                     if message.offset + 1 >= ends[tp]:
                         done.add(tp)
     finally:

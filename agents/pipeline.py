@@ -6,11 +6,12 @@ Holds the states of the partitions this worker owns; knows nothing about Faust.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
+from stream.codec import Record, decode_key, partition_of_key
 from stream.events import Rejection, ValidationRules, decode_message
 from stream.settings import Settings
-from stream.codec import Record, decode_key, partition_of_key
 from stream.state import PartitionState, StateConfig
 
 
@@ -61,8 +62,12 @@ class Pipeline:
         self.parked: dict[int, PartitionState] = {}  # revoked, maybe assigned again
         self.events_folded = 0  # valid events decoded by this process (replays excluded)
 
-    def assign(self, partitions: Iterable[int], records: Iterable[tuple[bytes, bytes | None]],
-               kept: Iterable[int] = ()) -> None:
+    def assign(
+        self,
+        partitions: Iterable[int],
+        records: Iterable[tuple[bytes, bytes | None]],
+        kept: Iterable[int] = (),
+    ) -> None:
         """Own exactly ``partitions``. Those in ``kept`` (owned before and since, so nobody else
         wrote them) keep their live state; the others are rebuilt from the restored records."""
         wanted = set(partitions)

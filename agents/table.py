@@ -18,20 +18,20 @@ commit, and Faust's recovery reads the changelog as usual.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Optional, Set
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import faust
 from faust.types import TP
 
 from stream.codec import partition_of_key
 
-
 # Sends one changelog partition's records; returns what to await for their acknowledgement.
-ChangelogSink = Callable[[str, int, list], Awaitable[Optional[list[Awaitable]]]]
+ChangelogSink = Callable[[str, int, list], Awaitable[list[Awaitable] | None]]
 
 
 class PartitionedStateTable(faust.Table):
-    on_recovered: Optional[Callable[["PartitionedStateTable"], Awaitable[None]]] = None
+    on_recovered: Callable[[PartitionedStateTable], Awaitable[None]] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -42,16 +42,17 @@ class PartitionedStateTable(faust.Table):
         self._write_lock = asyncio.Lock()
         self.newly_assigned: set[TP] = set()
 
-    def partition_for_key(self, key: Any) -> Optional[int]:
+    def partition_for_key(self, key: Any) -> int | None:
         return partition_of_key(key)
 
-    async def on_rebalance(self, assigned: Set[TP], revoked: Set[TP], newly_assigned: Set[TP],
-                           generation_id: int = 0) -> None:
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
         # Faust's own diff of assignments (the revoke signal names every partition, eagerly).
         self.newly_assigned |= set(newly_assigned)
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
-    async def on_recovery_completed(self, active_tps: Set[TP], standby_tps: Set[TP]) -> None:
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         if self.on_recovered is not None:
             await self.on_recovered(self)
@@ -67,7 +68,9 @@ class PartitionedStateTable(faust.Table):
             key_partition.pop(key, None)
         return taken
 
-    async def write(self, records: list[tuple[bytes, bytes | None]], *, acked: bool = False) -> None:
+    async def write(
+        self, records: list[tuple[bytes, bytes | None]], *, acked: bool = False
+    ) -> None:
         """Persist records in order, per changelog partition; a None value deletes. With
         ``acked``, return only once the broker has acknowledged them."""
         if not records:
@@ -87,8 +90,9 @@ class PartitionedStateTable(faust.Table):
             deliveries += await self.changelog_sink(topic, partition, items) or []
         return deliveries
 
-    async def _send_batches(self, topic: str, partition: int,
-                            items: list[tuple[bytes, bytes | None]]) -> list[Awaitable]:
+    async def _send_batches(
+        self, topic: str, partition: int, items: list[tuple[bytes, bytes | None]]
+    ) -> list[Awaitable]:
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         deliveries = []
         batch = producer.create_batch()

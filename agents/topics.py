@@ -33,9 +33,10 @@ async def ensure_topics(settings: Settings) -> int:
     # The decisions topic is co-partitioned too: a campaign's decisions have one writer, the
     # worker that owns the campaign's input partition.
     copartitioned = inputs + ([settings.topics.decisions] if settings.decisions else [])
-    wanted = copartitioned + [settings.topics.rejected]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker or ""),
-                                **aiokafka_kwargs(settings))
+    wanted = [*copartitioned, settings.topics.rejected]
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(settings.broker or ""), **aiokafka_kwargs(settings)
+    )
     await admin.start()
     try:
         existing = await partition_counts(admin, wanted)
@@ -43,12 +44,20 @@ async def ensure_topics(settings: Settings) -> int:
         partitions = min(input_counts.values()) if input_counts else settings.partitions
         missing = [t for t in wanted if t not in existing]
         if missing:
-            await admin.create_topics([
-                NewTopic(t, num_partitions=partitions, replication_factor=1,
-                         # Dead letters are keyed by their source: compaction keeps one per key.
-                         topic_configs={"cleanup.policy": "compact"}
-                         if t == settings.topics.rejected else {})
-                for t in missing])
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        t,
+                        num_partitions=partitions,
+                        replication_factor=1,
+                        # Dead letters are keyed by their source: compaction keeps one per key.
+                        topic_configs={"cleanup.policy": "compact"}
+                        if t == settings.topics.rejected
+                        else {},
+                    )
+                    for t in missing
+                ]
+            )
             existing.update(await partition_counts(admin, missing))
     finally:
         await admin.close()

@@ -76,13 +76,17 @@ class KpiConsumer(faust_aiokafka.Consumer):
                     # assignment can change under the seek; that must not stop the fetch loop.
                     try:
                         await self.perform_seek()
-                    except Exception as exc:  # noqa: BLE001 - as Faust: keep fetching
+                    except Exception as exc:
                         self.log.warning("exception performing seek when flow not active %r", exc)
                     continue
                 generation = self.app.consumer_generation_id
                 batch: list[tuple[TP, list[Any]]] = []
                 for tp, tp_records in records.items():
-                    if active is not None and tp not in active and tp not in self._buffered_partitions:
+                    if (
+                        active is not None
+                        and tp not in active
+                        and tp not in self._buffered_partitions
+                    ):
                         continue
                     # As Faust's loop: after a seek this is the next offset to read, after a
                     # message the last one read (the state skips what it already holds).
@@ -95,10 +99,16 @@ class KpiConsumer(faust_aiokafka.Consumer):
                         batch.append((tp, tp_records))
                     else:
                         for record in tp_records:
-                            await self.wait_first(self.callback(self._to_message(tp, record)),
-                                                  self.suspend_flow.wait())
+                            await self.wait_first(
+                                self.callback(self._to_message(tp, record)),
+                                self.suspend_flow.wait(),
+                            )
                             read_offset[tp] = record.offset
-                if not batch or not self.flow_active or self.app.consumer_generation_id != generation:
+                if (
+                    not batch
+                    or not self.flow_active
+                    or self.app.consumer_generation_id != generation
+                ):
                     continue  # a rebalance began: the new owner (or the seek) reads them again
                 await handler(batch)
                 self._batch_done(batch, self.assignment(), self.highwater)
@@ -111,8 +121,12 @@ class KpiConsumer(faust_aiokafka.Consumer):
                 return
             raise
 
-    def _batch_done(self, batch: list[tuple[TP, list[Any]]], assignment: set[TP],
-                    highwater: Callable[[TP], int | None]) -> None:
+    def _batch_done(
+        self,
+        batch: list[tuple[TP, list[Any]]],
+        assignment: set[TP],
+        highwater: Callable[[TP], int | None],
+    ) -> None:
         """What Faust's per-message path records for each message: the read offset, the ack
         (so the commit timer commits it and lag tools stay true), and the monitor's counts."""
         monitor = self.app.monitor

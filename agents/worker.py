@@ -30,4 +30,6 @@ class QuietWorker(faust.Worker):
 def run(app: faust.App, loglevel: str = "info") -> None:
     """Block running ``app`` until SIGINT/SIGTERM; raises SystemExit like faust's CLI."""
     gc.set_threshold(*GC_THRESHOLDS)
-    QuietWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    QuietWorker(
+        app, loglevel=loglevel, quiet=True, redirect_stdouts=False
+    ).execute_from_commandline()

@@ -79,9 +79,16 @@ def _age_ok(rule: Rule, first_seen_ms: int, now_ms: int) -> bool:
     return now_ms - first_seen_ms >= rule.seconds("min_campaign_age") * 1000
 
 
-def step(rule: Rule, track: Track, now_ms: int, evaluation: Evaluation,
-         resume: Evaluation | None, trust: Trust, first_seen_ms: int,
-         breaker_open: bool = False) -> Step:
+def step(
+    rule: Rule,
+    track: Track,
+    now_ms: int,
+    evaluation: Evaluation,
+    resume: Evaluation | None,
+    trust: Trust,
+    first_seen_ms: int,
+    breaker_open: bool = False,
+) -> Step:
     """One evaluation of ``rule`` for one campaign. ``resume`` is the resume condition's
     evaluation (None without ``resume_threshold``)."""
     if track.phase == HELD:
@@ -91,20 +98,30 @@ def step(rule: Rule, track: Track, now_ms: int, evaluation: Evaluation,
         resuming = track.phase == PAUSED and track.clear_since is not None and resume is not None
         pending = track.breach_since is not None or resuming
         issue = UNKNOWN if pending and track.flag != UNKNOWN else None
-        new = replace(track, breach_since=None, clear_since=None,
-                      flag=UNKNOWN if pending or track.flag == UNKNOWN else track.flag,
-                      verdict=issue or track.verdict)
+        new = replace(
+            track,
+            breach_since=None,
+            clear_since=None,
+            flag=UNKNOWN if pending or track.flag == UNKNOWN else track.flag,
+            verdict=issue or track.verdict,
+        )
         return Step(new, issue)
     if track.flag == UNKNOWN:
         track = replace(track, flag=None)
-    cooled = (track.last_action_ms is None
-              or now_ms - track.last_action_ms >= rule.seconds("cooldown") * 1000)
+    cooled = (
+        track.last_action_ms is None
+        or now_ms - track.last_action_ms >= rule.seconds("cooldown") * 1000
+    )
     if track.phase == PAUSED:
         return _paused(rule, track, now_ms, evaluation, resume, for_ms, cooled)
 
     if not evaluation.holds or not _age_ok(rule, first_seen_ms, now_ms):
-        return Step(replace(track, breach_since=None,
-                            flag=None if track.flag == SUPPRESSED else track.flag), None)
+        return Step(
+            replace(
+                track, breach_since=None, flag=None if track.flag == SUPPRESSED else track.flag
+            ),
+            None,
+        )
     since = track.breach_since if track.breach_since is not None else now_ms
     track = replace(track, breach_since=since)
     if now_ms - since < for_ms or not cooled:
@@ -115,14 +132,42 @@ def step(rule: Rule, track: Track, now_ms: int, evaluation: Evaluation,
         return Step(replace(track, flag=SUPPRESSED, verdict=SUPPRESSED), SUPPRESSED)
     recent = tuple(t for t in track.pauses if now_ms - t < DAY_MS)
     if len(recent) >= rule.max_cycles_per_day:
-        return Step(replace(track, phase=HELD, pauses=(*recent, now_ms), last_action_ms=now_ms,
-                            breach_since=None, flag=None, verdict=HOLD), HOLD)
-    return Step(replace(track, phase=PAUSED, pauses=(*recent, now_ms), last_action_ms=now_ms,
-                        breach_since=None, clear_since=None, flag=None, verdict=PAUSE), PAUSE)
+        return Step(
+            replace(
+                track,
+                phase=HELD,
+                pauses=(*recent, now_ms),
+                last_action_ms=now_ms,
+                breach_since=None,
+                flag=None,
+                verdict=HOLD,
+            ),
+            HOLD,
+        )
+    return Step(
+        replace(
+            track,
+            phase=PAUSED,
+            pauses=(*recent, now_ms),
+            last_action_ms=now_ms,
+            breach_since=None,
+            clear_since=None,
+            flag=None,
+            verdict=PAUSE,
+        ),
+        PAUSE,
+    )
 
 
-def _paused(rule: Rule, track: Track, now_ms: int, evaluation: Evaluation,
-            resume: Evaluation | None, for_ms: float, cooled: bool) -> Step:
+def _paused(
+    rule: Rule,
+    track: Track,
+    now_ms: int,
+    evaluation: Evaluation,
+    resume: Evaluation | None,
+    for_ms: float,
+    cooled: bool,
+) -> Step:
     if resume is not None:  # auto-resume: only the resume condition ends the pause
         if not resume.holds:
             return Step(replace(track, clear_since=None), None)
@@ -130,8 +175,17 @@ def _paused(rule: Rule, track: Track, now_ms: int, evaluation: Evaluation,
         resume_for_ms = (rule.seconds("resume_for") * 1000) or for_ms
         if now_ms - since < resume_for_ms or not cooled:
             return Step(replace(track, clear_since=since), None)
-        return Step(replace(track, phase=RUNNING, clear_since=None, breach_since=None,
-                            last_action_ms=now_ms, verdict=RESUME), RESUME)
+        return Step(
+            replace(
+                track,
+                phase=RUNNING,
+                clear_since=None,
+                breach_since=None,
+                last_action_ms=now_ms,
+                verdict=RESUME,
+            ),
+            RESUME,
+        )
     if evaluation.holds:  # a human resumes; re-arm once the condition has been false a while
         return Step(replace(track, clear_since=None), None)
     since = track.clear_since if track.clear_since is not None else now_ms
@@ -180,8 +234,9 @@ class Input(NamedTuple):
 _IDLE = Track()
 
 
-def tripped(track: Track, evaluation: Evaluation, trust: Trust, now_ms: int,
-            breaker: Breaker) -> bool:
+def tripped(
+    track: Track, evaluation: Evaluation, trust: Trust, now_ms: int, breaker: Breaker
+) -> bool:
     """Counts towards the rule's breaker after this evaluation: in breach now (pending counts:
     a flood shows before anyone's ``for`` has run out), or paused by the rule within the
     breaker window."""
@@ -201,12 +256,18 @@ class Scopes(NamedTuple):
 
     def open(self, rule: str) -> frozenset[str]:
         """``ALL_CAMPAIGNS`` and / or channel names."""
-        return frozenset(({ALL_CAMPAIGNS} if self.everywhere[rule] else set())
-                         | self.channels[rule])
+        return frozenset(
+            ({ALL_CAMPAIGNS} if self.everywhere[rule] else set()) | self.channels[rule]
+        )
 
 
-def breaker_scopes(rules: list[Rule], campaigns: Mapping[str, Campaign],
-                   inputs: Mapping[str, Input], now_ms: int, breaker: Breaker) -> Scopes:
+def breaker_scopes(
+    rules: list[Rule],
+    campaigns: Mapping[str, Campaign],
+    inputs: Mapping[str, Input],
+    now_ms: int,
+    breaker: Breaker,
+) -> Scopes:
     """The breakers, counting the campaigns as they stand after this evaluation and before any
     act: over all of them, and over each channel's (a broken tag often breaks one channel)."""
     everywhere: dict[str, bool] = {}
@@ -220,7 +281,9 @@ def breaker_scopes(rules: list[Rule], campaigns: Mapping[str, Campaign],
                 continue
             campaign = campaigns.get(name)
             track = campaign.tracks.get(name_of_rule, _IDLE) if campaign else _IDLE
-            trips = tripped(track, evaluation, data.trust.get(name_of_rule, TRUSTED), now_ms, breaker)
+            trips = tripped(
+                track, evaluation, data.trust.get(name_of_rule, TRUSTED), now_ms, breaker
+            )
             active = evaluation.value is not None
             for scope in (None, data.channel) if data.channel is not None else (None,):
                 tally = counts.get(scope)
@@ -228,15 +291,17 @@ def breaker_scopes(rules: list[Rule], campaigns: Mapping[str, Campaign],
                     tally = counts[scope] = [0, 0]
                 tally[0] += trips
                 tally[1] += active
-        opened = {scope for scope, (n, active) in counts.items()
-                  if breaker_open(n, active, breaker)}
+        opened = {
+            scope for scope, (n, active) in counts.items() if breaker_open(n, active, breaker)
+        }
         everywhere[name_of_rule] = None in opened
         channels[name_of_rule] = {scope for scope in opened if scope is not None}
     return Scopes(everywhere, channels)
 
 
-def advance(rules: list[Rule], name: str, campaign: Campaign, data: Input, now_ms: int,
-            scopes: Scopes) -> tuple[list[Decision], bool]:
+def advance(
+    rules: list[Rule], name: str, campaign: Campaign, data: Input, now_ms: int, scopes: Scopes
+) -> tuple[list[Decision], bool]:
     """One campaign under every rule it is evaluated on: the decisions, and whether its state
     changed."""
     decisions = []
@@ -249,8 +314,16 @@ def advance(rules: list[Rule], name: str, campaign: Campaign, data: Input, now_m
         trust = data.trust.get(rule.name, TRUSTED)
         if (track is _IDLE or track == _IDLE) and not (evaluation.holds and trust.trusted):
             continue  # nothing pending, nothing in effect, nothing to start: left as it is
-        new, verdict = step(rule, track, now_ms, evaluation, data.resumes.get(rule.name), trust,
-                            campaign.first_seen_ms, scopes.suppresses(rule.name, data.channel))
+        new, verdict = step(
+            rule,
+            track,
+            now_ms,
+            evaluation,
+            data.resumes.get(rule.name),
+            trust,
+            campaign.first_seen_ms,
+            scopes.suppresses(rule.name, data.channel),
+        )
         if new != track:
             campaign.tracks[rule.name] = new
             changed = True
@@ -260,8 +333,13 @@ def advance(rules: list[Rule], name: str, campaign: Campaign, data: Input, now_m
     return decisions, changed
 
 
-def tick(rules: Iterable[Rule], campaigns: dict[str, Campaign], inputs: Mapping[str, Input],
-         now_ms: int, breaker: Breaker) -> tuple[list[Decision], dict[str, frozenset[str]]]:
+def tick(
+    rules: Iterable[Rule],
+    campaigns: dict[str, Campaign],
+    inputs: Mapping[str, Input],
+    now_ms: int,
+    breaker: Breaker,
+) -> tuple[list[Decision], dict[str, frozenset[str]]]:
     """Advance every campaign of ``inputs`` (adding new ones to ``campaigns``) under every rule;
     the decisions issued, in (campaign, rule) order, and per rule the scopes whose breaker is
     open (``ALL_CAMPAIGNS``, or channel names)."""

@@ -84,8 +84,9 @@ def selects(rule: Rule, campaign: str) -> bool:
     return rule.campaigns is None or _pattern(rule.campaigns).fullmatch(campaign) is not None
 
 
-def evaluate(rule: Rule, figures: Figures, *, op: str | None = None,
-             threshold: float | None = None) -> Evaluation:
+def evaluate(
+    rule: Rule, figures: Figures, *, op: str | None = None, threshold: float | None = None
+) -> Evaluation:
     """``rule`` on ``figures``. ``op`` and ``threshold`` replace the rule's own, for the resume
     condition of a paused campaign (the opposite side of ``resume_threshold``)."""
     op = op or rule.op
@@ -96,8 +97,9 @@ def evaluate(rule: Rule, figures: Figures, *, op: str | None = None,
     bound = bounds = None
     ratio_def = RATIO_BY_KEY.get(rule.kpi)
     if ratio_def is not None and ratio_def.rate and window is not None:
-        bounds = wilson_bounds(window.counts[_KIND[ratio_def.numerator]],
-                               window.counts[_KIND[ratio_def.denominator]])
+        bounds = wilson_bounds(
+            window.counts[_KIND[ratio_def.numerator]], window.counts[_KIND[ratio_def.denominator]]
+        )
     if rule.confident and bounds is not None:
         bound = bounds[1] if op == "<" else bounds[0]
     compared = bound if rule.confident else value

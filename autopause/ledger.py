@@ -77,7 +77,9 @@ class Ledger:
         self.db.close()
 
     def get(self, decision_id: str) -> Entry | None:
-        row = self.db.execute("SELECT * FROM entries WHERE decision_id = ?", (decision_id,)).fetchone()
+        row = self.db.execute(
+            "SELECT * FROM entries WHERE decision_id = ?", (decision_id,)
+        ).fetchone()
         return Entry(*row) if row else None
 
     def known(self, decision: dict, now_ms: int) -> Known:
@@ -85,10 +87,13 @@ class Ledger:
         outcome = entry.outcome if entry and entry.outcome in FINAL else None
         (last_seq,) = self.db.execute(
             "SELECT max(seq) FROM entries WHERE campaign = ? AND decision_id != ?",
-            (decision["campaign_id"], decision["decision_id"])).fetchone()
+            (decision["campaign_id"], decision["decision_id"]),
+        ).fetchone()
         (pauses,) = self.db.execute(
             "SELECT count(*) FROM entries WHERE action = 'pause' AND outcome = 'done' "
-            "AND acted_at_ms > ?", (now_ms - HOUR_MS,)).fetchone()
+            "AND acted_at_ms > ?",
+            (now_ms - HOUR_MS,),
+        ).fetchone()
         return Known(outcome, last_seq, pauses, self.paused_campaigns(), self.campaigns_seen())
 
     def paused_campaigns(self) -> int:
@@ -102,26 +107,54 @@ class Ledger:
         return count
 
     def campaigns_seen(self) -> int:
-        (count,) = self.db.execute("SELECT coalesce(sum(campaigns), 0) FROM partition_sizes").fetchone()
+        (count,) = self.db.execute(
+            "SELECT coalesce(sum(campaigns), 0) FROM partition_sizes"
+        ).fetchone()
         return count
 
     def note_partition_size(self, partition: int, campaigns: int) -> None:
-        self.db.execute("INSERT INTO partition_sizes VALUES (?, ?) ON CONFLICT(partition) "
-                        "DO UPDATE SET campaigns = excluded.campaigns", (partition, campaigns))
+        self.db.execute(
+            "INSERT INTO partition_sizes VALUES (?, ?) ON CONFLICT(partition) "
+            "DO UPDATE SET campaigns = excluded.campaigns",
+            (partition, campaigns),
+        )
 
-    def record(self, decision: dict, now_ms: int, outcome: str, reason: str = "", *,
-               action: str | None = None, acted_at_ms: int | None = None,
-               prior_state: str | None = None, exit_code: int | None = None,
-               attempts: int = 0) -> None:
+    def record(
+        self,
+        decision: dict,
+        now_ms: int,
+        outcome: str,
+        reason: str = "",
+        *,
+        action: str | None = None,
+        acted_at_ms: int | None = None,
+        prior_state: str | None = None,
+        exit_code: int | None = None,
+        attempts: int = 0,
+    ) -> None:
         self.db.execute(
             "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(decision_id) DO UPDATE SET outcome = excluded.outcome, "
             "reason = excluded.reason, action = excluded.action, "
             "acted_at_ms = excluded.acted_at_ms, prior_state = excluded.prior_state, "
             "exit_code = excluded.exit_code, attempts = excluded.attempts",
-            (decision["decision_id"], decision["campaign_id"], decision["rule"],
-             decision["verdict"], decision["seq"], now_ms, acted_at_ms, outcome, reason, action,
-             prior_state, exit_code, attempts, orjson.dumps(decision).decode()))
+            (
+                decision["decision_id"],
+                decision["campaign_id"],
+                decision["rule"],
+                decision["verdict"],
+                decision["seq"],
+                now_ms,
+                acted_at_ms,
+                outcome,
+                reason,
+                action,
+                prior_state,
+                exit_code,
+                attempts,
+                orjson.dumps(decision).decode(),
+            ),
+        )
 
     def history(self, campaign: str | None = None, limit: int = 100) -> list[Entry]:
         query = "SELECT * FROM entries"

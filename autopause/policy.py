@@ -46,8 +46,9 @@ class Action(NamedTuple):
     reason: str
 
 
-def judge(decision: dict, now_ms: int, known: Known, limits: Limits,
-          kill_switch: bool = False) -> Action:
+def judge(
+    decision: dict, now_ms: int, known: Known, limits: Limits, kill_switch: bool = False
+) -> Action:
     if known.outcome is not None:
         return Action(SKIP, f"already handled: {known.outcome}")
     verdict = decision.get("verdict")
@@ -65,13 +66,22 @@ def judge(decision: dict, now_ms: int, known: Known, limits: Limits,
         return Action(WAIT, "kill switch present")
     if verdict == "pause":
         if known.pauses_last_hour >= limits.max_pauses_per_hour:
-            return Action(WAIT, f"{known.pauses_last_hour} pauses in the last hour "
-                                f"(--max-pauses-per-hour {limits.max_pauses_per_hour})")
+            return Action(
+                WAIT,
+                f"{known.pauses_last_hour} pauses in the last hour "
+                f"(--max-pauses-per-hour {limits.max_pauses_per_hour})",
+            )
         seen = known.campaigns_seen
         if seen == 0:
-            return Action(WAIT, "no decision has said how many campaigns there are yet "
-                                "(campaigns_judged): --max-share cannot be checked")
+            return Action(
+                WAIT,
+                "no decision has said how many campaigns there are yet "
+                "(campaigns_judged): --max-share cannot be checked",
+            )
         if (known.paused_campaigns + 1) / seen > limits.max_share:
-            return Action(WAIT, f"{known.paused_campaigns + 1} of {seen} campaigns would be paused "
-                                f"(--max-share {limits.max_share:g})")
+            return Action(
+                WAIT,
+                f"{known.paused_campaigns + 1} of {seen} campaigns would be paused "
+                f"(--max-share {limits.max_share:g})",
+            )
     return Action(ACT, verdict)

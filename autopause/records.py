@@ -29,24 +29,43 @@ def campaign_of(value: object, now_ms: int) -> Campaign:
         return value
     if not isinstance(value, dict):
         return Campaign(now_ms)
-    tracks = {name: Track(phase, breach, clear, last, tuple(pauses), flag, verdict)
-              for name, (phase, breach, clear, last, pauses, flag, verdict)
-              in value.get("tracks", {}).items()}
+    tracks = {
+        name: Track(phase, breach, clear, last, tuple(pauses), flag, verdict)
+        for name, (phase, breach, clear, last, pauses, flag, verdict) in value.get(
+            "tracks", {}
+        ).items()
+    }
     return Campaign(value["first"], value["seq"], tracks, list(value.get("outbox", ())))
 
 
 def encode(campaign: Campaign) -> bytes:
-    return codec.dumps({
-        "v": SCHEMA, "first": campaign.first_seen_ms, "seq": campaign.seq,
-        "tracks": {name: [t.phase, t.breach_since, t.clear_since, t.last_action_ms, list(t.pauses),
-                          t.flag, t.verdict] for name, t in sorted(campaign.tracks.items())},
-        "outbox": campaign.outbox,
-    })
+    return codec.dumps(
+        {
+            "v": SCHEMA,
+            "first": campaign.first_seen_ms,
+            "seq": campaign.seq,
+            "tracks": {
+                name: [
+                    t.phase,
+                    t.breach_since,
+                    t.clear_since,
+                    t.last_action_ms,
+                    list(t.pauses),
+                    t.flag,
+                    t.verdict,
+                ]
+                for name, t in sorted(campaign.tracks.items())
+            },
+            "outbox": campaign.outbox,
+        }
+    )
 
 
 def record(partition: int, name: str, campaign: Campaign | None) -> codec.Record:
-    return (codec.key(partition, codec.AUTOPAUSE, name),
-            None if campaign is None else encode(campaign))
+    return (
+        codec.key(partition, codec.AUTOPAUSE, name),
+        None if campaign is None else encode(campaign),
+    )
 
 
 def decision_id(campaign: str, rule: str, seq: int, issued_at_ms: int) -> str:
@@ -58,21 +77,36 @@ def decision_id(campaign: str, rule: str, seq: int, issued_at_ms: int) -> str:
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds") \
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
+    )
 
 
-def decision_json(decision: Decision, rule: Rule, *, partition: int, mode: str, ttl_ms: int,
-                  context: dict[str, Any]) -> dict:
+def decision_json(
+    decision: Decision,
+    rule: Rule,
+    *,
+    partition: int,
+    mode: str,
+    ttl_ms: int,
+    context: dict[str, Any],
+) -> dict:
     """The published form. ``context``: what the worker knew of the data (watermark, lag, trust)."""
     evidence = decision.evidence
     volume = None
     if rule.min_volume is not None:
-        volume = {"event_type": rule.min_volume.event_type, "window": rule.min_volume.window,
-                  "count": evidence.volume, "required": rule.min_volume.count}
+        volume = {
+            "event_type": rule.min_volume.event_type,
+            "window": rule.min_volume.window,
+            "count": evidence.volume,
+            "required": rule.min_volume.count,
+        }
     return {
-        "decision_id": decision_id(decision.campaign, decision.rule, decision.seq,
-                                   decision.issued_at_ms),
+        "decision_id": decision_id(
+            decision.campaign, decision.rule, decision.seq, decision.issued_at_ms
+        ),
         "campaign_id": decision.campaign,
         "rule": decision.rule,
         "verdict": decision.verdict,
@@ -84,12 +118,20 @@ def decision_json(decision: Decision, rule: Rule, *, partition: int, mode: str, 
         "mode": mode,
         "partition": partition,
         "evidence": {
-            "kpi": rule.kpi, "value": evidence.value, "op": rule.op, "threshold": rule.threshold,
-            "confident": rule.confident, "bound": evidence.bound,
-            "wilson": None if evidence.bounds is None else {"lower": evidence.bounds[0],
-                                                             "upper": evidence.bounds[1]},
+            "kpi": rule.kpi,
+            "value": evidence.value,
+            "op": rule.op,
+            "threshold": rule.threshold,
+            "confident": rule.confident,
+            "bound": evidence.bound,
+            "wilson": None
+            if evidence.bounds is None
+            else {"lower": evidence.bounds[0], "upper": evidence.bounds[1]},
             "window": rule.window,
-            "settle": rule.settle, "for": rule.for_, "volume": volume,
-            "resume_threshold": rule.resume_threshold, **context,
+            "settle": rule.settle,
+            "for": rule.for_,
+            "volume": volume,
+            "resume_threshold": rule.resume_threshold,
+            **context,
         },
     }

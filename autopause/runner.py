@@ -62,23 +62,30 @@ def load_rules(settings: Settings) -> list[Rule]:
     for rule in pausing:
         for window in filter(None, (rule.window, rule.min_volume and rule.min_volume.window)):
             if window not in exported:
-                raise SettingsError(f"KPI_RULES: rule {rule.name} reads the {window} window, which "
-                                    f"KPI_WINDOWS does not export ({', '.join(sorted(exported))})")
+                raise SettingsError(
+                    f"KPI_RULES: rule {rule.name} reads the {window} window, which "
+                    f"KPI_WINDOWS does not export ({', '.join(sorted(exported))})"
+                )
         if rule.settle != "0s":
             if rule.kpi in ("response_p50", "response_p95"):
-                raise SettingsError(f"KPI_RULES: rule {rule.name}: settle applies to count and "
-                                    "money KPIs, not response quantiles")
+                raise SettingsError(
+                    f"KPI_RULES: rule {rule.name}: settle applies to count and "
+                    "money KPIs, not response quantiles"
+                )
             read = [w for w in (rule.window, rule.min_volume and rule.min_volume.window) if w]
             oldest = rule.seconds("settle") + max(parse_duration(w) for w in read)
             if oldest > settings.retention_seconds:
-                raise SettingsError(f"KPI_RULES: rule {rule.name} reads {oldest:g}s back, beyond "
-                                    f"the {settings.retention_seconds}s kept (raise KPI_GRACE)")
+                raise SettingsError(
+                    f"KPI_RULES: rule {rule.name} reads {oldest:g}s back, beyond "
+                    f"the {settings.retention_seconds}s kept (raise KPI_GRACE)"
+                )
     return pausing
 
 
 def rule_kinds(rule: Rule) -> tuple[int, frozenset[int]]:
     """The event kind whose traffic drives the rule (volume, or denominator), and every kind
     the rule reads."""
+
     def kinds_of(source: str) -> set[int]:
         if source == REVENUE:
             return {_KIND["sale"]}
@@ -94,7 +101,10 @@ def rule_kinds(rule: Rule) -> tuple[int, frozenset[int]]:
     elif kpi in ("revenue", "spend"):
         read = kinds_of(kpi)
         driving = min(read)
-    elif kpi.startswith("response") or kpi in ("oldest_uncontacted_lead_age", "leads_awaiting_contact"):
+    elif kpi.startswith("response") or kpi in (
+        "oldest_uncontacted_lead_age",
+        "leads_awaiting_contact",
+    ):
         read = {_KIND["lead"], _KIND["sales_contact"]}
         driving = _KIND["lead"]
     else:
@@ -108,17 +118,32 @@ def rule_kinds(rule: Rule) -> tuple[int, frozenset[int]]:
 
 def figures_of(row: CampaignRow, labels: tuple[str, ...], now_ms: int) -> Figures:
     return Figures(
-        {label: WindowFigures(tuple(w.counts), w.revenue_micros, w.spend_micros, w.p50_ms, w.p95_ms)
-         for label, w in zip(labels, row.windows)},
-        row.awaiting, row.oldest_awaiting_age_seconds(now_ms))
+        {
+            label: WindowFigures(
+                tuple(w.counts), w.revenue_micros, w.spend_micros, w.p50_ms, w.p95_ms
+            )
+            for label, w in zip(labels, row.windows)
+        },
+        row.awaiting,
+        row.oldest_awaiting_age_seconds(now_ms),
+    )
 
 
-def settled_figures(state: CampaignState, at_ms: int, windows_ms: tuple[int, ...],
-                    labels: tuple[str, ...], bucket_ms: int) -> Figures:
+def settled_figures(
+    state: CampaignState,
+    at_ms: int,
+    windows_ms: tuple[int, ...],
+    labels: tuple[str, ...],
+    bucket_ms: int,
+) -> Figures:
     """Window sums of the windows that ended at ``at_ms`` (no response quantiles)."""
     sums = state.window_totals(bucket_start(at_ms, bucket_ms), windows_ms, bucket_ms)
-    return Figures({label: WindowFigures(tuple(t.counts), t.revenue_micros, t.spend_micros)
-                    for label, t in zip(labels, sums)})
+    return Figures(
+        {
+            label: WindowFigures(tuple(t.counts), t.revenue_micros, t.spend_micros)
+            for label, t in zip(labels, sums)
+        }
+    )
 
 
 @dataclass
@@ -136,8 +161,11 @@ class Runner:
         self.windows_ms = tuple(sorted(w * 1000 for w in settings.windows_seconds))
         self.labels = window_labels(self.windows_ms)
         self.bucket_ms = settings.bucket_seconds * 1000
-        self.breaker = Breaker(settings.breaker_share, settings.breaker_min_campaigns,
-                               settings.breaker_window_seconds * 1000)
+        self.breaker = Breaker(
+            settings.breaker_share,
+            settings.breaker_min_campaigns,
+            settings.breaker_window_seconds * 1000,
+        )
         self.kinds = {r.name: rule_kinds(r) for r in self.rules}
         self._late_seen: tuple[list[int], list[int]] | None = None  # (late, totals) by kind
         self._dirty: set[tuple[int, str]] = set()  # (partition, campaign) to write
@@ -160,8 +188,14 @@ class Runner:
             shares.append((late[k] - previous[0][k]) / new if new > 0 else 0.0)
         return shares
 
-    def _trust(self, rule: Rule, state: PartitionState, now_ms: int,
-               lag: Mapping[tuple[str, int], int], late_shares: list[float]) -> Trust:
+    def _trust(
+        self,
+        rule: Rule,
+        state: PartitionState,
+        now_ms: int,
+        lag: Mapping[tuple[str, int], int],
+        late_shares: list[float],
+    ) -> Trust:
         driving, read = self.kinds[rule.name]
         inputs = self.settings.topics.inputs()
         unknown = [inputs[k] for k in sorted(read) if (inputs[k], state.partition) not in lag]
@@ -172,8 +206,11 @@ class Runner:
             return Trust(False, f"lagging: {behind} messages behind")
         watermark = state.meta.watermark[driving]
         if now_ms - watermark > self.settings.decision_max_stall_seconds * 1000:
-            return Trust(False, f"event time stalled: no {EVENT_TYPES[driving]} event newer than "
-                                f"{(now_ms - watermark) // 1000}s")
+            return Trust(
+                False,
+                f"event time stalled: no {EVENT_TYPES[driving]} event newer than "
+                f"{(now_ms - watermark) // 1000}s",
+            )
         worst = max(late_shares[k] for k in read)
         if worst > self.settings.decision_max_late_share:
             return Trust(False, f"late share {worst:.1%}")
@@ -181,8 +218,15 @@ class Runner:
 
     # -- the tick -------------------------------------------------------------------------------
 
-    def tick(self, now_ms: int, states: Iterable[PartitionState], rows: Iterable[CampaignRow],
-             lag: Mapping[tuple[str, int], int], *, mode: str) -> TickResult:
+    def tick(
+        self,
+        now_ms: int,
+        states: Iterable[PartitionState],
+        rows: Iterable[CampaignRow],
+        lag: Mapping[tuple[str, int], int],
+        *,
+        mode: str,
+    ) -> TickResult:
         """``tick_steps`` in one go."""
         steps = self.tick_steps(now_ms, states, rows, lag, mode=mode)
         while True:
@@ -191,10 +235,16 @@ class Runner:
             except StopIteration as done:
                 return done.value
 
-    def tick_steps(self, now_ms: int, states: Iterable[PartitionState],
-                   rows: Iterable[CampaignRow], lag: Mapping[tuple[str, int], int], *, mode: str,
-                   owned: Callable[[PartitionState], bool] = lambda state: True,
-                   ) -> Generator[None, None, TickResult]:
+    def tick_steps(
+        self,
+        now_ms: int,
+        states: Iterable[PartitionState],
+        rows: Iterable[CampaignRow],
+        lag: Mapping[tuple[str, int], int],
+        *,
+        mode: str,
+        owned: Callable[[PartitionState], bool] = lambda state: True,
+    ) -> Generator[None, None, TickResult]:
         """One decision round, as a generator that yields every ``STEP`` campaigns so that the
         caller can let its event loop run (at 5,000 campaigns a round is ~100 ms of work).
 
@@ -213,7 +263,8 @@ class Runner:
         done = 0
         for state in states:
             trust = trust_of[state.partition] = {
-                r.name: self._trust(r, state, now_ms, lag, late_shares) for r in self.rules}
+                r.name: self._trust(r, state, now_ms, lag, late_shares) for r in self.rules
+            }
             for name, campaign_state in list(state.campaigns.items()):
                 row = row_of.get(name)
                 if name == OTHER or row is None or name in owner:
@@ -224,8 +275,11 @@ class Runner:
                 owner[name] = state
                 entry = state.autopause.get(name)
                 if entry is None:
-                    first_seen = min(now_ms, campaign_state.first_start) \
-                        if campaign_state.has_buckets else now_ms
+                    first_seen = (
+                        min(now_ms, campaign_state.first_start)
+                        if campaign_state.has_buckets
+                        else now_ms
+                    )
                     campaign = state.autopause[name] = Campaign(first_seen)
                     if remember_new:  # the learning phase outlives the buckets
                         self._dirty.add((state.partition, name))
@@ -236,12 +290,28 @@ class Runner:
                 evaluations: dict[str, Evaluation] = {}
                 resumes: dict[str, Evaluation | None] = {}
                 for rule in rules:
-                    figures = now_figures if rule.settle == "0s" else settled_figures(
-                        campaign_state, now_ms - int(rule.seconds("settle") * 1000),
-                        self.windows_ms, self.labels, self.bucket_ms)
+                    figures = (
+                        now_figures
+                        if rule.settle == "0s"
+                        else settled_figures(
+                            campaign_state,
+                            now_ms - int(rule.seconds("settle") * 1000),
+                            self.windows_ms,
+                            self.labels,
+                            self.bucket_ms,
+                        )
+                    )
                     evaluations[rule.name] = evaluate(rule, figures)
-                    resumes[rule.name] = None if rule.resume_threshold is None else evaluate(
-                        rule, figures, op=_OPPOSITE[rule.op or "<"], threshold=rule.resume_threshold)
+                    resumes[rule.name] = (
+                        None
+                        if rule.resume_threshold is None
+                        else evaluate(
+                            rule,
+                            figures,
+                            op=_OPPOSITE[rule.op or "<"],
+                            threshold=rule.resume_threshold,
+                        )
+                    )
                 inputs[name] = Input(evaluations, resumes, trust, _main_channel(row))
                 done += 1
                 if done % STEP == 0:
@@ -257,8 +327,9 @@ class Runner:
         for i, name in enumerate(sorted(inputs)):
             state = owner[name]
             if owned(state):
-                issued, changed = advance(self.rules, name, campaigns[name], inputs[name], now_ms,
-                                          scopes)
+                issued, changed = advance(
+                    self.rules, name, campaigns[name], inputs[name], now_ms, scopes
+                )
                 decisions += issued
                 if changed or issued:
                     self._dirty.add((state.partition, name))
@@ -274,19 +345,31 @@ class Runner:
             trust = trust_of[state.partition][rule.name]
             driving, read = self.kinds[rule.name]
             body = records.decision_json(
-                decision, rule, partition=state.partition, mode=mode, ttl_ms=ttl_ms,
-                context={"watermark": records.iso(state.meta.watermark[driving]),
-                         "lag_messages": sum(lag.get((topics[k], state.partition), 0) for k in read),
-                         "trusted": trust.trusted, "distrust": trust.reason or None,
-                         "breaker_open": sorted(scopes.open(rule.name))})
+                decision,
+                rule,
+                partition=state.partition,
+                mode=mode,
+                ttl_ms=ttl_ms,
+                context={
+                    "watermark": records.iso(state.meta.watermark[driving]),
+                    "lag_messages": sum(lag.get((topics[k], state.partition), 0) for k in read),
+                    "trusted": trust.trusted,
+                    "distrust": trust.reason or None,
+                    "breaker_open": sorted(scopes.open(rule.name)),
+                },
+            )
             body["campaigns_judged"] = judged.get((state.partition, rule.name), 0)
             campaigns[decision.campaign].outbox.append(body)
             to_send.append((state.partition, body))
         kept = [s for s in states if owned(s)]
         out = self._changed_records(kept, now_ms)
         self._dirty = {k for k in self._dirty if k[0] in {s.partition for s in kept}}
-        return TickResult(out, to_send, {r.name: scopes.open(r.name) for r in self.rules},
-                          self._counts(states, now_ms))
+        return TickResult(
+            out,
+            to_send,
+            {r.name: scopes.open(r.name) for r in self.rules},
+            self._counts(states, now_ms),
+        )
 
     def sent(self, states: Iterable[PartitionState], sent: Iterable[dict]) -> list[Record]:
         """After the decisions topic acknowledged ``sent``: drop them from the outboxes."""
@@ -307,8 +390,11 @@ class Runner:
         for state in sorted(states, key=lambda s: s.partition):
             for name in sorted(state.autopause):
                 value = state.autopause[name]
-                outbox = value.outbox if isinstance(value, Campaign) else (
-                    value.get("outbox") if isinstance(value, dict) else None)
+                outbox = (
+                    value.outbox
+                    if isinstance(value, Campaign)
+                    else (value.get("outbox") if isinstance(value, dict) else None)
+                )
                 if outbox:
                     state.autopause[name] = records.campaign_of(value, now_ms)
                     out.extend((state.partition, d) for d in outbox)
@@ -356,8 +442,12 @@ class Runner:
 
 def _idle(campaign: Campaign, now_ms: int) -> bool:
     return not campaign.outbox and all(
-        t.phase == RUNNING and t.flag is None and t.breach_since is None
-        and not any(now_ms - p < DAY_MS for p in t.pauses) for t in campaign.tracks.values())
+        t.phase == RUNNING
+        and t.flag is None
+        and t.breach_since is None
+        and not any(now_ms - p < DAY_MS for p in t.pauses)
+        for t in campaign.tracks.values()
+    )
 
 
 def _main_channel(row: CampaignRow) -> str | None:

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from agents.broker import EmbeddedBroker, free_port  # noqa: E402
+from agents.broker import EmbeddedBroker, free_port
 
 TOPIC = "marketing.impressions"
 QUIX = "Quix Streams 3.28"
@@ -45,14 +45,30 @@ def events(n: int, campaigns: int, seed: int = 1) -> list[tuple[str, dict]]:
     out = []
     for i in range(n):
         c = f"camp-{rng.randrange(campaigns):03d}"
-        out.append((c, {"event_id": f"e{i}", "event_type": "impression", "occurred_at": now - rng.randint(0, 60_000),
-                        "campaign_id": c, "channel": "search", "cost": 0.002}))
+        out.append(
+            (
+                c,
+                {
+                    "event_id": f"e{i}",
+                    "event_type": "impression",
+                    "occurred_at": now - rng.randint(0, 60_000),
+                    "campaign_id": c,
+                    "channel": "search",
+                    "cost": 0.002,
+                },
+            )
+        )
     return out
 
 
 async def preload(bootstrap: str, evs: list[tuple[str, dict]], per_message: int) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20,
-                                max_batch_size=512 * 1024, max_request_size=8 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks=1,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        max_request_size=8 * 1024 * 1024,
+    )
     await producer.start()
     grouped: dict[str, list[dict]] = {}
     for campaign, body in evs:
@@ -62,7 +78,7 @@ async def preload(bootstrap: str, evs: list[tuple[str, dict]], per_message: int)
         pending = []
         for campaign, bodies in grouped.items():
             for i in range(0, len(bodies), per_message):
-                chunk = bodies[i:i + per_message]
+                chunk = bodies[i : i + per_message]
                 value = orjson.dumps(chunk[0] if per_message == 1 else chunk)
                 pending.append(await producer.send(TOPIC, value, key=campaign.encode()))
                 messages += 1
@@ -80,15 +96,27 @@ async def create_topics(bootstrap: str) -> None:
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    names = ["marketing.impressions", "marketing.clicks", "marketing.leads", "marketing.sales",
-             "marketing.sales_contacts", "marketing.rejected"]
+    names = [
+        "marketing.impressions",
+        "marketing.clicks",
+        "marketing.leads",
+        "marketing.sales",
+        "marketing.sales_contacts",
+        "marketing.rejected",
+    ]
     await admin.create_topics([NewTopic(n, 4, 1) for n in names])
     await admin.close()
 
 
 async def plain_consumer(bootstrap: str, expect_events: int) -> float:
-    consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None, max_partition_fetch_bytes=8 << 20)
+    consumer = AIOKafkaConsumer(
+        TOPIC,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=8 << 20,
+    )
     await consumer.start()
     counts: dict[tuple, int] = {}
     seen = 0
@@ -99,7 +127,7 @@ async def plain_consumer(bootstrap: str, expect_events: int) -> float:
             for records in batch.values():
                 for record in records:
                     payload = orjson.loads(record.value)
-                    for e in (payload if isinstance(payload, list) else (payload,)):
+                    for e in payload if isinstance(payload, list) else (payload,):
                         key = (e["campaign_id"], e["event_type"], e["occurred_at"] // 10_000)
                         counts[key] = counts.get(key, 0) + 1
                         seen += 1
@@ -111,9 +139,15 @@ async def plain_consumer(bootstrap: str, expect_events: int) -> float:
 
 
 def spawn(args: list[str], env: dict | None = None, log=None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=dict(os.environ, **(env or {})),
-                            stdout=subprocess.PIPE if log is None else log, stderr=subprocess.STDOUT,
-                            start_new_session=True, text=True)
+    return subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=dict(os.environ, **(env or {})),
+        stdout=subprocess.PIPE if log is None else log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        text=True,
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -127,14 +161,40 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def noop_rate(broker: EmbeddedBroker, messages: int) -> float:
-    return progress_rate(spawn(["bench/noop_agent.py", "--broker", broker.url, "--topic", TOPIC,
-                                "--expect", str(messages), "--port", str(free_port())],
-                               env={"PYTHONPATH": ROOT}), messages)
+    return progress_rate(
+        spawn(
+            [
+                "bench/noop_agent.py",
+                "--broker",
+                broker.url,
+                "--topic",
+                TOPIC,
+                "--expect",
+                str(messages),
+                "--port",
+                str(free_port()),
+            ],
+            env={"PYTHONPATH": ROOT},
+        ),
+        messages,
+    )
 
 
 def quix_rate(broker: EmbeddedBroker, events: int) -> float:
-    return progress_rate(spawn(["bench/quix_baseline.py", "--bootstrap", broker.bootstrap,
-                                "--topic", TOPIC, "--expect", str(events)]), events)
+    return progress_rate(
+        spawn(
+            [
+                "bench/quix_baseline.py",
+                "--bootstrap",
+                broker.bootstrap,
+                "--topic",
+                TOPIC,
+                "--expect",
+                str(events),
+            ]
+        ),
+        events,
+    )
 
 
 def progress_rate(process: subprocess.Popen, expect: int) -> float:
@@ -180,11 +240,24 @@ def folded(port: int) -> int:
         return 0
 
 
-def start_monitor(broker: EmbeddedBroker, port: int, log, env: dict | None = None) -> subprocess.Popen:
-    return spawn(["-m", "agents.cli", "run", "--broker", broker.url, "--web-port", str(port),
-                  "--loglevel", os.environ.get("BENCH_LOGLEVEL", "warning")],
-                 env={"KPI_APP_ID": f"bench-{time.time_ns()}", "KPI_SESSION_TIMEOUT": "6s",
-                      **(env or {})}, log=log)
+def start_monitor(
+    broker: EmbeddedBroker, port: int, log, env: dict | None = None
+) -> subprocess.Popen:
+    return spawn(
+        [
+            "-m",
+            "agents.cli",
+            "run",
+            "--broker",
+            broker.url,
+            "--web-port",
+            str(port),
+            "--loglevel",
+            os.environ.get("BENCH_LOGLEVEL", "warning"),
+        ],
+        env={"KPI_APP_ID": f"bench-{time.time_ns()}", "KPI_SESSION_TIMEOUT": "6s", **(env or {})},
+        log=log,
+    )
 
 
 def monitor_rate(broker: EmbeddedBroker, expect_events: int, log, env: dict | None = None) -> float:
@@ -209,13 +282,22 @@ def monitor_rate(broker: EmbeddedBroker, expect_events: int, log, env: dict | No
 def throughput_phase(per_message: int, n: int, campaigns: int, log) -> dict[str, float]:
     evs = events(n, campaigns)
     results = {}
-    for name in ("plain aiokafka+orjson", "do-nothing Faust agent", QUIX, FAUST_PATH, "kpi-monitor"):
+    for name in (
+        "plain aiokafka+orjson",
+        "do-nothing Faust agent",
+        QUIX,
+        FAUST_PATH,
+        "kpi-monitor",
+    ):
         with EmbeddedBroker() as broker:
             asyncio.run(create_topics(broker.bootstrap))
             t = time.monotonic()
             messages = asyncio.run(preload(broker.bootstrap, evs, per_message))
-            print(f"  preloaded {n:,} events in {messages:,} messages ({time.monotonic() - t:.1f}s) "
-                  f"for {name}", flush=True)
+            print(
+                f"  preloaded {n:,} events in {messages:,} messages ({time.monotonic() - t:.1f}s) "
+                f"for {name}",
+                flush=True,
+            )
             if name.startswith("plain"):
                 rate = asyncio.run(plain_consumer(broker.bootstrap, n))
             elif name.startswith("do-nothing"):
@@ -241,8 +323,11 @@ async def latency_phase(rate: float, seconds: float, campaigns: int, log) -> lis
         latencies = []
         try:
             while not scrape(port) and process.poll() is None:
-                await producer.send(TOPIC, orjson.dumps(events(1, 1)[0][1] | {"campaign_id": "warmup"}),
-                                    key=b"warmup")
+                await producer.send(
+                    TOPIC,
+                    orjson.dumps(events(1, 1)[0][1] | {"campaign_id": "warmup"}),
+                    key=b"warmup",
+                )
                 await asyncio.sleep(0.5)
             rng = random.Random(3)
             started = time.monotonic()
@@ -253,26 +338,37 @@ async def latency_phase(rate: float, seconds: float, campaigns: int, log) -> lis
                 due = int((time.monotonic() - started) * rate) - sent
                 for _ in range(max(0, due)):
                     c = f"camp-{rng.randrange(campaigns):03d}"
-                    body = {"event_id": f"l{sent}", "event_type": "impression",
-                            "occurred_at": int(time.time() * 1000), "campaign_id": c}
+                    body = {
+                        "event_id": f"l{sent}",
+                        "event_type": "impression",
+                        "occurred_at": int(time.time() * 1000),
+                        "campaign_id": c,
+                    }
                     await producer.send(TOPIC, orjson.dumps(body), key=c.encode())
                     sent += 1
                 if time.monotonic() >= next_probe:
                     probe += 1
                     name = f"probe-{probe}"
-                    body = {"event_id": name, "event_type": "impression",
-                            "occurred_at": int(time.time() * 1000), "campaign_id": name}
+                    body = {
+                        "event_id": name,
+                        "event_type": "impression",
+                        "occurred_at": int(time.time() * 1000),
+                        "campaign_id": name,
+                    }
                     await producer.send_and_wait(TOPIC, orjson.dumps(body), key=name.encode())
                     produced = time.monotonic()
                     # Each scrape costs the worker tens of ms (see README), so poll at 5 Hz:
                     # the figures carry up to 200 ms of polling resolution.
-                    while name not in scrape(port) and time.monotonic() - produced < 30:
+                    while name not in scrape(port) and time.monotonic() - produced < 30:  # noqa: ASYNC110
                         await asyncio.sleep(0.2)
                     latencies.append(time.monotonic() - produced)
                     next_probe = time.monotonic() + 1
                 await asyncio.sleep(0.01)
-            print(f"  sent {sent:,} events at {sent / (time.monotonic() - started):,.0f}/s "
-                  f"(asked for {rate:,.0f}/s)", flush=True)
+            print(
+                f"  sent {sent:,} events at {sent / (time.monotonic() - started):,.0f}/s "
+                f"(asked for {rate:,.0f}/s)",
+                flush=True,
+            )
         finally:
             await producer.stop()
             stop(process)
@@ -280,17 +376,27 @@ async def latency_phase(rate: float, seconds: float, campaigns: int, log) -> lis
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--campaigns", type=int, default=100)
     parser.add_argument("--latency-seconds", type=float, default=60)
-    parser.add_argument("--latency-rate", type=float, default=0,
-                        help="events/s for the latency phase (default: half the measured monitor rate)")
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=0,
+        help="events/s for the latency phase (default: half the measured monitor rate)",
+    )
     parser.add_argument("--phases", default="single,batched,latency,scrape,memory")
-    parser.add_argument("--campaigns-list", default="1000,5000,20000",
-                        help="campaign counts for the scrape phase")
-    parser.add_argument("--worker-root", default=ROOT,
-                        help="checkout to run the worker from in the scrape and memory phases")
+    parser.add_argument(
+        "--campaigns-list", default="1000,5000,20000", help="campaign counts for the scrape phase"
+    )
+    parser.add_argument(
+        "--worker-root",
+        default=ROOT,
+        help="checkout to run the worker from in the scrape and memory phases",
+    )
     args = parser.parse_args()
     phases = set(args.phases.split(","))
     log_path = "/tmp/kpi-benchmark-workers.log"
@@ -298,11 +404,18 @@ def main() -> None:
     latencies: list[float] = []
     with open(log_path, "w") as log:
         if "single" in phases:
-            print(f"== 1 event per message, {args.events:,} events, {args.campaigns} campaigns", flush=True)
-            measured.append(("1 event/message", throughput_phase(1, args.events, args.campaigns, log)))
+            print(
+                f"== 1 event per message, {args.events:,} events, {args.campaigns} campaigns",
+                flush=True,
+            )
+            measured.append(
+                ("1 event/message", throughput_phase(1, args.events, args.campaigns, log))
+            )
         if "batched" in phases:
             print(f"== 100 events per message, {args.events:,} events", flush=True)
-            measured.append(("100 events/message", throughput_phase(100, args.events, args.campaigns, log)))
+            measured.append(
+                ("100 events/message", throughput_phase(100, args.events, args.campaigns, log))
+            )
         if "latency" in phases:
             half = args.latency_rate or (measured[0][1]["kpi-monitor"] / 2 if measured else 5000)
             print(f"== end-to-end latency at {half:,.0f} events/s, one per message", flush=True)
@@ -310,21 +423,29 @@ def main() -> None:
         if phases & {"scrape", "memory"}:
             from bench.scale import run_scale
 
-            run_scale(phases, [int(c) for c in args.campaigns_list.split(",")],
-                      os.path.abspath(args.worker_root), log)
+            run_scale(
+                phases,
+                [int(c) for c in args.campaigns_list.split(",")],
+                os.path.abspath(args.worker_root),
+                log,
+            )
     print("\n== summary")
     for label, results in measured:
         monitor = results["kpi-monitor"]
-        print(f"{label}: monitor {monitor:,.0f}/s; "
-              f"monitor / do-nothing Faust = {monitor / results['do-nothing Faust agent']:.2f}x; "
-              f"monitor / {QUIX} = {monitor / results[QUIX]:.2f}x; "
-              f"monitor / its Faust per-message path = {monitor / results[FAUST_PATH]:.2f}x; "
-              f"monitor / plain aiokafka = {monitor / results['plain aiokafka+orjson']:.2f}x")
+        print(
+            f"{label}: monitor {monitor:,.0f}/s; "
+            f"monitor / do-nothing Faust = {monitor / results['do-nothing Faust agent']:.2f}x; "
+            f"monitor / {QUIX} = {monitor / results[QUIX]:.2f}x; "
+            f"monitor / its Faust per-message path = {monitor / results[FAUST_PATH]:.2f}x; "
+            f"monitor / plain aiokafka = {monitor / results['plain aiokafka+orjson']:.2f}x"
+        )
     if latencies:
         ordered = sorted(latencies)
-        print(f"latency produced->/metrics over {len(ordered)} probes: "
-              f"p50 {statistics.median(ordered) * 1000:.0f} ms, "
-              f"p95 {ordered[int(0.95 * (len(ordered) - 1))] * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms")
+        print(
+            f"latency produced->/metrics over {len(ordered)} probes: "
+            f"p50 {statistics.median(ordered) * 1000:.0f} ms, "
+            f"p95 {ordered[int(0.95 * (len(ordered) - 1))] * 1000:.0f} ms, max {ordered[-1] * 1000:.0f} ms"
+        )
     print(f"(worker logs: {log_path})")
 
 

@@ -39,25 +39,59 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kpi-incident-"))
     command = work / "pause.sh"
-    command.write_text(f"#!/bin/sh\necho \"$(date +%s%3N) $KPI_ACTION $KPI_CAMPAIGN $KPI_DECISION_ID\""
-                       f" >> {work}/actions\n")
+    command.write_text(
+        f'#!/bin/sh\necho "$(date +%s%3N) $KPI_ACTION $KPI_CAMPAIGN $KPI_DECISION_ID"'
+        f" >> {work}/actions\n"
+    )
     command.chmod(0o755)
-    env = dict(os.environ, KPI_RULES=args.rules, KPI_BUCKET=args.bucket, KPI_WINDOWS=args.windows,
-               KPI_SESSION_TIMEOUT="6s", PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ,
+        KPI_RULES=args.rules,
+        KPI_BUCKET=args.bucket,
+        KPI_WINDOWS=args.windows,
+        KPI_SESSION_TIMEOUT="6s",
+        PYTHONUNBUFFERED="1",
+    )
     processes = []
     with EmbeddedBroker() as broker:
+
         def start(name: str, *cli: str) -> None:
             log = open(work / f"{name}.log", "w")
-            processes.append(subprocess.Popen([sys.executable, "-m", "agents.cli", *cli], cwd=ROOT,
-                                              env=env, stdout=log, stderr=subprocess.STDOUT,
-                                              start_new_session=True))
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "agents.cli", *cli],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
 
         try:
             start("worker", "run", "--broker", broker.url, "--web-port", str(free_port()))
-            start("pauser", "pauser", "--mode", "live", "--exec", str(command), "--ledger",
-                  str(work / "ledger.sqlite"), "--broker", broker.url)
-            start("traffic", "demo-traffic", "--broker", broker.url, "--scale", args.scale,
-                  "--incident-after", args.incident_after)
+            start(
+                "pauser",
+                "pauser",
+                "--mode",
+                "live",
+                "--exec",
+                str(command),
+                "--ledger",
+                str(work / "ledger.sqlite"),
+                "--broker",
+                broker.url,
+            )
+            start(
+                "traffic",
+                "demo-traffic",
+                "--broker",
+                broker.url,
+                "--scale",
+                args.scale,
+                "--incident-after",
+                args.incident_after,
+            )
             deadline = time.monotonic() + args.timeout
             incident = action = None
             while time.monotonic() < deadline and action is None:
@@ -72,12 +106,15 @@ def main() -> int:
                 print(f"no action within {args.timeout:.0f}s; logs in {work}")
                 return 1
             acted_ms, verb, campaign, decision_id = int(action[0]), action[1], action[2], action[3]
-            issued = re.search(rf"decision {decision_id}: campaign {campaign}",
-                               (work / "worker.log").read_text())
+            issued = re.search(
+                rf"decision {decision_id}: campaign {campaign}", (work / "worker.log").read_text()
+            )
             print(f"rules {args.rules}, bucket {args.bucket}, windows {args.windows}")
-            print(f"incident (camp-03 CTR collapses) -> pauser ran `{verb} {campaign}`: "
-                  f"{(acted_ms - incident) / 1000:.1f} s (decision {decision_id}"
-                  f"{', logged by the worker' if issued else ''})")
+            print(
+                f"incident (camp-03 CTR collapses) -> pauser ran `{verb} {campaign}`: "
+                f"{(acted_ms - incident) / 1000:.1f} s (decision {decision_id}"
+                f"{', logged by the worker' if issued else ''})"
+            )
             return 0
         finally:
             for process in processes:

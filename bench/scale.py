@@ -34,9 +34,13 @@ from aiokafka import AIOKafkaProducer
 
 from agents.broker import EmbeddedBroker, free_port
 
-TOPICS = {"impression": "marketing.impressions", "click": "marketing.clicks",
-          "lead": "marketing.leads", "sale": "marketing.sales",
-          "sales_contact": "marketing.sales_contacts"}
+TOPICS = {
+    "impression": "marketing.impressions",
+    "click": "marketing.clicks",
+    "lead": "marketing.leads",
+    "sale": "marketing.sales",
+    "sales_contact": "marketing.sales_contacts",
+}
 MIN = 60_000
 
 
@@ -49,24 +53,65 @@ def campaign_hour(campaign: str, now_ms: int, points: int, seq: int) -> dict[str
         at = now_ms - 60 * MIN + 4 * MIN + i * step
         base = {"campaign_id": campaign, "channel": ("search", "social", "display")[seq % 3]}
         lead = f"{campaign}-L{i}"
-        out["impression"].append({**base, "event_id": f"{campaign}-i{i}", "event_type": "impression",
-                                  "occurred_at": at, "cost": 0.002})
-        out["click"].append({**base, "event_id": f"{campaign}-c{i}", "event_type": "click",
-                             "occurred_at": at, "cost": 0.4})
-        out["lead"].append({**base, "event_id": f"{campaign}-l{i}", "event_type": "lead",
-                            "occurred_at": at, "lead_id": lead})
-        out["sale"].append({**base, "event_id": f"{campaign}-s{i}", "event_type": "sale",
-                            "occurred_at": at, "value": 25.0, "currency": "USD", "lead_id": lead})
-        out["sales_contact"].append({**base, "event_id": f"{campaign}-k{i}",
-                                     "event_type": "sales_contact",
-                                     "occurred_at": min(at + 3 * MIN, now_ms), "lead_id": lead})
+        out["impression"].append(
+            {
+                **base,
+                "event_id": f"{campaign}-i{i}",
+                "event_type": "impression",
+                "occurred_at": at,
+                "cost": 0.002,
+            }
+        )
+        out["click"].append(
+            {
+                **base,
+                "event_id": f"{campaign}-c{i}",
+                "event_type": "click",
+                "occurred_at": at,
+                "cost": 0.4,
+            }
+        )
+        out["lead"].append(
+            {
+                **base,
+                "event_id": f"{campaign}-l{i}",
+                "event_type": "lead",
+                "occurred_at": at,
+                "lead_id": lead,
+            }
+        )
+        out["sale"].append(
+            {
+                **base,
+                "event_id": f"{campaign}-s{i}",
+                "event_type": "sale",
+                "occurred_at": at,
+                "value": 25.0,
+                "currency": "USD",
+                "lead_id": lead,
+            }
+        )
+        out["sales_contact"].append(
+            {
+                **base,
+                "event_id": f"{campaign}-k{i}",
+                "event_type": "sales_contact",
+                "occurred_at": min(at + 3 * MIN, now_ms),
+                "lead_id": lead,
+            }
+        )
     return out
 
 
 async def send_batches(bootstrap: str, batches, label: str) -> int:
     """Send (topic, key, [events]) as one JSON-array message each; print progress."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20,
-                                max_batch_size=512 * 1024, max_request_size=8 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks=1,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        max_request_size=8 * 1024 * 1024,
+    )
     await producer.start()
     sent = events = 0
     pending = []
@@ -83,8 +128,10 @@ async def send_batches(bootstrap: str, batches, label: str) -> int:
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    print(f"\r  {label}: {events:,} events in {sent:,} messages ({time.monotonic() - started:.0f}s)",
-          flush=True)
+    print(
+        f"\r  {label}: {events:,} events in {sent:,} messages ({time.monotonic() - started:.0f}s)",
+        flush=True,
+    )
     return events
 
 
@@ -93,15 +140,22 @@ def hour_batches(campaigns: int, points: int, now_ms: int, per_message: int = 10
         name = f"campaign-{c:06d}"
         for event_type, evs in campaign_hour(name, now_ms, points, c).items():
             for i in range(0, len(evs), per_message):
-                yield TOPICS[event_type], name.encode(), evs[i:i + per_message]
+                yield TOPICS[event_type], name.encode(), evs[i : i + per_message]
 
 
 def hostile_batches(ids: int, now_ms: int, per_message: int = 100):
     rng = random.Random(7)
     for start in range(0, ids, per_message):
-        body = [{"event_id": f"h{i}", "event_type": "impression", "occurred_at": now_ms - rng.randrange(MIN),
-                 "campaign_id": f"user-{i:07d}-{rng.getrandbits(32):08x}", "channel": "web"}
-                for i in range(start, min(ids, start + per_message))]
+        body = [
+            {
+                "event_id": f"h{i}",
+                "event_type": "impression",
+                "occurred_at": now_ms - rng.randrange(MIN),
+                "campaign_id": f"user-{i:07d}-{rng.getrandbits(32):08x}",
+                "channel": "web",
+            }
+            for i in range(start, min(ids, start + per_message))
+        ]
         yield TOPICS["impression"], f"k{start}".encode(), body
 
 
@@ -109,11 +163,30 @@ class Worker:
     def __init__(self, broker: EmbeddedBroker, root: str, log, env: dict[str, str]) -> None:
         self.port = free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "run", "--broker", broker.url, "--web-port",
-             str(self.port), "--loglevel", "warning"],
-            cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=dict(os.environ, PYTHONPATH=root, KPI_APP_ID=f"bench-{time.time_ns()}",
-                     KPI_SESSION_TIMEOUT="6s", **env))
+            [
+                sys.executable,
+                "-m",
+                "agents.cli",
+                "run",
+                "--broker",
+                broker.url,
+                "--web-port",
+                str(self.port),
+                "--loglevel",
+                "warning",
+            ],
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(
+                os.environ,
+                PYTHONPATH=root,
+                KPI_APP_ID=f"bench-{time.time_ns()}",
+                KPI_SESSION_TIMEOUT="6s",
+                **env,
+            ),
+        )
 
     def get(self, path: str, timeout: float = 60) -> bytes:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
@@ -152,11 +225,15 @@ class Worker:
 
     def stop(self) -> None:
         from bench.benchmark import stop
+
         stop(self.process)
 
 
-def live_traffic(bootstrap: str, campaigns: int, rate: float, stop_at: threading.Event) -> threading.Thread:
+def live_traffic(
+    bootstrap: str, campaigns: int, rate: float, stop_at: threading.Event
+) -> threading.Thread:
     """One event per message at ``rate`` events/s over all campaigns, until ``stop_at`` is set."""
+
     async def run() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5)
         await producer.start()
@@ -168,10 +245,18 @@ def live_traffic(bootstrap: str, campaigns: int, rate: float, stop_at: threading
                 due = int((time.monotonic() - started) * rate) - sent
                 for _ in range(max(0, due)):
                     c = f"campaign-{rng.randrange(campaigns):06d}"
-                    event_type = rng.choice(("impression",) * 6 + ("click", "lead", "sale", "sales_contact"))
-                    body = {"event_id": f"live-{sent}", "event_type": event_type,
-                            "occurred_at": int(time.time() * 1000), "campaign_id": c,
-                            "lead_id": f"{c}-live-{sent % 50}", "value": 10.0, "currency": "USD"}
+                    event_type = rng.choice(
+                        ("impression",) * 6 + ("click", "lead", "sale", "sales_contact")
+                    )
+                    body = {
+                        "event_id": f"live-{sent}",
+                        "event_type": event_type,
+                        "occurred_at": int(time.time() * 1000),
+                        "campaign_id": c,
+                        "lead_id": f"{c}-live-{sent % 50}",
+                        "value": 10.0,
+                        "currency": "USD",
+                    }
                     await producer.send(TOPICS[event_type], orjson.dumps(body), key=c.encode())
                     sent += 1
                 await asyncio.sleep(0.01)
@@ -183,14 +268,19 @@ def live_traffic(bootstrap: str, campaigns: int, rate: float, stop_at: threading
     return thread
 
 
-def scrape_phase(campaigns: int, root: str, log, seconds: float = 66, live_rate: float = 2000) -> dict:
+def scrape_phase(
+    campaigns: int, root: str, log, seconds: float = 66, live_rate: float = 2000
+) -> dict:
     from bench.benchmark import create_topics
 
     now = int(time.time() * 1000)
     with EmbeddedBroker() as broker:
         asyncio.run(create_topics(broker.bootstrap))
-        events = asyncio.run(send_batches(broker.bootstrap, hour_batches(campaigns, 12, now),
-                                          f"{campaigns:,} campaigns"))
+        events = asyncio.run(
+            send_batches(
+                broker.bootstrap, hour_batches(campaigns, 12, now), f"{campaigns:,} campaigns"
+            )
+        )
         worker = Worker(broker, root, log, {})
         stop_traffic = threading.Event()
         try:
@@ -227,17 +317,26 @@ def scrape_phase(campaigns: int, root: str, log, seconds: float = 66, live_rate:
             stop_traffic.set()
             worker.stop()
     result = {
-        "campaigns": campaigns, "tracked": tracked, "series": series, "bytes": size,
+        "campaigns": campaigns,
+        "tracked": tracked,
+        "series": series,
+        "bytes": size,
         "series_per_campaign": max(per_campaign.values()) if per_campaign else 0,
-        "render_p50": statistics.median(renders), "render_max": max(renders),
-        "scrape_wall_max": max(walls), "stall_max": max(stalls), "scrapes": len(renders),
+        "render_p50": statistics.median(renders),
+        "render_max": max(renders),
+        "scrape_wall_max": max(walls),
+        "stall_max": max(stalls),
+        "scrapes": len(renders),
         "rss_mb": rss[0],
     }
-    print(f"  {campaigns:>6,} campaigns ({tracked:,} tracked): {series:,} series "
-          f"({result['series_per_campaign']} per campaign), {size / 1e6:.1f} MB; render p50 "
-          f"{result['render_p50'] * 1000:.0f} ms, max {result['render_max'] * 1000:.0f} ms over "
-          f"{len(renders)} scrapes; worst loop stall {result['stall_max'] * 1000:.0f} ms; "
-          f"RSS {rss[0]:.0f} MB", flush=True)
+    print(
+        f"  {campaigns:>6,} campaigns ({tracked:,} tracked): {series:,} series "
+        f"({result['series_per_campaign']} per campaign), {size / 1e6:.1f} MB; render p50 "
+        f"{result['render_p50'] * 1000:.0f} ms, max {result['render_max'] * 1000:.0f} ms over "
+        f"{len(renders)} scrapes; worst loop stall {result['stall_max'] * 1000:.0f} ms; "
+        f"RSS {rss[0]:.0f} MB",
+        flush=True,
+    )
     return result
 
 
@@ -259,9 +358,12 @@ def memory_phase(name: str, batches, root: str, log, env: dict[str, str]) -> dic
         finally:
             worker.stop()
     series = sum(1 for line in body.decode().splitlines() if line and not line.startswith("#"))
-    print(f"\r  {name}: folded in {took:.0f}s; RSS {rss:.0f} MB (peak {peak:.0f} MB); "
-          f"{health.get('campaigns', '?')} campaigns tracked; /metrics {series:,} series in "
-          f"{scrape * 1000:.0f} ms", flush=True)
+    print(
+        f"\r  {name}: folded in {took:.0f}s; RSS {rss:.0f} MB (peak {peak:.0f} MB); "
+        f"{health.get('campaigns', '?')} campaigns tracked; /metrics {series:,} series in "
+        f"{scrape * 1000:.0f} ms",
+        flush=True,
+    )
     return {"name": name, "rss_mb": rss, "peak_mb": peak, "series": series, "scrape": scrape}
 
 
@@ -274,18 +376,34 @@ def run_scale(phases: set[str], campaigns_list: list[int], root: str, log) -> No
             scrapes.append(scrape_phase(campaigns, root, log))
     if "memory" in phases:
         print("== worker memory", flush=True)
-        memory.append(memory_phase("1,000,000 distinct campaign ids", hostile_batches(1_000_000, now),
-                                   root, log, {}))
-        memory.append(memory_phase("10,000 campaigns x 1 h of 1-minute buckets",
-                                   hour_batches(10_000, 60, now), root, log, {}))
+        memory.append(
+            memory_phase(
+                "1,000,000 distinct campaign ids", hostile_batches(1_000_000, now), root, log, {}
+            )
+        )
+        memory.append(
+            memory_phase(
+                "10,000 campaigns x 1 h of 1-minute buckets",
+                hour_batches(10_000, 60, now),
+                root,
+                log,
+                {},
+            )
+        )
     if scrapes:
-        print("\n| campaigns | tracked | series | series/campaign | MB | render p50 | render max | "
-              "worst loop stall | RSS |")
+        print(
+            "\n| campaigns | tracked | series | series/campaign | MB | render p50 | render max | "
+            "worst loop stall | RSS |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for r in scrapes:
-            print(f"| {r['campaigns']:,} | {r['tracked']:,} | {r['series']:,} | "
-                  f"{r['series_per_campaign']} | {r['bytes'] / 1e6:.1f} | {r['render_p50'] * 1000:.0f} ms | "
-                  f"{r['render_max'] * 1000:.0f} ms | {r['stall_max'] * 1000:.0f} ms | {r['rss_mb']:.0f} MB |")
+            print(
+                f"| {r['campaigns']:,} | {r['tracked']:,} | {r['series']:,} | "
+                f"{r['series_per_campaign']} | {r['bytes'] / 1e6:.1f} | {r['render_p50'] * 1000:.0f} ms | "
+                f"{r['render_max'] * 1000:.0f} ms | {r['stall_max'] * 1000:.0f} ms | {r['rss_mb']:.0f} MB |"
+            )
     for m in memory:
-        print(f"memory: {m['name']}: RSS {m['rss_mb']:.0f} MB (peak {m['peak_mb']:.0f} MB), "
-              f"/metrics {m['series']:,} series in {m['scrape'] * 1000:.0f} ms")
+        print(
+            f"memory: {m['name']}: RSS {m['rss_mb']:.0f} MB (peak {m['peak_mb']:.0f} MB), "
+            f"/metrics {m['series']:,} series in {m['scrape'] * 1000:.0f} ms"
+        )

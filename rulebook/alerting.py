@@ -40,22 +40,43 @@ def _grafana_rule(rule: Rule) -> dict:
         "title": rule.alert_name,
         "condition": "C",
         "data": [
-            {"refId": "A", "relativeTimeRange": {"from": 600, "to": 0}, "datasourceUid": DATASOURCE_UID,
-             "model": {"refId": "A", "expr": rule.expr(), "instant": True, "intervalMs": 1000,
-                       "maxDataPoints": 43200}},
-            {"refId": "B", "datasourceUid": "__expr__",
-             "model": {"refId": "B", "type": "reduce", "expression": "A", "reducer": "last"}},
+            {
+                "refId": "A",
+                "relativeTimeRange": {"from": 600, "to": 0},
+                "datasourceUid": DATASOURCE_UID,
+                "model": {
+                    "refId": "A",
+                    "expr": rule.expr(),
+                    "instant": True,
+                    "intervalMs": 1000,
+                    "maxDataPoints": 43200,
+                },
+            },
+            {
+                "refId": "B",
+                "datasourceUid": "__expr__",
+                "model": {"refId": "B", "type": "reduce", "expression": "A", "reducer": "last"},
+            },
             # A returns a series only while the rule holds; any value (KPIs are >= 0) fires.
-            {"refId": "C", "datasourceUid": "__expr__",
-             "model": {"refId": "C", "type": "threshold", "expression": "B",
-                       "conditions": [{"evaluator": {"type": "gt", "params": [-1]}}]}},
+            {
+                "refId": "C",
+                "datasourceUid": "__expr__",
+                "model": {
+                    "refId": "C",
+                    "type": "threshold",
+                    "expression": "B",
+                    "conditions": [{"evaluator": {"type": "gt", "params": [-1]}}],
+                },
+            },
         ],
         "noDataState": "OK",
         "execErrState": "Error",
         "for": rule.for_,
         "labels": rule.labels(),
-        "annotations": {**{k: v for k, v in rule.annotations().items() if v},
-                        "value": "{{ $values.B }}"},
+        "annotations": {
+            **{k: v for k, v in rule.annotations().items() if v},
+            "value": "{{ $values.B }}",
+        },
         "isPaused": False,
     }
 
@@ -69,28 +90,72 @@ def grafana_alerting(rules: list[Rule]) -> dict:
     for kind, name in (("kpi", "campaigns"), ("pipeline", "pipeline")):
         selected = [_grafana_rule(r) for r in rules if r.kind == kind]
         if selected:
-            groups.append({"orgId": 1, "name": name, "folder": GRAFANA_FOLDER, "interval": "1m",
-                           "rules": selected})
+            groups.append(
+                {
+                    "orgId": 1,
+                    "name": name,
+                    "folder": GRAFANA_FOLDER,
+                    "interval": "1m",
+                    "rules": selected,
+                }
+            )
     return {
         "apiVersion": 1,
         "groups": groups,
         "contactPoints": [
-            {"orgId": 1, "name": "kpi-webhook", "receivers": [
-                {"uid": "kpi-webhook", "type": "webhook",
-                 "settings": {"url": "${KPI_ALERT_WEBHOOK_URL}", "httpMethod": "POST"}}]},
-            {"orgId": 1, "name": "kpi-slack", "receivers": [
-                {"uid": "kpi-slack", "type": "slack",
-                 "settings": {"url": "${KPI_ALERT_SLACK_WEBHOOK_URL}",
-                              "recipient": "${KPI_ALERT_SLACK_CHANNEL}"}}]},
-            {"orgId": 1, "name": "kpi-email", "receivers": [
-                {"uid": "kpi-email", "type": "email",
-                 "settings": {"addresses": "${KPI_ALERT_EMAIL_TO}"}}]},
+            {
+                "orgId": 1,
+                "name": "kpi-webhook",
+                "receivers": [
+                    {
+                        "uid": "kpi-webhook",
+                        "type": "webhook",
+                        "settings": {"url": "${KPI_ALERT_WEBHOOK_URL}", "httpMethod": "POST"},
+                    }
+                ],
+            },
+            {
+                "orgId": 1,
+                "name": "kpi-slack",
+                "receivers": [
+                    {
+                        "uid": "kpi-slack",
+                        "type": "slack",
+                        "settings": {
+                            "url": "${KPI_ALERT_SLACK_WEBHOOK_URL}",
+                            "recipient": "${KPI_ALERT_SLACK_CHANNEL}",
+                        },
+                    }
+                ],
+            },
+            {
+                "orgId": 1,
+                "name": "kpi-email",
+                "receivers": [
+                    {
+                        "uid": "kpi-email",
+                        "type": "email",
+                        "settings": {"addresses": "${KPI_ALERT_EMAIL_TO}"},
+                    }
+                ],
+            },
         ],
         "policies": [
-            {"orgId": 1, "receiver": "${KPI_ALERT_CONTACT_POINT}",
-             "group_by": ["alertname", "campaign"], "group_wait": "30s", "group_interval": "5m",
-             "repeat_interval": "4h",
-             "routes": [{"receiver": "${KPI_ALERT_CONTACT_POINT}", "object_matchers": [["severity", "=", "page"]],
-                         "group_wait": "10s", "repeat_interval": "1h"}]},
+            {
+                "orgId": 1,
+                "receiver": "${KPI_ALERT_CONTACT_POINT}",
+                "group_by": ["alertname", "campaign"],
+                "group_wait": "30s",
+                "group_interval": "5m",
+                "repeat_interval": "4h",
+                "routes": [
+                    {
+                        "receiver": "${KPI_ALERT_CONTACT_POINT}",
+                        "object_matchers": [["severity", "=", "page"]],
+                        "group_wait": "10s",
+                        "repeat_interval": "1h",
+                    }
+                ],
+            },
         ],
     }

@@ -19,19 +19,31 @@ from .recording import recorded_ratio
 from .rules import Rule
 
 CTR, CONVERSION, LEAD_RATE, LEAD_TO_SALE, ROAS, CPA, CPC = (
-    recorded_ratio(k) for k in ("ctr", "conversion", "lead_rate", "lead_to_sale", "roas", "cpa", "cpc"))
+    recorded_ratio(k)
+    for k in ("ctr", "conversion", "lead_rate", "lead_to_sale", "roas", "cpa", "cpc")
+)
 CTR_LOWER, CTR_UPPER = CTR + "_lower", CTR + "_upper"
 CONVERSION_LOWER, CONVERSION_UPPER = CONVERSION + "_lower", CONVERSION + "_upper"
 P50, P95 = m.RESPONSE_P50.name, m.RESPONSE_P95.name
 WINDOW_EVENTS, SPEND, REVENUE = m.WINDOW_EVENTS.name, m.WINDOW_SPEND.name, m.WINDOW_REVENUE.name
-OLDEST, AWAITING, UNMATCHED = (m.OLDEST_AWAITING_AGE.name, m.LEADS_AWAITING.name,
-                               m.CONTACTS_UNMATCHED.name)
+OLDEST, AWAITING, UNMATCHED = (
+    m.OLDEST_AWAITING_AGE.name,
+    m.LEADS_AWAITING.name,
+    m.CONTACTS_UNMATCHED.name,
+)
 EVENTS, CHANNEL_EVENTS, LAG = m.EVENTS.sample, m.CHANNEL_EVENTS.sample, m.CONSUMER_LAG.name
-REJECTED, LATE, DUPLICATE, FOLDED = (m.EVENTS_REJECTED.sample, m.EVENTS_LATE.sample,
-                                     m.EVENTS_DUPLICATE.sample, m.EVENTS_FOLDED.sample)
+REJECTED, LATE, DUPLICATE, FOLDED = (
+    m.EVENTS_REJECTED.sample,
+    m.EVENTS_LATE.sample,
+    m.EVENTS_DUPLICATE.sample,
+    m.EVENTS_FOLDED.sample,
+)
 OWNED, TRACKED, BUDGET = m.PARTITIONS_OWNED.name, m.CAMPAIGNS_TRACKED.name, m.CAMPAIGN_BUDGET.name
-AUTOPAUSE_CAMPAIGNS, DECISIONS, BREAKER_OPEN = (m.AUTOPAUSE_CAMPAIGNS.name, m.DECISIONS.sample,
-                                               m.BREAKER_OPEN.name)
+AUTOPAUSE_CAMPAIGNS, DECISIONS, BREAKER_OPEN = (
+    m.AUTOPAUSE_CAMPAIGNS.name,
+    m.DECISIONS.sample,
+    m.BREAKER_OPEN.name,
+)
 RESPONSE_BUCKET = m.RESPONSE_SECONDS.name + "_bucket"
 BATCH_BUCKET = m.BATCH_SECONDS.name + "_bucket"
 
@@ -57,7 +69,9 @@ class View:
 
     @classmethod
     def of(cls, settings: Settings) -> View:
-        return cls(settings.currency, window_labels(sorted(w * 1000 for w in settings.windows_seconds)))
+        return cls(
+            settings.currency, window_labels(sorted(w * 1000 for w in settings.windows_seconds))
+        )
 
 
 class _Layout:
@@ -86,7 +100,9 @@ class _Layout:
         self.x, self.y, self.row_height = 0, self.y + 1, 0
 
 
-def _target(expr: str, legend: str = "", ref: str = "A", instant: bool = False, table: bool = False) -> dict:
+def _target(
+    expr: str, legend: str = "", ref: str = "A", instant: bool = False, table: bool = False
+) -> dict:
     target: dict[str, Any] = {"refId": ref, "datasource": DS, "expr": expr, "legendFormat": legend}
     if instant:
         target["instant"] = True
@@ -96,15 +112,24 @@ def _target(expr: str, legend: str = "", ref: str = "A", instant: bool = False, 
     return target
 
 
-def _timeseries(title: str, targets: list[dict], unit: str = "short", thresholds: list | None = None) -> dict:
+def _timeseries(
+    title: str, targets: list[dict], unit: str = "short", thresholds: list | None = None
+) -> dict:
     defaults: dict[str, Any] = {"unit": unit}
     if thresholds:
         defaults["thresholds"] = {"mode": "absolute", "steps": thresholds}
         defaults["custom"] = {"thresholdsStyle": {"mode": "line"}}
-    return {"type": "timeseries", "title": title, "datasource": DS, "targets": targets,
-            "fieldConfig": {"defaults": defaults, "overrides": []},
-            "options": {"legend": {"displayMode": "table", "placement": "right"},
-                        "tooltip": {"mode": "multi"}}}
+    return {
+        "type": "timeseries",
+        "title": title,
+        "datasource": DS,
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {
+            "legend": {"displayMode": "table", "placement": "right"},
+            "tooltip": {"mode": "multi"},
+        },
+    }
 
 
 def _steps(good: str, bad: str, threshold: float | None, below_is_bad: bool) -> list[dict]:
@@ -123,32 +148,61 @@ def _threshold(rules: list[Rule], kpi: str) -> float | None:
 
 
 def _variables(multi_campaign: bool, view: View) -> list[dict]:
-    campaign = {"name": "campaign", "label": "Campaign", "type": "query", "datasource": DS,
-                "query": {"query": f"label_values({EVENTS}, campaign)", "refId": "campaign"},
-                "definition": f"label_values({EVENTS}, campaign)", "refresh": 2,
-                "multi": multi_campaign, "includeAll": multi_campaign, "sort": 1}
+    campaign = {
+        "name": "campaign",
+        "label": "Campaign",
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": f"label_values({EVENTS}, campaign)", "refId": "campaign"},
+        "definition": f"label_values({EVENTS}, campaign)",
+        "refresh": 2,
+        "multi": multi_campaign,
+        "includeAll": multi_campaign,
+        "sort": 1,
+    }
     if multi_campaign:
         campaign["allValue"] = ".*"
-    channel = {"name": "channel", "label": "Channel", "type": "query", "datasource": DS,
-               "query": {"query": f"label_values({CHANNEL_EVENTS}, channel)",
-                         "refId": "channel"},
-               "definition": f"label_values({CHANNEL_EVENTS}, channel)",
-               "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*"}
+    channel = {
+        "name": "channel",
+        "label": "Channel",
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": f"label_values({CHANNEL_EVENTS}, channel)", "refId": "channel"},
+        "definition": f"label_values({CHANNEL_EVENTS}, channel)",
+        "refresh": 2,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+    }
     shown = view.default_window
-    window = {"name": "window", "label": "Window", "type": "custom", "query": ",".join(view.windows),
-              "current": {"text": shown, "value": shown},
-              "options": [{"text": w, "value": w, "selected": w == shown} for w in view.windows]}
+    window = {
+        "name": "window",
+        "label": "Window",
+        "type": "custom",
+        "query": ",".join(view.windows),
+        "current": {"text": shown, "value": shown},
+        "options": [{"text": w, "value": w, "selected": w == shown} for w in view.windows],
+    }
     return [campaign, channel, window]
 
 
-def _dashboard(uid: str, title: str, layout: _Layout, multi_campaign: bool, links: list[dict],
-               view: View) -> dict:
+def _dashboard(
+    uid: str, title: str, layout: _Layout, multi_campaign: bool, links: list[dict], view: View
+) -> dict:
     return {
-        "uid": uid, "title": title, "tags": ["kpi-monitor"], "timezone": "browser",
-        "schemaVersion": 39, "version": 1, "editable": False, "refresh": "30s",
+        "uid": uid,
+        "title": title,
+        "tags": ["kpi-monitor"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": False,
+        "refresh": "30s",
         "time": {"from": "now-3h", "to": "now"},
         "templating": {"list": _variables(multi_campaign, view)},
-        "annotations": {"list": []}, "links": links, "panels": layout.panels,
+        "annotations": {"list": []},
+        "links": links,
+        "panels": layout.panels,
     }
 
 
@@ -163,99 +217,301 @@ def ops_dashboard(rules: list[Rule], view: View | None = None) -> dict:
         _target(f"{CONVERSION}{{{sel}}}", ref="Conversion", instant=True, table=True),
         _target(f"{P95}{{{sel}}}", ref="Response p95", instant=True, table=True),
         _target(f"{ROAS}{{{sel}}}", ref="ROAS", instant=True, table=True),
-        _target(f'{WINDOW_EVENTS}{{event_type="impression",{sel}}}', ref="Impressions", instant=True,
-                table=True),
-        _target('count by (campaign) (ALERTS{alertstate="firing",campaign=~"$campaign"})', ref="Firing",
-                instant=True, table=True),
+        _target(
+            f'{WINDOW_EVENTS}{{event_type="impression",{sel}}}',
+            ref="Impressions",
+            instant=True,
+            table=True,
+        ),
+        _target(
+            'count by (campaign) (ALERTS{alertstate="firing",campaign=~"$campaign"})',
+            ref="Firing",
+            instant=True,
+            table=True,
+        ),
     ]
     overrides = []
-    for column, unit, kpi, below_is_bad in (("Value #CTR", "percentunit", "ctr", True),
-                                             ("Value #Conversion", "percentunit", "conversion", True),
-                                             ("Value #Response p95", "s", "response_p95", False),
-                                             ("Value #ROAS", "short", "roas", True)):
-        overrides.append({"matcher": {"id": "byName", "options": column}, "properties": [
-            {"id": "unit", "value": unit},
-            {"id": "thresholds", "value": {"mode": "absolute",
-                                           "steps": _steps("green", "red", _threshold(rules, kpi), below_is_bad)}},
-            {"id": "custom.cellOptions", "value": {"type": "color-background"}}]})
-    overrides.append({"matcher": {"id": "byName", "options": "Value #Firing"}, "properties": [
-        {"id": "thresholds", "value": {"mode": "absolute", "steps": _steps("green", "red", 1, False)}},
-        {"id": "custom.cellOptions", "value": {"type": "color-background"}}]})
-    lay.add({"type": "table", "title": "Campaigns ($window window)", "datasource": DS,
-             "targets": table_targets,
-             "transformations": [{"id": "merge", "options": {}},
-                                 {"id": "organize", "options": {"excludeByName": {"Time": True, "window": True,
-                                                                                  "__name__": True,
-                                                                                  "instance": True, "job": True}}}],
-             "fieldConfig": {"defaults": {}, "overrides": overrides},
-             "options": {"showHeader": True, "sortBy": [{"displayName": "Value #CTR", "desc": False}]}},
-            16, 10)
-    lay.add({"type": "alertlist", "title": "Firing alerts",
-             "options": {"alertListOptions": {}, "stateFilter": {"firing": True, "pending": True},
-                         "viewMode": "list", "showInstances": True, "maxItems": 50,
-                         "alertInstanceLabelFilter": "", "folder": None, "groupMode": "default",
-                         "sortOrder": 1}}, 8, 10)
+    for column, unit, kpi, below_is_bad in (
+        ("Value #CTR", "percentunit", "ctr", True),
+        ("Value #Conversion", "percentunit", "conversion", True),
+        ("Value #Response p95", "s", "response_p95", False),
+        ("Value #ROAS", "short", "roas", True),
+    ):
+        overrides.append(
+            {
+                "matcher": {"id": "byName", "options": column},
+                "properties": [
+                    {"id": "unit", "value": unit},
+                    {
+                        "id": "thresholds",
+                        "value": {
+                            "mode": "absolute",
+                            "steps": _steps("green", "red", _threshold(rules, kpi), below_is_bad),
+                        },
+                    },
+                    {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                ],
+            }
+        )
+    overrides.append(
+        {
+            "matcher": {"id": "byName", "options": "Value #Firing"},
+            "properties": [
+                {
+                    "id": "thresholds",
+                    "value": {"mode": "absolute", "steps": _steps("green", "red", 1, False)},
+                },
+                {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+            ],
+        }
+    )
+    lay.add(
+        {
+            "type": "table",
+            "title": "Campaigns ($window window)",
+            "datasource": DS,
+            "targets": table_targets,
+            "transformations": [
+                {"id": "merge", "options": {}},
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {
+                            "Time": True,
+                            "window": True,
+                            "__name__": True,
+                            "instance": True,
+                            "job": True,
+                        }
+                    },
+                },
+            ],
+            "fieldConfig": {"defaults": {}, "overrides": overrides},
+            "options": {
+                "showHeader": True,
+                "sortBy": [{"displayName": "Value #CTR", "desc": False}],
+            },
+        },
+        16,
+        10,
+    )
+    lay.add(
+        {
+            "type": "alertlist",
+            "title": "Firing alerts",
+            "options": {
+                "alertListOptions": {},
+                "stateFilter": {"firing": True, "pending": True},
+                "viewMode": "list",
+                "showInstances": True,
+                "maxItems": 50,
+                "alertInstanceLabelFilter": "",
+                "folder": None,
+                "groupMode": "default",
+                "sortOrder": 1,
+            },
+        },
+        8,
+        10,
+    )
     lay.row("KPIs over time")
     for title, metric, unit, kpi, below_is_bad in (
-            ("CTR", CTR, "percentunit", "ctr", True),
-            ("Conversion rate", CONVERSION, "percentunit", "conversion", True),
-            ("Lead rate", LEAD_RATE, "percentunit", None, True),
-            ("Lead-to-sale rate", LEAD_TO_SALE, "percentunit", None, True),
-            ("Sales response p95", P95, "s", "response_p95", False),
-            ("CPA", CPA, money, "cpa", False),
-            ("ROAS", ROAS, "short", "roas", True),
-            ("CPC", CPC, money, None, False)):
+        ("CTR", CTR, "percentunit", "ctr", True),
+        ("Conversion rate", CONVERSION, "percentunit", "conversion", True),
+        ("Lead rate", LEAD_RATE, "percentunit", None, True),
+        ("Lead-to-sale rate", LEAD_TO_SALE, "percentunit", None, True),
+        ("Sales response p95", P95, "s", "response_p95", False),
+        ("CPA", CPA, money, "cpa", False),
+        ("ROAS", ROAS, "short", "roas", True),
+        ("CPC", CPC, money, None, False),
+    ):
         threshold = _threshold(rules, kpi) if kpi else None
-        lay.add(_timeseries(f"{title} ($window)", [_target(f"{metric}{{{sel}}}", "{{campaign}}")], unit,
-                            _steps("green", "red", threshold, below_is_bad) if threshold is not None else None),
-                12, 8)
-    lay.add(_timeseries("Oldest uncontacted lead", [
-        _target(f'{OLDEST}{{campaign=~"$campaign"}}', "{{campaign}}")], "s",
-        _steps("green", "red", _threshold(rules, "oldest_uncontacted_lead_age"), False)), 12, 8)
-    lay.add(_timeseries("Events/s by channel (all campaigns)", [
-        _target(f'sum by (channel) (rate({CHANNEL_EVENTS}{{channel=~"$channel"}}[$__rate_interval]))',
-                "{{channel}}")], "ops"), 12, 8)
+        lay.add(
+            _timeseries(
+                f"{title} ($window)",
+                [_target(f"{metric}{{{sel}}}", "{{campaign}}")],
+                unit,
+                _steps("green", "red", threshold, below_is_bad) if threshold is not None else None,
+            ),
+            12,
+            8,
+        )
+    lay.add(
+        _timeseries(
+            "Oldest uncontacted lead",
+            [_target(f'{OLDEST}{{campaign=~"$campaign"}}', "{{campaign}}")],
+            "s",
+            _steps("green", "red", _threshold(rules, "oldest_uncontacted_lead_age"), False),
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        _timeseries(
+            "Events/s by channel (all campaigns)",
+            [
+                _target(
+                    f'sum by (channel) (rate({CHANNEL_EVENTS}{{channel=~"$channel"}}[$__rate_interval]))',
+                    "{{channel}}",
+                )
+            ],
+            "ops",
+        ),
+        12,
+        8,
+    )
     lay.row("Auto-pause decisions")
-    lay.add(_timeseries("Campaigns by auto-pause state", [
-        _target(f"sum by (state) ({AUTOPAUSE_CAMPAIGNS})", "{{state}}")], "short"), 10, 7)
-    lay.add(_timeseries("Decisions per hour, by verdict", [
-        _target(f"sum by (verdict) (increase({DECISIONS}[1h]))", "{{verdict}}")], "short"), 10, 7)
-    lay.add({"type": "stat", "title": "Breakers open", "datasource": DS,
-             "targets": [_target(f"sum({BREAKER_OPEN}) or vector(0)", instant=True)],
-             "fieldConfig": {"defaults": {"thresholds": {"mode": "absolute",
-                                                         "steps": _steps("green", "red", 1, False)}},
-                             "overrides": []}}, 4, 7)
+    lay.add(
+        _timeseries(
+            "Campaigns by auto-pause state",
+            [_target(f"sum by (state) ({AUTOPAUSE_CAMPAIGNS})", "{{state}}")],
+            "short",
+        ),
+        10,
+        7,
+    )
+    lay.add(
+        _timeseries(
+            "Decisions per hour, by verdict",
+            [_target(f"sum by (verdict) (increase({DECISIONS}[1h]))", "{{verdict}}")],
+            "short",
+        ),
+        10,
+        7,
+    )
+    lay.add(
+        {
+            "type": "stat",
+            "title": "Breakers open",
+            "datasource": DS,
+            "targets": [_target(f"sum({BREAKER_OPEN}) or vector(0)", instant=True)],
+            "fieldConfig": {
+                "defaults": {
+                    "thresholds": {"mode": "absolute", "steps": _steps("green", "red", 1, False)}
+                },
+                "overrides": [],
+            },
+        },
+        4,
+        7,
+    )
     lay.row("Pipeline")
-    lay.add(_timeseries("Events/s by type", [
-        _target(f"sum by (event_type) (rate({EVENTS}[$__rate_interval]))", "{{event_type}}")], "ops"), 8, 8)
-    lay.add(_timeseries("Consumer lag", [
-        _target(f"sum by (instance, topic) ({LAG})", "{{instance}} {{topic}}")], "short"), 8, 8)
-    lay.add(_timeseries("Rejected / late / duplicate per second", [
-        _target(f"sum by (reason) (rate({REJECTED}[$__rate_interval]))", "rejected {{reason}}"),
-        _target(f"sum(rate({LATE}[$__rate_interval]))", "late", ref="B"),
-        _target(f"sum(rate({DUPLICATE}[$__rate_interval]))", "duplicate", ref="C"),
-        _target(f'sum(rate({FOLDED}{{budget="campaign"}}[$__rate_interval]))',
-                "folded into __other__", ref="D")], "ops"), 8, 8)
-    lay.add({"type": "stat", "title": "Workers up", "datasource": DS,
-             "targets": [_target('sum(up{job="kpi-monitor"})', instant=True)],
-             "fieldConfig": {"defaults": {"thresholds": {"mode": "absolute", "steps": _steps("green", "red", 1, True)}},
-                             "overrides": []}}, 6, 5)
-    lay.add({"type": "stat", "title": "Partitions owned", "datasource": DS,
-             "targets": [_target(f"sum({OWNED})", instant=True)],
-             "fieldConfig": {"defaults": {}, "overrides": []}}, 6, 5)
-    lay.add({"type": "stat", "title": "Campaign budget used", "datasource": DS,
-             "targets": [_target(f"sum({TRACKED}) / sum({BUDGET})", instant=True)],
-             "fieldConfig": {"defaults": {"unit": "percentunit",
-                                          "thresholds": {"mode": "absolute",
-                                                         "steps": _steps("green", "red", 0.9, False)}},
-                             "overrides": []}}, 6, 5)
-    lay.add(_timeseries("Sales response p95, all campaigns (1h)", [
-        _target(f"histogram_quantile(0.95, sum by (le) (rate({RESPONSE_BUCKET}[1h])))",
-                "p95")], "s"), 6, 5)
-    lay.add(_timeseries("Batch time p95", [
-        _target(f"histogram_quantile(0.95, sum by (le, instance) (rate({BATCH_BUCKET}[$__rate_interval])))",
-                "{{instance}}")], "s"), 6, 5)
-    links = [{"title": "Campaign drill-down", "type": "link", "url": "/d/kpi-campaign/kpi-campaign?${campaign:queryparam}"}]
+    lay.add(
+        _timeseries(
+            "Events/s by type",
+            [_target(f"sum by (event_type) (rate({EVENTS}[$__rate_interval]))", "{{event_type}}")],
+            "ops",
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        _timeseries(
+            "Consumer lag",
+            [_target(f"sum by (instance, topic) ({LAG})", "{{instance}} {{topic}}")],
+            "short",
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        _timeseries(
+            "Rejected / late / duplicate per second",
+            [
+                _target(
+                    f"sum by (reason) (rate({REJECTED}[$__rate_interval]))", "rejected {{reason}}"
+                ),
+                _target(f"sum(rate({LATE}[$__rate_interval]))", "late", ref="B"),
+                _target(f"sum(rate({DUPLICATE}[$__rate_interval]))", "duplicate", ref="C"),
+                _target(
+                    f'sum(rate({FOLDED}{{budget="campaign"}}[$__rate_interval]))',
+                    "folded into __other__",
+                    ref="D",
+                ),
+            ],
+            "ops",
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        {
+            "type": "stat",
+            "title": "Workers up",
+            "datasource": DS,
+            "targets": [_target('sum(up{job="kpi-monitor"})', instant=True)],
+            "fieldConfig": {
+                "defaults": {
+                    "thresholds": {"mode": "absolute", "steps": _steps("green", "red", 1, True)}
+                },
+                "overrides": [],
+            },
+        },
+        6,
+        5,
+    )
+    lay.add(
+        {
+            "type": "stat",
+            "title": "Partitions owned",
+            "datasource": DS,
+            "targets": [_target(f"sum({OWNED})", instant=True)],
+            "fieldConfig": {"defaults": {}, "overrides": []},
+        },
+        6,
+        5,
+    )
+    lay.add(
+        {
+            "type": "stat",
+            "title": "Campaign budget used",
+            "datasource": DS,
+            "targets": [_target(f"sum({TRACKED}) / sum({BUDGET})", instant=True)],
+            "fieldConfig": {
+                "defaults": {
+                    "unit": "percentunit",
+                    "thresholds": {"mode": "absolute", "steps": _steps("green", "red", 0.9, False)},
+                },
+                "overrides": [],
+            },
+        },
+        6,
+        5,
+    )
+    lay.add(
+        _timeseries(
+            "Sales response p95, all campaigns (1h)",
+            [
+                _target(
+                    f"histogram_quantile(0.95, sum by (le) (rate({RESPONSE_BUCKET}[1h])))", "p95"
+                )
+            ],
+            "s",
+        ),
+        6,
+        5,
+    )
+    lay.add(
+        _timeseries(
+            "Batch time p95",
+            [
+                _target(
+                    f"histogram_quantile(0.95, sum by (le, instance) (rate({BATCH_BUCKET}[$__rate_interval])))",
+                    "{{instance}}",
+                )
+            ],
+            "s",
+        ),
+        6,
+        5,
+    )
+    links = [
+        {
+            "title": "Campaign drill-down",
+            "type": "link",
+            "url": "/d/kpi-campaign/kpi-campaign?${campaign:queryparam}",
+        }
+    ]
     return _dashboard("kpi-ops", "kpi-monitor: live ops", lay, True, links, view)
 
 
@@ -266,41 +522,110 @@ def campaign_dashboard(rules: list[Rule], view: View | None = None) -> dict:
     sel = 'campaign="$campaign",window="$window"'
     lay.row("Now")
     for title, expr, unit in (
-            ("CTR", f"{CTR}{{{sel}}}", "percentunit"),
-            ("Conversion", f"{CONVERSION}{{{sel}}}", "percentunit"),
-            ("Response p95", f"{P95}{{{sel}}}", "s"),
-            ("ROAS", f"{ROAS}{{{sel}}}", "short"),
-            ("Spend", f"{SPEND}{{{sel}}}", money),
-            ("Revenue", f"{REVENUE}{{{sel}}}", money)):
-        lay.add({"type": "stat", "title": f"{title} ($window)", "datasource": DS,
-                 "targets": [_target(expr, instant=True)],
-                 "fieldConfig": {"defaults": {"unit": unit}, "overrides": []}}, 4, 4)
+        ("CTR", f"{CTR}{{{sel}}}", "percentunit"),
+        ("Conversion", f"{CONVERSION}{{{sel}}}", "percentunit"),
+        ("Response p95", f"{P95}{{{sel}}}", "s"),
+        ("ROAS", f"{ROAS}{{{sel}}}", "short"),
+        ("Spend", f"{SPEND}{{{sel}}}", money),
+        ("Revenue", f"{REVENUE}{{{sel}}}", money),
+    ):
+        lay.add(
+            {
+                "type": "stat",
+                "title": f"{title} ($window)",
+                "datasource": DS,
+                "targets": [_target(expr, instant=True)],
+                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            },
+            4,
+            4,
+        )
     lay.row("Over time")
-    lay.add(_timeseries("CTR with 95% bounds", [
-        _target(f"{CTR}{{{sel}}}", "CTR"),
-        _target(f"{CTR_LOWER}{{{sel}}}", "lower", ref="B"),
-        _target(f"{CTR_UPPER}{{{sel}}}", "upper", ref="C")], "percentunit",
-        _steps("green", "red", _threshold(rules, "ctr"), True)), 12, 8)
-    lay.add(_timeseries("Conversion with 95% bounds", [
-        _target(f"{CONVERSION}{{{sel}}}", "conversion"),
-        _target(f"{CONVERSION_LOWER}{{{sel}}}", "lower", ref="B"),
-        _target(f"{CONVERSION_UPPER}{{{sel}}}", "upper", ref="C")], "percentunit"), 12, 8)
-    lay.add(_timeseries("Events/s by type", [
-        _target(f'sum by (event_type) (rate({EVENTS}{{campaign="$campaign"}}[$__rate_interval]))',
-                "{{event_type}}")], "ops"), 12, 8)
-    lay.add(_timeseries("Sales response time", [
-        _target(f"{P50}{{{sel}}}", "p50"),
-        _target(f"{P95}{{{sel}}}", "p95", ref="B")], "s"), 12, 8)
-    lay.add(_timeseries("Leads awaiting first contact", [
-        _target(f'{AWAITING}{{campaign="$campaign"}}', "waiting"),
-        _target(f'{OLDEST}{{campaign="$campaign"}}', "oldest age (s)", ref="B"),
-        _target(f'{UNMATCHED}{{campaign="$campaign"}}', "contacts without lead", ref="C")]), 12, 8)
-    lay.add(_timeseries("Spend, revenue, CPA", [
-        _target(f"{SPEND}{{{sel}}}", "spend"),
-        _target(f"{REVENUE}{{{sel}}}", "revenue", ref="B"),
-        _target(f"{CPA}{{{sel}}}", "CPA", ref="C")], money), 12, 8)
-    lay.add({"type": "table", "title": "Alerts for this campaign", "datasource": DS,
-             "targets": [_target('ALERTS{campaign="$campaign"}', instant=True, table=True)],
-             "fieldConfig": {"defaults": {}, "overrides": []}}, 12, 8)
+    lay.add(
+        _timeseries(
+            "CTR with 95% bounds",
+            [
+                _target(f"{CTR}{{{sel}}}", "CTR"),
+                _target(f"{CTR_LOWER}{{{sel}}}", "lower", ref="B"),
+                _target(f"{CTR_UPPER}{{{sel}}}", "upper", ref="C"),
+            ],
+            "percentunit",
+            _steps("green", "red", _threshold(rules, "ctr"), True),
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        _timeseries(
+            "Conversion with 95% bounds",
+            [
+                _target(f"{CONVERSION}{{{sel}}}", "conversion"),
+                _target(f"{CONVERSION_LOWER}{{{sel}}}", "lower", ref="B"),
+                _target(f"{CONVERSION_UPPER}{{{sel}}}", "upper", ref="C"),
+            ],
+            "percentunit",
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        _timeseries(
+            "Events/s by type",
+            [
+                _target(
+                    f'sum by (event_type) (rate({EVENTS}{{campaign="$campaign"}}[$__rate_interval]))',
+                    "{{event_type}}",
+                )
+            ],
+            "ops",
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        _timeseries(
+            "Sales response time",
+            [_target(f"{P50}{{{sel}}}", "p50"), _target(f"{P95}{{{sel}}}", "p95", ref="B")],
+            "s",
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        _timeseries(
+            "Leads awaiting first contact",
+            [
+                _target(f'{AWAITING}{{campaign="$campaign"}}', "waiting"),
+                _target(f'{OLDEST}{{campaign="$campaign"}}', "oldest age (s)", ref="B"),
+                _target(f'{UNMATCHED}{{campaign="$campaign"}}', "contacts without lead", ref="C"),
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        _timeseries(
+            "Spend, revenue, CPA",
+            [
+                _target(f"{SPEND}{{{sel}}}", "spend"),
+                _target(f"{REVENUE}{{{sel}}}", "revenue", ref="B"),
+                _target(f"{CPA}{{{sel}}}", "CPA", ref="C"),
+            ],
+            money,
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        {
+            "type": "table",
+            "title": "Alerts for this campaign",
+            "datasource": DS,
+            "targets": [_target('ALERTS{campaign="$campaign"}', instant=True, table=True)],
+            "fieldConfig": {"defaults": {}, "overrides": []},
+        },
+        12,
+        8,
+    )
     links = [{"title": "Back to ops", "type": "link", "url": "/d/kpi-ops/kpi-ops"}]
     return _dashboard("kpi-campaign", "kpi-monitor: campaign", lay, False, links, view)

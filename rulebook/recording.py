@@ -39,8 +39,10 @@ def wilson_expr(ratio: Ratio, side: str) -> str:
     s, n = _sum(ratio.numerator), _sum(ratio.denominator)
     p = f"clamp_max({s} / ({n} > 0), 1)"
     sign = "-" if side == "lower" else "+"
-    bound = (f"({p} + {_Z2 / 2!r} / {n} {sign} {Z_95!r} * sqrt({p} * (1 - {p}) / {n} "
-             f"+ {_Z2 / 4!r} / ({n} * {n}))) / (1 + {_Z2!r} / {n})")
+    bound = (
+        f"({p} + {_Z2 / 2!r} / {n} {sign} {Z_95!r} * sqrt({p} * (1 - {p}) / {n} "
+        f"+ {_Z2 / 4!r} / ({n} * {n}))) / (1 + {_Z2!r} / {n})"
+    )
     # At p = 0 and p = 1 the interval touches 0 and 1 exactly, as in wilson_bounds.
     if side == "lower":
         return f"clamp_min({bound}, 0) * clamp_max({s}, 1)"
@@ -53,8 +55,9 @@ def recording_rules() -> list[dict]:
         rules.append({"record": recorded(ratio.metric), "expr": ratio_expr(ratio)})
         if ratio.rate:
             for side in ("lower", "upper"):
-                rules.append({"record": recorded(f"{ratio.metric}_{side}"),
-                              "expr": wilson_expr(ratio, side)})
+                rules.append(
+                    {"record": recorded(f"{ratio.metric}_{side}"), "expr": wilson_expr(ratio, side)}
+                )
     return rules
 
 

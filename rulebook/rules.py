@@ -99,13 +99,17 @@ class Rule:
             # "Collapsed" must hold for the whole 95% interval: below means its upper bound is.
             metric += "_upper" if self.op == "<" else "_lower"
         offset = f" offset {self.settle}" if self.settle != "0s" else ""
-        selector = _selector(self.window if source.windowed else None, self.campaigns, source.event_type)
+        selector = _selector(
+            self.window if source.windowed else None, self.campaigns, source.event_type
+        )
         expr = f"{metric}{selector}{offset} {self.op} {_number(self.threshold)}"
         if self.min_volume is not None:
             volume = self.min_volume
             volume_selector = _selector(volume.window, self.campaigns, volume.event_type) + offset
-            expr = (f"({expr}) and on (campaign) "
-                    f"({m.WINDOW_EVENTS.name}{volume_selector} >= {volume.count})")
+            expr = (
+                f"({expr}) and on (campaign) "
+                f"({m.WINDOW_EVENTS.name}{volume_selector} >= {volume.count})"
+            )
         return expr
 
     def labels(self) -> dict[str, str]:
@@ -163,9 +167,24 @@ def _parse_rule(raw: dict, where: str) -> Rule:
     if not isinstance(name, str) or not _NAME.match(name):
         raise RuleError(f"{where}.name: snake_case name required, got {name!r}")
     where = f"rule {name}"
-    known = {"name", "summary", "description", "severity", "for", "kind", "kpi", "window", "op",
-             "threshold", "confident", "min_volume", "campaigns", "may_pause", "expr",
-             *_PAUSE_FIELDS}
+    known = {
+        "name",
+        "summary",
+        "description",
+        "severity",
+        "for",
+        "kind",
+        "kpi",
+        "window",
+        "op",
+        "threshold",
+        "confident",
+        "min_volume",
+        "campaigns",
+        "may_pause",
+        "expr",
+        *_PAUSE_FIELDS,
+    }
     unknown = set(raw) - known
     if unknown:
         raise RuleError(f"{where}: unknown field(s) {sorted(unknown)}")
@@ -175,9 +194,13 @@ def _parse_rule(raw: dict, where: str) -> Rule:
     summary = raw.get("summary")
     if not isinstance(summary, str) or not summary:
         raise RuleError(f"{where}.summary: a sentence for the on-call person is required")
-    common = dict(name=name, summary=summary, severity=severity,
-                  for_=_duration(raw.get("for", "0s"), f"{where}.for"),
-                  description=str(raw.get("description", "")))
+    common = {
+        "name": name,
+        "summary": summary,
+        "severity": severity,
+        "for_": _duration(raw.get("for", "0s"), f"{where}.for"),
+        "description": str(raw.get("description", "")),
+    }
     kind = raw.get("kind", "kpi")
     if kind == "pipeline":
         expr = raw.get("expr")
@@ -203,19 +226,28 @@ def _parse_rule(raw: dict, where: str) -> Rule:
         raise RuleError(f"{where}.threshold: a number is required")
     confident = bool(raw.get("confident", False))
     if confident and not source.rate:
-        raise RuleError(f"{where}.confident: only rate KPIs have confidence bounds "
-                        f"({sorted(k for k, s in KPIS.items() if s.rate)})")
+        raise RuleError(
+            f"{where}.confident: only rate KPIs have confidence bounds "
+            f"({sorted(k for k, s in KPIS.items() if s.rate)})"
+        )
     min_volume = None
     if raw.get("min_volume") is not None:
         mv = raw["min_volume"]
-        if not isinstance(mv, dict) or mv.get("event_type") not in EVENT_TYPES \
-                or not isinstance(mv.get("count"), int) or mv["count"] < 1:
-            raise RuleError(f"{where}.min_volume: needs event_type (one of {EVENT_TYPES}) and count >= 1")
+        if (
+            not isinstance(mv, dict)
+            or mv.get("event_type") not in EVENT_TYPES
+            or not isinstance(mv.get("count"), int)
+            or mv["count"] < 1
+        ):
+            raise RuleError(
+                f"{where}.min_volume: needs event_type (one of {EVENT_TYPES}) and count >= 1"
+            )
         volume_window = mv.get("window", window)
         if volume_window is None:
             raise RuleError(f"{where}.min_volume.window: required for a KPI without a window")
-        min_volume = MinVolume(mv["event_type"], mv["count"],
-                               _duration(volume_window, f"{where}.min_volume.window"))
+        min_volume = MinVolume(
+            mv["event_type"], mv["count"], _duration(volume_window, f"{where}.min_volume.window")
+        )
     campaigns = raw.get("campaigns")
     if campaigns is not None:
         try:
@@ -225,18 +257,34 @@ def _parse_rule(raw: dict, where: str) -> Rule:
         if '"' in campaigns or "\\" in campaigns:
             raise RuleError(f"{where}.campaigns: quotes and backslashes are not supported")
     may_pause = bool(raw.get("may_pause", False))
-    return Rule(kind="kpi", kpi=kpi, window=window, op=op, threshold=float(threshold),
-                confident=confident, min_volume=min_volume, campaigns=campaigns,
-                may_pause=may_pause, **common,
-                **_pause_fields(raw, where, may_pause, op, float(threshold), source.windowed))
+    return Rule(
+        kind="kpi",
+        kpi=kpi,
+        window=window,
+        op=op,
+        threshold=float(threshold),
+        confident=confident,
+        min_volume=min_volume,
+        campaigns=campaigns,
+        may_pause=may_pause,
+        **common,
+        **_pause_fields(raw, where, may_pause, op, float(threshold), source.windowed),
+    )
 
 
-_PAUSE_FIELDS = ("resume_threshold", "resume_for", "cooldown", "max_cycles_per_day",
-                 "min_campaign_age", "settle")
+_PAUSE_FIELDS = (
+    "resume_threshold",
+    "resume_for",
+    "cooldown",
+    "max_cycles_per_day",
+    "min_campaign_age",
+    "settle",
+)
 
 
-def _pause_fields(raw: dict, where: str, may_pause: bool, op: str, threshold: float,
-                  windowed: bool) -> dict[str, Any]:
+def _pause_fields(
+    raw: dict, where: str, may_pause: bool, op: str, threshold: float, windowed: bool
+) -> dict[str, Any]:
     pause_only = sorted(name for name in _PAUSE_FIELDS if name in raw and name != "settle")
     if pause_only and not may_pause:
         raise RuleError(f"{where}: {pause_only} only apply to rules with may_pause: true")
@@ -258,7 +306,9 @@ def _pause_fields(raw: dict, where: str, may_pause: bool, op: str, threshold: fl
         # Hysteresis: resuming must need a KPI at least as good as the one that paused.
         if (op == "<" and resume < threshold) or (op == ">" and resume > threshold):
             side = "at or above" if op == "<" else "at or below"
-            raise RuleError(f"{where}.resume_threshold: must be {side} the threshold "
-                            f"({_number(threshold)}), or the campaign would flap")
+            raise RuleError(
+                f"{where}.resume_threshold: must be {side} the threshold "
+                f"({_number(threshold)}), or the campaign would flap"
+            )
         out["resume_threshold"] = float(resume)
     return out

@@ -11,7 +11,8 @@ span, instead of the ~550 of an object per bucket.
 from __future__ import annotations
 
 from array import array
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 KINDS = 5
 REVENUE, SPEND, HW = 5, 6, 7
@@ -36,8 +37,16 @@ class WindowTotals(NamedTuple):
 
 
 class CampaignState:
-    __slots__ = ("rows", "first_start", "by_channel", "hw", "archived_histogram",
-                 "archived_sum_ms", "archived_leads", "version")
+    __slots__ = (
+        "archived_histogram",
+        "archived_leads",
+        "archived_sum_ms",
+        "by_channel",
+        "first_start",
+        "hw",
+        "rows",
+        "version",
+    )
 
     def __init__(self, histogram_bins: int) -> None:
         self.rows = array("q")
@@ -69,8 +78,9 @@ class CampaignState:
             rows.extend(_GAP_ROW * missing)
         return index
 
-    def add(self, kind: int, pos: int, start: int, amount: int, money_column: int,
-            bucket_ms: int) -> bool:
+    def add(
+        self, kind: int, pos: int, start: int, amount: int, money_column: int, bucket_ms: int
+    ) -> bool:
         """Fold one event into its bucket; False if the bucket already holds that position."""
         base = self._row_of(start, bucket_ms) * ROW
         rows = self.rows
@@ -88,7 +98,7 @@ class CampaignState:
         if not self.rows or index < 0 or index >= len(self.rows) // ROW:
             return None
         base = index * ROW
-        row = self.rows[base:base + ROW]
+        row = self.rows[base : base + ROW]
         if max(row[HW:]) < 0:
             return None
         return Bucket(list(row[:KINDS]), row[REVENUE], row[SPEND], list(row[HW:]))
@@ -103,8 +113,9 @@ class CampaignState:
 
     def put_bucket(self, start: int, bucket: Bucket, bucket_ms: int) -> None:
         base = self._row_of(start, bucket_ms) * ROW
-        self.rows[base:base + ROW] = array("q", [*bucket.counts, bucket.revenue, bucket.spend,
-                                                 *bucket.hw])
+        self.rows[base : base + ROW] = array(
+            "q", [*bucket.counts, bucket.revenue, bucket.spend, *bucket.hw]
+        )
 
     def drop_buckets_before(self, cutoff_start: int, bucket_ms: int) -> list[int]:
         """Forget buckets starting before ``cutoff_start``; return the starts of those that held
@@ -114,9 +125,12 @@ class CampaignState:
         count = min(len(self.rows) // ROW, max(0, (cutoff_start - self.first_start) // bucket_ms))
         if count == 0:
             return []
-        dropped = [self.first_start + i * bucket_ms for i in range(count)
-                   if max(self.rows[i * ROW + HW:(i + 1) * ROW]) >= 0]
-        del self.rows[:count * ROW]
+        dropped = [
+            self.first_start + i * bucket_ms
+            for i in range(count)
+            if max(self.rows[i * ROW + HW : (i + 1) * ROW]) >= 0
+        ]
+        del self.rows[: count * ROW]
         self.first_start += count * bucket_ms
         return dropped
 
@@ -124,8 +138,9 @@ class CampaignState:
     def has_buckets(self) -> bool:
         return bool(self.rows)
 
-    def window_totals(self, current_start: int, windows_ms: tuple[int, ...],
-                      bucket_ms: int) -> list[WindowTotals]:
+    def window_totals(
+        self, current_start: int, windows_ms: tuple[int, ...], bucket_ms: int
+    ) -> list[WindowTotals]:
         """Sums of the buckets in each trailing window ending with the bucket ``current_start``.
 
         Buckets after it (accepted future events) count once their time has come. Windows are
@@ -143,7 +158,7 @@ class CampaignState:
             if lo < covered:
                 a, b = lo * ROW, covered * ROW
                 for column in range(HW):
-                    sums[column] += sum(rows[a + column:b:ROW])
+                    sums[column] += sum(rows[a + column : b : ROW])
                 covered = lo
             out[i] = WindowTotals(sums[:KINDS], sums[REVENUE], sums[SPEND])
         return out

@@ -32,76 +32,167 @@ def _spec(name: str, kind: str, doc: str, *labels: str) -> MetricSpec:
 RESPONSE_DOC = "Time from a lead to its first sales contact, once per lead"
 
 # -- per campaign, read from the partition state at scrape time ------------------------------------
-EVENTS = _spec("kpi_events", "counter",
-               "Valid events counted, by campaign and type (and channel with KPI_EXPORT=full)",
-               "campaign", "event_type")
-WINDOW_EVENTS = _spec("kpi_window_events", "gauge", "Events in the trailing window",
-                      "campaign", "event_type", "window")
-WINDOW_REVENUE = _spec("kpi_window_revenue", "gauge",
-                       "Revenue in the trailing window (reporting currency)", "campaign", "window")
-WINDOW_SPEND = _spec("kpi_window_spend", "gauge", "Spend in the trailing window (reporting currency)",
-                     "campaign", "window")
-RESPONSE_P50 = _spec("kpi_sales_response_p50_seconds", "gauge",
-                     "Median lead-to-first-contact time of contacts in the window",
-                     "campaign", "window")
-RESPONSE_P95 = _spec("kpi_sales_response_p95_seconds", "gauge",
-                     "95th percentile lead-to-first-contact time of contacts in the window",
-                     "campaign", "window")
-LEADS_AWAITING = _spec("kpi_leads_awaiting_contact", "gauge", "Leads with no sales contact yet",
-                       "campaign")
-CONTACTS_UNMATCHED = _spec("kpi_sales_contacts_unmatched", "gauge",
-                           "Sales contacts whose lead has not been seen", "campaign")
-OLDEST_AWAITING_AGE = _spec("kpi_oldest_uncontacted_lead_age_seconds", "gauge",
-                            "Age of the oldest lead still awaiting its first contact", "campaign")
+EVENTS = _spec(
+    "kpi_events",
+    "counter",
+    "Valid events counted, by campaign and type (and channel with KPI_EXPORT=full)",
+    "campaign",
+    "event_type",
+)
+WINDOW_EVENTS = _spec(
+    "kpi_window_events",
+    "gauge",
+    "Events in the trailing window",
+    "campaign",
+    "event_type",
+    "window",
+)
+WINDOW_REVENUE = _spec(
+    "kpi_window_revenue",
+    "gauge",
+    "Revenue in the trailing window (reporting currency)",
+    "campaign",
+    "window",
+)
+WINDOW_SPEND = _spec(
+    "kpi_window_spend",
+    "gauge",
+    "Spend in the trailing window (reporting currency)",
+    "campaign",
+    "window",
+)
+RESPONSE_P50 = _spec(
+    "kpi_sales_response_p50_seconds",
+    "gauge",
+    "Median lead-to-first-contact time of contacts in the window",
+    "campaign",
+    "window",
+)
+RESPONSE_P95 = _spec(
+    "kpi_sales_response_p95_seconds",
+    "gauge",
+    "95th percentile lead-to-first-contact time of contacts in the window",
+    "campaign",
+    "window",
+)
+LEADS_AWAITING = _spec(
+    "kpi_leads_awaiting_contact", "gauge", "Leads with no sales contact yet", "campaign"
+)
+CONTACTS_UNMATCHED = _spec(
+    "kpi_sales_contacts_unmatched",
+    "gauge",
+    "Sales contacts whose lead has not been seen",
+    "campaign",
+)
+OLDEST_AWAITING_AGE = _spec(
+    "kpi_oldest_uncontacted_lead_age_seconds",
+    "gauge",
+    "Age of the oldest lead still awaiting its first contact",
+    "campaign",
+)
 RESPONSE_SECONDS = _spec("kpi_sales_response_seconds", "histogram", RESPONSE_DOC, "campaign")
 
 # -- per worker ------------------------------------------------------------------------------------
-EVENTS_REJECTED = _spec("kpi_events_rejected", "counter", "Events rejected to the dead-letter topic",
-                        "reason")
-EVENTS_LATE = _spec("kpi_events_late", "counter",
-                    "Events whose bucket had expired: in totals, in no window", "event_type")
-EVENTS_DUPLICATE = _spec("kpi_events_duplicate", "counter",
-                         "Events dropped as producer-side duplicates (same event_id)", "event_type")
-EVENTS_FOLDED = _spec("kpi_events_folded", "counter",
-                      'Events counted under "__other__" because the partition\'s campaign or '
-                      "channel budget was full", "budget")
-CHANNEL_EVENTS = _spec("kpi_channel_events", "counter",
-                       "Valid events counted, by channel and type (all campaigns)",
-                       "channel", "event_type")
-CAMPAIGNS_TRACKED = _spec("kpi_campaigns_tracked", "gauge",
-                          "Campaigns with their own state in the partitions this worker owns")
-CAMPAIGN_BUDGET = _spec("kpi_campaign_budget", "gauge",
-                        "Campaigns the owned partitions may track before folding into __other__")
-PARTITIONS_OWNED = _spec("kpi_partitions_owned", "gauge",
-                         "Input partitions whose state this worker holds and exports")
-CONSUMER_LAG = _spec("kpi_consumer_lag_messages", "gauge",
-                     "Messages in the input partition not yet folded into state",
-                     "topic", "partition")
+EVENTS_REJECTED = _spec(
+    "kpi_events_rejected", "counter", "Events rejected to the dead-letter topic", "reason"
+)
+EVENTS_LATE = _spec(
+    "kpi_events_late",
+    "counter",
+    "Events whose bucket had expired: in totals, in no window",
+    "event_type",
+)
+EVENTS_DUPLICATE = _spec(
+    "kpi_events_duplicate",
+    "counter",
+    "Events dropped as producer-side duplicates (same event_id)",
+    "event_type",
+)
+EVENTS_FOLDED = _spec(
+    "kpi_events_folded",
+    "counter",
+    'Events counted under "__other__" because the partition\'s campaign or channel budget was full',
+    "budget",
+)
+CHANNEL_EVENTS = _spec(
+    "kpi_channel_events",
+    "counter",
+    "Valid events counted, by channel and type (all campaigns)",
+    "channel",
+    "event_type",
+)
+CAMPAIGNS_TRACKED = _spec(
+    "kpi_campaigns_tracked",
+    "gauge",
+    "Campaigns with their own state in the partitions this worker owns",
+)
+CAMPAIGN_BUDGET = _spec(
+    "kpi_campaign_budget",
+    "gauge",
+    "Campaigns the owned partitions may track before folding into __other__",
+)
+PARTITIONS_OWNED = _spec(
+    "kpi_partitions_owned", "gauge", "Input partitions whose state this worker holds and exports"
+)
+CONSUMER_LAG = _spec(
+    "kpi_consumer_lag_messages",
+    "gauge",
+    "Messages in the input partition not yet folded into state",
+    "topic",
+    "partition",
+)
 BATCHES = _spec("kpi_batches", "counter", "Batches processed by this worker process")
-MESSAGES_REPLAYED = _spec("kpi_messages_replayed", "counter",
-                          "Messages skipped because the state already held them (replay after "
-                          "restart)")
-MESSAGES_UNOWNED = _spec("kpi_messages_unowned", "counter",
-                         "Messages dropped for partitions this worker no longer owns")
-BATCH_SECONDS = _spec("kpi_batch_duration_seconds", "histogram", "Time to fold one batch into state")
-DEAD_LETTERS = _spec("kpi_dead_letters_sent", "counter",
-                     "Rejected events sent to the dead-letter topic")
-LOOP_LAG_SECONDS = _spec("kpi_event_loop_lag_seconds", "histogram",
-                         "How late the worker's event loop ran a 10 ms ticker: time it was blocked")
-RENDER_SECONDS = _spec("kpi_metrics_render_seconds", "histogram",
-                       "Time to render the KPI families of one /metrics scrape")
+MESSAGES_REPLAYED = _spec(
+    "kpi_messages_replayed",
+    "counter",
+    "Messages skipped because the state already held them (replay after restart)",
+)
+MESSAGES_UNOWNED = _spec(
+    "kpi_messages_unowned", "counter", "Messages dropped for partitions this worker no longer owns"
+)
+BATCH_SECONDS = _spec(
+    "kpi_batch_duration_seconds", "histogram", "Time to fold one batch into state"
+)
+DEAD_LETTERS = _spec(
+    "kpi_dead_letters_sent", "counter", "Rejected events sent to the dead-letter topic"
+)
+LOOP_LAG_SECONDS = _spec(
+    "kpi_event_loop_lag_seconds",
+    "histogram",
+    "How late the worker's event loop ran a 10 ms ticker: time it was blocked",
+)
+RENDER_SECONDS = _spec(
+    "kpi_metrics_render_seconds",
+    "histogram",
+    "Time to render the KPI families of one /metrics scrape",
+)
 
 # -- auto-pause decisions (autopause), per worker ---------------------------------------------------
-DECISIONS = _spec("kpi_decisions", "counter", "Auto-pause decisions issued, by rule and verdict",
-                  "rule", "verdict")
-BREAKER_OPEN = _spec("kpi_autopause_breaker_open", "gauge",
-                     "1 while too many campaigns trip the rule at once: pauses are suppressed",
-                     "rule")
-AUTOPAUSE_CAMPAIGNS = _spec("kpi_autopause_campaigns", "gauge",
-                            "Campaigns by auto-pause state (pending, paused, held, unknown, "
-                            "suppressed), by rule", "rule", "state")
-DECISIONS_UNSENT = _spec("kpi_decisions_unsent", "gauge",
-                         "Decisions issued but not yet acknowledged by the decisions topic")
+DECISIONS = _spec(
+    "kpi_decisions",
+    "counter",
+    "Auto-pause decisions issued, by rule and verdict",
+    "rule",
+    "verdict",
+)
+BREAKER_OPEN = _spec(
+    "kpi_autopause_breaker_open",
+    "gauge",
+    "1 while too many campaigns trip the rule at once: pauses are suppressed",
+    "rule",
+)
+AUTOPAUSE_CAMPAIGNS = _spec(
+    "kpi_autopause_campaigns",
+    "gauge",
+    "Campaigns by auto-pause state (pending, paused, held, unknown, suppressed), by rule",
+    "rule",
+    "state",
+)
+DECISIONS_UNSENT = _spec(
+    "kpi_decisions_unsent",
+    "gauge",
+    "Decisions issued but not yet acknowledged by the decisions topic",
+)
 
 # -- derived: exported per campaign with KPI_EXPORT=full; recorded by Prometheus otherwise ---------
 RATIO_METRICS = tuple(
@@ -109,19 +200,52 @@ RATIO_METRICS = tuple(
     for r in RATIOS
     for spec in (
         _spec(r.metric, "gauge", r.doc, "campaign", "window"),
-        *(_spec(f"{r.metric}_{side}", "gauge", f"95% Wilson {side} bound of {r.metric}",
-                "campaign", "window") for side in (("lower", "upper") if r.rate else ())),
+        *(
+            _spec(
+                f"{r.metric}_{side}",
+                "gauge",
+                f"95% Wilson {side} bound of {r.metric}",
+                "campaign",
+                "window",
+            )
+            for side in (("lower", "upper") if r.rate else ())
+        ),
     )
 )
 
 CATALOGUE: dict[str, MetricSpec] = {
-    spec.name: spec for spec in (
-        EVENTS, WINDOW_EVENTS, WINDOW_REVENUE, WINDOW_SPEND, RESPONSE_P50, RESPONSE_P95,
-        LEADS_AWAITING, CONTACTS_UNMATCHED, OLDEST_AWAITING_AGE, RESPONSE_SECONDS,
-        EVENTS_REJECTED, EVENTS_LATE, EVENTS_DUPLICATE, EVENTS_FOLDED, CHANNEL_EVENTS,
-        CAMPAIGNS_TRACKED, CAMPAIGN_BUDGET, PARTITIONS_OWNED, CONSUMER_LAG, BATCHES,
-        MESSAGES_REPLAYED, MESSAGES_UNOWNED, BATCH_SECONDS, DEAD_LETTERS, LOOP_LAG_SECONDS,
-        RENDER_SECONDS, DECISIONS, BREAKER_OPEN, AUTOPAUSE_CAMPAIGNS, DECISIONS_UNSENT,
+    spec.name: spec
+    for spec in (
+        EVENTS,
+        WINDOW_EVENTS,
+        WINDOW_REVENUE,
+        WINDOW_SPEND,
+        RESPONSE_P50,
+        RESPONSE_P95,
+        LEADS_AWAITING,
+        CONTACTS_UNMATCHED,
+        OLDEST_AWAITING_AGE,
+        RESPONSE_SECONDS,
+        EVENTS_REJECTED,
+        EVENTS_LATE,
+        EVENTS_DUPLICATE,
+        EVENTS_FOLDED,
+        CHANNEL_EVENTS,
+        CAMPAIGNS_TRACKED,
+        CAMPAIGN_BUDGET,
+        PARTITIONS_OWNED,
+        CONSUMER_LAG,
+        BATCHES,
+        MESSAGES_REPLAYED,
+        MESSAGES_UNOWNED,
+        BATCH_SECONDS,
+        DEAD_LETTERS,
+        LOOP_LAG_SECONDS,
+        RENDER_SECONDS,
+        DECISIONS,
+        BREAKER_OPEN,
+        AUTOPAUSE_CAMPAIGNS,
+        DECISIONS_UNSENT,
         *RATIO_METRICS,
     )
 }

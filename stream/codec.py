@@ -41,12 +41,13 @@ def decode_key(raw: bytes) -> list:
 
 def partition_of_key(raw: bytes) -> int:
     """The partition a record key belongs to, without a full JSON parse (keys start ``[p,``)."""
-    return int(raw[1:raw.index(b",")])
+    return int(raw[1 : raw.index(b",")])
 
 
 # -- values ------------------------------------------------------------------------------------
 # Each is a plain JSON list; the formats are those of the first release, so existing changelogs
 # restore unchanged.
+
 
 def encode_bucket(counts: list[int], revenue: int, spend: int, hw: list[int]) -> bytes:
     return _dumps([counts, revenue, spend, hw])
@@ -57,8 +58,13 @@ def decode_bucket(raw: bytes) -> tuple[list[int], int, int, list[int]]:
     return counts, revenue, spend, hw
 
 
-def encode_totals(by_channel: dict[str, list[int]], archived_histogram: list[int],
-                  archived_sum_ms: int, archived_leads: list[str], hw: list[int]) -> bytes:
+def encode_totals(
+    by_channel: dict[str, list[int]],
+    archived_histogram: list[int],
+    archived_sum_ms: int,
+    archived_leads: list[str],
+    hw: list[int],
+) -> bytes:
     return _dumps([by_channel, archived_histogram, archived_sum_ms, archived_leads, hw])
 
 
@@ -86,11 +92,26 @@ def decode_chunk(raw: bytes) -> tuple[int, list]:
     return max_watermark, entries
 
 
-def encode_meta(checkpoint: list[int], watermark: list[int], rejected: dict[str, int],
-                late: list[int], duplicate: list[int], folded: list[int],
-                arrival: list[int]) -> bytes:
-    return _dumps({"ckpt": checkpoint, "wm": watermark, "rej": rejected, "late": late,
-                   "dup": duplicate, "fold": folded, "arr": arrival})
+def encode_meta(
+    checkpoint: list[int],
+    watermark: list[int],
+    rejected: dict[str, int],
+    late: list[int],
+    duplicate: list[int],
+    folded: list[int],
+    arrival: list[int],
+) -> bytes:
+    return _dumps(
+        {
+            "ckpt": checkpoint,
+            "wm": watermark,
+            "rej": rejected,
+            "late": late,
+            "dup": duplicate,
+            "fold": folded,
+            "arr": arrival,
+        }
+    )
 
 
 def decode_meta(raw: bytes) -> dict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 from .idtable import IdTable
 
@@ -43,7 +43,7 @@ class Chunk:
     cyclic garbage collector's time.
     """
 
-    __slots__ = ("seq", "data", "max_watermark")
+    __slots__ = ("data", "max_watermark", "seq")
 
     def __init__(self, seq: int = -1) -> None:
         self.seq = seq  # the index's chunk number, increasing in position order
@@ -140,7 +140,9 @@ class DedupIndex:
             return
         chunk = Chunk()
         for event_id, pos, watermark in entries:
-            hashed = id_hash(event_id) if isinstance(event_id, str) else event_id or 1  # first format
+            hashed = (
+                id_hash(event_id) if isinstance(event_id, str) else event_id or 1
+            )  # first format
             chunk.append(hashed, pos, max(0, watermark))
         chunk.max_watermark = max_watermark
         self.chunks.append(chunk)

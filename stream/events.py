@@ -8,7 +8,7 @@ failure becomes a :class:`Rejection` with a reason from the bounded set :data:`R
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 import orjson
@@ -34,7 +34,7 @@ MAX_ID_LENGTH = 256
 MICROS = 1_000_000
 # Epoch values below 2000-01-01 are almost always seconds sent where milliseconds were meant.
 _MIN_EPOCH_MS = 946_684_800_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
 
@@ -80,8 +80,11 @@ def decode_message(
         except _Invalid as bad:
             return [], [Rejection(bad.reason, bad.detail, None, raw)]
     if not isinstance(payload, list) or not payload:
-        return [], [Rejection("not_an_object", "message is neither an object nor a non-empty array",
-                              None, raw)]
+        return [], [
+            Rejection(
+                "not_an_object", "message is neither an object nor a non-empty array", None, raw
+            )
+        ]
     events: list[Event] = []
     rejections: list[Rejection] = []
     for index, item in enumerate(payload):
@@ -108,8 +111,9 @@ def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: ValidationRul
             raise _Invalid("missing_field", "event_type")
         raise _Invalid("unknown_event_type", f"event_type={str(type_name)[:40]!r}")
     if kind != topic_kind:
-        raise _Invalid("topic_mismatch",
-                       f"{type_name} event on the {EVENT_TYPES[topic_kind]} topic")
+        raise _Invalid(
+            "topic_mismatch", f"{type_name} event on the {EVENT_TYPES[topic_kind]} topic"
+        )
     event_id = get("event_id")
     if type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH:
         event_id = _identifier(obj, "event_id", required=True)
@@ -133,7 +137,9 @@ def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: ValidationRul
     else:
         occurred_ms = parse_timestamp(occurred)
     if occurred_ms - now_ms > rules.future_tolerance_ms:
-        raise _Invalid("future_timestamp", f"occurred_at is {(occurred_ms - now_ms) // 1000}s ahead")
+        raise _Invalid(
+            "future_timestamp", f"occurred_at is {(occurred_ms - now_ms) // 1000}s ahead"
+        )
 
     amount = 0
     lead_id = None
@@ -149,8 +155,12 @@ def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: ValidationRul
         currency = get("currency")
         if currency is None:
             raise _Invalid("missing_field", "currency")
-        if not (isinstance(currency, str) and len(currency) == 3 and currency.isalpha()
-                and currency.isupper()):
+        if not (
+            isinstance(currency, str)
+            and len(currency) == 3
+            and currency.isalpha()
+            and currency.isupper()
+        ):
             raise _Invalid("invalid_field", "currency must be an ISO 4217 code")
         if currency != rules.currency:
             raise _Invalid("currency", f"{currency} is not the reporting currency {rules.currency}")
@@ -168,8 +178,10 @@ def _identifier(obj: dict, name: str, *, required: bool) -> str | None:
             raise _Invalid("missing_field", name)
         return None
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
-        raise _Invalid("invalid_field", f"{name} must be a non-empty string of at most "
-                                        f"{MAX_ID_LENGTH} characters")
+        raise _Invalid(
+            "invalid_field",
+            f"{name} must be a non-empty string of at most {MAX_ID_LENGTH} characters",
+        )
     return value
 
 

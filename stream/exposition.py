@@ -18,8 +18,8 @@ Two exports (``KPI_EXPORT``):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
-from typing import Callable, Iterable, Iterator
 
 from . import catalogue as m
 from .catalogue import MetricSpec
@@ -30,7 +30,9 @@ from .leads import HISTOGRAM_BINS, HISTOGRAM_BOUNDS_SECONDS
 from .snapshot import CampaignRow, Snapshot, add_channel_totals, add_histogram
 
 EXPORTS = ("lean", "full")
-LEAN_SERIES_PER_CAMPAIGN = 35  # 5 all-time + 3 windows x (5 events + revenue + spend + p50 + p95) + 3
+LEAN_SERIES_PER_CAMPAIGN = (
+    35  # 5 all-time + 3 windows x (5 events + revenue + spend + p50 + p95) + 3
+)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _KIND_INDEX = {name: kind for kind, name in enumerate(EVENT_TYPES)}
 
@@ -57,8 +59,9 @@ def header(name: str, kind: str, doc: str) -> str:
 class _Family:
     """A per-campaign metric family: its header and a function rendering one row's lines."""
 
-    def __init__(self, spec: MetricSpec,
-                 lines: Callable[[CampaignRow, str, tuple[str, ...]], str]) -> None:
+    def __init__(
+        self, spec: MetricSpec, lines: Callable[[CampaignRow, str, tuple[str, ...]], str]
+    ) -> None:
         self.name, self.kind, self.doc, self.lines = spec.name, spec.kind, spec.doc, lines
 
 
@@ -70,18 +73,26 @@ def window_labels(windows_ms: Iterable[int]) -> tuple[str, ...]:
 # The frequent families format one campaign's values into a cached template with one ``%``:
 # a campaign's lines cost one C-level format call per family instead of one f-string per line.
 
+
 @lru_cache(maxsize=1 << 16)
 def _templates(c: str, w: tuple[str, ...]) -> dict[str, str]:
     c = c.replace("%", "%%")
     out = {
-        "events": "".join(f'{m.EVENTS.sample}{{campaign="{c}",event_type="{t}"}} %d\n'
-                          for t in EVENT_TYPES),
+        "events": "".join(
+            f'{m.EVENTS.sample}{{campaign="{c}",event_type="{t}"}} %d\n' for t in EVENT_TYPES
+        ),
         "window_events": "".join(
             f'{m.WINDOW_EVENTS.name}{{campaign="{c}",event_type="{t}",window="{label}"}} %d\n'
-            for label in w for t in EVENT_TYPES),
+            for label in w
+            for t in EVENT_TYPES
+        ),
     }
-    for name in (m.WINDOW_REVENUE.name, m.WINDOW_SPEND.name, m.RESPONSE_P50.name,
-                 m.RESPONSE_P95.name):
+    for name in (
+        m.WINDOW_REVENUE.name,
+        m.WINDOW_SPEND.name,
+        m.RESPONSE_P50.name,
+        m.RESPONSE_P95.name,
+    ):
         out[name] = "".join(f'{name}{{campaign="{c}",window="{label}"}} %r\n' for label in w)
     return out
 
@@ -93,7 +104,9 @@ def _events_by_type(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
 def _events_by_channel(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
     return "".join(
         f'{m.EVENTS.sample}{{campaign="{c}",channel="{escape(ch)}",event_type="{t}"}} {counts[k]}\n'
-        for ch, counts in sorted(row.by_channel.items()) for k, t in enumerate(EVENT_TYPES))
+        for ch, counts in sorted(row.by_channel.items())
+        for k, t in enumerate(EVENT_TYPES)
+    )
 
 
 def _window_events(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
@@ -103,6 +116,7 @@ def _window_events(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
 def _money(attr: str, name: str) -> Callable[[CampaignRow, str, tuple[str, ...]], str]:
     def lines(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
         return _templates(c, w)[name] % tuple(getattr(win, attr) / 1_000_000 for win in row.windows)
+
     return lines
 
 
@@ -111,8 +125,12 @@ def _quantile(attr: str, name: str) -> Callable[[CampaignRow, str, tuple[str, ..
         values = [getattr(win, attr) for win in row.windows]
         if None not in values:
             return _templates(c, w)[name] % tuple(v / 1000 for v in values)
-        return "".join(f'{name}{{campaign="{c}",window="{label}"}} {number(value / 1000)}\n'
-                       for value, label in zip(values, w) if value is not None)
+        return "".join(
+            f'{name}{{campaign="{c}",window="{label}"}} {number(value / 1000)}\n'
+            for value, label in zip(values, w)
+            if value is not None
+        )
+
     return lines
 
 
@@ -120,6 +138,7 @@ def _per_campaign(name: str, value: Callable[[CampaignRow], int]) -> Callable[..
     def lines(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
         v = value(row)
         return f'{name}{{campaign="{c}"}} {v}\n' if v else ""
+
     return lines
 
 
@@ -133,6 +152,7 @@ def _ratio(index: int) -> Callable[[CampaignRow, str, tuple[str, ...]], str]:
             if value is not None:
                 out.append(f'{metric}{{campaign="{c}",window="{label}"}} {number(value)}\n')
         return "".join(out)
+
     return lines
 
 
@@ -148,6 +168,7 @@ def _bound(index: int, side: int) -> Callable[[CampaignRow, str, tuple[str, ...]
             if bounds is not None:
                 out.append(f'{name}{{campaign="{c}",window="{label}"}} {number(bounds[side])}\n')
         return "".join(out)
+
     return lines
 
 
@@ -167,8 +188,9 @@ def _histogram_lines(name: str, labels: str, bins: list[int], sum_ms: int) -> st
 def _campaign_histogram(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
     if not any(row.histogram):
         return ""  # no all-zero histogram per campaign
-    return _histogram_lines(m.RESPONSE_SECONDS.name, f'campaign="{c}",', row.histogram,
-                            row.histogram_sum_ms)
+    return _histogram_lines(
+        m.RESPONSE_SECONDS.name, f'campaign="{c}",', row.histogram, row.histogram_sum_ms
+    )
 
 
 _COMMON = [
@@ -187,8 +209,12 @@ FAMILIES: dict[str, list[_Family]] = {
         _Family(m.EVENTS, _events_by_channel),
         *_COMMON,
         *(_Family(m.CATALOGUE[r.metric], _ratio(i)) for i, r in enumerate(RATIOS)),
-        *(_Family(m.CATALOGUE[f"{r.metric}_{side}"], _bound(i, s))
-          for i, r in enumerate(RATIOS) if r.rate for s, side in enumerate(("lower", "upper"))),
+        *(
+            _Family(m.CATALOGUE[f"{r.metric}_{side}"], _bound(i, s))
+            for i, r in enumerate(RATIOS)
+            if r.rate
+            for s, side in enumerate(("lower", "upper"))
+        ),
         _Family(m.RESPONSE_SECONDS, _campaign_histogram),
     ],
 }
@@ -217,7 +243,7 @@ def render_parts(snap: Snapshot, export: str = "lean") -> Iterator[str]:
     if export not in EXPORTS:
         raise ValueError(f"export must be one of {EXPORTS}, got {export!r}")
     labels = window_labels(snap.windows_ms)
-    chunks = [snap.rows[i:i + ROWS_PER_PART] for i in range(0, len(snap.rows), ROWS_PER_PART)]
+    chunks = [snap.rows[i : i + ROWS_PER_PART] for i in range(0, len(snap.rows), ROWS_PER_PART)]
     per_chunk = []
     for rows in chunks:
         per_chunk.append([render_row(row, export, labels) for row in rows])
@@ -233,8 +259,10 @@ def render_parts(snap: Snapshot, export: str = "lean") -> Iterator[str]:
         for row in rows:
             age = row.oldest_awaiting_age_seconds(snap.now_ms)
             if age is not None:
-                out.append(f'{m.OLDEST_AWAITING_AGE.name}{{campaign="{escape(row.campaign)}"}} '
-                           f"{number(age)}\n")
+                out.append(
+                    f'{m.OLDEST_AWAITING_AGE.name}{{campaign="{escape(row.campaign)}"}} '
+                    f"{number(age)}\n"
+                )
         yield "".join(out)
     channels: dict[tuple[str, int], int] = {}
     bins = [0] * HISTOGRAM_BINS
@@ -257,8 +285,9 @@ def _counter(spec: MetricSpec, values: dict[str, int]) -> str:
     return "".join(lines)
 
 
-def _worker_families(snap: Snapshot, export: str, channels: dict[tuple[str, int], int],
-                     bins: list[int], sum_ms: int) -> str:
+def _worker_families(
+    snap: Snapshot, export: str, channels: dict[tuple[str, int], int], bins: list[int], sum_ms: int
+) -> str:
     out = [
         _counter(m.EVENTS_REJECTED, snap.rejected),
         _counter(m.EVENTS_LATE, dict(zip(EVENT_TYPES, snap.late))),
@@ -266,8 +295,10 @@ def _worker_families(snap: Snapshot, export: str, channels: dict[tuple[str, int]
         _counter(m.EVENTS_FOLDED, snap.folded_events),
         spec_header(m.CHANNEL_EVENTS),
     ]
-    out.extend(f'{m.CHANNEL_EVENTS.sample}{{channel="{escape(ch)}",event_type="{EVENT_TYPES[k]}"}} {v}\n'
-               for (ch, k), v in sorted(channels.items()))
+    out.extend(
+        f'{m.CHANNEL_EVENTS.sample}{{channel="{escape(ch)}",event_type="{EVENT_TYPES[k]}"}} {v}\n'
+        for (ch, k), v in sorted(channels.items())
+    )
     out.append(spec_header(m.CAMPAIGNS_TRACKED))
     out.append(f"{m.CAMPAIGNS_TRACKED.name} {snap.campaigns_tracked}\n")
     out.append(spec_header(m.CAMPAIGN_BUDGET))

@@ -9,13 +9,13 @@ Keys must not be 0, which marks an empty slot.
 from __future__ import annotations
 
 from array import array
-from typing import Iterator
+from collections.abc import Iterator
 
 MIN_SLOTS = 1024
 
 
 class IdTable:
-    __slots__ = ("_keys", "_values", "_mask", "_used")
+    __slots__ = ("_keys", "_mask", "_used", "_values")
 
     def __init__(self, expected: int = 0) -> None:
         slots = MIN_SLOTS
@@ -87,6 +87,9 @@ class IdTable:
         values[hole] = 0
         self._used -= 1
         return True
+
+    def __iter__(self) -> Iterator[int]:
+        return self.keys()
 
     def keys(self) -> Iterator[int]:
         return (key for key in self._keys if key)

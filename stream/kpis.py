@@ -28,13 +28,31 @@ class Ratio:
 
 
 RATIOS = (
-    Ratio("ctr", "kpi_ctr_ratio", "Click-through rate: clicks / impressions", "click", "impression",
-          rate=True),
-    Ratio("conversion", "kpi_conversion_ratio", "Conversion rate: sales / clicks", "sale", "click",
-          rate=True),
+    Ratio(
+        "ctr",
+        "kpi_ctr_ratio",
+        "Click-through rate: clicks / impressions",
+        "click",
+        "impression",
+        rate=True,
+    ),
+    Ratio(
+        "conversion",
+        "kpi_conversion_ratio",
+        "Conversion rate: sales / clicks",
+        "sale",
+        "click",
+        rate=True,
+    ),
     Ratio("lead_rate", "kpi_lead_ratio", "Lead rate: leads / clicks", "lead", "click", rate=True),
-    Ratio("lead_to_sale", "kpi_lead_to_sale_ratio", "Lead-to-sale rate: sales / leads", "sale",
-          "lead", rate=True),
+    Ratio(
+        "lead_to_sale",
+        "kpi_lead_to_sale_ratio",
+        "Lead-to-sale rate: sales / leads",
+        "sale",
+        "lead",
+        rate=True,
+    ),
     Ratio("cpc", "kpi_cpc", "Cost per click: spend / clicks", SPEND, "click", currency=True),
     Ratio("cpl", "kpi_cpl", "Cost per lead: spend / leads", SPEND, "lead", currency=True),
     Ratio("cpa", "kpi_cpa", "Cost per acquisition: spend / sales", SPEND, "sale", currency=True),
@@ -63,8 +81,9 @@ def ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def source_value(source: str, counts: list[int] | tuple[int, ...], revenue_micros: int,
-                 spend_micros: int) -> float:
+def source_value(
+    source: str, counts: list[int] | tuple[int, ...], revenue_micros: int, spend_micros: int
+) -> float:
     if source == REVENUE:
         return revenue_micros / MICROS
     if source == SPEND:
@@ -72,9 +91,16 @@ def source_value(source: str, counts: list[int] | tuple[int, ...], revenue_micro
     return counts[EVENT_TYPES.index(source)]
 
 
-def compute_kpis(counts: list[int] | tuple[int, ...], revenue_micros: int, spend_micros: int) -> Kpis:
+def compute_kpis(
+    counts: list[int] | tuple[int, ...], revenue_micros: int, spend_micros: int
+) -> Kpis:
     """counts are indexed by event kind (see stream.events.EVENT_TYPES); money in micros."""
-    return Kpis(*(ratio(source_value(r.numerator, counts, revenue_micros, spend_micros),
-                        source_value(r.denominator, counts, revenue_micros, spend_micros))
-                  for r in RATIOS))
-
+    return Kpis(
+        *(
+            ratio(
+                source_value(r.numerator, counts, revenue_micros, spend_micros),
+                source_value(r.denominator, counts, revenue_micros, spend_micros),
+            )
+            for r in RATIOS
+        )
+    )

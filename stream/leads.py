@@ -41,7 +41,9 @@ class LeadJoin(NamedTuple):
     def response_ms(self) -> int | None:
         if self.lead_ms is None or self.contact_ms is None:
             return None
-        return max(0, self.contact_ms - self.lead_ms)  # a contact logged before its lead counts as 0
+        return max(
+            0, self.contact_ms - self.lead_ms
+        )  # a contact logged before its lead counts as 0
 
     def newest_ms(self) -> int:
         return max(t for t in (self.lead_ms, self.contact_ms, 0) if t is not None)
@@ -50,15 +52,23 @@ class LeadJoin(NamedTuple):
         """Four 64-bit fields, each stored +1 so that None / -1 are 0."""
         lead = 0 if self.lead_ms is None else self.lead_ms + 1
         contact = 0 if self.contact_ms is None else self.contact_ms + 1
-        return (lead | (contact << _FIELD) | ((self.lead_hw + 1) << 2 * _FIELD)
-                | ((self.contact_hw + 1) << 3 * _FIELD))
+        return (
+            lead
+            | (contact << _FIELD)
+            | ((self.lead_hw + 1) << 2 * _FIELD)
+            | ((self.contact_hw + 1) << 3 * _FIELD)
+        )
 
     @staticmethod
-    def unpack(packed: int) -> "LeadJoin":
+    def unpack(packed: int) -> LeadJoin:
         lead = packed & _MASK
         contact = (packed >> _FIELD) & _MASK
-        return LeadJoin(lead - 1 if lead else None, contact - 1 if contact else None,
-                        ((packed >> 2 * _FIELD) & _MASK) - 1, (packed >> 3 * _FIELD) - 1)
+        return LeadJoin(
+            lead - 1 if lead else None,
+            contact - 1 if contact else None,
+            ((packed >> 2 * _FIELD) & _MASK) - 1,
+            (packed >> 3 * _FIELD) - 1,
+        )
 
 
 @dataclass(slots=True)
@@ -67,7 +77,9 @@ class ResponseView:
 
     histogram: list[int] = field(default_factory=lambda: [0] * HISTOGRAM_BINS)
     sum_ms: int = 0
-    sketches: qsketch.BucketSketches = field(default_factory=qsketch.BucketSketches)  # by contact bucket
+    sketches: qsketch.BucketSketches = field(
+        default_factory=qsketch.BucketSketches
+    )  # by contact bucket
     version: int = 0  # bumped on every change: readers cache what they derive from it
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from .durations import format_duration, parse_duration
 
@@ -76,7 +76,9 @@ class Settings:
     decision_ttl_seconds: int = 900  # a decision's valid_until: issued_at + this
     decision_mode: str = "live"  # live | shadow: whether pausers may act on the decisions
     decision_max_lag: int = 10_000  # messages behind in a partition: its campaigns are unknown
-    decision_max_stall_seconds: int = 300  # the rule's traffic event time stalled this long: unknown
+    decision_max_stall_seconds: int = (
+        300  # the rule's traffic event time stalled this long: unknown
+    )
     decision_max_late_share: float = 0.05  # late share of the rule's events since the last tick
     breaker_share: float = 0.2  # of active campaigns tripping one rule within the breaker window
     breaker_min_campaigns: int = 5
@@ -84,9 +86,12 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check(self.web_port > 0 and self.web_port < 65536, "KPI_WEB_PORT", "must be 1-65535")
-        _check(bool(self.web_token) or self.web_host in LOOPBACK, "KPI_WEB_TOKEN",
-               f"required when KPI_WEB_HOST ({self.web_host}) is reachable beyond this machine: "
-               "every endpoint then takes 'Authorization: Bearer <token>'")
+        _check(
+            bool(self.web_token) or self.web_host in LOOPBACK,
+            "KPI_WEB_TOKEN",
+            f"required when KPI_WEB_HOST ({self.web_host}) is reachable beyond this machine: "
+            "every endpoint then takes 'Authorization: Bearer <token>'",
+        )
         _check(self.partitions >= 1, "KPI_PARTITIONS", "must be >= 1")
         _check(self.bucket_seconds >= 1, "KPI_BUCKET", "must be at least 1s")
         _check(bool(self.windows_seconds), "KPI_WINDOWS", "needs at least one window")
@@ -100,43 +105,74 @@ class Settings:
         _check(self.grace_seconds >= 0, "KPI_GRACE", "must be >= 0")
         _check(self.dedup_horizon_seconds >= 0, "KPI_DEDUP_HORIZON", "must be >= 0")
         _check(self.dedup_max_ids_per_partition >= 1, "KPI_DEDUP_MAX_IDS", "must be >= 1")
-        _check(len(self.currency) == 3 and self.currency.isalpha() and self.currency.isupper(),
-               "KPI_CURRENCY", "must be an ISO 4217 code such as USD")
-        _check(self.max_campaigns_per_partition >= 1, "KPI_MAX_CAMPAIGNS_PER_PARTITION", "must be >= 1")
-        _check(self.max_channels_per_partition >= 1, "KPI_MAX_CHANNELS_PER_PARTITION", "must be >= 1")
+        _check(
+            len(self.currency) == 3 and self.currency.isalpha() and self.currency.isupper(),
+            "KPI_CURRENCY",
+            "must be an ISO 4217 code such as USD",
+        )
+        _check(
+            self.max_campaigns_per_partition >= 1, "KPI_MAX_CAMPAIGNS_PER_PARTITION", "must be >= 1"
+        )
+        _check(
+            self.max_channels_per_partition >= 1, "KPI_MAX_CHANNELS_PER_PARTITION", "must be >= 1"
+        )
         _check(self.export in ("lean", "full"), "KPI_EXPORT", f"lean or full, got {self.export!r}")
-        _check(self.ingest in ("batch", "faust"), "KPI_INGEST", f"batch or faust, got {self.ingest!r}")
+        _check(
+            self.ingest in ("batch", "faust"), "KPI_INGEST", f"batch or faust, got {self.ingest!r}"
+        )
         _check(self.batch_size >= 1, "KPI_BATCH_SIZE", "must be >= 1")
-        _check(0 < self.fetch_max_wait_seconds <= 30, "KPI_FETCH_MAX_WAIT", "must be within (0, 30s]")
-        _check(self.security_protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
-               "KPI_SECURITY_PROTOCOL", "one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+        _check(
+            0 < self.fetch_max_wait_seconds <= 30, "KPI_FETCH_MAX_WAIT", "must be within (0, 30s]"
+        )
+        _check(
+            self.security_protocol in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+            "KPI_SECURITY_PROTOCOL",
+            "one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL",
+        )
         if self.security_protocol.startswith("SASL"):
-            _check(self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
-                   "KPI_SASL_MECHANISM", "one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+            _check(
+                self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+                "KPI_SASL_MECHANISM",
+                "one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+            )
             _check(bool(self.sasl_username), "KPI_SASL_USERNAME", "required with SASL")
             _check(bool(self.sasl_password), "KPI_SASL_PASSWORD", "required with SASL")
         _check(self.decision_interval_seconds >= 1, "KPI_DECISION_INTERVAL", "must be at least 1s")
-        _check(self.decision_ttl_seconds >= self.decision_interval_seconds, "KPI_DECISION_TTL",
-               "must be at least KPI_DECISION_INTERVAL")
-        _check(self.decision_mode in ("live", "shadow"), "KPI_DECISION_MODE",
-               f"live or shadow, got {self.decision_mode!r}")
+        _check(
+            self.decision_ttl_seconds >= self.decision_interval_seconds,
+            "KPI_DECISION_TTL",
+            "must be at least KPI_DECISION_INTERVAL",
+        )
+        _check(
+            self.decision_mode in ("live", "shadow"),
+            "KPI_DECISION_MODE",
+            f"live or shadow, got {self.decision_mode!r}",
+        )
         _check(self.decision_max_lag >= 0, "KPI_DECISION_MAX_LAG", "must be >= 0")
-        _check(self.decision_max_stall_seconds >= 1, "KPI_DECISION_MAX_STALL", "must be at least 1s")
-        _check(0 < self.decision_max_late_share <= 1, "KPI_DECISION_MAX_LATE_SHARE",
-               "must be within (0, 1]")
+        _check(
+            self.decision_max_stall_seconds >= 1, "KPI_DECISION_MAX_STALL", "must be at least 1s"
+        )
+        _check(
+            0 < self.decision_max_late_share <= 1,
+            "KPI_DECISION_MAX_LATE_SHARE",
+            "must be within (0, 1]",
+        )
         _check(0 < self.breaker_share <= 1, "KPI_BREAKER_SHARE", "must be within (0, 1]")
         _check(self.breaker_min_campaigns >= 1, "KPI_BREAKER_MIN_CAMPAIGNS", "must be >= 1")
         _check(self.breaker_window_seconds >= 1, "KPI_BREAKER_WINDOW", "must be at least 1s")
         if self.broker is not None:
-            _check(self.broker.startswith("kafka://"), "KPI_BROKER",
-                   f"must look like kafka://host:port, got {self.broker!r}")
+            _check(
+                self.broker.startswith("kafka://"),
+                "KPI_BROKER",
+                f"must look like kafka://host:port, got {self.broker!r}",
+            )
 
     @property
     def retention_seconds(self) -> int:
         """How long a bucket is kept: the longest window plus the grace period."""
         return max(self.windows_seconds) + self.grace_seconds
 
-    def replace(self, **changes: object) -> "Settings":
+    def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
@@ -186,8 +222,10 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
     """Settings from ``KPI_*`` variables; keyword overrides (CLI flags) win over the environment."""
     env = os.environ if env is None else env
     if env.get("KPI_MAX_CAMPAIGNS"):
-        raise SettingsError("KPI_MAX_CAMPAIGNS: replaced by KPI_MAX_CAMPAIGNS_PER_PARTITION (campaigns "
-                            "are now bounded in state, per partition)")
+        raise SettingsError(
+            "KPI_MAX_CAMPAIGNS: replaced by KPI_MAX_CAMPAIGNS_PER_PARTITION (campaigns "
+            "are now bounded in state, per partition)"
+        )
     base = Settings()
     topics = Topics(
         impressions=env.get("KPI_TOPIC_IMPRESSIONS") or base.topics.impressions,
@@ -198,60 +236,77 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         rejected=env.get("KPI_TOPIC_REJECTED") or base.topics.rejected,
         decisions=env.get("KPI_TOPIC_DECISIONS") or base.topics.decisions,
     )
-    values: dict[str, object] = dict(
-        broker=env.get("KPI_BROKER") or None,
-        app_id=env.get("KPI_APP_ID") or base.app_id,
-        web_host=env.get("KPI_WEB_HOST") or base.web_host,
-        web_port=_read(env, "KPI_WEB_PORT", _int, base.web_port),
-        web_token=env.get("KPI_WEB_TOKEN") or "",
-        partitions=_read(env, "KPI_PARTITIONS", _int, base.partitions),
-        topics=topics,
-        bucket_seconds=_read(env, "KPI_BUCKET", _duration, base.bucket_seconds),
-        windows_seconds=_read(env, "KPI_WINDOWS", _durations, base.windows_seconds),
-        grace_seconds=_read(env, "KPI_GRACE", _duration, base.grace_seconds),
-        future_tolerance_seconds=_read(env, "KPI_FUTURE_TOLERANCE", _duration,
-                                       base.future_tolerance_seconds),
-        dedup_horizon_seconds=_read(env, "KPI_DEDUP_HORIZON", _duration, base.dedup_horizon_seconds),
-        dedup_max_ids_per_partition=_read(env, "KPI_DEDUP_MAX_IDS", _int,
-                                          base.dedup_max_ids_per_partition),
-        lead_ttl_seconds=_read(env, "KPI_LEAD_TTL", _duration, base.lead_ttl_seconds),
-        currency=env.get("KPI_CURRENCY") or base.currency,
-        max_campaigns_per_partition=_read(env, "KPI_MAX_CAMPAIGNS_PER_PARTITION", _int,
-                                          base.max_campaigns_per_partition),
-        max_channels_per_partition=_read(env, "KPI_MAX_CHANNELS_PER_PARTITION", _int,
-                                         base.max_channels_per_partition),
-        export=env.get("KPI_EXPORT") or base.export,
-        ingest=env.get("KPI_INGEST") or base.ingest,
-        batch_size=_read(env, "KPI_BATCH_SIZE", _int, base.batch_size),
-        batch_within_seconds=_read(env, "KPI_BATCH_WITHIN", parse_duration, base.batch_within_seconds),
-        session_timeout_seconds=_read(env, "KPI_SESSION_TIMEOUT", parse_duration,
-                                      base.session_timeout_seconds),
-        fetch_max_wait_seconds=_read(env, "KPI_FETCH_MAX_WAIT", parse_duration,
-                                     base.fetch_max_wait_seconds),
-        data_dir=env.get("KPI_DATA_DIR") or base.data_dir,
-        security_protocol=env.get("KPI_SECURITY_PROTOCOL") or base.security_protocol,
-        sasl_mechanism=env.get("KPI_SASL_MECHANISM") or base.sasl_mechanism,
-        sasl_username=env.get("KPI_SASL_USERNAME") or "",
-        sasl_password=env.get("KPI_SASL_PASSWORD") or "",
-        ssl_cafile=env.get("KPI_SSL_CAFILE") or "",
-        ssl_certfile=env.get("KPI_SSL_CERTFILE") or "",
-        ssl_keyfile=env.get("KPI_SSL_KEYFILE") or "",
-        rules_path=env.get("KPI_RULES") or "",
-        decisions=_read(env, "KPI_DECISIONS", _switch, base.decisions),
-        decision_interval_seconds=_read(env, "KPI_DECISION_INTERVAL", parse_duration,
-                                        base.decision_interval_seconds),
-        decision_ttl_seconds=_read(env, "KPI_DECISION_TTL", _duration, base.decision_ttl_seconds),
-        decision_mode=env.get("KPI_DECISION_MODE") or base.decision_mode,
-        decision_max_lag=_read(env, "KPI_DECISION_MAX_LAG", _int, base.decision_max_lag),
-        decision_max_stall_seconds=_read(env, "KPI_DECISION_MAX_STALL", _duration,
-                                         base.decision_max_stall_seconds),
-        decision_max_late_share=_read(env, "KPI_DECISION_MAX_LATE_SHARE", float,
-                                      base.decision_max_late_share),
-        breaker_share=_read(env, "KPI_BREAKER_SHARE", float, base.breaker_share),
-        breaker_min_campaigns=_read(env, "KPI_BREAKER_MIN_CAMPAIGNS", _int,
-                                    base.breaker_min_campaigns),
-        breaker_window_seconds=_read(env, "KPI_BREAKER_WINDOW", _duration,
-                                     base.breaker_window_seconds),
-    )
+    values: dict[str, object] = {
+        "broker": env.get("KPI_BROKER") or None,
+        "app_id": env.get("KPI_APP_ID") or base.app_id,
+        "web_host": env.get("KPI_WEB_HOST") or base.web_host,
+        "web_port": _read(env, "KPI_WEB_PORT", _int, base.web_port),
+        "web_token": env.get("KPI_WEB_TOKEN") or "",
+        "partitions": _read(env, "KPI_PARTITIONS", _int, base.partitions),
+        "topics": topics,
+        "bucket_seconds": _read(env, "KPI_BUCKET", _duration, base.bucket_seconds),
+        "windows_seconds": _read(env, "KPI_WINDOWS", _durations, base.windows_seconds),
+        "grace_seconds": _read(env, "KPI_GRACE", _duration, base.grace_seconds),
+        "future_tolerance_seconds": _read(
+            env, "KPI_FUTURE_TOLERANCE", _duration, base.future_tolerance_seconds
+        ),
+        "dedup_horizon_seconds": _read(
+            env, "KPI_DEDUP_HORIZON", _duration, base.dedup_horizon_seconds
+        ),
+        "dedup_max_ids_per_partition": _read(
+            env, "KPI_DEDUP_MAX_IDS", _int, base.dedup_max_ids_per_partition
+        ),
+        "lead_ttl_seconds": _read(env, "KPI_LEAD_TTL", _duration, base.lead_ttl_seconds),
+        "currency": env.get("KPI_CURRENCY") or base.currency,
+        "max_campaigns_per_partition": _read(
+            env, "KPI_MAX_CAMPAIGNS_PER_PARTITION", _int, base.max_campaigns_per_partition
+        ),
+        "max_channels_per_partition": _read(
+            env, "KPI_MAX_CHANNELS_PER_PARTITION", _int, base.max_channels_per_partition
+        ),
+        "export": env.get("KPI_EXPORT") or base.export,
+        "ingest": env.get("KPI_INGEST") or base.ingest,
+        "batch_size": _read(env, "KPI_BATCH_SIZE", _int, base.batch_size),
+        "batch_within_seconds": _read(
+            env, "KPI_BATCH_WITHIN", parse_duration, base.batch_within_seconds
+        ),
+        "session_timeout_seconds": _read(
+            env, "KPI_SESSION_TIMEOUT", parse_duration, base.session_timeout_seconds
+        ),
+        "fetch_max_wait_seconds": _read(
+            env, "KPI_FETCH_MAX_WAIT", parse_duration, base.fetch_max_wait_seconds
+        ),
+        "data_dir": env.get("KPI_DATA_DIR") or base.data_dir,
+        "security_protocol": env.get("KPI_SECURITY_PROTOCOL") or base.security_protocol,
+        "sasl_mechanism": env.get("KPI_SASL_MECHANISM") or base.sasl_mechanism,
+        "sasl_username": env.get("KPI_SASL_USERNAME") or "",
+        "sasl_password": env.get("KPI_SASL_PASSWORD") or "",
+        "ssl_cafile": env.get("KPI_SSL_CAFILE") or "",
+        "ssl_certfile": env.get("KPI_SSL_CERTFILE") or "",
+        "ssl_keyfile": env.get("KPI_SSL_KEYFILE") or "",
+        "rules_path": env.get("KPI_RULES") or "",
+        "decisions": _read(env, "KPI_DECISIONS", _switch, base.decisions),
+        "decision_interval_seconds": _read(
+            env, "KPI_DECISION_INTERVAL", parse_duration, base.decision_interval_seconds
+        ),
+        "decision_ttl_seconds": _read(
+            env, "KPI_DECISION_TTL", _duration, base.decision_ttl_seconds
+        ),
+        "decision_mode": env.get("KPI_DECISION_MODE") or base.decision_mode,
+        "decision_max_lag": _read(env, "KPI_DECISION_MAX_LAG", _int, base.decision_max_lag),
+        "decision_max_stall_seconds": _read(
+            env, "KPI_DECISION_MAX_STALL", _duration, base.decision_max_stall_seconds
+        ),
+        "decision_max_late_share": _read(
+            env, "KPI_DECISION_MAX_LATE_SHARE", float, base.decision_max_late_share
+        ),
+        "breaker_share": _read(env, "KPI_BREAKER_SHARE", float, base.breaker_share),
+        "breaker_min_campaigns": _read(
+            env, "KPI_BREAKER_MIN_CAMPAIGNS", _int, base.breaker_min_campaigns
+        ),
+        "breaker_window_seconds": _read(
+            env, "KPI_BREAKER_WINDOW", _duration, base.breaker_window_seconds
+        ),
+    }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

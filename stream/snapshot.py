@@ -11,8 +11,8 @@ every partition that folded events, and a misrouted campaign in several: their r
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 from . import sketch as qsketch
 from .campaign import KINDS, CampaignState, kind_totals
@@ -80,8 +80,9 @@ class Snapshot:
     campaign_budget: int
 
 
-def add_channel_totals(out: dict[tuple[str, int], int],
-                       rows: Iterable[CampaignRow]) -> dict[tuple[str, int], int]:
+def add_channel_totals(
+    out: dict[tuple[str, int], int], rows: Iterable[CampaignRow]
+) -> dict[tuple[str, int], int]:
     """Add the rows' all-time counts by (channel, kind) into ``out``."""
     for row in rows:
         for channel, counts in row.by_channel.items():
@@ -114,30 +115,40 @@ class RowCache:
         self._seen: set[tuple[int, str]] = set()
         self.hits = self.misses = 0
 
-    def responses(self, partition: int, campaign: str, view: object,
-                  version: int) -> tuple[int, list] | None:
+    def responses(
+        self, partition: int, campaign: str, view: object, version: int
+    ) -> tuple[int, list] | None:
         """(bucket they were computed at, windows) if the response data has not changed since."""
         entry = self._responses.get((partition, campaign))
         if entry is not None and entry[0] is view and entry[1] == version:
             return entry[2], entry[3]
         return None
 
-    def put_responses(self, partition: int, campaign: str, view: object, version: int,
-                      current: int, windows: list) -> None:
+    def put_responses(
+        self, partition: int, campaign: str, view: object, version: int, current: int, windows: list
+    ) -> None:
         self._responses[(partition, campaign)] = (view, version, current, windows)
 
-    def get(self, partition: int, campaign: str, state: CampaignState, current: int) -> CampaignRow | None:
+    def get(
+        self, partition: int, campaign: str, state: CampaignState, current: int
+    ) -> CampaignRow | None:
         key = (partition, campaign)
         self._seen.add(key)
         entry = self._rows.get(key)
-        if entry is not None and entry[0] is state and entry[1] == state.version and entry[2] == current:
+        if (
+            entry is not None
+            and entry[0] is state
+            and entry[1] == state.version
+            and entry[2] == current
+        ):
             self.hits += 1
             return entry[3]
         self.misses += 1
         return None
 
-    def put(self, partition: int, campaign: str, state: CampaignState, current: int,
-            row: CampaignRow) -> None:
+    def put(
+        self, partition: int, campaign: str, state: CampaignState, current: int, row: CampaignRow
+    ) -> None:
         self._rows[(partition, campaign)] = (state, state.version, current, row)
 
     def sweep(self) -> None:
@@ -147,11 +158,13 @@ class RowCache:
         self._seen = set()
 
 
-def snapshot_header(states: list[PartitionState], now_ms: int,
-                    windows_ms: tuple[int, ...]) -> Snapshot:
+def snapshot_header(
+    states: list[PartitionState], now_ms: int, windows_ms: tuple[int, ...]
+) -> Snapshot:
     """Everything but the rows: partition-level counters summed over ``states``."""
-    snap = Snapshot(now_ms, windows_ms, [], {}, [0] * KINDS, [0] * KINDS,
-                    {"campaign": 0, "channel": 0}, 0, 0)
+    snap = Snapshot(
+        now_ms, windows_ms, [], {}, [0] * KINDS, [0] * KINDS, {"campaign": 0, "channel": 0}, 0, 0
+    )
     for state in states:
         meta = state.meta
         for reason, count in meta.rejected.items():
@@ -166,8 +179,13 @@ def snapshot_header(states: list[PartitionState], now_ms: int,
     return snap
 
 
-def build_rows(states: Iterable[PartitionState], now_ms: int, bucket_ms: int,
-               windows_ms: tuple[int, ...], cache: RowCache | None = None) -> Iterator[CampaignRow]:
+def build_rows(
+    states: Iterable[PartitionState],
+    now_ms: int,
+    bucket_ms: int,
+    windows_ms: tuple[int, ...],
+    cache: RowCache | None = None,
+) -> Iterator[CampaignRow]:
     """One row per campaign label, in label order."""
     current = bucket_start(now_ms, bucket_ms)
     holders: dict[str, list[PartitionState]] = {}
@@ -192,28 +210,48 @@ def build_rows(states: Iterable[PartitionState], now_ms: int, bucket_ms: int,
         cache.sweep()
 
 
-def campaign_row(state: PartitionState, campaign: str, current: int, bucket_ms: int,
-                 windows_ms: tuple[int, ...], cache: RowCache | None = None) -> CampaignRow:
+def campaign_row(
+    state: PartitionState,
+    campaign: str,
+    current: int,
+    bucket_ms: int,
+    windows_ms: tuple[int, ...],
+    cache: RowCache | None = None,
+) -> CampaignRow:
     s = state.campaigns[campaign]
     responses = _response_windows(state, campaign, current, bucket_ms, windows_ms, cache)
     windows = []
     for window, sums, (sketch, p50, p95) in zip(
-            windows_ms, s.window_totals(current, windows_ms, bucket_ms), responses):
-        windows.append(WindowRow(window, sums.counts, sums.revenue_micros, sums.spend_micros, sketch,
-                                 p50, p95))
+        windows_ms, s.window_totals(current, windows_ms, bucket_ms), responses
+    ):
+        windows.append(
+            WindowRow(window, sums.counts, sums.revenue_micros, sums.spend_micros, sketch, p50, p95)
+        )
     histogram, sum_ms = state.response_histogram(campaign) or ([0] * HISTOGRAM_BINS, 0)
     waiting = state.index.awaiting_contact.get(campaign)
     return CampaignRow(
-        campaign, windows, {c: list(v) for c, v in s.by_channel.items()}, histogram, sum_ms,
-        len(waiting) if waiting else 0, min(waiting.values()) if waiting else None,
-        state.index.unmatched_contacts.get(campaign, 0))
+        campaign,
+        windows,
+        {c: list(v) for c, v in s.by_channel.items()},
+        histogram,
+        sum_ms,
+        len(waiting) if waiting else 0,
+        min(waiting.values()) if waiting else None,
+        state.index.unmatched_contacts.get(campaign, 0),
+    )
 
 
 _NO_RESPONSES = ({}, None, None)
 
 
-def _response_windows(state: PartitionState, campaign: str, current: int, bucket_ms: int,
-                      windows_ms: tuple[int, ...], cache: RowCache | None) -> list:
+def _response_windows(
+    state: PartitionState,
+    campaign: str,
+    current: int,
+    bucket_ms: int,
+    windows_ms: tuple[int, ...],
+    cache: RowCache | None,
+) -> list:
     """(merged sketch, p50, p95) per window."""
     view = state.index.responses.get(campaign)
     if view is None or not view.sketches:
@@ -227,7 +265,10 @@ def _response_windows(state: PartitionState, campaign: str, current: int, bucket
                 return windows
             out = _advance(view.sketches, then, current, bucket_ms, windows_ms, windows)
     if out is None:
-        out = [_with_quantiles(sketch) for sketch in _window_sketches(view.sketches, current, windows_ms)]
+        out = [
+            _with_quantiles(sketch)
+            for sketch in _window_sketches(view.sketches, current, windows_ms)
+        ]
     if cache is not None:
         cache.put_responses(state.partition, campaign, view, view.version, current, out)
     return out
@@ -241,8 +282,14 @@ def _with_quantiles(sketch: dict[int, int]) -> tuple[dict[int, int], float | Non
 _MAX_ADVANCE_BUCKETS = 4
 
 
-def _advance(by_bucket: qsketch.BucketSketches, then: int, current: int, bucket_ms: int,
-             windows_ms: tuple[int, ...], windows: list) -> list | None:
+def _advance(
+    by_bucket: qsketch.BucketSketches,
+    then: int,
+    current: int,
+    bucket_ms: int,
+    windows_ms: tuple[int, ...],
+    windows: list,
+) -> list | None:
     """The windows at ``current`` from those at ``then`` (same response data): each window
     loses the buckets that left it and gains those that entered; a window that neither lost nor
     gained a response is kept as it was. None if the clock moved back or too far for that to be
@@ -262,8 +309,9 @@ def _advance(by_bucket: qsketch.BucketSketches, then: int, current: int, bucket_
     return out
 
 
-def _window_sketches(by_bucket: qsketch.BucketSketches, current: int,
-                     windows_ms: tuple[int, ...]) -> list[dict[int, int]]:
+def _window_sketches(
+    by_bucket: qsketch.BucketSketches, current: int, windows_ms: tuple[int, ...]
+) -> list[dict[int, int]]:
     """The merged sketch of each (ascending, nested) window; each bucket's sketch merged once."""
     if not by_bucket:
         return [{} for _ in windows_ms]
@@ -287,9 +335,17 @@ def merge_rows(rows: list[CampaignRow]) -> CampaignRow:
         parts = [r.windows[i] for r in rows]
         sketch = qsketch.merge(p.sketch for p in parts)
         p50, p95 = qsketch.quantiles(sketch, QUANTILES)
-        windows.append(WindowRow(w.window_ms, [sum(p.counts[k] for p in parts) for k in range(KINDS)],
-                                 sum(p.revenue_micros for p in parts),
-                                 sum(p.spend_micros for p in parts), sketch, p50, p95))
+        windows.append(
+            WindowRow(
+                w.window_ms,
+                [sum(p.counts[k] for p in parts) for k in range(KINDS)],
+                sum(p.revenue_micros for p in parts),
+                sum(p.spend_micros for p in parts),
+                sketch,
+                p50,
+                p95,
+            )
+        )
     by_channel: dict[str, list[int]] = {}
     for row in rows:
         for channel, counts in row.by_channel.items():
@@ -298,7 +354,12 @@ def merge_rows(rows: list[CampaignRow]) -> CampaignRow:
                 target[kind] += counts[kind]
     oldest = [r.oldest_awaiting_ms for r in rows if r.oldest_awaiting_ms is not None]
     return CampaignRow(
-        first.campaign, windows, by_channel,
+        first.campaign,
+        windows,
+        by_channel,
         [sum(r.histogram[i] for r in rows) for i in range(HISTOGRAM_BINS)],
-        sum(r.histogram_sum_ms for r in rows), sum(r.awaiting for r in rows),
-        min(oldest) if oldest else None, sum(r.unmatched for r in rows))
+        sum(r.histogram_sum_ms for r in rows),
+        sum(r.awaiting for r in rows),
+        min(oldest) if oldest else None,
+        sum(r.unmatched for r in rows),
+    )

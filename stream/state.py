@@ -29,8 +29,9 @@ cannot count a lead twice.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 import orjson
 
@@ -48,8 +49,17 @@ POSITION_BITS = 20
 MAX_EVENTS_PER_MESSAGE = 1 << POSITION_BITS
 FOLDED_CAMPAIGN, FOLDED_CHANNEL = 0, 1
 
-__all__ = ["Bucket", "CampaignState", "KINDS", "Meta", "OTHER", "PartitionState", "Record",
-           "StateConfig", "histogram_bin"]
+__all__ = [
+    "KINDS",
+    "OTHER",
+    "Bucket",
+    "CampaignState",
+    "Meta",
+    "PartitionState",
+    "Record",
+    "StateConfig",
+    "histogram_bin",
+]
 
 
 def _fresh_hw() -> list[int]:
@@ -63,7 +73,9 @@ class Meta:
     rejected: dict[str, int] = field(default_factory=dict)
     late: list[int] = field(default_factory=lambda: [0] * KINDS)
     duplicate: list[int] = field(default_factory=lambda: [0] * KINDS)
-    folded: list[int] = field(default_factory=lambda: [0, 0])  # events over the campaign / channel budget
+    folded: list[int] = field(
+        default_factory=lambda: [0, 0]
+    )  # events over the campaign / channel budget
     # Per topic, the newest Kafka record timestamp folded (ms): the dedup horizon's clock.
     arrival: list[int] = field(default_factory=lambda: [0] * KINDS)
 
@@ -130,7 +142,12 @@ class PartitionState:
     # -- applying events ---------------------------------------------------------------------
 
     def apply_message(
-        self, kind: int, offset: int, events: list[Event], rejections: list[Rejection], now_ms: int,
+        self,
+        kind: int,
+        offset: int,
+        events: list[Event],
+        rejections: list[Rejection],
+        now_ms: int,
         arrival_ms: int | None = None,
     ) -> bool:
         """Fold one Kafka message; False (and no change) if the checkpoint already covers it.
@@ -146,7 +163,7 @@ class PartitionState:
         for rejection in rejections:
             meta.rejected[rejection.reason] = meta.rejected.get(rejection.reason, 0) + 1
         base = offset << POSITION_BITS  # position = (offset << 20) | index in message
-        if kind == LEAD_KIND or kind == SALES_CONTACT:
+        if kind in (LEAD_KIND, SALES_CONTACT):
             for index, event in enumerate(events):
                 self.apply_event(event, base | index, now_ms)
         elif events:
@@ -184,7 +201,9 @@ class PartitionState:
             changed = False
             if state.hw[kind] < pos:
                 channel = event.channel
-                state.count(kind, pos, channel if channel in channels else self._channel_for(channel))
+                state.count(
+                    kind, pos, channel if channel in channels else self._channel_for(channel)
+                )
                 dirty_totals.add(name)
                 changed = True
             start = occurred - occurred % bucket_ms
@@ -242,15 +261,21 @@ class PartitionState:
         start = bucket_start(event.occurred_ms, config.bucket_ms)
         if is_expired(start, config.bucket_ms, now_ms, config.retention_ms):
             meta.late[kind] += 1
-        elif state.add(kind, pos, start, event.amount_micros, REVENUE if kind == SALE else SPEND,
-                       config.bucket_ms):
+        elif state.add(
+            kind,
+            pos,
+            start,
+            event.amount_micros,
+            REVENUE if kind == SALE else SPEND,
+            config.bucket_ms,
+        ):
             dirty = self._dirty_buckets.get(campaign)
             if dirty is None:
                 dirty = self._dirty_buckets[campaign] = set()
             dirty.add(start)
             changed = True
 
-        if (kind == LEAD_KIND or kind == SALES_CONTACT) and self._join(campaign, event, pos):
+        if (kind in (LEAD_KIND, SALES_CONTACT)) and self._join(campaign, event, pos):
             changed = True
         if changed:
             state.version += 1
@@ -266,14 +291,16 @@ class PartitionState:
         if event.kind == LEAD_KIND:
             if record.lead_hw >= pos:
                 return False
-            new = record._replace(lead_ms=t if record.lead_ms is None else min(record.lead_ms, t),
-                                  lead_hw=pos)
+            new = record._replace(
+                lead_ms=t if record.lead_ms is None else min(record.lead_ms, t), lead_hw=pos
+            )
         else:
             if record.contact_hw >= pos:
                 return False
             new = record._replace(
                 contact_ms=t if record.contact_ms is None else min(record.contact_ms, t),
-                contact_hw=pos)
+                contact_hw=pos,
+            )
         if packed is not None:
             self.index.update(campaign, lead_id, record, -1)  # type: ignore[arg-type]
         self.index.update(campaign, lead_id, new)  # type: ignore[arg-type]
@@ -303,7 +330,9 @@ class PartitionState:
             for start in sorted(self._dirty_buckets.get(campaign, ())):
                 bucket = state.bucket(start, bucket_ms)
                 if bucket is not None:
-                    records.append((codec.key(p, BUCKET, campaign, start), codec.encode_bucket(*bucket)))
+                    records.append(
+                        (codec.key(p, BUCKET, campaign, start), codec.encode_bucket(*bucket))
+                    )
             if campaign in self._dirty_totals:
                 records.append(self._totals_record(campaign))
         for campaign, lead_id in sorted(self._dirty_leads):
@@ -327,8 +356,12 @@ class PartitionState:
         self._evicted = []
         for kind, index in enumerate(self.dedup):
             for chunk, entries in index.seal_batch():
-                records.append((codec.key(p, DEDUP, kind, chunk.first_pos),
-                                codec.encode_chunk(chunk.max_watermark, entries)))
+                records.append(
+                    (
+                        codec.key(p, DEDUP, kind, chunk.first_pos),
+                        codec.encode_chunk(chunk.max_watermark, entries),
+                    )
+                )
         self._evict_dedup()
         return records
 
@@ -349,15 +382,21 @@ class PartitionState:
 
     def _totals_record(self, campaign: str) -> Record:
         s = self.campaigns[campaign]
-        return (codec.key(self.partition, TOTALS, campaign),
-                codec.encode_totals(s.by_channel, s.archived_histogram, s.archived_sum_ms,
-                                    s.archived_leads, s.hw))
+        return (
+            codec.key(self.partition, TOTALS, campaign),
+            codec.encode_totals(
+                s.by_channel, s.archived_histogram, s.archived_sum_ms, s.archived_leads, s.hw
+            ),
+        )
 
     def _meta_record(self) -> Record:
         m = self.meta
-        return (codec.key(self.partition, META),
-                codec.encode_meta(m.checkpoint, m.watermark, m.rejected, m.late, m.duplicate,
-                                  m.folded, m.arrival))
+        return (
+            codec.key(self.partition, META),
+            codec.encode_meta(
+                m.checkpoint, m.watermark, m.rejected, m.late, m.duplicate, m.folded, m.arrival
+            ),
+        )
 
     def expire(self, now_ms: int, lead_budget: int = 2_000) -> list[Record]:
         """Drop buckets past retention, lead records past the lead TTL, and campaigns with
@@ -451,12 +490,18 @@ class PartitionState:
         for key, value in records:
             tag = key[1]
             if tag == BUCKET:
-                self._campaign_state(key[2]).put_bucket(key[3], Bucket(*codec.decode_bucket(value)),
-                                                        bucket_ms)
+                self._campaign_state(key[2]).put_bucket(
+                    key[3], Bucket(*codec.decode_bucket(value)), bucket_ms
+                )
             elif tag == TOTALS:
                 state = self._campaign_state(key[2])
-                (state.by_channel, state.archived_histogram, state.archived_sum_ms,
-                 state.archived_leads, state.hw) = codec.decode_totals(value)
+                (
+                    state.by_channel,
+                    state.archived_histogram,
+                    state.archived_sum_ms,
+                    state.archived_leads,
+                    state.hw,
+                ) = codec.decode_totals(value)
                 self.channels.update(c for c in state.by_channel if c != OTHER)
             elif tag == LEAD:
                 leads.append((key[2], key[3], codec.decode_lead(value)))
@@ -466,8 +511,9 @@ class PartitionState:
                 self.autopause[key[2]] = orjson.loads(value)
             elif tag == META:
                 m = codec.decode_meta(value)
-                self.meta = Meta(m["ckpt"], m["wm"], m["rej"], m["late"], m["dup"], m["fold"],
-                                 m["arr"])
+                self.meta = Meta(
+                    m["ckpt"], m["wm"], m["rej"], m["late"], m["dup"], m["fold"], m["arr"]
+                )
         for kind, (max_watermark, entries) in chunks:
             # Ids remembered by a batch whose Meta did not survive are forgotten: that batch is
             # replayed and remembers them again, and meanwhile they must not hide the entries the
@@ -511,4 +557,3 @@ def _encode_lead(record: LeadJoin) -> bytes:
     hw[LEAD_KIND] = record.lead_hw
     hw[SALES_CONTACT] = record.contact_hw
     return codec.encode_lead(record.lead_ms, record.contact_ms, hw)
-

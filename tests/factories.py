@@ -12,8 +12,14 @@ NOW_MS = 1_790_000_040_000  # 2026-09-21T14:14:00Z, on a bucket boundary: the cl
 _ids = itertools.count()
 
 
-def event(event_type: str, *, campaign: str = "c1", at_ms: int = NOW_MS, event_id: str | None = None,
-          **fields: object) -> dict:
+def event(
+    event_type: str,
+    *,
+    campaign: str = "c1",
+    at_ms: int = NOW_MS,
+    event_id: str | None = None,
+    **fields: object,
+) -> dict:
     body = {
         "event_id": f"{event_type}-{next(_ids)}" if event_id is None else event_id,
         "event_type": event_type,

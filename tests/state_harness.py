@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from stream.events import ValidationRules, decode_message
 from stream.codec import decode_key
+from stream.events import ValidationRules, decode_message
 from stream.state import PartitionState, StateConfig
 from tests.factories import NOW_MS
 
 RULES = ValidationRules("USD", 300_000)
-CONFIG = StateConfig(bucket_ms=60_000, retention_ms=4_200_000, dedup_horizon_ms=600_000,
-                     dedup_max_ids=1_000_000, lead_ttl_ms=7 * 86_400_000)
+CONFIG = StateConfig(
+    bucket_ms=60_000,
+    retention_ms=4_200_000,
+    dedup_horizon_ms=600_000,
+    dedup_max_ids=1_000_000,
+    lead_ttl_ms=7 * 86_400_000,
+)
 
 Msg = tuple  # (kind, offset, value) or (kind, offset, value, Kafka timestamp ms)
 
@@ -24,12 +29,18 @@ def as_messages(payloads: list[tuple[int, bytes]]) -> list[Msg]:
     return out
 
 
-def run(messages: list[Msg], *, state: PartitionState | None = None, batch: int = 7,
-        config: StateConfig = CONFIG, now_ms: int = NOW_MS) -> tuple[PartitionState, list]:
+def run(
+    messages: list[Msg],
+    *,
+    state: PartitionState | None = None,
+    batch: int = 7,
+    config: StateConfig = CONFIG,
+    now_ms: int = NOW_MS,
+) -> tuple[PartitionState, list]:
     state = state or PartitionState(0, config)
     log: list = []
     for start in range(0, len(messages), batch):
-        for kind, offset, value, *timestamp in messages[start:start + batch]:
+        for kind, offset, value, *timestamp in messages[start : start + batch]:
             if offset <= state.meta.checkpoint[kind]:
                 continue
             events, rejections = decode_message(value, kind, now_ms, RULES)
@@ -59,24 +70,44 @@ def buckets(state: PartitionState, campaign: str) -> dict:
 
 def canonical(state: PartitionState, *, with_positions: bool = True) -> dict:
     """Everything observable about a state (positions optional: they depend on arrival order)."""
+
     def hw(value):
         return value if with_positions else None
 
-    leads = {(c, lead_id): state.lead(c, lead_id) for c, per in state.leads.items() for lead_id in per}
+    leads = {
+        (c, lead_id): state.lead(c, lead_id) for c, per in state.leads.items() for lead_id in per
+    }
     return {
-        "totals": {c: (s.by_channel, s.archived_histogram, s.archived_sum_ms, hw(s.hw))
-                   for c, s in state.campaigns.items()},
+        "totals": {
+            c: (s.by_channel, s.archived_histogram, s.archived_sum_ms, hw(s.hw))
+            for c, s in state.campaigns.items()
+        },
         "histograms": {c: state.response_histogram(c) for c in state.campaigns},
-        "sketches": {c: v.sketches.as_dict() for c, v in state.index.responses.items() if v.sketches},
-        "buckets": {(c, start): (b.counts, b.revenue, b.spend, hw(b.hw))
-                    for c in state.campaigns for start, b in buckets(state, c).items()},
-        "leads": {k: (r.lead_ms, r.contact_ms, hw((r.lead_hw, r.contact_hw))) for k, r in leads.items()},
+        "sketches": {
+            c: v.sketches.as_dict() for c, v in state.index.responses.items() if v.sketches
+        },
+        "buckets": {
+            (c, start): (b.counts, b.revenue, b.spend, hw(b.hw))
+            for c in state.campaigns
+            for start, b in buckets(state, c).items()
+        },
+        "leads": {
+            k: (r.lead_ms, r.contact_ms, hw((r.lead_hw, r.contact_hw))) for k, r in leads.items()
+        },
         "awaiting": state.index.awaiting_contact,
         "unmatched": state.index.unmatched_contacts,
-        "meta": (state.meta.rejected, state.meta.late, state.meta.duplicate, state.meta.watermark,
-                 state.meta.folded, state.meta.checkpoint if with_positions else None),
+        "meta": (
+            state.meta.rejected,
+            state.meta.late,
+            state.meta.duplicate,
+            state.meta.watermark,
+            state.meta.folded,
+            state.meta.checkpoint if with_positions else None,
+        ),
         "channels": state.channels,
         # Eviction is lazy, a chunk at a time; what is observable is which ids still count.
-        "dedup": [{h for h in d.ids() if state.meta.arrival[k] - d.seen_at(h)[1] <= d.horizon_ms}
-                  for k, d in enumerate(state.dedup)],
+        "dedup": [
+            {h for h in d.ids() if state.meta.arrival[k] - d.seen_at(h)[1] <= d.horizon_ms}
+            for k, d in enumerate(state.dedup)
+        ],
     }

@@ -12,8 +12,9 @@ from agents.kpis_json import snapshot_json
 from stream.settings import Settings
 from tests.factories import NOW_MS, event, raw
 
-SETTINGS = Settings(broker="kafka://127.0.0.1:9", web_port=16199, batch_within_seconds=0.01,
-                    export="full")
+SETTINGS = Settings(
+    broker="kafka://127.0.0.1:9", web_port=16199, batch_within_seconds=0.01, export="full"
+)
 
 
 async def deliver(test_agent, topic: str, partition: int, offset: int, value: bytes) -> None:
@@ -33,8 +34,8 @@ async def until(predicate, timeout=5.0):
 
 def scrape(monitor) -> dict[tuple, float]:
     """Every sample of the /metrics page: the KPI families and the process registry's."""
-    from prometheus_client.parser import text_string_to_metric_families
     from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
 
     out = {}
     text = monitor.exporter.text() + generate_latest(monitor.registry).decode()
@@ -61,16 +62,28 @@ def monitor():
 async def test_agent_folds_batches_into_state_and_metrics(monitor):
     topics = SETTINGS.topics
     async with monitor.app.agents["ingest"].test_context() as agent:
-        await deliver(agent, topics.impressions, 1, 0,
-                      orjson.dumps([event("impression", cost=0.5) for _ in range(4)]))
+        await deliver(
+            agent,
+            topics.impressions,
+            1,
+            0,
+            orjson.dumps([event("impression", cost=0.5) for _ in range(4)]),
+        )
         await deliver(agent, topics.clicks, 1, 0, raw(event("click", cost=1.0)))
         await deliver(agent, topics.clicks, 1, 1, b"{broken")
         await deliver(agent, topics.sales, 1, 0, raw(event("sale", value=30, currency="EUR")))
         await until(lambda: monitor.pipeline.states[1].meta.checkpoint[3] == 0)
 
     values = scrape(monitor)
-    assert values[("kpi_events_total", (("campaign", "c1"), ("channel", "unknown"),
-                                        ("event_type", "impression")))] == 4
+    assert (
+        values[
+            (
+                "kpi_events_total",
+                (("campaign", "c1"), ("channel", "unknown"), ("event_type", "impression")),
+            )
+        ]
+        == 4
+    )
     assert values[("kpi_ctr_ratio", (("campaign", "c1"), ("window", "5m")))] == 0.25
     assert values[("kpi_window_spend", (("campaign", "c1"), ("window", "1h")))] == 3.0
     assert values[("kpi_events_rejected_total", (("reason", "invalid_json"),))] == 1
@@ -102,7 +115,9 @@ async def test_agent_skips_messages_the_state_already_holds(monitor):
 async def test_state_rebuilt_from_table_matches(monitor):
     topics = SETTINGS.topics
     async with monitor.app.agents["ingest"].test_context() as agent:
-        await deliver(agent, topics.leads, 0, 0, raw(event("lead", lead_id="L", at_ms=NOW_MS - 600_000)))
+        await deliver(
+            agent, topics.leads, 0, 0, raw(event("lead", lead_id="L", at_ms=NOW_MS - 600_000))
+        )
         await deliver(agent, topics.sales_contacts, 0, 0, raw(event("sales_contact", lead_id="L")))
         await until(lambda: monitor.pipeline.states[0].meta.checkpoint[4] == 0)
     before = snapshot_json(monitor.exporter.snapshot())
@@ -136,9 +151,17 @@ def test_a_fetched_batch_is_recorded_as_faust_records_each_message():
     monitor = create_app(Settings(broker="kafka://127.0.0.1:9"))
     consumer, faust_monitor = monitor.app.consumer, monitor.app.monitor
     owned, gone = TP("marketing.clicks", 0), TP("marketing.clicks", 1)
-    consumer._batch_done([(owned, [SimpleNamespace(offset=5), SimpleNamespace(offset=6)]),
-                          (gone, [SimpleNamespace(offset=9)])], {owned}, lambda tp: 10)
+    consumer._batch_done(
+        [
+            (owned, [SimpleNamespace(offset=5), SimpleNamespace(offset=6)]),
+            (gone, [SimpleNamespace(offset=9)]),
+        ],
+        {owned},
+        lambda tp: 10,
+    )
     assert consumer._read_offset[owned] == 6 and faust_monitor.tp_read_offsets[owned] == 6
     assert list(consumer._acked[owned]) == [5, 6] and not consumer._acked[gone]
     assert faust_monitor.messages_received_by_topic["marketing.clicks"] == 3
-    assert faust_monitor.stream_inbound_time[owned] > 0 and gone in faust_monitor.stream_inbound_time
+    assert (
+        faust_monitor.stream_inbound_time[owned] > 0 and gone in faust_monitor.stream_inbound_time
+    )

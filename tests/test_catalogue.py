@@ -62,14 +62,22 @@ def _query_names(files: dict[str, str]) -> set[str]:
             document = yaml.safe_load(text)
             exprs = re.findall(r"(?:expr|expression): (.*)", yaml.safe_dump(document, width=10_000))
         for expr in exprs:
-            names.update(re.findall(r"\b(?:campaign:)?kpi_[a-z0-9_]+", json.loads(f'"{expr}"')
-                                    if path.endswith(".json") else expr))
+            names.update(
+                re.findall(
+                    r"\b(?:campaign:)?kpi_[a-z0-9_]+",
+                    json.loads(f'"{expr}"') if path.endswith(".json") else expr,
+                )
+            )
     return names
 
 
 def test_every_generated_query_reads_catalogued_metrics():
     names = _query_names(render(ROOT))
-    assert {"kpi_window_events", "campaign:kpi_ctr_ratio_upper", "kpi_consumer_lag_messages"} <= names
+    assert {
+        "kpi_window_events",
+        "campaign:kpi_ctr_ratio_upper",
+        "kpi_consumer_lag_messages",
+    } <= names
     unknown = sorted(n for n in names if _family_of(n) is None)
     assert not unknown, f"queries read metrics no worker exports: {unknown}"
 

@@ -8,12 +8,15 @@ from stream.dedup import DedupIndex, id_hash
 
 HORIZON = 100
 
-steps = st.lists(st.one_of(
-    st.tuples(st.just("event"), st.integers(0, 30), st.integers(0, 400)),  # id, watermark step
-    st.tuples(st.just("seal"), st.just(0), st.just(0)),
-    st.tuples(st.just("evict_oldest"), st.just(0), st.just(0)),
-    st.tuples(st.just("evict_expired"), st.just(0), st.just(0)),
-), max_size=120)
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("event"), st.integers(0, 30), st.integers(0, 400)),  # id, watermark step
+        st.tuples(st.just("seal"), st.just(0), st.just(0)),
+        st.tuples(st.just("evict_oldest"), st.just(0), st.just(0)),
+        st.tuples(st.just("evict_expired"), st.just(0), st.just(0)),
+    ),
+    max_size=120,
+)
 
 
 class Model:
@@ -57,7 +60,9 @@ def test_index_behaves_as_the_plain_model(script):
             pos += 1
             watermark += step
             hashed = id_hash(f"e{event}")
-            assert index.is_duplicate(f"e{event}", pos, watermark) == model.is_duplicate(hashed, pos, watermark)
+            assert index.is_duplicate(f"e{event}", pos, watermark) == model.is_duplicate(
+                hashed, pos, watermark
+            )
         elif op == "seal":
             index.seal_batch()
             model.seal()
@@ -71,7 +76,9 @@ def test_index_behaves_as_the_plain_model(script):
                 number, max_watermark = model.chunks.pop(0)
                 assert chunk.max_watermark == max_watermark
                 model.forget(number)
-        assert {h: index.seen_at(h) for h in index.ids()} == {h: v[:2] for h, v in model.seen.items()}
+        assert {h: index.seen_at(h) for h in index.ids()} == {
+            h: v[:2] for h, v in model.seen.items()
+        }
 
 
 @given(steps)
@@ -95,7 +102,9 @@ def test_a_restore_from_the_persisted_chunks_remembers_the_same(script):
     for max_watermark, entries in reversed(list(persisted.values())):  # any order
         restored.load_chunk(max_watermark, entries)
     restored.sort_chunks()
-    assert {h: restored.seen_at(h) for h in restored.ids()} == {h: index.seen_at(h) for h in index.ids()}
+    assert {h: restored.seen_at(h) for h in restored.ids()} == {
+        h: index.seen_at(h) for h in index.ids()
+    }
     assert [c.first_pos for c in restored.chunks] == [c.first_pos for c in index.chunks]
 
 

@@ -13,16 +13,19 @@ def run_scenario(seconds: int, start_ms: int = 1_790_000_040_000):
         counts: dict = {}
         for second in range(60):
             now = start_ms + (minute * 60 + second + 1) * 1000
-            for event_type, key, value in scenario.tick(now, 1.0, rng):
+            for event_type, key, _value in scenario.tick(now, 1.0, rng):
                 counts[(key.decode(), event_type)] = counts.get((key.decode(), event_type), 0) + 1
         by_minute.append(counts)
     return scenario, by_minute
 
 
 def test_incidents_happen_after_the_scripted_time():
-    scenario, minutes = run_scenario(240)
+    _scenario, minutes = run_scenario(240)
     before, after = minutes[0], minutes[3]
-    ctr = lambda m, c: m.get((c, "click"), 0) / max(1, m.get((c, "impression"), 0))
+
+    def ctr(m, c):
+        return m.get((c, "click"), 0) / max(1, m.get((c, "impression"), 0))
+
     assert ctr(before, CTR_COLLAPSE_CAMPAIGN) > 0.015
     assert ctr(after, CTR_COLLAPSE_CAMPAIGN) < 0.005
     assert ctr(after, "camp-04") > 0.015  # healthy campaigns stay healthy

@@ -4,7 +4,9 @@ import orjson
 import pytest
 
 from stream.events import (
-    CLICK, IMPRESSION, LEAD, REASONS, SALE, SALES_CONTACT, ValidationRules, decode_message,
+    REASONS,
+    ValidationRules,
+    decode_message,
 )
 from tests.factories import NOW_MS, event, kind, raw
 
@@ -23,13 +25,16 @@ def test_each_type_decodes(event_type):
     assert events[0].channel == "search"
 
 
-@pytest.mark.parametrize("stamp, expected", [
-    ("2026-09-21T14:13:20Z", 1_790_000_000_000),
-    ("2026-09-21T16:13:20+02:00", 1_790_000_000_000),
-    ("2026-09-21T14:13:20.123Z", 1_790_000_000_123),
-    ("2026-09-21 14:13:20.5+00:30", 1_789_998_200_500),
-    (1_790_000_000_000, 1_790_000_000_000),
-])
+@pytest.mark.parametrize(
+    "stamp, expected",
+    [
+        ("2026-09-21T14:13:20Z", 1_790_000_000_000),
+        ("2026-09-21T16:13:20+02:00", 1_790_000_000_000),
+        ("2026-09-21T14:13:20.123Z", 1_790_000_000_123),
+        ("2026-09-21 14:13:20.5+00:30", 1_789_998_200_500),
+        (1_790_000_000_000, 1_790_000_000_000),
+    ],
+)
 def test_timestamps(stamp, expected):
     (parsed,), _ = decode(raw(event("click", at_ms=0) | {"occurred_at": stamp}), "click")
     assert parsed.occurred_ms == expected
@@ -61,8 +66,16 @@ BAD = [
     (raw(event("click") | {"event_type": 3}), "click", "unknown_event_type"),
     (raw(event("impression")), "click", "topic_mismatch"),
     (raw({k: v for k, v in event("click").items() if k != "event_id"}), "click", "missing_field"),
-    (raw({k: v for k, v in event("click").items() if k != "campaign_id"}), "click", "missing_field"),
-    (raw({k: v for k, v in event("click").items() if k != "occurred_at"}), "click", "missing_field"),
+    (
+        raw({k: v for k, v in event("click").items() if k != "campaign_id"}),
+        "click",
+        "missing_field",
+    ),
+    (
+        raw({k: v for k, v in event("click").items() if k != "occurred_at"}),
+        "click",
+        "missing_field",
+    ),
     (raw(event("click", event_id="")), "click", "invalid_field"),
     (raw(event("click") | {"campaign_id": 12}), "click", "invalid_field"),
     (raw(event("click") | {"channel": ["a"]}), "click", "invalid_field"),
@@ -72,14 +85,21 @@ BAD = [
     (raw(event("click", cost=True)), "click", "invalid_field"),
     (raw(event("click") | {"occurred_at": "2026-09-21T14:13:20"}), "click", "invalid_timestamp"),
     (raw(event("click") | {"occurred_at": "2026-09-21"}), "click", "invalid_timestamp"),
-    (raw(event("click") | {"occurred_at": "yesterday at noon, roughly"}), "click", "invalid_timestamp"),
+    (
+        raw(event("click") | {"occurred_at": "yesterday at noon, roughly"}),
+        "click",
+        "invalid_timestamp",
+    ),
     (raw(event("click") | {"occurred_at": 1_790_000_000}), "click", "invalid_timestamp"),
     (raw(event("click") | {"occurred_at": 1.79e12}), "click", "invalid_timestamp"),
     (raw(event("click") | {"occurred_at": True}), "click", "invalid_timestamp"),
     (raw(event("click", at_ms=NOW_MS + 300_001)), "click", "future_timestamp"),
     (raw({k: v for k, v in event("lead").items() if k != "lead_id"}), "lead", "missing_field"),
-    (raw({k: v for k, v in event("sales_contact").items() if k != "lead_id"}), "sales_contact",
-     "missing_field"),
+    (
+        raw({k: v for k, v in event("sales_contact").items() if k != "lead_id"}),
+        "sales_contact",
+        "missing_field",
+    ),
     (raw({k: v for k, v in event("sale").items() if k != "value"}), "sale", "missing_field"),
     (raw({k: v for k, v in event("sale").items() if k != "currency"}), "sale", "missing_field"),
     (raw(event("sale", value=-5)), "sale", "invalid_field"),
@@ -107,6 +127,6 @@ def test_future_tolerance_boundary_is_accepted():
 
 
 def test_nan_is_not_json():
-    events, rejected = decode(b'{"cost": NaN}', "click")
+    _events, rejected = decode(b'{"cost": NaN}', "click")
     assert rejected[0].reason == "invalid_json"
     assert not math.isnan(0.0)  # orjson refuses NaN literals, so no NaN can reach the sums

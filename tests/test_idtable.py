@@ -4,13 +4,20 @@ from hypothesis import strategies as st
 from stream.idtable import MIN_SLOTS, IdTable
 
 # Few distinct low bits, so keys collide and probe runs wrap around the end of the table.
-keys = st.one_of(st.integers(1, 40), st.integers(1, 40).map(lambda k: k * MIN_SLOTS - 1),
-                 st.integers(1, 2**64 - 1))
+keys = st.one_of(
+    st.integers(1, 40),
+    st.integers(1, 40).map(lambda k: k * MIN_SLOTS - 1),
+    st.integers(1, 2**64 - 1),
+)
 
 
 @settings(max_examples=300)
-@given(st.lists(st.tuples(st.sampled_from(["put", "delete"]), keys, st.integers(-2**63, 2**63 - 1)),
-                max_size=3000))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["put", "delete"]), keys, st.integers(-(2**63), 2**63 - 1)),
+        max_size=3000,
+    )
+)
 def test_table_behaves_as_a_dict(ops):
     table, model = IdTable(), {}
     for op, key, value in ops:
@@ -20,7 +27,7 @@ def test_table_behaves_as_a_dict(ops):
         else:
             assert table.delete(key) == (model.pop(key, None) is not None)
     assert len(table) == len(model)
-    assert {k: table.get(k) for k in table.keys()} == model
+    assert {k: table.get(k) for k in table} == model
     assert all(table.get(k) == v for k, v in model.items())
     assert table.get(2**64 - 1) == model.get(2**64 - 1)
 
@@ -35,4 +42,4 @@ def test_table_grows_and_keeps_every_entry_through_deletions():
         if k % 3 == 0:
             victim = ((k // 2) * 0x9E3779B97F4A7C15) % 2**64
             assert table.delete(victim) == (model.pop(victim, None) is not None)
-    assert len(table) == len(model) and {k: table.get(k) for k in table.keys()} == model
+    assert len(table) == len(model) and {k: table.get(k) for k in table} == model

@@ -22,11 +22,14 @@ from tests.state_harness import CONFIG, as_messages, run
 MIN = 60_000
 
 
-def exporter(states, settings=Settings()):
+DEFAULTS = Settings()
+
+
+def exporter(states, settings=DEFAULTS):
     return KpiExporter(lambda: states, settings, lambda: NOW_MS)
 
 
-def scrape(states, settings=Settings()):
+def scrape(states, settings=DEFAULTS):
     """Families by name, through a registry as any prometheus_client user would read them."""
     registry = CollectorRegistry()
     registry.register(exporter(states, settings))
@@ -44,12 +47,15 @@ def state_of(*events, config=CONFIG):
 
 def busy_campaign(campaign="c1"):
     """Every event type in every window, a lead awaiting contact and an unmatched contact."""
-    return [event("impression", campaign=campaign, cost=0.01), event("click", campaign=campaign),
-            event("lead", campaign=campaign, lead_id="A", at_ms=NOW_MS - 20 * MIN),
-            event("sales_contact", campaign=campaign, lead_id="A", at_ms=NOW_MS - 2 * MIN),
-            event("lead", campaign=campaign, lead_id="B", at_ms=NOW_MS - 3 * MIN),
-            event("sales_contact", campaign=campaign, lead_id="Z"),
-            event("sale", campaign=campaign, value=20, at_ms=NOW_MS - 40 * MIN)]
+    return [
+        event("impression", campaign=campaign, cost=0.01),
+        event("click", campaign=campaign),
+        event("lead", campaign=campaign, lead_id="A", at_ms=NOW_MS - 20 * MIN),
+        event("sales_contact", campaign=campaign, lead_id="A", at_ms=NOW_MS - 2 * MIN),
+        event("lead", campaign=campaign, lead_id="B", at_ms=NOW_MS - 3 * MIN),
+        event("sales_contact", campaign=campaign, lead_id="Z"),
+        event("sale", campaign=campaign, value=20, at_ms=NOW_MS - 40 * MIN),
+    ]
 
 
 def test_names_follow_prometheus_conventions():
@@ -59,47 +65,66 @@ def test_names_follow_prometheus_conventions():
     assert families["kpi_sales_response_seconds"].type == "histogram"
     names = {s.name for f in families.values() for s in f.samples}
     assert "kpi_events_total" in names and "kpi_events_rejected_total" not in names  # none rejected
-    assert registry.get_sample_value("kpi_events_total", {"campaign": "c1", "event_type": "click"}) == 1
+    assert (
+        registry.get_sample_value("kpi_events_total", {"campaign": "c1", "event_type": "click"})
+        == 1
+    )
 
 
 def test_lean_export_stays_within_the_series_budget_per_campaign():
     campaigns = [f"c{i}" for i in range(20)]
     state = state_of(*[e for c in campaigns for e in busy_campaign(c)])
     _, families = scrape([state])
-    per_campaign = Tally(s.labels["campaign"] for f in families.values() for s in f.samples
-                         if "campaign" in s.labels)
+    per_campaign = Tally(
+        s.labels["campaign"] for f in families.values() for s in f.samples if "campaign" in s.labels
+    )
     assert set(per_campaign) == set(campaigns)
     assert max(per_campaign.values()) == LEAN_SERIES_PER_CAMPAIGN <= 40
     _, full = scrape([state], Settings(export="full"))
-    full_per_campaign = Tally(s.labels["campaign"] for f in full.values() for s in f.samples
-                              if "campaign" in s.labels)
+    full_per_campaign = Tally(
+        s.labels["campaign"] for f in full.values() for s in f.samples if "campaign" in s.labels
+    )
     assert min(full_per_campaign.values()) > 80  # every ratio, bound and histogram bucket
     assert "kpi_ctr_ratio" in full and "kpi_ctr_ratio" not in families
 
 
 def test_histogram_is_cumulative_with_seconds():
-    state = state_of(event("lead", lead_id="A", at_ms=NOW_MS - 30 * MIN),
-                     event("sales_contact", lead_id="A", at_ms=NOW_MS - 29 * MIN),
-                     event("lead", lead_id="B", at_ms=NOW_MS - 30 * MIN),
-                     event("sales_contact", lead_id="B", at_ms=NOW_MS - 10 * MIN))
+    state = state_of(
+        event("lead", lead_id="A", at_ms=NOW_MS - 30 * MIN),
+        event("sales_contact", lead_id="A", at_ms=NOW_MS - 29 * MIN),
+        event("lead", lead_id="B", at_ms=NOW_MS - 30 * MIN),
+        event("sales_contact", lead_id="B", at_ms=NOW_MS - 10 * MIN),
+    )
     for export, labels in (("lean", {}), ("full", {"campaign": "c1"})):
         histogram = scrape([state], Settings(export=export))[1]["kpi_sales_response_seconds"]
         by_le = {s.labels["le"]: s.value for s in histogram.samples if s.name.endswith("_bucket")}
-        assert by_le["60.0"] == 1 and by_le["900.0"] == 1 and by_le["1800.0"] == 2 and by_le["+Inf"] == 2
+        assert (
+            by_le["60.0"] == 1
+            and by_le["900.0"] == 1
+            and by_le["1800.0"] == 2
+            and by_le["+Inf"] == 2
+        )
         total = [s for s in histogram.samples if s.name.endswith("_sum")]
         assert total[0].labels == labels and total[0].value == 60 + 1200
 
 
 def test_campaigns_beyond_the_partition_budget_fold_into_other_at_ingest():
     config = CONFIG._replace(max_campaigns=2)
-    state = state_of(*[event("impression", campaign=f"c{i}") for i in range(5)],
-                     *[event("click", campaign=f"c{i}") for i in range(5)], config=config)
+    state = state_of(
+        *[event("impression", campaign=f"c{i}") for i in range(5)],
+        *[event("click", campaign=f"c{i}") for i in range(5)],
+        config=config,
+    )
     registry, families = scrape([state])
     campaigns = {s.labels["campaign"] for s in families["kpi_window_events"].samples}
     assert campaigns == {"c0", "c1", "__other__"}
-    assert registry.get_sample_value("kpi_window_events", {"campaign": "__other__",
-                                                           "event_type": "impression",
-                                                           "window": "5m"}) == 3
+    assert (
+        registry.get_sample_value(
+            "kpi_window_events",
+            {"campaign": "__other__", "event_type": "impression", "window": "5m"},
+        )
+        == 3
+    )
     assert registry.get_sample_value("kpi_events_folded_total", {"budget": "campaign"}) == 6
     assert registry.get_sample_value("kpi_campaigns_tracked") == 2
 
@@ -108,28 +133,51 @@ def test_other_is_merged_across_partitions():
     config = CONFIG._replace(max_campaigns=1)
     states = []
     for partition in range(3):
-        state, _ = run(as_messages([(0, raw(event("impression", campaign=f"p{partition}-{i}")))
-                                    for i in range(3)]), config=config)
+        state, _ = run(
+            as_messages(
+                [(0, raw(event("impression", campaign=f"p{partition}-{i}"))) for i in range(3)]
+            ),
+            config=config,
+        )
         state.partition = partition
         states.append(state)
     registry, _ = scrape(states)
-    assert registry.get_sample_value("kpi_events_total", {"campaign": "__other__",
-                                                          "event_type": "impression"}) == 6
+    assert (
+        registry.get_sample_value(
+            "kpi_events_total", {"campaign": "__other__", "event_type": "impression"}
+        )
+        == 6
+    )
 
 
 def test_awaiting_and_oldest_age():
-    registry, _ = scrape([state_of(event("lead", lead_id="A", at_ms=NOW_MS - 120_000),
-                                   event("lead", lead_id="B", at_ms=NOW_MS - 60_000))])
+    registry, _ = scrape(
+        [
+            state_of(
+                event("lead", lead_id="A", at_ms=NOW_MS - 120_000),
+                event("lead", lead_id="B", at_ms=NOW_MS - 60_000),
+            )
+        ]
+    )
     assert registry.get_sample_value("kpi_leads_awaiting_contact", {"campaign": "c1"}) == 2
-    assert registry.get_sample_value("kpi_oldest_uncontacted_lead_age_seconds", {"campaign": "c1"}) == 120
+    assert (
+        registry.get_sample_value("kpi_oldest_uncontacted_lead_age_seconds", {"campaign": "c1"})
+        == 120
+    )
 
 
 @pytest.mark.parametrize("campaign", ['quote"d', "back\\slash", "new\nline", "ünïcode", "{braces}"])
 def test_any_campaign_id_survives_the_text_format(campaign):
-    registry, _ = scrape([state_of(event("impression", campaign=campaign, channel='ch"1'))],
-                         Settings(export="full"))
-    assert registry.get_sample_value("kpi_events_total", {"campaign": campaign, "channel": 'ch"1',
-                                                          "event_type": "impression"}) == 1
+    registry, _ = scrape(
+        [state_of(event("impression", campaign=campaign, channel='ch"1'))], Settings(export="full")
+    )
+    assert (
+        registry.get_sample_value(
+            "kpi_events_total",
+            {"campaign": campaign, "channel": 'ch"1', "event_type": "impression"},
+        )
+        == 1
+    )
 
 
 def test_rows_are_rebuilt_only_when_a_campaign_changes():
@@ -156,9 +204,13 @@ def events(draw):
         fields["cost"] = draw(st.sampled_from([0, 0.01, 1.25]))
     if event_type == "sale":
         fields["value"] = draw(st.sampled_from([1, 9.99]))
-    return event(event_type, campaign=draw(st.sampled_from(CAMPAIGNS)),
-                 at_ms=NOW_MS - draw(st.integers(0, 80 * MIN)),
-                 channel=draw(st.sampled_from(["search", "social"])), **fields)
+    return event(
+        event_type,
+        campaign=draw(st.sampled_from(CAMPAIGNS)),
+        at_ms=NOW_MS - draw(st.integers(0, 80 * MIN)),
+        channel=draw(st.sampled_from(["search", "social"])),
+        **fields,
+    )
 
 
 @settings(max_examples=50)
@@ -176,24 +228,31 @@ def test_exposition_parsed_back_equals_the_snapshot(evs, export):
     for campaign, entry in data["campaigns"].items():
         for window, figures in entry["windows"].items():
             for event_type, count in figures["events"].items():
-                key = ("kpi_window_events", (("campaign", campaign), ("event_type", event_type),
-                                             ("window", window)))
+                key = (
+                    "kpi_window_events",
+                    (("campaign", campaign), ("event_type", event_type), ("window", window)),
+                )
                 assert parsed[key] == count
             for name, field in (("kpi_window_revenue", "revenue"), ("kpi_window_spend", "spend")):
-                assert parsed[(name, (("campaign", campaign), ("window", window)))] == \
-                    pytest.approx(figures[field])
-            p95 = parsed.get(("kpi_sales_response_p95_seconds",
-                              (("campaign", campaign), ("window", window))))
+                assert parsed[
+                    (name, (("campaign", campaign), ("window", window)))
+                ] == pytest.approx(figures[field])
+            p95 = parsed.get(
+                ("kpi_sales_response_p95_seconds", (("campaign", campaign), ("window", window)))
+            )
             assert p95 == figures["sales_response_p95_seconds"]
             if export == "full":
                 ctr = parsed.get(("kpi_ctr_ratio", (("campaign", campaign), ("window", window))))
                 assert ctr == figures["ctr"]
-        totals = {t: parsed.get(("kpi_events_total", (("campaign", campaign), ("event_type", t))))
-                  for t in EVENT_TYPES}
+        totals = {
+            t: parsed.get(("kpi_events_total", (("campaign", campaign), ("event_type", t))))
+            for t in EVENT_TYPES
+        }
         if export == "lean":
             assert totals == entry["events_total"]
-    assert sum(v for (name, _), v in parsed.items() if name == "kpi_events_total") == \
-        sum(sum(e["events_total"].values()) for e in data["campaigns"].values())
+    assert sum(v for (name, _), v in parsed.items() if name == "kpi_events_total") == sum(
+        sum(e["events_total"].values()) for e in data["campaigns"].values()
+    )
 
 
 def test_state_config_default_budget_matches_settings():
@@ -220,8 +279,10 @@ def test_response_windows_move_on_bucket_by_bucket():
     evs = []
     for minute in range(130):
         at = NOW_MS - 60 * MIN + minute * MIN
-        evs += [event("lead", lead_id=f"L{minute}", at_ms=at - (minute % 7 + 1) * MIN),
-                event("sales_contact", lead_id=f"L{minute}", at_ms=at)]
+        evs += [
+            event("lead", lead_id=f"L{minute}", at_ms=at - (minute % 7 + 1) * MIN),
+            event("sales_contact", lead_id=f"L{minute}", at_ms=at),
+        ]
     state = state_of(*evs)
     clock = [NOW_MS]
     cached = KpiExporter(lambda: [state], Settings(), lambda: clock[0])

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rulebook.generate import DASHBOARDS, GRAFANA_ALERTING, PROMETHEUS_RULES, RULES_SOURCE, render
 from rulebook.alerting import DATASOURCE_UID
+from rulebook.generate import DASHBOARDS, GRAFANA_ALERTING, PROMETHEUS_RULES, RULES_SOURCE, render
 from rulebook.rules import RuleError, parse_rules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,60 +33,101 @@ def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 def test_generated_files_are_up_to_date():
     for path, text in render(ROOT).items():
-        assert (ROOT / path).read_text() == text, f"{path} is stale: run `kpi-monitor rules generate`"
+        assert (ROOT / path).read_text() == text, (
+            f"{path} is stale: run `kpi-monitor rules generate`"
+        )
 
 
 def test_every_default_rule_is_shipped():
     names = {r.name for r in parse_rules(yaml.safe_load((ROOT / RULES_SOURCE).read_text()))}
-    assert names == {"ctr_collapse", "conversion_drop", "response_time_p95_sla",
-                     "oldest_uncontacted_lead_sla", "campaign_silence", "cpa_over_target",
-                     "roas_under_target", "worker_down", "consumer_lag_growing",
-                     "rejected_share_high", "late_share_high", "campaign_budget_nearly_full",
-                     "autopause_breaker_open"}
+    assert names == {
+        "ctr_collapse",
+        "conversion_drop",
+        "response_time_p95_sla",
+        "oldest_uncontacted_lead_sla",
+        "campaign_silence",
+        "cpa_over_target",
+        "roas_under_target",
+        "worker_down",
+        "consumer_lag_growing",
+        "rejected_share_high",
+        "late_share_high",
+        "campaign_budget_nearly_full",
+        "autopause_breaker_open",
+    }
 
 
-GOOD = {"name": "r", "summary": "s", "severity": "page", "kpi": "ctr", "window": "15m", "op": "<",
-        "threshold": 0.01}
+GOOD = {
+    "name": "r",
+    "summary": "s",
+    "severity": "page",
+    "kpi": "ctr",
+    "window": "15m",
+    "op": "<",
+    "threshold": 0.01,
+}
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"name": "Bad-Name"}, "name"),
-    ({"kpi": "ctrr"}, "rule r.kpi"),
-    ({"op": "<="}, "rule r.op"),
-    ({"threshold": "low"}, "rule r.threshold"),
-    ({"window": "15 minutes"}, "rule r.window"),
-    ({"severity": "urgent"}, "rule r.severity"),
-    ({"kpi": "cpa", "confident": True}, "rule r.confident"),
-    ({"min_volume": {"event_type": "view", "count": 5}}, "rule r.min_volume"),
-    ({"campaigns": "("}, "rule r.campaigns"),
-    ({"tresholds": 1}, "unknown field"),
-    ({"kind": "pipeline"}, "rule r.expr"),
-    ({"cooldown": "1h"}, "only apply to rules with may_pause"),
-    ({"may_pause": True, "resume_threshold": 0.005}, "rule r.resume_threshold: must be at or above"),
-    ({"may_pause": True, "max_cycles_per_day": 0}, "rule r.max_cycles_per_day"),
-    ({"may_pause": True, "cooldown": "soon"}, "rule r.cooldown"),
-    ({"kpi": "oldest_uncontacted_lead_age", "window": None, "settle": "10m"}, "rule r.settle"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"name": "Bad-Name"}, "name"),
+        ({"kpi": "ctrr"}, "rule r.kpi"),
+        ({"op": "<="}, "rule r.op"),
+        ({"threshold": "low"}, "rule r.threshold"),
+        ({"window": "15 minutes"}, "rule r.window"),
+        ({"severity": "urgent"}, "rule r.severity"),
+        ({"kpi": "cpa", "confident": True}, "rule r.confident"),
+        ({"min_volume": {"event_type": "view", "count": 5}}, "rule r.min_volume"),
+        ({"campaigns": "("}, "rule r.campaigns"),
+        ({"tresholds": 1}, "unknown field"),
+        ({"kind": "pipeline"}, "rule r.expr"),
+        ({"cooldown": "1h"}, "only apply to rules with may_pause"),
+        (
+            {"may_pause": True, "resume_threshold": 0.005},
+            "rule r.resume_threshold: must be at or above",
+        ),
+        ({"may_pause": True, "max_cycles_per_day": 0}, "rule r.max_cycles_per_day"),
+        ({"may_pause": True, "cooldown": "soon"}, "rule r.cooldown"),
+        ({"kpi": "oldest_uncontacted_lead_age", "window": None, "settle": "10m"}, "rule r.settle"),
+    ],
+)
 def test_bad_rules_fail_naming_the_field(change, message):
     with pytest.raises(RuleError, match=re.escape(message)):
         parse_rules({"rules": [{**GOOD, **change}]})
 
 
 def test_settle_reads_the_window_that_ended_that_long_ago():
-    (rule,) = parse_rules({"rules": [{**GOOD, "settle": "15m", "min_volume": {"event_type": "click",
-                                                                              "count": 5}}]})
-    assert rule.expr() == ('(campaign:kpi_ctr_ratio{window="15m"} offset 15m < 0.01) and on (campaign) '
-                           '(kpi_window_events{event_type="click",window="15m"} offset 15m >= 5)')
+    (rule,) = parse_rules(
+        {"rules": [{**GOOD, "settle": "15m", "min_volume": {"event_type": "click", "count": 5}}]}
+    )
+    assert rule.expr() == (
+        '(campaign:kpi_ctr_ratio{window="15m"} offset 15m < 0.01) and on (campaign) '
+        '(kpi_window_events{event_type="click",window="15m"} offset 15m >= 5)'
+    )
 
 
 def test_confidence_and_volume_compile_to_promql():
-    (rule,) = parse_rules({"rules": [{**GOOD, "confident": True, "campaigns": "brand-.*",
-                                      "min_volume": {"event_type": "impression", "count": 2000}}]})
-    assert rule.expr() == ('(campaign:kpi_ctr_ratio_upper{window="15m",campaign=~"brand-.*"} < 0.01) and on (campaign) '
-                           '(kpi_window_events{event_type="impression",window="15m",campaign=~"brand-.*"} >= 2000)')
+    (rule,) = parse_rules(
+        {
+            "rules": [
+                {
+                    **GOOD,
+                    "confident": True,
+                    "campaigns": "brand-.*",
+                    "min_volume": {"event_type": "impression", "count": 2000},
+                }
+            ]
+        }
+    )
+    assert rule.expr() == (
+        '(campaign:kpi_ctr_ratio_upper{window="15m",campaign=~"brand-.*"} < 0.01) and on (campaign) '
+        '(kpi_window_events{event_type="impression",window="15m",campaign=~"brand-.*"} >= 2000)'
+    )
 
 
 # -- Grafana, statically ------------------------------------------------------------------------
+
 
 def provisioned_datasource_uids() -> set[str]:
     doc = yaml.safe_load((ROOT / "grafana/provisioning/datasources/prometheus.yaml").read_text())
@@ -109,10 +150,14 @@ def test_dashboard_json_is_consistent(path):
     panels = [p for p in walk(board["panels"]) if "gridPos" in p]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids)), "panel ids must be unique"
-    uids = {n["uid"] for n in walk(board) if isinstance(n.get("uid"), str) and n.get("type") == "prometheus"}
+    uids = {
+        n["uid"]
+        for n in walk(board)
+        if isinstance(n.get("uid"), str) and n.get("type") == "prometheus"
+    }
     assert uids == provisioned_datasource_uids() == {DATASOURCE_UID}
     for panel in panels:
-        assert 0 <= panel["gridPos"]["x"] and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        assert panel["gridPos"]["x"] >= 0 and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
         for target in panel.get("targets", []):
             assert target["datasource"]["uid"] == DATASOURCE_UID and target["expr"]
     variables = {v["name"] for v in board["templating"]["list"]}
@@ -121,10 +166,15 @@ def test_dashboard_json_is_consistent(path):
 
 
 def test_dashboards_are_provisioned_from_their_folder():
-    provider = yaml.safe_load((ROOT / "grafana/provisioning/dashboards/kpi-monitor.yaml").read_text())
+    provider = yaml.safe_load(
+        (ROOT / "grafana/provisioning/dashboards/kpi-monitor.yaml").read_text()
+    )
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in compose["services"]["grafana"]["volumes"]
+    assert (
+        "./grafana/dashboards:/var/lib/grafana/dashboards:ro"
+        in compose["services"]["grafana"]["volumes"]
+    )
 
 
 def test_grafana_alert_provisioning_format():
@@ -144,17 +194,24 @@ def test_grafana_alert_provisioning_format():
                 if data["datasourceUid"] == "__expr__":
                     assert data["model"]["expression"] in refs
             assert re.fullmatch(r"\d+[smhd]", rule["for"])
-            assert rule["noDataState"] in ("OK", "NoData", "Alerting") and rule["execErrState"] in ("Error", "Alerting", "OK")
+            assert rule["noDataState"] in ("OK", "NoData", "Alerting") and rule["execErrState"] in (
+                "Error",
+                "Alerting",
+                "OK",
+            )
     assert len(uids) == len(set(uids))
     for receiver in (r for c in doc["contactPoints"] for r in c["receivers"]):
         assert all("${KPI_ALERT_" in str(v) for v in receiver["settings"].values() if v != "POST")
     # The policy's receiver comes from the environment; compose defaults it to a contact point here.
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    default = re.search(r":-([\w-]+)\}", compose["services"]["grafana"]["environment"]["KPI_ALERT_CONTACT_POINT"])
+    default = re.search(
+        r":-([\w-]+)\}", compose["services"]["grafana"]["environment"]["KPI_ALERT_CONTACT_POINT"]
+    )
     assert default and default.group(1) in contact_points
 
 
 # -- real tools --------------------------------------------------------------------------------
+
 
 def test_promtool_checks_rules_and_config(tmp_path):
     result = run(tool("promtool"), "check", "rules", str(ROOT / PROMETHEUS_RULES))
@@ -164,7 +221,8 @@ def test_promtool_checks_rules_and_config(tmp_path):
     assert "credentials_file: /prometheus/kpi-web-token" in config
     (tmp_path / "kpi-web-token").write_text("test-only")
     (tmp_path / "prometheus.yml").write_text(
-        config.replace("/prometheus/kpi-web-token", str(tmp_path / "kpi-web-token")))
+        config.replace("/prometheus/kpi-web-token", str(tmp_path / "kpi-web-token"))
+    )
     shutil.copy(ROOT / PROMETHEUS_RULES, tmp_path / "kpi-alerts.rules.yml")
     result = run(tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -173,13 +231,20 @@ def test_promtool_checks_rules_and_config(tmp_path):
 def test_promtool_unit_tests_for_every_default_rule():
     tests = ROOT / "ops/prometheus/tests/kpi-alerts.test.yml"
     covered = set(re.findall(r"alertname: (Kpi\w+)", tests.read_text()))
-    shipped = {r["alert"] for g in yaml.safe_load((ROOT / PROMETHEUS_RULES).read_text())["groups"]
-               for r in g["rules"] if "alert" in r}
+    shipped = {
+        r["alert"]
+        for g in yaml.safe_load((ROOT / PROMETHEUS_RULES).read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
     assert covered == shipped
     for alert in shipped:  # each rule is shown firing, and resolving later
-        cases = [(_minutes(case["eval_time"]), bool(case["exp_alerts"]))
-                 for test in yaml.safe_load(tests.read_text())["tests"]
-                 for case in test["alert_rule_test"] if case["alertname"] == alert]
+        cases = [
+            (_minutes(case["eval_time"]), bool(case["exp_alerts"]))
+            for test in yaml.safe_load(tests.read_text())["tests"]
+            for case in test["alert_rule_test"]
+            if case["alertname"] == alert
+        ]
         fired = [t for t, firing in cases if firing]
         assert fired and any(t > min(fired) and not firing for t, firing in cases), alert
     result = run(tool("promtool"), "test", "rules", str(tests))
@@ -188,16 +253,21 @@ def test_promtool_unit_tests_for_every_default_rule():
 
 # (impressions, clicks, leads, sales, revenue, spend): zero denominators, p = 0, p = 1, a count
 # above its trials (sales without tracked clicks), and ordinary volumes.
-RECORDING_CASES = [(0, 0, 0, 0, 0.0, 0.0), (1000, 0, 0, 0, 0.0, 2.5), (10, 10, 10, 10, 99.5, 1.0),
-                   (3000, 6, 2, 1, 20.0, 7.25), (2500, 10, 0, 12, 1234.56, 0.01),
-                   (123456, 4321, 321, 21, 4321.5, 987.65)]
+RECORDING_CASES = [
+    (0, 0, 0, 0, 0.0, 0.0),
+    (1000, 0, 0, 0, 0.0, 2.5),
+    (10, 10, 10, 10, 99.5, 1.0),
+    (3000, 6, 2, 1, 20.0, 7.25),
+    (2500, 10, 0, 12, 1234.56, 0.01),
+    (123456, 4321, 321, 21, 4321.5, 987.65),
+]
 
 
 def test_recording_rules_compute_what_the_worker_computes(tmp_path):
     """The ratios and Wilson bounds Prometheus records from the lean export equal the ones the
     worker computes (KPI_EXPORT=full, /kpis), case by case, on promtool."""
-    from stream.kpis import RATIOS, compute_kpis
     from rulebook.recording import recorded
+    from stream.kpis import RATIOS, compute_kpis
     from stream.wilson import wilson_bounds
 
     series, expected = [], []
@@ -205,25 +275,39 @@ def test_recording_rules_compute_what_the_worker_computes(tmp_path):
     for i, (*counts, revenue, spend) in enumerate(RECORDING_CASES):
         labels = f'campaign="c{i}",window="15m",job="kpi-monitor",instance="w1"'
         for kind, count in zip(kinds, counts):
-            series.append({"series": f'kpi_window_events{{{labels},event_type="{kind}"}}',
-                           "values": f"{count}x3"})
+            series.append(
+                {
+                    "series": f'kpi_window_events{{{labels},event_type="{kind}"}}',
+                    "values": f"{count}x3",
+                }
+            )
         series.append({"series": f"kpi_window_revenue{{{labels}}}", "values": f"{revenue}x3"})
         series.append({"series": f"kpi_window_spend{{{labels}}}", "values": f"{spend}x3"})
         kpis = compute_kpis([*counts, 0], round(revenue * 1e6), round(spend * 1e6))
         for ratio, value in zip(RATIOS, kpis):
             expected.append((recorded(ratio.metric), i, value))
             if ratio.rate:
-                bounds = wilson_bounds(counts[kinds.index(ratio.numerator)],
-                                       counts[kinds.index(ratio.denominator)])
+                bounds = wilson_bounds(
+                    counts[kinds.index(ratio.numerator)], counts[kinds.index(ratio.denominator)]
+                )
                 for side, bound in zip(("lower", "upper"), bounds or (None, None)):
                     expected.append((recorded(f"{ratio.metric}_{side}"), i, bound))
     tests = []
     for metric in sorted({m for m, _, _ in expected}):
-        samples = [{"labels": f'{metric}{{campaign="c{i}",window="15m",job="kpi-monitor",instance="w1"}}',
-                    "value": value} for m, i, value in expected if m == metric and value is not None]
+        samples = [
+            {
+                "labels": f'{metric}{{campaign="c{i}",window="15m",job="kpi-monitor",instance="w1"}}',
+                "value": value,
+            }
+            for m, i, value in expected
+            if m == metric and value is not None
+        ]
         tests.append({"expr": metric, "eval_time": "2m", "exp_samples": samples})
-    spec = {"rule_files": [str(ROOT / PROMETHEUS_RULES)], "evaluation_interval": "1m",
-            "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}]}
+    spec = {
+        "rule_files": [str(ROOT / PROMETHEUS_RULES)],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
+    }
     path = tmp_path / "recording.test.yml"
     path.write_text(yaml.safe_dump(spec))
     result = run(tool("promtool"), "test", "rules", str(path))
@@ -242,12 +326,28 @@ def test_alertmanager_config_is_valid():
 
 def test_compose_file_is_valid_and_pins_every_image():
     env = dict(os.environ, GRAFANA_ADMIN_PASSWORD="test-only", KPI_WEB_TOKEN="test-only")
-    result = run(tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "--profile", "demo",
-                 "config", "-q", env=env, cwd=ROOT)
+    result = run(
+        tool("docker-compose"),
+        "-f",
+        str(ROOT / "docker-compose.yml"),
+        "--profile",
+        "demo",
+        "config",
+        "-q",
+        env=env,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     for secret in ("GRAFANA_ADMIN_PASSWORD", "KPI_WEB_TOKEN"):
-        missing = run(tool("docker-compose"), "-f", str(ROOT / "docker-compose.yml"), "config", "-q",
-                      env={k: v for k, v in env.items() if k != secret}, cwd=ROOT)
+        missing = run(
+            tool("docker-compose"),
+            "-f",
+            str(ROOT / "docker-compose.yml"),
+            "config",
+            "-q",
+            env={k: v for k, v in env.items() if k != secret},
+            cwd=ROOT,
+        )
         assert missing.returncode != 0 and secret in missing.stderr
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     for name, service in compose["services"].items():

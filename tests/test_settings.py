@@ -13,32 +13,45 @@ def test_defaults():
 
 
 def test_environment_and_overrides():
-    s = settings_from_env({"KPI_WINDOWS": "1h, 5m", "KPI_BUCKET": "30s", "KPI_TOPIC_CLICKS": "c",
-                           "KPI_BROKER": "kafka://k:9092", "KPI_WEB_PORT": "7000"}, web_port=7100)
+    s = settings_from_env(
+        {
+            "KPI_WINDOWS": "1h, 5m",
+            "KPI_BUCKET": "30s",
+            "KPI_TOPIC_CLICKS": "c",
+            "KPI_BROKER": "kafka://k:9092",
+            "KPI_WEB_PORT": "7000",
+        },
+        web_port=7100,
+    )
     assert s.windows_seconds == (300, 3600) and s.bucket_seconds == 30
     assert s.topics.clicks == "c" and s.broker == "kafka://k:9092" and s.web_port == 7100
 
 
-@pytest.mark.parametrize("env, named", [
-    ({"KPI_WEB_PORT": "http"}, "KPI_WEB_PORT"),
-    ({"KPI_WEB_PORT": "70000"}, "KPI_WEB_PORT"),
-    ({"KPI_WINDOWS": "5 minutes"}, "KPI_WINDOWS"),
-    ({"KPI_WINDOWS": "90s"}, "KPI_WINDOWS"),  # not a whole number of 1m buckets
-    ({"KPI_BUCKET": "0s"}, "KPI_BUCKET"),
-    ({"KPI_CURRENCY": "usd"}, "KPI_CURRENCY"),
-    ({"KPI_BROKER": "localhost:9092"}, "KPI_BROKER"),
-    ({"KPI_MAX_CAMPAIGNS_PER_PARTITION": "0"}, "KPI_MAX_CAMPAIGNS_PER_PARTITION"),
-    ({"KPI_MAX_CAMPAIGNS": "5000"}, "KPI_MAX_CAMPAIGNS: replaced"),
-    ({"KPI_EXPORT": "everything"}, "KPI_EXPORT"),
-    ({"KPI_GRACE": "-1m"}, "KPI_GRACE"),
-])
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"KPI_WEB_PORT": "http"}, "KPI_WEB_PORT"),
+        ({"KPI_WEB_PORT": "70000"}, "KPI_WEB_PORT"),
+        ({"KPI_WINDOWS": "5 minutes"}, "KPI_WINDOWS"),
+        ({"KPI_WINDOWS": "90s"}, "KPI_WINDOWS"),  # not a whole number of 1m buckets
+        ({"KPI_BUCKET": "0s"}, "KPI_BUCKET"),
+        ({"KPI_CURRENCY": "usd"}, "KPI_CURRENCY"),
+        ({"KPI_BROKER": "localhost:9092"}, "KPI_BROKER"),
+        ({"KPI_MAX_CAMPAIGNS_PER_PARTITION": "0"}, "KPI_MAX_CAMPAIGNS_PER_PARTITION"),
+        ({"KPI_MAX_CAMPAIGNS": "5000"}, "KPI_MAX_CAMPAIGNS: replaced"),
+        ({"KPI_EXPORT": "everything"}, "KPI_EXPORT"),
+        ({"KPI_GRACE": "-1m"}, "KPI_GRACE"),
+    ],
+)
 def test_bad_settings_fail_fast_naming_the_setting(env, named):
     with pytest.raises(SettingsError, match=named):
         settings_from_env(env)
 
 
-@pytest.mark.parametrize("text, seconds, label", [("90s", 90, "90s"), ("5m", 300, "5m"),
-                                                  ("1h", 3600, "1h"), ("2d", 172800, "2d")])
+@pytest.mark.parametrize(
+    "text, seconds, label",
+    [("90s", 90, "90s"), ("5m", 300, "5m"), ("1h", 3600, "1h"), ("2d", 172800, "2d")],
+)
 def test_durations(text, seconds, label):
     assert parse_duration(text) == seconds and format_duration(seconds) == label
 
@@ -50,8 +63,14 @@ def test_sasl_needs_credentials_and_builds_client_options():
         settings_from_env({"KPI_SECURITY_PROTOCOL": "SASL_SSL"})
     with pytest.raises(SettingsError, match="KPI_SECURITY_PROTOCOL"):
         settings_from_env({"KPI_SECURITY_PROTOCOL": "TLS"})
-    s = settings_from_env({"KPI_SECURITY_PROTOCOL": "SASL_SSL", "KPI_SASL_MECHANISM": "SCRAM-SHA-512",
-                           "KPI_SASL_USERNAME": "kpi", "KPI_SASL_PASSWORD": "secret"})
+    s = settings_from_env(
+        {
+            "KPI_SECURITY_PROTOCOL": "SASL_SSL",
+            "KPI_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KPI_SASL_USERNAME": "kpi",
+            "KPI_SASL_PASSWORD": "secret",
+        }
+    )
     kwargs = aiokafka_kwargs(s)
     assert kwargs["security_protocol"] == "SASL_SSL" and kwargs["sasl_mechanism"] == "SCRAM-SHA-512"
     assert kwargs["sasl_plain_username"] == "kpi" and kwargs["ssl_context"] is not None

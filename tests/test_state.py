@@ -29,10 +29,14 @@ def bucket_counts(state: PartitionState, campaign: str) -> list[int]:
 
 
 def test_counts_land_in_event_time_buckets():
-    state, _ = run(msgs(event("impression", at_ms=NOW_MS - 5 * MIN + 1, cost=0.25),
-                        event("impression", at_ms=NOW_MS - 5 * MIN + 2, cost=0.25),
-                        event("click", at_ms=NOW_MS - 1, cost=1.5),
-                        event("sale", at_ms=NOW_MS - 2 * MIN, value=40)))
+    state, _ = run(
+        msgs(
+            event("impression", at_ms=NOW_MS - 5 * MIN + 1, cost=0.25),
+            event("impression", at_ms=NOW_MS - 5 * MIN + 2, cost=0.25),
+            event("click", at_ms=NOW_MS - 1, cost=1.5),
+            event("sale", at_ms=NOW_MS - 2 * MIN, value=40),
+        )
+    )
     starts = sorted(buckets(state, "c1"))
     assert starts == [NOW_MS - 5 * MIN, NOW_MS - 2 * MIN, NOW_MS - MIN]
     first = buckets(state, "c1")[NOW_MS - 5 * MIN]
@@ -64,25 +68,36 @@ def test_a_resend_within_the_arrival_horizon_is_a_duplicate_whatever_its_event_t
     # The first copy arrives while the partition's event time is far ahead of it (a backfill,
     # a replayed file): an event-time horizon would already be over when the resend comes.
     first = event("click", event_id="dup", at_ms=NOW_MS - 50 * MIN)
-    state, _ = run(arriving((event("click", at_ms=NOW_MS), NOW_MS), (first, NOW_MS + 1_000),
-                            (dict(first), NOW_MS + 9 * MIN)))
+    state, _ = run(
+        arriving(
+            (event("click", at_ms=NOW_MS), NOW_MS),
+            (first, NOW_MS + 1_000),
+            (dict(first), NOW_MS + 9 * MIN),
+        )
+    )
     assert total(state, "c1", "click") == 2 and state.meta.duplicate[kind("click")] == 1
 
 
 def test_a_resend_after_the_arrival_horizon_counts_again():
     first = event("click", event_id="dup", at_ms=NOW_MS)
-    state, _ = run(arriving((first, NOW_MS), (event("click"), NOW_MS + 5 * MIN),
-                            (dict(first), NOW_MS + 11 * MIN)))
+    state, _ = run(
+        arriving(
+            (first, NOW_MS), (event("click"), NOW_MS + 5 * MIN), (dict(first), NOW_MS + 11 * MIN)
+        )
+    )
     assert total(state, "c1", "click") == 3 and state.meta.duplicate[kind("click")] == 0
 
 
-@given(st.lists(st.tuples(st.integers(0, 90), st.integers(0, 2)), min_size=1, max_size=30),
-       st.data())
+@given(
+    st.lists(st.tuples(st.integers(0, 90), st.integers(0, 2)), min_size=1, max_size=30), st.data()
+)
 def test_resends_within_the_horizon_change_no_count_in_any_order(originals, data):
     """Any event-time disorder, resends interleaved anywhere while within the horizon of their
     first copy's arrival: the counts are those of the stream without the resends."""
-    events = [event(("impression", "click", "sale")[k], event_id=f"e{i}", at_ms=NOW_MS - age * MIN)
-              for i, (age, k) in enumerate(originals)]
+    events = [
+        event(("impression", "click", "sale")[k], event_id=f"e{i}", at_ms=NOW_MS - age * MIN)
+        for i, (age, k) in enumerate(originals)
+    ]
     arrivals = [NOW_MS + i * 1_000 for i in range(len(events))]
     clean = list(zip(events, arrivals))
     stream = list(clean)
@@ -129,23 +144,35 @@ def test_earliest_contact_wins_and_late_earlier_contact_retracts():
 
 
 def test_contact_before_lead_time_counts_as_zero():
-    state, _ = run(msgs(event("sales_contact", lead_id="L", at_ms=NOW_MS - 9 * MIN),
-                        event("lead", lead_id="L", at_ms=NOW_MS - 8 * MIN)))
+    state, _ = run(
+        msgs(
+            event("sales_contact", lead_id="L", at_ms=NOW_MS - 9 * MIN),
+            event("lead", lead_id="L", at_ms=NOW_MS - 8 * MIN),
+        )
+    )
     bins, total_ms = state.response_histogram("c1")
     assert total_ms == 0 and sum(bins) == 1
 
 
 def test_awaiting_and_unmatched():
-    state, _ = run(msgs(event("lead", lead_id="A", at_ms=NOW_MS - 30 * MIN),
-                        event("lead", lead_id="B", at_ms=NOW_MS - 10 * MIN),
-                        event("sales_contact", lead_id="Z")))
+    state, _ = run(
+        msgs(
+            event("lead", lead_id="A", at_ms=NOW_MS - 30 * MIN),
+            event("lead", lead_id="B", at_ms=NOW_MS - 10 * MIN),
+            event("sales_contact", lead_id="Z"),
+        )
+    )
     assert state.index.awaiting_contact == {"c1": {"A": NOW_MS - 30 * MIN, "B": NOW_MS - 10 * MIN}}
     assert state.index.unmatched_contacts == {"c1": 1}
 
 
 def test_expire_drops_old_buckets_and_dead_leads():
-    state, _ = run(msgs(event("click", at_ms=NOW_MS - 10 * MIN),
-                        event("lead", lead_id="old", at_ms=NOW_MS - 10 * MIN)))
+    state, _ = run(
+        msgs(
+            event("click", at_ms=NOW_MS - 10 * MIN),
+            event("lead", lead_id="old", at_ms=NOW_MS - 10 * MIN),
+        )
+    )
     deletions = state.expire(NOW_MS + CONFIG.retention_ms)
     assert buckets(state, "c1") == {}
     assert all(value is None for _, value in deletions)
@@ -160,13 +187,20 @@ def test_expire_drops_old_buckets_and_dead_leads():
 
 def _keep_alive(state, at_ms):
     """One fresh impression at ``at_ms``, so the campaign has a bucket and is not retired."""
-    return run(as_messages([(kind("impression"), raw(event("impression", at_ms=at_ms)))]),
-               state=state, now_ms=at_ms)[1]
+    return run(
+        as_messages([(kind("impression"), raw(event("impression", at_ms=at_ms)))]),
+        state=state,
+        now_ms=at_ms,
+    )[1]
 
 
 def test_expired_leads_keep_their_response_in_the_archive():
-    state, first = run(msgs(event("lead", lead_id="L", at_ms=NOW_MS - 10 * MIN),
-                            event("sales_contact", lead_id="L", at_ms=NOW_MS - 5 * MIN)))
+    state, first = run(
+        msgs(
+            event("lead", lead_id="L", at_ms=NOW_MS - 10 * MIN),
+            event("sales_contact", lead_id="L", at_ms=NOW_MS - 5 * MIN),
+        )
+    )
     alive = _keep_alive(state, NOW_MS + CONFIG.lead_ttl_ms)
     before = state.response_histogram("c1")
     records = state.expire(NOW_MS + CONFIG.lead_ttl_ms)
@@ -188,7 +222,7 @@ def test_replayed_messages_change_nothing():
     messages = msgs(event("click"), event("lead", lead_id="L"), event("sales_contact", lead_id="L"))
     state, _ = run(messages)
     before = canonical(state)
-    for k, offset, value in messages:
+    for k, offset, _value in messages:
         assert not state.apply_message(k, offset, [], [], NOW_MS)
     assert canonical(state) == before
 
@@ -228,13 +262,18 @@ def payload_lists(draw, **kw):
         if shape == "dup" and payloads:
             payloads.append(draw(st.sampled_from(payloads)))
         elif shape == "bad":
-            payloads.append((draw(st.integers(0, 4)), draw(st.sampled_from([b"{", b"[]", b'{"a":1}']))))
+            payloads.append(
+                (draw(st.integers(0, 4)), draw(st.sampled_from([b"{", b"[]", b'{"a":1}'])))
+            )
         elif shape == "batch":
             items = draw(st.lists(event_dicts(**kw), min_size=1, max_size=4))
             k = kind(items[0]["event_type"])
-            items = [dict(i, event_type=items[0]["event_type"]) for i in items
-                     if i["event_type"] not in ("lead", "sales_contact", "sale")
-                     or i["event_type"] == items[0]["event_type"]]
+            items = [
+                dict(i, event_type=items[0]["event_type"])
+                for i in items
+                if i["event_type"] not in ("lead", "sales_contact", "sale")
+                or i["event_type"] == items[0]["event_type"]
+            ]
             payloads.append((k, orjson.dumps(items)))
         else:
             e = draw(event_dicts(**kw))
@@ -272,9 +311,11 @@ def test_arrival_order_does_not_change_results(payloads, rnd, batch):
 def test_crash_at_any_point_then_replay_is_exact(payloads, data, batch, replay_batch):
     """A restore of any prefix of the record log, then a replay from its checkpoints, is exact,
     with arrival (Kafka timestamps) jumping past the dedup horizon now and then."""
-    steps = data.draw(st.lists(st.integers(0, 400_000), min_size=len(payloads),
-                               max_size=len(payloads)), label="arrival steps (ms)")
-    arrivals = [NOW_MS + sum(steps[:i + 1]) for i in range(len(steps))]
+    steps = data.draw(
+        st.lists(st.integers(0, 400_000), min_size=len(payloads), max_size=len(payloads)),
+        label="arrival steps (ms)",
+    )
+    arrivals = [NOW_MS + sum(steps[: i + 1]) for i in range(len(steps))]
     messages = [(*m, at) for m, at in zip(as_messages(payloads), arrivals)]
     uninterrupted, log = run(messages, batch=batch)
     cut = data.draw(st.integers(0, len(log)), label="records that reached the changelog")
@@ -284,12 +325,16 @@ def test_crash_at_any_point_then_replay_is_exact(payloads, data, batch, replay_b
     pending = [m for m in messages if m[1] >= resume[m[0]]]
     pending = data.draw(st.permutations(pending), label="re-delivery order")
     pending.sort(key=lambda m: (m[0], m[1]))  # ... but each topic in offset order
-    interleave = data.draw(st.lists(st.integers(0, 4), min_size=len(pending), max_size=len(pending)))
+    interleave = data.draw(
+        st.lists(st.integers(0, 4), min_size=len(pending), max_size=len(pending))
+    )
     ordered = _interleave(pending, interleave)
     recovered, _ = run(ordered, state=survivor, batch=replay_batch)
     # Positions in hw may name another event as the one that completed a lead/contact pair when
     # topics interleave differently; everything observable must be identical.
-    assert canonical(recovered, with_positions=False) == canonical(uninterrupted, with_positions=False)
+    assert canonical(recovered, with_positions=False) == canonical(
+        uninterrupted, with_positions=False
+    )
     assert recovered.meta.checkpoint == uninterrupted.meta.checkpoint
 
 
@@ -321,19 +366,27 @@ def test_a_flood_of_new_campaign_ids_is_bounded_and_counted():
 
 
 def test_a_retired_campaign_frees_its_slot():
-    state, _ = run(msgs(*[event("click", campaign=c, at_ms=NOW_MS - 10 * MIN) for c in "abc"]),
-                   config=BUDGET)
+    state, _ = run(
+        msgs(*[event("click", campaign=c, at_ms=NOW_MS - 10 * MIN) for c in "abc"]), config=BUDGET
+    )
     later = NOW_MS + BUDGET.retention_ms
     state.expire(later)
     assert state.admitted_campaigns == 0
-    run([(kind("click"), 10, raw(event("click", campaign="d", at_ms=later)))], state=state,
-        config=BUDGET, now_ms=later)
+    run(
+        [(kind("click"), 10, raw(event("click", campaign="d", at_ms=later)))],
+        state=state,
+        config=BUDGET,
+        now_ms=later,
+    )
     assert "d" in state.campaigns and "__other__" not in state.campaigns
 
 
 @FAST
-@given(st.lists(st.tuples(st.sampled_from(EVENT_TYPES), st.integers(0, 7)), min_size=1, max_size=40),
-       st.data(), st.integers(1, 9))
+@given(
+    st.lists(st.tuples(st.sampled_from(EVENT_TYPES), st.integers(0, 7)), min_size=1, max_size=40),
+    st.data(),
+    st.integers(1, 9),
+)
 def test_budget_with_crash_and_replay(items, data, batch):
     """Admission is persisted before what it admits: a replay in the original order is identical,
     and in any cross-topic order no event is lost or counted twice and no admitted campaign's
@@ -347,17 +400,22 @@ def test_budget_with_crash_and_replay(items, data, batch):
     resume = survivor.resume_offsets()
     pending = [m for m in messages if m[1] >= resume[m[0]]]
     same_order, _ = run(pending, state=restore(log[:cut], BUDGET), config=BUDGET, batch=batch)
-    assert canonical(same_order, with_positions=False) == canonical(uninterrupted, with_positions=False)
+    assert canonical(same_order, with_positions=False) == canonical(
+        uninterrupted, with_positions=False
+    )
 
     pending.sort(key=lambda m: (m[0], m[1]))
     choices = data.draw(st.lists(st.integers(0, 4), min_size=len(pending), max_size=len(pending)))
     other_order, _ = run(_interleave(pending, choices), state=survivor, config=BUDGET)
     for k in range(KINDS):
-        assert sum(total(other_order, c, EVENT_TYPES[k]) for c in other_order.campaigns) == \
-            sum(total(uninterrupted, c, EVENT_TYPES[k]) for c in uninterrupted.campaigns)
+        assert sum(total(other_order, c, EVENT_TYPES[k]) for c in other_order.campaigns) == sum(
+            total(uninterrupted, c, EVENT_TYPES[k]) for c in uninterrupted.campaigns
+        )
     for campaign in set(other_order.campaigns) & set(uninterrupted.campaigns) - {"__other__"}:
-        assert other_order.campaigns[campaign].by_channel == \
-            uninterrupted.campaigns[campaign].by_channel
+        assert (
+            other_order.campaigns[campaign].by_channel
+            == uninterrupted.campaigns[campaign].by_channel
+        )
 
 
 def test_replay_after_a_lost_meta_does_not_see_ids_from_the_future():
@@ -365,21 +423,28 @@ def test_replay_after_a_lost_meta_does_not_see_ids_from_the_future():
     must decide as the original run did (found by the crash property)."""
     old, new = NOW_MS - 10 * MIN - 1, NOW_MS  # arrivals: just past the horizon apart
     first = event("impression", event_id="x", at_ms=new)
-    messages = arriving((first, old), *[(event("impression", at_ms=new), new) for _ in range(7)],
-                        (dict(first), new), (event("impression", at_ms=new), new))
+    messages = arriving(
+        (first, old),
+        *[(event("impression", at_ms=new), new) for _ in range(7)],
+        (dict(first), new),
+        (event("impression", at_ms=new), new),
+    )
     uninterrupted, log = run(messages, batch=9)
     assert uninterrupted.meta.duplicate[0] == 0  # the horizon had passed
     for cut in range(len(log) + 1):
         survivor = restore(log[:cut])
         resume = survivor.resume_offsets()
         recovered, _ = run([m for m in messages if m[1] >= resume[m[0]]], state=survivor, batch=1)
-        assert canonical(recovered, with_positions=False) == \
-            canonical(uninterrupted, with_positions=False), cut
+        assert canonical(recovered, with_positions=False) == canonical(
+            uninterrupted, with_positions=False
+        ), cut
 
 
 def test_lead_expiry_in_small_rounds_ends_where_one_full_scan_does():
-    evs = [event("lead", campaign=f"c{i % 7}", lead_id=f"L{i}", at_ms=NOW_MS - (i % 3) * MIN)
-           for i in range(60)]
+    evs = [
+        event("lead", campaign=f"c{i % 7}", lead_id=f"L{i}", at_ms=NOW_MS - (i % 3) * MIN)
+        for i in range(60)
+    ]
     evs += [event("sales_contact", campaign=f"c{i % 7}", lead_id=f"L{i}") for i in range(0, 60, 2)]
     later = NOW_MS + CONFIG.lead_ttl_ms
     whole, _ = run(msgs(*evs))

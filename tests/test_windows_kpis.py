@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stream import sketch
-from stream.kpis import compute_kpis
 from stream.campaign import Bucket, CampaignState
+from stream.kpis import compute_kpis
 from stream.windows import bucket_start, is_expired
 
 MIN = 60_000
@@ -35,8 +35,13 @@ def _reference_sums(buckets, now, windows):
     out = []
     for w in windows:
         inside = [b for start, b in buckets.items() if current - w < start <= current]
-        out.append(([sum(b[0][k] for b in inside) for k in range(5)],
-                    sum(b[1] for b in inside), sum(b[2] for b in inside)))
+        out.append(
+            (
+                [sum(b[0][k] for b in inside) for k in range(5)],
+                sum(b[1] for b in inside),
+                sum(b[2] for b in inside),
+            )
+        )
     return out
 
 
@@ -55,21 +60,31 @@ def test_trailing_windows_sum_the_last_buckets_and_move_with_the_clock():
     assert state.window_totals(bucket_start(now + 6 * MIN, MIN), (5 * MIN,), MIN)[0].counts[0] == 0
 
 
-@given(st.dictionaries(st.integers(0, 120).map(lambda i: i * MIN),
-                       st.tuples(st.lists(st.integers(0, 50), min_size=5, max_size=5),
-                                 st.integers(0, 10**9), st.integers(0, 10**9)), max_size=40),
-       st.integers(0, 130 * MIN),
-       st.lists(st.integers(1, 90).map(lambda i: i * MIN), min_size=1, max_size=4, unique=True))
+@given(
+    st.dictionaries(
+        st.integers(0, 120).map(lambda i: i * MIN),
+        st.tuples(
+            st.lists(st.integers(0, 50), min_size=5, max_size=5),
+            st.integers(0, 10**9),
+            st.integers(0, 10**9),
+        ),
+        max_size=40,
+    ),
+    st.integers(0, 130 * MIN),
+    st.lists(st.integers(1, 90).map(lambda i: i * MIN), min_size=1, max_size=4, unique=True),
+)
 def test_packed_rows_sum_like_the_definition(buckets, now, windows):
     windows = tuple(windows)  # any order: the sums are nested by size inside
     got = _campaign(buckets).window_totals(bucket_start(now, MIN), windows, MIN)
-    assert [(w.counts, w.revenue_micros, w.spend_micros) for w in got] == \
-        _reference_sums(buckets, now, windows)
+    assert [(w.counts, w.revenue_micros, w.spend_micros) for w in got] == _reference_sums(
+        buckets, now, windows
+    )
 
 
-@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 200), st.integers(0, 10**6)),
-                max_size=60),
-       st.integers(0, 200))
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 200), st.integers(0, 10**6)), max_size=60),
+    st.integers(0, 200),
+)
 def test_dropping_old_rows_keeps_the_rest(events, cutoff):
     state = CampaignState(13)
     expected: dict[int, list[int]] = {}
@@ -82,22 +97,67 @@ def test_dropping_old_rows_keeps_the_rest(events, cutoff):
     assert kept == {s: c for s, c in expected.items() if s >= cutoff * MIN}
 
 
-@pytest.mark.parametrize("counts, revenue, spend, expected", [
-    ([1000, 50, 10, 5, 0], 500_000_000, 100_000_000,
-     dict(ctr=0.05, conversion=0.1, lead_rate=0.2, lead_to_sale=0.5, cpc=2.0, cpl=10.0, cpa=20.0,
-          roas=5.0, aov=100.0)),
-    ([0, 0, 0, 0, 0], 0, 0,
-     dict(ctr=None, conversion=None, lead_rate=None, lead_to_sale=None, cpc=None, cpl=None,
-          cpa=None, roas=None, aov=None)),
-    ([10, 0, 0, 0, 0], 0, 2_000_000,
-     dict(ctr=0.0, conversion=None, lead_rate=None, lead_to_sale=None, cpc=None, cpl=None,
-          cpa=None, roas=0.0, aov=None)),
-])
+@pytest.mark.parametrize(
+    "counts, revenue, spend, expected",
+    [
+        (
+            [1000, 50, 10, 5, 0],
+            500_000_000,
+            100_000_000,
+            {
+                "ctr": 0.05,
+                "conversion": 0.1,
+                "lead_rate": 0.2,
+                "lead_to_sale": 0.5,
+                "cpc": 2.0,
+                "cpl": 10.0,
+                "cpa": 20.0,
+                "roas": 5.0,
+                "aov": 100.0,
+            },
+        ),
+        (
+            [0, 0, 0, 0, 0],
+            0,
+            0,
+            {
+                "ctr": None,
+                "conversion": None,
+                "lead_rate": None,
+                "lead_to_sale": None,
+                "cpc": None,
+                "cpl": None,
+                "cpa": None,
+                "roas": None,
+                "aov": None,
+            },
+        ),
+        (
+            [10, 0, 0, 0, 0],
+            0,
+            2_000_000,
+            {
+                "ctr": 0.0,
+                "conversion": None,
+                "lead_rate": None,
+                "lead_to_sale": None,
+                "cpc": None,
+                "cpl": None,
+                "cpa": None,
+                "roas": 0.0,
+                "aov": None,
+            },
+        ),
+    ],
+)
 def test_kpi_formulas(counts, revenue, spend, expected):
     assert compute_kpis(counts, revenue, spend)._asdict() == pytest.approx(expected)
 
 
-@given(st.lists(st.integers(0, 10 * 86_400_000), min_size=1, max_size=300), st.sampled_from([0.5, 0.95]))
+@given(
+    st.lists(st.integers(0, 10 * 86_400_000), min_size=1, max_size=300),
+    st.sampled_from([0.5, 0.95]),
+)
 def test_sketch_quantile_within_relative_accuracy_of_nearest_rank(values, q):
     s: dict[int, int] = {}
     for v in values:
@@ -117,12 +177,15 @@ def test_sketch_retraction_leaves_nothing(values):
     assert s == {} and sketch.quantile(s, 0.5) is None
 
 
-@pytest.mark.parametrize("successes, trials, lower, upper", [
-    (0, 10, 0.0, 0.2775),       # reference values of the Wilson score interval, z = 1.96
-    (5, 10, 0.2366, 0.7634),
-    (10, 10, 0.7225, 1.0),
-    (20, 1000, 0.01302, 0.03067),
-])
+@pytest.mark.parametrize(
+    "successes, trials, lower, upper",
+    [
+        (0, 10, 0.0, 0.2775),  # reference values of the Wilson score interval, z = 1.96
+        (5, 10, 0.2366, 0.7634),
+        (10, 10, 0.7225, 1.0),
+        (20, 1000, 0.01302, 0.03067),
+    ],
+)
 def test_wilson_bounds_match_reference_values(successes, trials, lower, upper):
     from stream.wilson import wilson_bounds
 

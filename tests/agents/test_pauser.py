@@ -14,11 +14,20 @@ from autopause.policy import Limits
 
 def decision(campaign="c1", seq=1, verdict="pause"):
     now = int(time.time() * 1000)
-    return {"decision_id": f"{campaign}-{seq}", "campaign_id": campaign, "rule": "ctr_collapse",
-            "verdict": verdict, "seq": seq, "issued_at_ms": now, "issued_at": "now",
-            "valid_until_ms": now + 600_000, "mode": "live", "partition": 0,
-            "campaigns_judged": 10, "evidence": {"kpi": "ctr", "value": 0.001, "op": "<",
-                                                  "threshold": 0.005, "window": "15m"}}
+    return {
+        "decision_id": f"{campaign}-{seq}",
+        "campaign_id": campaign,
+        "rule": "ctr_collapse",
+        "verdict": verdict,
+        "seq": seq,
+        "issued_at_ms": now,
+        "issued_at": "now",
+        "valid_until_ms": now + 600_000,
+        "mode": "live",
+        "partition": 0,
+        "campaigns_judged": 10,
+        "evidence": {"kpi": "ctr", "value": 0.001, "op": "<", "threshold": 0.005, "window": "15m"},
+    }
 
 
 def command(tmp_path, exit_codes="0"):
@@ -41,9 +50,14 @@ def calls(tmp_path):
 
 
 def config(tmp_path, cmd, **limits):
-    return pauser.PauserConfig(command=cmd, ledger=str(tmp_path / "ledger.sqlite"),
-                               limits=Limits("live", **limits), kill_switch=str(tmp_path / "stop"),
-                               max_errors=3, retry_seconds=0.01)
+    return pauser.PauserConfig(
+        command=cmd,
+        ledger=str(tmp_path / "ledger.sqlite"),
+        limits=Limits("live", **limits),
+        kill_switch=str(tmp_path / "stop"),
+        max_errors=3,
+        retry_seconds=0.01,
+    )
 
 
 def test_acts_once_per_decision_even_when_handed_it_twice(tmp_path):
@@ -103,8 +117,9 @@ def test_undo_restores_the_prior_state_and_history_tells_why(tmp_path):
     out = io.StringIO()
     pauser.history(cfg.ledger, None, 10, out)
     lines = out.getvalue().splitlines()
-    assert any("c1-1" in line and "undone" in line and "ctr=0.001 < 0.005 on 15m" in line
-               for line in lines)
+    assert any(
+        "c1-1" in line and "undone" in line and "ctr=0.001 < 0.005 on 15m" in line for line in lines
+    )
     assert any("c2-1" in line and "unknown -> noted" in line for line in lines)
 
 

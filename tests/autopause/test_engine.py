@@ -36,8 +36,15 @@ LAGGING = Trust(False, "lagging")
 
 
 def ctr_rule(**fields):
-    base = dict(kpi="ctr", window="15m", op="<", threshold=0.005, confident=True, **{"for": "5m"},
-                cooldown="0s")
+    base = dict(
+        kpi="ctr",
+        window="15m",
+        op="<",
+        threshold=0.005,
+        confident=True,
+        **{"for": "5m"},
+        cooldown="0s",
+    )
     return rule(**{**base, **fields})
 
 
@@ -48,23 +55,31 @@ def run(r, timeline, *, resume=None, first_seen=0, breaker_open=False, track=Non
     for minute, entry in enumerate(timeline):
         evaluation, trust = (entry, TRUSTED) if isinstance(entry, Evaluation) else entry
         resume_eval = resume[minute] if resume else None
-        track, verdict = step(r, track, minute * MIN, evaluation, resume_eval, trust, first_seen,
-                              breaker_open)
+        track, verdict = step(
+            r, track, minute * MIN, evaluation, resume_eval, trust, first_seen, breaker_open
+        )
         if verdict:
             issued[minute] = verdict
     return issued, track
 
 
-@pytest.mark.parametrize("name, fields, timeline, expected", [
-    ("fires only after for", {}, [BAD] * 8, {5: PAUSE}),
-    ("a gap restarts the for", {}, [BAD] * 4 + [GOOD] + [BAD] * 6, {10: PAUSE}),
-    ("for 0 fires at once", {"for": "0s"}, [BAD], {0: PAUSE}),
-    ("never below min volume or inside the bound (condition false)", {}, [GOOD] * 10, {}),
-    ("unknown stops the clock and is issued once", {},
-     [BAD] * 3 + [(BAD, LAGGING)] * 3 + [BAD] * 6, {3: UNKNOWN, 11: PAUSE}),
-    ("unknown is not issued with nothing pending", {}, [(GOOD, LAGGING)] * 3, {}),
-    ("learning phase", {"min_campaign_age": "10m"}, [BAD] * 20, {15: PAUSE}),
-])
+@pytest.mark.parametrize(
+    "name, fields, timeline, expected",
+    [
+        ("fires only after for", {}, [BAD] * 8, {5: PAUSE}),
+        ("a gap restarts the for", {}, [BAD] * 4 + [GOOD] + [BAD] * 6, {10: PAUSE}),
+        ("for 0 fires at once", {"for": "0s"}, [BAD], {0: PAUSE}),
+        ("never below min volume or inside the bound (condition false)", {}, [GOOD] * 10, {}),
+        (
+            "unknown stops the clock and is issued once",
+            {},
+            [BAD] * 3 + [(BAD, LAGGING)] * 3 + [BAD] * 6,
+            {3: UNKNOWN, 11: PAUSE},
+        ),
+        ("unknown is not issued with nothing pending", {}, [(GOOD, LAGGING)] * 3, {}),
+        ("learning phase", {"min_campaign_age": "10m"}, [BAD] * 20, {15: PAUSE}),
+    ],
+)
 def test_pause_timelines(name, fields, timeline, expected):
     issued, _ = run(ctr_rule(**fields), timeline)
     assert issued == expected
@@ -120,11 +135,13 @@ def test_cycle_cap_puts_the_campaign_on_hold_for_a_human():
 def test_the_cycle_cap_forgets_after_a_day():
     r = ctr_rule(max_cycles_per_day=1)
     track = Track(pauses=(0,))
-    _, verdict = step(r, Track(phase=RUNNING, breach_since=0, pauses=(0,)), 23 * 60 * MIN, BAD,
-                      None, TRUSTED, 0)
+    _, verdict = step(
+        r, Track(phase=RUNNING, breach_since=0, pauses=(0,)), 23 * 60 * MIN, BAD, None, TRUSTED, 0
+    )
     assert verdict == HOLD
-    _, verdict = step(r, Track(phase=RUNNING, breach_since=0, pauses=(0,)), 25 * 60 * MIN, BAD,
-                      None, TRUSTED, 0)
+    _, verdict = step(
+        r, Track(phase=RUNNING, breach_since=0, pauses=(0,)), 25 * 60 * MIN, BAD, None, TRUSTED, 0
+    )
     assert verdict == PAUSE and track.pauses == (0,)
 
 
@@ -164,8 +181,9 @@ def test_seq_increases_per_campaign_across_rules():
     campaigns = {"c": Campaign(0)}
     seqs = []
     for minute in range(8):
-        decisions, _ = tick([a, b], campaigns, {"c": Input({"a": BAD, "b": BAD}, {}, {})},
-                            minute * MIN, Breaker())
+        decisions, _ = tick(
+            [a, b], campaigns, {"c": Input({"a": BAD, "b": BAD}, {}, {})}, minute * MIN, Breaker()
+        )
         seqs += [(d.rule, d.seq) for d in decisions]
     assert seqs == [("a", 1), ("b", 2)]
 
@@ -177,7 +195,7 @@ def test_no_pause_without_for_minutes_of_trusted_breach(timeline):
     issued, _ = run(r, [entries[e] for e in timeline])
     for minute, verdict in issued.items():
         if verdict == PAUSE:
-            assert timeline[minute - 5:minute + 1] == ["bad"] * 6
+            assert timeline[minute - 5 : minute + 1] == ["bad"] * 6
 
 
 def test_a_channel_whose_campaigns_trip_together_opens_its_own_breaker():
@@ -193,4 +211,5 @@ def test_a_channel_whose_campaigns_trip_together_opens_its_own_breaker():
         issued += decisions
     assert state == {r.name: frozenset({"social"})}  # 11 of 100 overall: only social's breaker
     assert {(d.campaign, d.verdict) for d in issued} == (
-        {(f"social-bad{i}", SUPPRESSED) for i in range(10)} | {("search-bad", PAUSE)})
+        {(f"social-bad{i}", SUPPRESSED) for i in range(10)} | {("search-bad", PAUSE)}
+    )

@@ -22,7 +22,11 @@ def test_worker_evaluation(name, fields, figures, holds):
 
 def test_confident_rule_reports_the_bound_it_compared():
     result = evaluate(rule(**CTR), Figures({"15m": win(3000, 6)}))
-    assert result.value == 6 / 3000 and result.bound is not None and result.value < result.bound < 0.005
+    assert (
+        result.value == 6 / 3000
+        and result.bound is not None
+        and result.value < result.bound < 0.005
+    )
     assert result.volume == 3000
 
 
@@ -63,14 +67,27 @@ def test_prometheus_rule_agrees_with_the_worker_case_by_case(tmp_path):
         rules.append(r)
         campaign = f"c{i}"
         expected = [{"labels": f'{{campaign="{campaign}"}}', "value": 1}] if holds else []
-        tests.append({"interval": "1m", "input_series": _series(campaign, figures),
-                      "promql_expr_test": [{"expr": f"count by (campaign) ({r.expr()})",
-                                            "eval_time": "2m", "exp_samples": expected}]})
+        tests.append(
+            {
+                "interval": "1m",
+                "input_series": _series(campaign, figures),
+                "promql_expr_test": [
+                    {
+                        "expr": f"count by (campaign) ({r.expr()})",
+                        "eval_time": "2m",
+                        "exp_samples": expected,
+                    }
+                ],
+            }
+        )
     rule_file = tmp_path / "cases.rules.yml"
     rule_file.write_text(yaml.safe_dump(prometheus_rule_file(rules)))
     spec = tmp_path / "cases.test.yml"
-    spec.write_text(yaml.safe_dump({"rule_files": [str(rule_file)], "evaluation_interval": "1m",
-                                    "tests": tests}))
+    spec.write_text(
+        yaml.safe_dump(
+            {"rule_files": [str(rule_file)], "evaluation_interval": "1m", "tests": tests}
+        )
+    )
     result = run(tool("promtool"), "test", "rules", str(spec))
     assert result.returncode == 0, result.stdout + result.stderr
     assert all(_evaluate(f, fig, f"c{i}") == h for i, (_, f, fig, h) in enumerate(CASES))

@@ -18,10 +18,25 @@ from tests.state_harness import CONFIG, restore
 MIN = 60_000
 SETTINGS = Settings()
 WINDOWS_MS = (300_000, 900_000, 3_600_000)
-RULES = parse_rules({"rules": [{
-    "name": "ctr_collapse", "summary": "s", "severity": "page", "kpi": "ctr", "window": "15m",
-    "op": "<", "threshold": 0.005, "confident": True, "for": "5m", "may_pause": True,
-    "min_volume": {"event_type": "impression", "count": 2000}}]})
+RULES = parse_rules(
+    {
+        "rules": [
+            {
+                "name": "ctr_collapse",
+                "summary": "s",
+                "severity": "page",
+                "kpi": "ctr",
+                "window": "15m",
+                "op": "<",
+                "threshold": 0.005,
+                "confident": True,
+                "for": "5m",
+                "may_pause": True,
+                "min_volume": {"event_type": "impression", "count": 2000},
+            }
+        ]
+    }
+)
 
 
 class Feed:
@@ -36,8 +51,12 @@ class Feed:
         for campaign, impressions, clicks in traffic:
             for kind, count in ((0, impressions), (1, clicks)):
                 if count:
-                    body = orjson.dumps([event(EVENT_TYPES[kind], campaign=campaign, at_ms=at_ms)
-                                         for _ in range(count)])
+                    body = orjson.dumps(
+                        [
+                            event(EVENT_TYPES[kind], campaign=campaign, at_ms=at_ms)
+                            for _ in range(count)
+                        ]
+                    )
                     events, rejections = decode_message(body, kind, at_ms, ValidationRules())
                     self.state.apply_message(kind, self.offsets[kind], events, rejections, at_ms)
                     self.offsets[kind] += 1
@@ -73,7 +92,10 @@ def test_an_incident_gives_one_pause_for_the_bad_campaign_only():
     assert evidence["bound"] == evidence["wilson"]["upper"] < 0.005
     assert evidence["wilson"]["lower"] < evidence["value"] < evidence["wilson"]["upper"]
     assert decision["evidence"]["volume"]["count"] >= 2000 and decision["seq"] == 1
-    assert decision["valid_until_ms"] - decision["issued_at_ms"] == SETTINGS.decision_ttl_seconds * 1000
+    assert (
+        decision["valid_until_ms"] - decision["issued_at_ms"]
+        == SETTINGS.decision_ttl_seconds * 1000
+    )
 
 
 def test_a_worker_taking_over_continues_and_resends_the_outbox_with_the_same_id():
@@ -149,8 +171,9 @@ def test_a_partition_lost_during_the_round_is_left_to_its_new_owner():
     before = {name: (c.seq, dict(c.tracks)) for name, c in feed.state.autopause.items()}
     later = now + MIN + 30_000  # past the rule's for: the pause is due
     rows = list(build_rows([feed.state], later, 60_000, WINDOWS_MS))
-    steps = runner.tick_steps(later, [feed.state], rows, CAUGHT_UP, mode="live",
-                              owned=lambda state: False)
+    steps = runner.tick_steps(
+        later, [feed.state], rows, CAUGHT_UP, mode="live", owned=lambda state: False
+    )
     while True:
         try:
             next(steps)

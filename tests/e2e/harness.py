@@ -29,17 +29,36 @@ class WorkerProcess:
     env: dict[str, str] = field(default_factory=dict)  # extra KPI_* settings
     token: str = ""  # KPI_WEB_TOKEN: every request then carries it
 
-    def start(self) -> "WorkerProcess":
-        env = dict(os.environ, KPI_APP_ID=self.app_id, KPI_SESSION_TIMEOUT="6s",
-                   KPI_DATA_DIR=f"/tmp/kpi-e2e-{self.app_id}-{self.port}", PYTHONUNBUFFERED="1",
-                   **self.env)
+    def start(self) -> WorkerProcess:
+        env = dict(
+            os.environ,
+            KPI_APP_ID=self.app_id,
+            KPI_SESSION_TIMEOUT="6s",
+            KPI_DATA_DIR=f"/tmp/kpi-e2e-{self.app_id}-{self.port}",
+            PYTHONUNBUFFERED="1",
+            **self.env,
+        )
         if self.token:
             env["KPI_WEB_TOKEN"] = self.token
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "run", "--broker", self.broker_url,
-             "--web-port", str(self.port), "--loglevel", "warning"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "agents.cli",
+                "run",
+                "--broker",
+                self.broker_url,
+                "--web-port",
+                str(self.port),
+                "--loglevel",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 
@@ -83,8 +102,11 @@ class WorkerProcess:
 
 
 def total(metrics: dict, name: str, **labels: str) -> float:
-    return sum(v for (n, ls), v in metrics.items()
-               if n == name and all(dict(ls).get(k) == val for k, val in labels.items()))
+    return sum(
+        v
+        for (n, ls), v in metrics.items()
+        if n == name and all(dict(ls).get(k) == val for k, val in labels.items())
+    )
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
@@ -99,8 +121,9 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
 
 
 async def produce(bootstrap: str, messages: list[tuple[str, bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=10,
-                                max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=10, max_batch_size=256 * 1024
+    )
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key) for topic, key, value in messages]
@@ -110,8 +133,13 @@ async def produce(bootstrap: str, messages: list[tuple[str, bytes, bytes]]) -> N
 
 
 async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
     await consumer.start()
     records = []
     try:

@@ -22,7 +22,9 @@ def binary(*names: str) -> str:
         found = shutil.which(name)
         if found:
             return found
-    raise RuntimeError(f"none of {names} on PATH: run scripts/install-ops-tools.sh (make test does)")
+    raise RuntimeError(
+        f"none of {names} on PATH: run scripts/install-ops-tools.sh (make test does)"
+    )
 
 
 class Webhook:
@@ -33,7 +35,7 @@ class Webhook:
         received = self.received
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 received.append((time.time(), json.loads(body)))
                 self.send_response(200)
@@ -56,8 +58,9 @@ class Webhook:
 class Service:
     def __init__(self, args: list[str], log: Path) -> None:
         self._log = open(log, "wb")
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def stop(self) -> None:
         stop_process(self.process, timeout=15)
@@ -67,39 +70,63 @@ class Service:
 def start_alertmanager(workdir: Path, webhook_url: str) -> tuple[Service, int]:
     port = free_port()
     config = {
-        "route": {"receiver": "test", "group_by": ["alertname", "campaign"], "group_wait": "1s",
-                  "group_interval": "1s", "repeat_interval": "1h"},
-        "receivers": [{"name": "test", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
+        "route": {
+            "receiver": "test",
+            "group_by": ["alertname", "campaign"],
+            "group_wait": "1s",
+            "group_interval": "1s",
+            "repeat_interval": "1h",
+        },
+        "receivers": [
+            {"name": "test", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}
+        ],
     }
     (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config))
-    service = Service([binary("prometheus-alertmanager", "alertmanager"),
-                       f"--config.file={workdir / 'alertmanager.yml'}",
-                       f"--storage.path={workdir / 'am-data'}",
-                       f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                      workdir / "alertmanager.log")
+    service = Service(
+        [
+            binary("prometheus-alertmanager", "alertmanager"),
+            f"--config.file={workdir / 'alertmanager.yml'}",
+            f"--storage.path={workdir / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        workdir / "alertmanager.log",
+    )
     wait_http(f"http://127.0.0.1:{port}/-/ready", 30)
     return service, port
 
 
-def start_prometheus(workdir: Path, targets: list[str], rule_file: Path, alertmanager_port: int,
-                     token: str = "") -> tuple[Service, int]:
+def start_prometheus(
+    workdir: Path, targets: list[str], rule_file: Path, alertmanager_port: int, token: str = ""
+) -> tuple[Service, int]:
     port = free_port()
     job: dict = {"job_name": "kpi-monitor", "static_configs": [{"targets": targets}]}
     if token:  # as ops/prometheus/prometheus.yml: the workers' token from a file
         (workdir / "kpi-web-token").write_text(token)
-        job["authorization"] = {"type": "Bearer", "credentials_file": str(workdir / "kpi-web-token")}
+        job["authorization"] = {
+            "type": "Bearer",
+            "credentials_file": str(workdir / "kpi-web-token"),
+        }
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(rule_file)],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
+        "alerting": {
+            "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]
+        },
         "scrape_configs": [job],
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    service = Service([binary("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
-                       f"--storage.tsdb.path={workdir / 'prom-data'}",
-                       f"--web.listen-address=127.0.0.1:{port}", "--rules.alert.resend-delay=1s",
-                       "--rules.alert.for-grace-period=1s"],
-                      workdir / "prometheus.log")
+    service = Service(
+        [
+            binary("prometheus"),
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--rules.alert.resend-delay=1s",
+            "--rules.alert.for-grace-period=1s",
+        ],
+        workdir / "prometheus.log",
+    )
     wait_http(f"http://127.0.0.1:{port}/-/ready", 30)
     return service, port
 

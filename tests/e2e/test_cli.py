@@ -19,8 +19,14 @@ pytestmark = pytest.mark.e2e
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     import os
 
-    return subprocess.run([sys.executable, "-m", "agents.cli", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, **(env or {})))
+    return subprocess.run(
+        [sys.executable, "-m", "agents.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, **(env or {})),
+    )
 
 
 async def create(bootstrap: str, topics: dict[str, int]) -> None:
@@ -46,9 +52,21 @@ def test_bad_setting_fails_fast_naming_it():
 
 def test_send_routes_lines_to_their_topics(tmp_path):
     lines = [
-        {"event_id": "a", "event_type": "click", "occurred_at": 1_795_000_000_000, "campaign_id": "x"},
-        [{"event_id": "b", "event_type": "lead", "occurred_at": 1_795_000_000_000, "campaign_id": "y",
-          "lead_id": "L"}],
+        {
+            "event_id": "a",
+            "event_type": "click",
+            "occurred_at": 1_795_000_000_000,
+            "campaign_id": "x",
+        },
+        [
+            {
+                "event_id": "b",
+                "event_type": "lead",
+                "occurred_at": 1_795_000_000_000,
+                "campaign_id": "y",
+                "lead_id": "L",
+            }
+        ],
         {"event_type": "nonsense"},
     ]
     path = tmp_path / "events.jsonl"
@@ -70,18 +88,38 @@ def test_alert_sink_prints_received_alerts():
     from agents.broker import free_port, stop_process
 
     port = free_port()
-    sink = subprocess.Popen([sys.executable, "-m", "agents.cli", "alert-sink", "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    sink = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", "alert-sink", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     try:
-        body = orjson.dumps({"alerts": [{"status": "firing", "labels": {
-            "alertname": "KpiCtrCollapse", "campaign": "camp-03", "severity": "page"},
-            "annotations": {"summary": "CTR collapsed"}}]})
+        body = orjson.dumps(
+            {
+                "alerts": [
+                    {
+                        "status": "firing",
+                        "labels": {
+                            "alertname": "KpiCtrCollapse",
+                            "campaign": "camp-03",
+                            "severity": "page",
+                        },
+                        "annotations": {"summary": "CTR collapsed"},
+                    }
+                ]
+            }
+        )
         deadline = time.monotonic() + 20
         while True:
             try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/alerts", data=body,
-                                                 headers={"Content-Type": "application/json"})
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/alerts",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
                 urllib.request.urlopen(request, timeout=2).read()
                 break
             except OSError:
@@ -90,5 +128,10 @@ def test_alert_sink_prints_received_alerts():
         line = orjson.loads(sink.stdout.readline())
     finally:
         stop_process(sink)
-    assert line == {"status": "firing", "alertname": "KpiCtrCollapse", "campaign": "camp-03",
-                    "severity": "page", "summary": "CTR collapsed"}
+    assert line == {
+        "status": "firing",
+        "alertname": "KpiCtrCollapse",
+        "campaign": "camp-03",
+        "severity": "page",
+        "summary": "CTR collapsed",
+    }

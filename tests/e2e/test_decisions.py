@@ -34,8 +34,12 @@ rules:
 def _env(tmp_path) -> dict[str, str]:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    return {"KPI_BUCKET": "1s", "KPI_WINDOWS": "10s,30s,60s", "KPI_RULES": str(rules),
-            "KPI_DECISION_INTERVAL": "1s"}
+    return {
+        "KPI_BUCKET": "1s",
+        "KPI_WINDOWS": "10s,30s,60s",
+        "KPI_RULES": str(rules),
+        "KPI_DECISION_INTERVAL": "1s",
+    }
 
 
 def _traffic(campaigns: dict[str, tuple[int, int]]) -> list:
@@ -61,15 +65,28 @@ def test_one_pause_for_the_bad_campaign_and_none_after_a_crash(broker, workers, 
     decisions = _decisions(broker, 1, 60)
     assert [(d["campaign_id"], d["verdict"]) for d in decisions] == [("bad", "pause")]
     first = decisions[0]
-    assert first["evidence"]["volume"] == {"event_type": "impression", "window": "30s",
-                                           "count": 2000, "required": 500}
-    assert wait_for(lambda: total(worker.try_metrics(), "kpi_decisions_total", rule="ctr_collapse",
-                                  verdict="pause") == 1, 10, "kpi_decisions_total")
+    assert first["evidence"]["volume"] == {
+        "event_type": "impression",
+        "window": "30s",
+        "count": 2000,
+        "required": 500,
+    }
+    assert wait_for(
+        lambda: (
+            total(worker.try_metrics(), "kpi_decisions_total", rule="ctr_collapse", verdict="pause")
+            == 1
+        ),
+        10,
+        "kpi_decisions_total",
+    )
 
     worker.kill()
     restarted = workers(broker.url, "decide", **env)
-    wait_for(lambda: total(restarted.try_metrics(), "kpi_partitions_owned") == 4, 60,
-             "the restarted worker to own the partitions")
+    wait_for(
+        lambda: total(restarted.try_metrics(), "kpi_partitions_owned") == 4,
+        60,
+        "the restarted worker to own the partitions",
+    )
     time.sleep(5)  # several decision ticks on the restored state
     after = _decisions(broker, 10, 5)
     assert {d["decision_id"] for d in after} == {first["decision_id"]}  # resends keep the id

@@ -15,8 +15,13 @@ from agents.broker import EmbeddedBroker
 from tests.e2e.harness import WorkerProcess, produce, read_topic, total, wait_for
 
 pytestmark = pytest.mark.e2e
-TOPIC = {"impression": "marketing.impressions", "click": "marketing.clicks", "lead": "marketing.leads",
-         "sale": "marketing.sales", "sales_contact": "marketing.sales_contacts"}
+TOPIC = {
+    "impression": "marketing.impressions",
+    "click": "marketing.clicks",
+    "lead": "marketing.leads",
+    "sale": "marketing.sales",
+    "sales_contact": "marketing.sales_contacts",
+}
 
 
 @pytest.fixture
@@ -30,8 +35,9 @@ def workers(tmp_path):
     started: list[WorkerProcess] = []
 
     def start(broker_url: str, app_id: str, **env: str) -> WorkerProcess:
-        worker = WorkerProcess(broker_url, app_id, str(tmp_path / f"worker-{len(started)}.log"),
-                               env=env).start()
+        worker = WorkerProcess(
+            broker_url, app_id, str(tmp_path / f"worker-{len(started)}.log"), env=env
+        ).start()
         started.append(worker)
         return worker
 
@@ -43,8 +49,13 @@ def workers(tmp_path):
 
 
 def ev(event_type: str, campaign: str, at_ms: int, **fields) -> dict:
-    return {"event_id": fields.pop("event_id", uuid.uuid4().hex), "event_type": event_type,
-            "occurred_at": at_ms, "campaign_id": campaign, **fields}
+    return {
+        "event_id": fields.pop("event_id", uuid.uuid4().hex),
+        "event_type": event_type,
+        "occurred_at": at_ms,
+        "campaign_id": campaign,
+        **fields,
+    }
 
 
 def msg(body, topic_type: str | None = None) -> tuple[str, bytes, bytes]:
@@ -63,21 +74,28 @@ def fully_processed(worker: WorkerProcess, events: float):
 def test_known_events_give_exact_metrics(broker, workers):
     now = int(time.time() * 1000)
     messages = []
-    alpha_impressions = [ev("impression", "alpha", now - 30_000, channel="search", cost=0.002)
-                         for _ in range(1000)]
-    messages += [msg(alpha_impressions[i:i + 100]) for i in range(0, 1000, 100)]
+    alpha_impressions = [
+        ev("impression", "alpha", now - 30_000, channel="search", cost=0.002) for _ in range(1000)
+    ]
+    messages += [msg(alpha_impressions[i : i + 100]) for i in range(0, 1000, 100)]
     messages += [msg(dict(e)) for e in alpha_impressions[:20]]  # producer retries: duplicates
     good = [ev("impression", "alpha", now - 30_000, channel="search", cost=0.002) for _ in range(2)]
     messages.append(msg([good[0], {"event_type": "impression"}, good[1]]))  # one bad element
-    messages += [msg(ev("click", "alpha", now - 20_000, channel="search", cost=0.1)) for _ in range(50)]
+    messages += [
+        msg(ev("click", "alpha", now - 20_000, channel="search", cost=0.1)) for _ in range(50)
+    ]
     leads = [ev("lead", "alpha", now - 600_000, lead_id=f"L{i}") for i in range(10)]
-    contacts = [ev("sales_contact", "alpha", now - 600_000 + (i + 1) * 60_000, lead_id=f"L{i}")
-                for i in range(6)]
+    contacts = [
+        ev("sales_contact", "alpha", now - 600_000 + (i + 1) * 60_000, lead_id=f"L{i}")
+        for i in range(6)
+    ]
     messages += [msg(c) for c in contacts[4:]]  # two contacts published before their leads
-    messages += [msg(l) for l in leads]
+    messages += [msg(lead) for lead in leads]
     messages += [msg(c) for c in contacts[:4]]
-    messages += [msg(ev("sale", "alpha", now - 30_000, value=100, currency="USD", lead_id=f"L{i}"))
-                 for i in range(3)]
+    messages += [
+        msg(ev("sale", "alpha", now - 30_000, value=100, currency="USD", lead_id=f"L{i}"))
+        for i in range(3)
+    ]
     messages += [msg(ev("impression", "beta", now - 40_000)) for _ in range(500)]
     messages += [msg(ev("click", "beta", now - 40_000)) for _ in range(10)]
     messages += [msg(ev("click", "beta", now - 2 * 3600_000)) for _ in range(7)]  # late
@@ -95,13 +113,17 @@ def test_known_events_give_exact_metrics(broker, workers):
         return total(m, name, **labels)
 
     assert val("kpi_events_total") == expected_events
-    assert val("kpi_events_total", campaign="alpha", channel="search", event_type="impression") == 1002
+    assert (
+        val("kpi_events_total", campaign="alpha", channel="search", event_type="impression") == 1002
+    )
     assert val("kpi_events_total", campaign="alpha", event_type="click") == 50
     assert val("kpi_events_total", campaign="alpha", event_type="sale") == 3
     assert val("kpi_events_total", campaign="beta", event_type="click") == 17
     assert val("kpi_events_duplicate_total", event_type="impression") == 20
     assert val("kpi_events_late_total", event_type="click") == 7
-    rejected = {dict(ls)["reason"]: v for (n, ls), v in m.items() if n == "kpi_events_rejected_total"}
+    rejected = {
+        dict(ls)["reason"]: v for (n, ls), v in m.items() if n == "kpi_events_rejected_total"
+    }
     assert rejected == {"invalid_json": 3, "topic_mismatch": 2, "currency": 1, "missing_field": 1}
 
     assert val("kpi_window_events", campaign="beta", event_type="click", window="1h") == 10
@@ -116,7 +138,9 @@ def test_known_events_give_exact_metrics(broker, workers):
     assert val("kpi_sales_response_seconds_count", campaign="alpha") == 6
     assert val("kpi_sales_response_seconds_sum", campaign="alpha") == pytest.approx(1260)
     assert val("kpi_sales_response_seconds_bucket", campaign="alpha", le="120.0") == 2
-    assert val("kpi_sales_response_p50_seconds", campaign="alpha", window="1h") == pytest.approx(180, rel=0.01)
+    assert val("kpi_sales_response_p50_seconds", campaign="alpha", window="1h") == pytest.approx(
+        180, rel=0.01
+    )
     assert val("kpi_leads_awaiting_contact", campaign="alpha") == 4
     assert 600 <= val("kpi_oldest_uncontacted_lead_age_seconds", campaign="alpha") < 900
     assert val("kpi_sales_contacts_unmatched", campaign="gamma") == 1
@@ -141,15 +165,23 @@ def test_known_events_give_exact_metrics(broker, workers):
     assert len(dead) == 7
     headers = [dict(r.headers) for r in dead]
     assert sorted(h["kpi.reason"].decode() for h in headers) == sorted(
-        ["invalid_json"] * 3 + ["topic_mismatch"] * 2 + ["currency", "missing_field"])
+        ["invalid_json"] * 3 + ["topic_mismatch"] * 2 + ["currency", "missing_field"]
+    )
     not_json = [r for r in dead if dict(r.headers)["kpi.reason"] == b"invalid_json"]
-    assert all(r.value == b"not json" and dict(r.headers)["kpi.source.topic"] == b"marketing.clicks"
-               for r in not_json)
+    assert all(
+        r.value == b"not json" and dict(r.headers)["kpi.source.topic"] == b"marketing.clicks"
+        for r in not_json
+    )
     for r in dead:  # keyed by the source: a replay sends the same key, compaction keeps one
         h = dict(r.headers)
         index = h.get("kpi.source.index", b"").decode()
-        assert r.key == (f"{h['kpi.source.topic'].decode()}/{h['kpi.source.partition'].decode()}/"
-                         f"{h['kpi.source.offset'].decode()}/{index}").encode()
+        assert (
+            r.key
+            == (
+                f"{h['kpi.source.topic'].decode()}/{h['kpi.source.partition'].decode()}/"
+                f"{h['kpi.source.offset'].decode()}/{index}"
+            ).encode()
+        )
     assert len({r.key for r in dead}) == 7
 
 
@@ -173,7 +205,7 @@ def campaign_traffic(campaigns: int, per_campaign: int, seed: int, batch: int = 
         for event_type, name, body in messages:
             grouped.setdefault((event_type, name), []).append(body)
         for bodies in grouped.values():
-            out += [msg(bodies[i:i + batch]) for i in range(0, len(bodies), batch)]
+            out += [msg(bodies[i : i + batch]) for i in range(0, len(bodies), batch)]
     return out, expected, messages
 
 
@@ -197,8 +229,14 @@ def test_two_workers_share_partitions_and_totals(broker, workers):
         ma, mb = a.try_metrics(), b.try_metrics()
         owned = (total(ma, "kpi_partitions_owned"), total(mb, "kpi_partitions_owned"))
         lag = [v for m in (ma, mb) for (n, _), v in m.items() if n == "kpi_consumer_lag_messages"]
-        if owned[0] >= 1 and owned[1] >= 1 and sum(owned) == 4 and lag and not any(lag) \
-                and per_campaign([ma, mb]) == expected:
+        if (
+            owned[0] >= 1
+            and owned[1] >= 1
+            and sum(owned) == 4
+            and lag
+            and not any(lag)
+            and per_campaign([ma, mb]) == expected
+        ):
             return ma, mb
         return None
 
@@ -223,9 +261,17 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, workers):
     kills = []
     for fraction in (0.25, 0.6):
         worker = workers(broker.url, app_id)
-        seen = wait_for(lambda: (lambda m: total(m, "kpi_events_total") >= fraction * expected_events
-                                 and total(m, "kpi_events_total"))(worker.try_metrics()),
-                        180, f"{fraction:.0%} processed", interval=0.02)
+        seen = wait_for(
+            lambda f=fraction, w=worker: (
+                lambda m: (
+                    total(m, "kpi_events_total") >= f * expected_events
+                    and total(m, "kpi_events_total")
+                )
+            )(w.try_metrics()),
+            180,
+            f"{fraction:.0%} processed",
+            interval=0.02,
+        )
         worker.kill()
         kills.append(seen)
     worker = workers(broker.url, app_id)
@@ -249,7 +295,9 @@ def test_clean_restart_is_exact_despite_short_changelog_restore(broker, workers)
     wait_for(lambda: fully_processed(first, sum(expected.values())), 120, "first run folded all")
     first.stop()
     second = workers(broker.url, "e2e-restart")
-    m = wait_for(lambda: fully_processed(second, sum(expected.values())), 120, "restarted worker caught up")
+    wait_for(
+        lambda: fully_processed(second, sum(expected.values())), 120, "restarted worker caught up"
+    )
     time.sleep(2)
     assert per_campaign([second.metrics()]) == expected
 
@@ -259,7 +307,9 @@ async def committed_offsets(bootstrap: str, group: str, topics: list[str]) -> di
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
         out = {}
@@ -268,8 +318,12 @@ async def committed_offsets(bootstrap: str, group: str, topics: list[str]) -> di
             if not partitions:
                 await consumer._client.force_metadata_update()
                 partitions = consumer.partitions_for_topic(topic) or set()
-            out[topic] = sum([await consumer.committed(TopicPartition(topic, p)) or 0
-                              for p in sorted(partitions)])
+            out[topic] = sum(
+                [
+                    await consumer.committed(TopicPartition(topic, p)) or 0
+                    for p in sorted(partitions)
+                ]
+            )
         return out
     finally:
         await consumer.stop()
@@ -290,17 +344,21 @@ def test_batch_ingest_commits_offsets_and_counts_messages_for_faust(broker, work
         assert total(m, "faust_messages_received_total", topic=topic) == count, topic
     committed = wait_for(
         lambda: (lambda c: c if c == per_topic else None)(
-            asyncio.run(committed_offsets(broker.bootstrap, "e2e-commits", sorted(per_topic)))),
-        30, "the group's committed offsets at the end of every input partition")
+            asyncio.run(committed_offsets(broker.bootstrap, "e2e-commits", sorted(per_topic)))
+        ),
+        30,
+        "the group's committed offsets at the end of every input partition",
+    )
     assert committed == per_topic
 
 
 def produce_over(bootstrap: str, messages: list, seconds: float) -> threading.Thread:
     """Produce ``messages`` in 20 steps spread over ``seconds``, in the background."""
+
     def run() -> None:
         step = len(messages) // 20 + 1
         for start in range(0, len(messages), step):
-            asyncio.run(produce(bootstrap, messages[start:start + step]))
+            asyncio.run(produce(bootstrap, messages[start : start + step]))
             time.sleep(seconds / 20)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -315,13 +373,20 @@ def test_a_worker_joining_then_leaving_mid_stream_keeps_totals_exact(broker, wor
     expected_events = sum(expected.values())
     producer = produce_over(broker.bootstrap, messages, 30)
     first = workers(broker.url, "e2e-rebalance")
-    wait_for(lambda: total(first.try_metrics(), "kpi_events_total") >= 0.1 * expected_events,
-             120, "10% folded by the first worker")
+    wait_for(
+        lambda: total(first.try_metrics(), "kpi_events_total") >= 0.1 * expected_events,
+        120,
+        "10% folded by the first worker",
+    )
     second = workers(broker.url, "e2e-rebalance")
-    wait_for(lambda: total(second.try_metrics(), "kpi_partitions_owned") >= 1, 120,
-             "the second worker owning partitions")
-    folded_by_then = total(first.try_metrics(), "kpi_events_total") + \
-        total(second.try_metrics(), "kpi_events_total")
+    wait_for(
+        lambda: total(second.try_metrics(), "kpi_partitions_owned") >= 1,
+        120,
+        "the second worker owning partitions",
+    )
+    folded_by_then = total(first.try_metrics(), "kpi_events_total") + total(
+        second.try_metrics(), "kpi_events_total"
+    )
     first.stop()
     producer.join()
     wait_for(lambda: fully_processed(second, expected_events), 180, "the second worker took over")

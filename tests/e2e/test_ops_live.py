@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -22,8 +21,8 @@ import yaml
 
 from agents.broker import EmbeddedBroker
 from agents.demo import CTR_COLLAPSE_CAMPAIGN
-from rulebook.generate import DASHBOARDS, GRAFANA_ALERTING, PROMETHEUS_RULES
 from rulebook.alerting import prometheus_rule_file
+from rulebook.generate import DASHBOARDS, GRAFANA_ALERTING, PROMETHEUS_RULES
 from rulebook.rules import parse_rules
 from tests.e2e.harness import ROOT, WorkerProcess, wait_for
 from tests.e2e.ops_harness import Webhook, query, start_alertmanager, start_prometheus
@@ -54,7 +53,9 @@ def dashboard_queries() -> list[str]:
         board = json.loads((Path(ROOT) / path).read_text())
         panels = [p for row in board["panels"] for p in [row, *row.get("panels", [])]]
         exprs += [t["expr"] for p in panels for t in p.get("targets", []) if t.get("expr")]
-        exprs += [v["query"]["query"] for v in board["templating"]["list"] if v.get("type") == "query"]
+        exprs += [
+            v["query"]["query"] for v in board["templating"]["list"] if v.get("type") == "query"
+        ]
     return exprs
 
 
@@ -62,8 +63,13 @@ def alert_queries() -> list[str]:
     prometheus = yaml.safe_load((Path(ROOT) / PROMETHEUS_RULES).read_text())
     grafana = yaml.safe_load((Path(ROOT) / GRAFANA_ALERTING).read_text())
     exprs = [r["expr"] for g in prometheus["groups"] for r in g["rules"]]
-    exprs += [d["model"]["expr"] for g in grafana["groups"] for r in g["rules"] for d in r["data"]
-              if d["datasourceUid"] != "__expr__"]
+    exprs += [
+        d["model"]["expr"]
+        for g in grafana["groups"]
+        for r in g["rules"]
+        for d in r["data"]
+        if d["datasourceUid"] != "__expr__"
+    ]
     return exprs
 
 
@@ -83,12 +89,17 @@ def stack(tmp_path):
     with EmbeddedBroker() as broker:
         rules = tmp_path / "kpi-rules.yaml"
         rules.write_text(TEST_RULES)
-        env = {"KPI_BUCKET": "10s", "KPI_WINDOWS": "1m,5m,15m,1h", "KPI_RULES": str(rules),
-               "KPI_DECISION_INTERVAL": "1s"}
+        env = {
+            "KPI_BUCKET": "10s",
+            "KPI_WINDOWS": "1m,5m,15m,1h",
+            "KPI_RULES": str(rules),
+            "KPI_DECISION_INTERVAL": "1s",
+        }
         os.environ.update(env)
         try:
-            worker = WorkerProcess(broker.url, "ops-live", str(tmp_path / "worker.log"),
-                                   token=TOKEN).start()
+            worker = WorkerProcess(
+                broker.url, "ops-live", str(tmp_path / "worker.log"), token=TOKEN
+            ).start()
         finally:
             for key in env:
                 os.environ.pop(key)
@@ -102,21 +113,51 @@ def test_ctr_collapse_reaches_the_webhook_and_every_expression_runs(stack, tmp_p
     broker, worker, started = stack
     webhook = Webhook()
     rule_file = tmp_path / "rules.yml"
-    rule_file.write_text(yaml.safe_dump(prometheus_rule_file(
-        parse_rules(yaml.safe_load(TEST_RULES)) + [r for r in parse_rules(yaml.safe_load(
-            (Path(ROOT) / "ops/kpi-rules.yaml").read_text())) if r.kind == "pipeline"])))
+    rule_file.write_text(
+        yaml.safe_dump(
+            prometheus_rule_file(
+                parse_rules(yaml.safe_load(TEST_RULES))
+                + [
+                    r
+                    for r in parse_rules(
+                        yaml.safe_load((Path(ROOT) / "ops/kpi-rules.yaml").read_text())
+                    )
+                    if r.kind == "pipeline"
+                ]
+            )
+        )
+    )
     alertmanager, am_port = start_alertmanager(tmp_path, webhook.url)
     started.append(alertmanager)
-    prometheus, prom_port = start_prometheus(tmp_path, [f"127.0.0.1:{worker.port}"], rule_file, am_port,
-                                             token=TOKEN)
+    prometheus, prom_port = start_prometheus(
+        tmp_path, [f"127.0.0.1:{worker.port}"], rule_file, am_port, token=TOKEN
+    )
     started.append(prometheus)
     traffic_log = open(tmp_path / "traffic.log", "w")
     traffic = subprocess.Popen(
-        [sys.executable, "-m", "agents.cli", "demo-traffic", "--broker", broker.url, "--scale", "6",
-         "--incident-after", "30", "--seconds", "600"],
-        cwd=ROOT, stdout=traffic_log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "agents.cli",
+            "demo-traffic",
+            "--broker",
+            broker.url,
+            "--scale",
+            "6",
+            "--incident-after",
+            "30",
+            "--seconds",
+            "600",
+        ],
+        cwd=ROOT,
+        stdout=traffic_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        incident_at = wait_for(lambda: _incident_time(tmp_path / "traffic.log"), 60, "demo traffic start")
+        incident_at = wait_for(
+            lambda: _incident_time(tmp_path / "traffic.log"), 60, "demo traffic start"
+        )
 
         def ctr_alert():
             for at, alert in webhook.alerts():
@@ -142,17 +183,23 @@ def test_ctr_collapse_reaches_the_webhook_and_every_expression_runs(stack, tmp_p
         decision = campaigns[CTR_COLLAPSE_CAMPAIGN]["ctr_collapse"]
         assert decision["verdict"] == "pause" and decision["mode"] == "live"
         assert decision["evidence"]["bound"] < 0.005 <= decision["evidence"]["volume"]["count"]
-        print(f"incident started -> pause decision issued: "
-              f"{(decision['issued_at_ms'] - incident_at) / 1000:.1f} s")
+        print(
+            f"incident started -> pause decision issued: "
+            f"{(decision['issued_at_ms'] - incident_at) / 1000:.1f} s"
+        )
         changes = json.loads(worker.get("/decisions/changes?cursor=&wait=0"))
         assert [d["decision_id"] for d in changes["decisions"]] == [decision["decision_id"]]
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/metrics", timeout=5)
         assert refused.value.code == 401  # the token is required; Prometheus had it
 
-        kpi_alerts = {a["labels"].get("campaign") for _, a in webhook.alerts() if a["labels"].get("kpi")}
+        kpi_alerts = {
+            a["labels"].get("campaign") for _, a in webhook.alerts() if a["labels"].get("kpi")
+        }
         assert kpi_alerts == {CTR_COLLAPSE_CAMPAIGN}, kpi_alerts  # no healthy campaign alerted
-        pipeline = [a["labels"]["alertname"] for _, a in webhook.alerts() if not a["labels"].get("kpi")]
+        pipeline = [
+            a["labels"]["alertname"] for _, a in webhook.alerts() if not a["labels"].get("kpi")
+        ]
         assert pipeline == [], pipeline
 
         # Every expression the dashboards and alert rules hold runs on real data without error,
@@ -162,9 +209,13 @@ def test_ctr_collapse_reaches_the_webhook_and_every_expression_runs(stack, tmp_p
         m = worker.metrics()
         per_campaign = Counter(dict(labels).get("campaign") for (_, labels) in m)
         per_campaign.pop(None, None)
-        assert len(per_campaign) >= 15 and max(per_campaign.values()) <= 5 + 4 * 9 + 3  # 4 windows here
-        upper = query(prom_port, f'campaign:kpi_ctr_ratio_upper{{campaign="{CTR_COLLAPSE_CAMPAIGN}",'
-                                 'window="1m"}')["data"]["result"]
+        assert (
+            len(per_campaign) >= 15 and max(per_campaign.values()) <= 5 + 4 * 9 + 3
+        )  # 4 windows here
+        upper = query(
+            prom_port,
+            f'campaign:kpi_ctr_ratio_upper{{campaign="{CTR_COLLAPSE_CAMPAIGN}",window="1m"}}',
+        )["data"]["result"]
         assert upper and float(upper[0]["value"][1]) < 0.005
         failures = []
         for expr in dashboard_queries() + alert_queries():
@@ -172,7 +223,10 @@ def test_ctr_collapse_reaches_the_webhook_and_every_expression_runs(stack, tmp_p
             if result.get("status") != "success":
                 failures.append((expr, result.get("error")))
         assert failures == []
-        ctr = query(prom_port, substitute('campaign:kpi_ctr_ratio{campaign=~"$campaign",window="$window"}', "x"))
+        ctr = query(
+            prom_port,
+            substitute('campaign:kpi_ctr_ratio{campaign=~"$campaign",window="$window"}', "x"),
+        )
         assert len(ctr["data"]["result"]) >= 15
     finally:
         traffic.terminate()
