@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench setup clean generate
+.PHONY: run test lint bench setup clean generate
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("kpi-monitor needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -21,9 +21,15 @@ run: $(STAMP)
 
 ## All tests: pure, agent (Faust test_context), end-to-end on the embedded broker, and the ops
 ## stack on real Prometheus/Alertmanager (Debian packages, installed by scripts/install-ops-tools.sh)
-test: $(STAMP)
+test: $(STAMP) lint
 	bash scripts/install-ops-tools.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## Lint, format check and types (pinned in the test extra; configured in pyproject.toml)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## Regenerate Prometheus rules, Grafana alerting and dashboards from ops/kpi-rules.yaml
 generate: $(STAMP)

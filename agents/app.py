@@ -12,11 +12,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 import faust
 import orjson
 from aiohttp.web import StreamResponse
-from faust.types import TP
+from faust.types import TP, StreamT
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -156,7 +158,8 @@ def create_app(
         monitor.feed = DecisionFeed(settings)
         install_decisions(app, monitor.decisions, monitor.feed)
     if settings.web_token:
-        app.web.web_app.middlewares.append(bearer_token_required(settings.web_token))
+        web = cast(AiohttpWeb, app.web)  # the aiohttp driver: Faust's only web driver here
+        web.web_app.middlewares.append(bearer_token_required(settings.web_token))
     _pages(monitor)
     return monitor
 
@@ -179,7 +182,8 @@ def _own_partitions_of_the_state(
     table.on_recovered = on_recovered
 
     @app.on_partitions_revoked.connect
-    async def on_revoked(sender: faust.App, revoked: set[TP], **kwargs: object) -> None:
+    async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[TP] = args[0] if args else kwargs["revoked"]  # Faust sends it positionally
         pipeline.revoke({tp.partition for tp in revoked if tp.topic in input_topics})
 
 
@@ -245,8 +249,9 @@ def _ingest(
 
     # Subscribes the input topics; with batch ingest the consumer hands them to ``fold`` itself.
     @app.agent(source, name="ingest")
-    async def ingest(stream: faust.Stream) -> None:
-        async for batch in stream.take_events(
+    async def ingest(stream: StreamT) -> None:
+        events = cast(faust.Stream, stream)  # what Faust passes; take_events is not on StreamT
+        async for batch in events.take_events(
             settings.batch_size, within=settings.batch_within_seconds
         ):
             await fold(
@@ -298,6 +303,7 @@ def _pages(monitor: Monitor) -> None:
         # held the event loop ~70 ms while the socket took it.
         response = StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
         response.content_length = sum(len(part) for part in parts)
+        # A raw aiohttp response: Faust's page types know only its own Request/Response.
         await response.prepare(request)  # type: ignore[arg-type]
         for part in parts:
             view = memoryview(part)
@@ -332,7 +338,7 @@ def _pages(monitor: Monitor) -> None:
 def dead_letter_key(letter) -> bytes:
     """Where the rejected bytes came from: a replay after a crash sends the same key again, so a
     compacted dead-letter topic keeps one copy."""
-    index = "" if letter.rejection.index is None else letter.rejection.index
+    index = "" if letter.rejection.element is None else letter.rejection.element
     return f"{letter.topic}/{letter.partition}/{letter.offset}/{index}".encode()
 
 
@@ -345,6 +351,6 @@ def _dead_letter_headers(letter) -> list[tuple[str, bytes]]:
         ("kpi.source.partition", str(letter.partition).encode()),
         ("kpi.source.offset", str(letter.offset).encode()),
     ]
-    if rejection.index is not None:
-        headers.append(("kpi.source.index", str(rejection.index).encode()))
+    if rejection.element is not None:
+        headers.append(("kpi.source.index", str(rejection.element).encode()))
     return headers

@@ -182,7 +182,7 @@ def install(app: faust.App, loop: DecisionLoop, feed: DecisionFeed) -> None:
         web_view: faust.web.View, request: faust.web.Request
     ) -> faust.web.Response:
         """Decisions after ``cursor``; with ``wait`` (seconds, at most 60), a long poll."""
-        query = request.query  # type: ignore[attr-defined]
+        query = request.query
         try:
             cursor = parse_cursor(query.get("cursor", ""))
             wait = min(60.0, max(0.0, float(query.get("wait", "0"))))

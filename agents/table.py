@@ -93,6 +93,7 @@ class PartitionedStateTable(faust.Table):
     async def _send_batches(
         self, topic: str, partition: int, items: list[tuple[bytes, bytes | None]]
     ) -> list[Awaitable]:
+        # The aiokafka producer behind Faust's: a private attribute, untyped in Faust.
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
         deliveries = []
         batch = producer.create_batch()

@@ -63,7 +63,9 @@ async def ensure_topics(settings: Settings) -> int:
         await admin.close()
     counts = {t: existing.get(t) for t in copartitioned}
     check_copartitioned(counts)
-    return counts[inputs[0]]  # type: ignore[return-value]
+    count = counts[inputs[0]]
+    assert count is not None  # check_copartitioned refused a missing topic
+    return count
 
 
 def check_copartitioned(counts: dict[str, int | None]) -> None:

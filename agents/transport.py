@@ -140,7 +140,9 @@ class KpiConsumer(faust_aiokafka.Consumer):
             monitor.messages_received_total += len(tp_records)
             monitor.messages_received_by_topic[tp.topic] += len(tp_records)
             monitor.tp_read_offsets[tp] = last
-            monitor.track_tp_end_offset(tp, highwater(tp))
+            mark = highwater(tp)
+            if mark is not None:
+                monitor.track_tp_end_offset(tp, mark)
             if tp not in assignment:
                 continue
             committed = self._committed_offset[tp]

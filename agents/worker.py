@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from typing import Any
 
 import faust
 
@@ -19,7 +20,7 @@ GC_THRESHOLDS = (50_000, 50, 1000)
 
 
 class QuietWorker(faust.Worker):
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spinner = None
 

@@ -67,7 +67,9 @@ def kpi_value(kpi: str, window: WindowFigures | None, figures: Figures) -> float
     if kpi in ("response_p50", "response_p95"):
         ms = window.p50_ms if kpi == "response_p50" else window.p95_ms
         return None if ms is None else ms / 1000
-    return window.counts[_KIND[KPIS[kpi].event_type]]  # type: ignore[index]
+    event_type = KPIS[kpi].event_type
+    assert event_type is not None  # the remaining KPIs are event counts
+    return window.counts[_KIND[event_type]]
 
 
 def _beyond(value: float, op: str, threshold: float) -> bool:

@@ -108,7 +108,9 @@ def rule_kinds(rule: Rule) -> tuple[int, frozenset[int]]:
         read = {_KIND["lead"], _KIND["sales_contact"]}
         driving = _KIND["lead"]
     else:
-        driving = _KIND[KPIS[kpi].event_type]  # type: ignore[index]
+        event_type = KPIS[kpi].event_type
+        assert event_type is not None  # the remaining KPIs are event counts
+        driving = _KIND[event_type]
         read = {driving}
     if rule.min_volume is not None:
         driving = _KIND[rule.min_volume.event_type]
@@ -342,7 +344,7 @@ class Runner:
         for decision in decisions:
             state = owner[decision.campaign]
             rule = by_name[decision.rule]
-            trust = trust_of[state.partition][rule.name]
+            rule_trust = trust_of[state.partition][rule.name]
             driving, read = self.kinds[rule.name]
             body = records.decision_json(
                 decision,
@@ -353,8 +355,8 @@ class Runner:
                 context={
                     "watermark": records.iso(state.meta.watermark[driving]),
                     "lag_messages": sum(lag.get((topics[k], state.partition), 0) for k in read),
-                    "trusted": trust.trusted,
-                    "distrust": trust.reason or None,
+                    "trusted": rule_trust.trusted,
+                    "distrust": rule_trust.reason or None,
                     "breaker_open": sorted(scopes.open(rule.name)),
                 },
             )
@@ -386,7 +388,7 @@ class Runner:
 
     def unsent(self, states: Iterable[PartitionState], now_ms: int) -> list[tuple[int, dict]]:
         """Decisions a previous owner issued but may not have sent (restored outboxes)."""
-        out = []
+        out: list[tuple[int, dict]] = []
         for state in sorted(states, key=lambda s: s.partition):
             for name in sorted(state.autopause):
                 value = state.autopause[name]
@@ -415,9 +417,9 @@ class Runner:
                         out.append(records.record(p, name, None))
             for key in sorted(k for k in self._dirty if k[0] == p):
                 self._dirty.discard(key)
-                value = state.autopause.get(key[1])
-                if isinstance(value, Campaign):
-                    out.append(records.record(p, key[1], value))
+                held = state.autopause.get(key[1])
+                if isinstance(held, Campaign):
+                    out.append(records.record(p, key[1], held))
         return out
 
     def _counts(self, states: list[PartitionState], now_ms: int) -> dict[tuple[str, str], int]:

@@ -55,7 +55,8 @@ class DecisionView:
 
     def changes(self, cursor: dict[int, int]) -> Changes:
         """Decisions read after ``cursor``, in offset order per partition."""
-        out, reset = [], False
+        out: list[dict] = []
+        reset = False
         for partition, log in sorted(self._log.items()):
             start = cursor.get(partition, 0)
             if log and start < log[0][0] and start < self._first_kept(partition):

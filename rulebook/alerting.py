@@ -23,7 +23,7 @@ def prometheus_rule_file(rules: list[Rule]) -> dict:
         for rule in rules:
             if rule.kind != kind:
                 continue
-            entry = {"alert": rule.alert_name, "expr": rule.expr()}
+            entry: dict[str, object] = {"alert": rule.alert_name, "expr": rule.expr()}
             if rule.for_ != "0s":
                 entry["for"] = rule.for_
             entry["labels"] = rule.labels()

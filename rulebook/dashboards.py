@@ -315,7 +315,7 @@ def ops_dashboard(rules: list[Rule], view: View | None = None) -> dict:
         10,
     )
     lay.row("KPIs over time")
-    for title, metric, unit, kpi, below_is_bad in (
+    over_time: tuple[tuple[str, str, str, str | None, bool], ...] = (
         ("CTR", CTR, "percentunit", "ctr", True),
         ("Conversion rate", CONVERSION, "percentunit", "conversion", True),
         ("Lead rate", LEAD_RATE, "percentunit", None, True),
@@ -324,8 +324,9 @@ def ops_dashboard(rules: list[Rule], view: View | None = None) -> dict:
         ("CPA", CPA, money, "cpa", False),
         ("ROAS", ROAS, "short", "roas", True),
         ("CPC", CPC, money, None, False),
-    ):
-        threshold = _threshold(rules, kpi) if kpi else None
+    )
+    for title, metric, unit, rule_kpi, below_is_bad in over_time:
+        threshold = _threshold(rules, rule_kpi) if rule_kpi else None
         lay.add(
             _timeseries(
                 f"{title} ($window)",

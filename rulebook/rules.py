@@ -93,7 +93,8 @@ class Rule:
         """PromQL returning one series per campaign (or pipeline problem) while the rule holds."""
         if self.kind == "pipeline":
             return self.expr_override or ""
-        source = KPIS[self.kpi]  # type: ignore[index]
+        assert self.kpi is not None  # a kpi rule has one (parse_rules)
+        source = KPIS[self.kpi]
         metric = source.metric
         if self.confident:
             # "Collapsed" must hold for the whole 95% interval: below means its upper bound is.

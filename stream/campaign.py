@@ -150,7 +150,7 @@ class CampaignState:
         rows = self.rows
         count = len(rows) // ROW
         hi = min(count, (current_start - self.first_start) // bucket_ms + 1) if count else 0
-        out: list[WindowTotals] = [None] * len(windows_ms)  # type: ignore[list-item]
+        out: dict[int, WindowTotals] = {}  # by window index
         sums = [0] * HW  # counts by kind, revenue, spend
         covered = max(0, hi)  # rows [covered, hi) are in ``sums``
         for i in sorted(range(len(windows_ms)), key=windows_ms.__getitem__):
@@ -161,7 +161,7 @@ class CampaignState:
                     sums[column] += sum(rows[a + column : b : ROW])
                 covered = lo
             out[i] = WindowTotals(sums[:KINDS], sums[REVENUE], sums[SPEND])
-        return out
+        return [out[i] for i in range(len(windows_ms))]
 
     # -- totals ------------------------------------------------------------------------------
 

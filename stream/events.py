@@ -51,7 +51,7 @@ class Event(NamedTuple):
 class Rejection(NamedTuple):
     reason: str  # one of REASONS: a bounded metric label
     detail: str  # human-readable, names the field; goes to the dead-letter headers only
-    index: int | None  # position inside a batch message, None for the whole message
+    element: int | None  # position inside a batch message, None for the whole message
     original: bytes  # the rejected bytes: the whole message, or the one element re-encoded
 
 
@@ -116,10 +116,10 @@ def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: ValidationRul
         )
     event_id = get("event_id")
     if type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH:
-        event_id = _identifier(obj, "event_id", required=True)
+        event_id = _required_identifier(obj, "event_id")
     campaign = get("campaign_id")
     if type(campaign) is not str or not 0 < len(campaign) <= MAX_ID_LENGTH:
-        campaign = _identifier(obj, "campaign_id", required=True)
+        campaign = _required_identifier(obj, "campaign_id")
     channel = get("channel")
     if channel is None:
         channel = DEFAULT_CHANNEL
@@ -169,6 +169,12 @@ def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: ValidationRul
     else:  # LEAD, SALES_CONTACT
         lead_id = _identifier(obj, "lead_id", required=True)
     return Event(kind, event_id, occurred_ms, campaign, channel, amount, lead_id)
+
+
+def _required_identifier(obj: dict, name: str) -> str:
+    value = _identifier(obj, name, required=True)
+    assert value is not None  # required: _identifier raised instead
+    return value
 
 
 def _identifier(obj: dict, name: str, *, required: bool) -> str | None:

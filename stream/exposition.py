@@ -226,7 +226,7 @@ def render_row(row: CampaignRow, export: str, window_labels: tuple[str, ...]) ->
     if lines is None:
         c = escape(row.campaign)
         lines = row.formatted[export] = [f.lines(row, c, window_labels) for f in FAMILIES[export]]
-    return lines  # type: ignore[return-value]
+    return lines
 
 
 def render(snap: Snapshot, export: str = "lean") -> str:

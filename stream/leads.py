@@ -98,14 +98,14 @@ class ResponseIndex:
     def update(self, campaign: str, lead_id: str, record: LeadJoin, sign: int = 1) -> None:
         """Add (sign=1) or remove (-1) one lead record's part of the views."""
         response = record.response_ms()
-        if response is not None:
+        if response is not None and record.contact_ms is not None:
             view = self.responses.get(campaign)
             if view is None:
                 view = self.responses[campaign] = ResponseView()
             view.version += 1
             view.histogram[histogram_bin(response)] += sign
             view.sum_ms += sign * response
-            start = bucket_start(record.contact_ms, self.bucket_ms)  # type: ignore[arg-type]
+            start = bucket_start(record.contact_ms, self.bucket_ms)
             view.sketches.add(self._starts.setdefault(start, start), response, sign)
         elif record.lead_ms is not None:
             if sign > 0:

@@ -10,6 +10,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .durations import format_duration, parse_duration
 
@@ -172,7 +173,7 @@ class Settings:
         """How long a bucket is kept: the longest window plus the grace period."""
         return max(self.windows_seconds) + self.grace_seconds
 
-    def replace(self, **changes: object) -> Settings:
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
@@ -236,7 +237,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         rejected=env.get("KPI_TOPIC_REJECTED") or base.topics.rejected,
         decisions=env.get("KPI_TOPIC_DECISIONS") or base.topics.decisions,
     )
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "broker": env.get("KPI_BROKER") or None,
         "app_id": env.get("KPI_APP_ID") or base.app_id,
         "web_host": env.get("KPI_WEB_HOST") or base.web_host,
@@ -309,4 +310,4 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         ),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)

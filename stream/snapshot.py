@@ -55,7 +55,7 @@ class CampaignRow:
     awaiting: int  # leads with no contact yet
     oldest_awaiting_ms: int | None
     unmatched: int  # contacts whose lead was not seen
-    formatted: dict[str, object] = field(default_factory=dict)  # formatters' cache, by format
+    formatted: dict[str, list[str]] = field(default_factory=dict)  # formatters' cache, by format
 
     def kind_totals(self) -> list[int]:
         return kind_totals(self.by_channel)
@@ -241,7 +241,7 @@ def campaign_row(
     )
 
 
-_NO_RESPONSES = ({}, None, None)
+_NO_RESPONSES: tuple[dict[int, int], float | None, float | None] = ({}, None, None)
 
 
 def _response_windows(

@@ -282,10 +282,12 @@ class PartitionState:
 
     def _join(self, campaign: str, event: Event, pos: int) -> bool:
         lead_id = event.lead_id
+        if lead_id is None:  # validation requires one on leads and contacts
+            return False
         per_campaign = self.leads.get(campaign)
         if per_campaign is None:
             per_campaign = self.leads[campaign] = {}
-        packed = per_campaign.get(lead_id)  # type: ignore[arg-type]
+        packed = per_campaign.get(lead_id)
         record = LeadJoin() if packed is None else LeadJoin.unpack(packed)
         t = event.occurred_ms
         if event.kind == LEAD_KIND:
@@ -302,10 +304,10 @@ class PartitionState:
                 contact_hw=pos,
             )
         if packed is not None:
-            self.index.update(campaign, lead_id, record, -1)  # type: ignore[arg-type]
-        self.index.update(campaign, lead_id, new)  # type: ignore[arg-type]
-        per_campaign[lead_id] = new.pack()  # type: ignore[index]
-        self._dirty_leads.add((campaign, lead_id))  # type: ignore[arg-type]
+            self.index.update(campaign, lead_id, record, -1)
+        self.index.update(campaign, lead_id, new)
+        per_campaign[lead_id] = new.pack()
+        self._dirty_leads.add((campaign, lead_id))
         return True
 
     # -- persistence -------------------------------------------------------------------------
@@ -375,10 +377,10 @@ class PartitionState:
                 self._evicted.append((codec.key(p, DEDUP, kind, old.first_pos), None))
         while sum(len(index) for index in self.dedup) > self.config.dedup_max_ids:
             kind = max(range(KINDS), key=lambda k: (len(self.dedup[k]), -k))
-            old = self.dedup[kind].evict_oldest()
-            if old is None:
+            oldest = self.dedup[kind].evict_oldest()
+            if oldest is None:
                 break
-            self._evicted.append((codec.key(p, DEDUP, kind, old.first_pos), None))
+            self._evicted.append((codec.key(p, DEDUP, kind, oldest.first_pos), None))
 
     def _totals_record(self, campaign: str) -> Record:
         s = self.campaigns[campaign]
@@ -447,24 +449,25 @@ class PartitionState:
                     continue
                 self.index.update(campaign, lead_id, record, -1)
                 response = record.response_ms()
-                state = self.campaigns.get(campaign)
-                if response is not None and state is not None:
-                    state.archived_histogram[histogram_bin(response)] += 1
-                    state.archived_sum_ms += response
+                holder = self.campaigns.get(campaign)
+                if response is not None and holder is not None:
+                    holder.archived_histogram[histogram_bin(response)] += 1
+                    holder.archived_sum_ms += response
                     archived.setdefault(campaign, []).append(lead_id)
                 del per_campaign[lead_id]
                 self._dirty_leads.discard((campaign, lead_id))
                 deletions.append((codec.key(p, LEAD, campaign, lead_id), None))
-                if state is not None:
-                    state.version += 1
+                if holder is not None:
+                    holder.version += 1
             if not per_campaign:
                 del self.leads[campaign]
                 candidates.add(campaign)
         retired = False
         for campaign in sorted(candidates | archived.keys() | self._archive_written):
-            state = self.campaigns.get(campaign)
-            if state is None:
+            found = self.campaigns.get(campaign)
+            if found is None:
                 continue
+            state = found
             folded = archived.get(campaign, [])
             if not state.has_buckets and campaign not in self.leads:
                 del self.campaigns[campaign]

@@ -52,7 +52,7 @@ def test_batch_rejects_bad_elements_alone():
     payload = orjson.dumps([good1, {"event_type": "click"}, 7, good2])
     events, rejected = decode(payload, "click")
     assert [e.event_id for e in events] == [good1["event_id"], good2["event_id"]]
-    assert [(r.reason, r.index) for r in rejected] == [("missing_field", 1), ("not_an_object", 2)]
+    assert [(r.reason, r.element) for r in rejected] == [("missing_field", 1), ("not_an_object", 2)]
     assert orjson.loads(rejected[0].original) == {"event_type": "click"}
 
 
@@ -113,7 +113,7 @@ def test_bad_input_is_rejected_with_reason(payload, topic, reason):
     events, rejected = decode(payload, topic)
     assert events == []
     assert [r.reason for r in rejected] == [reason]
-    assert rejected[0].original == payload and rejected[0].index is None
+    assert rejected[0].original == payload and rejected[0].element is None
     assert reason in REASONS
 
 
