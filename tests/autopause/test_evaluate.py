@@ -7,7 +7,7 @@ from autopause.evaluate import Figures, evaluate, selects
 from rulebook.alerting import prometheus_rule_file
 from stream.events import EVENT_TYPES
 from tests.autopause.cases import CASES, CTR, rule, win
-from tests.test_ops_static import run, tool
+from tests.tools import run, tool
 
 
 def _evaluate(fields: dict, figures: Figures, campaign: str) -> bool:

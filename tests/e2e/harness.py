@@ -12,9 +12,9 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
 
 from agents.broker import free_port
+from tests.scrape import Samples, samples_of, total  # noqa: F401 (re-exported for the e2e tests)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -70,13 +70,8 @@ class WorkerProcess:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read()
 
-    def metrics(self) -> dict[tuple[str, tuple], float]:
-        text = self.get("/metrics").decode()
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return out
+    def metrics(self) -> Samples:
+        return samples_of(self.get("/metrics").decode())
 
     def try_metrics(self) -> dict:
         try:
@@ -99,14 +94,6 @@ class WorkerProcess:
                 self.kill()
         if getattr(self, "_log", None):
             self._log.close()
-
-
-def total(metrics: dict, name: str, **labels: str) -> float:
-    return sum(
-        v
-        for (n, ls), v in metrics.items()
-        if n == name and all(dict(ls).get(k) == val for k, val in labels.items())
-    )
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):

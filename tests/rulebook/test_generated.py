@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,9 @@ import yaml
 from rulebook.alerting import DATASOURCE_UID
 from rulebook.generate import DASHBOARDS, GRAFANA_ALERTING, PROMETHEUS_RULES, RULES_SOURCE, render
 from rulebook.rules import RuleError, parse_rules
+from tests.tools import run, tool
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} missing: run scripts/install-ops-tools.sh (make test does)")
-    return path
-
-
-def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=120, **kwargs)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_generated_files_are_up_to_date():

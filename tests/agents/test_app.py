@@ -5,12 +5,13 @@ import asyncio
 import orjson
 import pytest
 from faust.types import TP
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from agents.app import consumer_lag, create_app
 from agents.kpis_json import snapshot_json
 from stream.settings import Settings
 from tests.factories import NOW_MS, event, raw
+from tests.scrape import Samples, samples_of
 
 SETTINGS = Settings(
     broker="kafka://127.0.0.1:9", web_port=16199, batch_within_seconds=0.01, export="full"
@@ -32,17 +33,9 @@ async def until(predicate, timeout=5.0):
         await asyncio.sleep(0.02)
 
 
-def scrape(monitor) -> dict[tuple, float]:
+def scrape(monitor) -> Samples:
     """Every sample of the /metrics page: the KPI families and the process registry's."""
-    from prometheus_client import generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out = {}
-    text = monitor.exporter.text() + generate_latest(monitor.registry).decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
+    return samples_of(monitor.exporter.text() + generate_latest(monitor.registry).decode())
 
 
 @pytest.fixture
@@ -109,7 +102,7 @@ async def test_agent_skips_messages_the_state_already_holds(monitor):
         await until(lambda: monitor.pipeline.states[2].meta.checkpoint[1] == 1)
     totals = monitor.pipeline.states[2].campaigns["x"].by_channel["unknown"]
     assert totals[1] == 2
-    assert monitor.metrics.messages_replayed._value.get() == 1
+    assert monitor.registry.get_sample_value("kpi_messages_replayed_total") == 1
 
 
 async def test_state_rebuilt_from_table_matches(monitor):

@@ -16,9 +16,9 @@ from rulebook.generate import render
 from rulebook.recording import LEVEL
 from stream.catalogue import CATALOGUE
 from stream.settings import Settings
-from tests.test_metrics import busy_campaign, scrape, state_of
+from tests.agents.test_metrics import busy_campaign, scrape, state_of
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 
 
