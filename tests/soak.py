@@ -1,0 +1,299 @@
+"""Crash soak: a stream with late, duplicate, malformed and contact-before-lead events, workers
+SIGKILLed at random points and restarted, a second worker joining and leaving; at the end every
+figure must equal the oracle's.
+
+    python -m tests.soak [--events 1000000] [--kills 10] [--joins 2] [--seconds 240] [--seed 1]
+
+Prints each restart's time to catch up (the restarted worker's lag back to 0) and exits 1 on any
+difference. ``tests/e2e/test_soak.py`` runs a short form in ``make test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from agents.broker import EmbeddedBroker
+from tests.e2e.harness import WorkerProcess
+from tests.scrape import Samples, total
+
+TOPICS = {
+    "impression": "marketing.impressions",
+    "click": "marketing.clicks",
+    "lead": "marketing.leads",
+    "sale": "marketing.sales",
+    "sales_contact": "marketing.sales_contacts",
+}
+APP_ID = "soak"
+MIN = 60_000
+
+
+@dataclass
+class Oracle:
+    events: dict[tuple[str, str], int] = field(default_factory=dict)  # (campaign, type) -> count
+    in_window: dict[str, int] = field(default_factory=dict)  # type -> events in the 1h window
+    late: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    responses: int = 0  # leads with a first contact
+    response_sum_ms: int = 0
+
+
+def traffic(
+    events: int, campaigns: int, seed: int
+) -> tuple[list[tuple[str, bytes, bytes]], Oracle]:
+    """Messages in arrival order, and what they must add up to."""
+    rng = random.Random(seed)
+    now = int(time.time() * 1000)
+    oracle = Oracle()
+    messages: list[tuple[str, bytes, bytes]] = []
+    leads: list[tuple[str, str, int]] = []  # (campaign, lead id, lead time)
+    valid: list[int] = []  # indexes of messages holding an event (resends copy one of these)
+    # The join is per campaign: (campaign, lead id) -> time
+    first_contact: dict[tuple[str, str], int] = {}
+    lead_time: dict[tuple[str, str], int] = {}
+    sent = 0
+    while sent < events:
+        campaign = f"camp-{rng.randrange(campaigns):03d}"
+        roll = rng.random()
+        kind = (
+            "impression"
+            if roll < 0.7
+            else "click"
+            if roll < 0.85
+            else "lead"
+            if roll < 0.92
+            else "sales_contact"
+            if roll < 0.97
+            else "sale"
+        )
+        late = rng.random() < 0.01
+        at = now - (80 * MIN + rng.randrange(10 * MIN) if late else rng.randrange(20 * MIN))
+        body: dict = {
+            "event_id": uuid.UUID(int=rng.getrandbits(128)).hex,
+            "event_type": kind,
+            "occurred_at": at,
+            "campaign_id": campaign,
+            "channel": rng.choice(["a", "b"]),
+        }
+        if kind == "lead":
+            lead_id = f"L{len(leads)}"
+            body["lead_id"] = lead_id
+            leads.append((campaign, lead_id, at))
+            lead_time[(campaign, lead_id)] = at
+        elif kind == "sales_contact":
+            if leads and rng.random() < 0.9:
+                campaign, lead_id, _ = rng.choice(leads)
+            else:  # a contact before its lead (the lead comes later) or for an unknown lead
+                lead_id = f"L{len(leads) + rng.randrange(50)}"
+            body["campaign_id"] = campaign
+            body["lead_id"] = lead_id
+            first_contact[(campaign, lead_id)] = min(first_contact.get((campaign, lead_id), at), at)
+        elif kind == "sale":
+            body |= {"value": 20.0, "currency": "USD"}
+        else:
+            body["cost"] = 0.01
+        raw = orjson.dumps(body)
+        valid.append(len(messages))
+        messages.append((TOPICS[kind], body["campaign_id"].encode(), raw))
+        key = (body["campaign_id"], kind)
+        oracle.events[key] = oracle.events.get(key, 0) + 1
+        if late:
+            oracle.late += 1
+        else:
+            oracle.in_window[kind] = oracle.in_window.get(kind, 0) + 1
+        sent += 1
+        if rng.random() < 0.005:  # a producer resend, soon after
+            messages.append(messages[valid[-1 - rng.randrange(min(20, len(valid)))]])
+            oracle.duplicates += 1
+        if rng.random() < 0.002:
+            messages.append((TOPICS["click"], b"camp-000", b"{not json"))
+            oracle.malformed += 1
+    for lead, contact in first_contact.items():
+        if lead in lead_time:
+            oracle.responses += 1
+            oracle.response_sum_ms += max(0, contact - lead_time[lead])
+    return messages, oracle
+
+
+def produce_over(bootstrap: str, messages: list, seconds: float) -> threading.Thread:
+    async def run() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
+        )
+        await producer.start()
+        try:
+            start = time.monotonic()
+            step = max(1, len(messages) // 200)
+            for i in range(0, len(messages), step):
+                futures = [await producer.send(t, v, key=k) for t, k, v in messages[i : i + step]]
+                await asyncio.gather(*futures)
+                delay = start + seconds * (i + step) / len(messages) - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        finally:
+            await producer.stop()
+
+    thread = threading.Thread(target=lambda: asyncio.run(run()), daemon=True)
+    thread.start()
+    return thread
+
+
+def lag_zero(metrics: Samples) -> bool:
+    lag = [v for (n, _), v in metrics.items() if n == "kpi_consumer_lag_messages"]
+    return bool(lag) and not any(lag)
+
+
+def compare(samples: list[Samples], oracle: Oracle) -> list[str]:
+    def t(name: str, **labels: str) -> float:
+        return sum(total(s, name, **labels) for s in samples)
+
+    problems = []
+    for (campaign, kind), count in sorted(oracle.events.items()):
+        got = t("kpi_events_total", campaign=campaign, event_type=kind)
+        if got != count:
+            problems.append(f"kpi_events_total{{{campaign},{kind}}} = {got:g}, expected {count}")
+    for kind, count in sorted(oracle.in_window.items()):
+        got = t("kpi_window_events", event_type=kind, window="1h")
+        if got != count:
+            problems.append(f"kpi_window_events{{{kind},1h}} = {got:g}, expected {count}")
+    checks = [
+        ("kpi_events_late_total", {}, oracle.late),
+        ("kpi_events_duplicate_total", {}, oracle.duplicates),
+        ("kpi_events_rejected_total", {"reason": "invalid_json"}, oracle.malformed),
+        ("kpi_sales_response_seconds_count", {}, oracle.responses),
+    ]
+    for name, labels, expected in checks:
+        got = sum(total(s, name, **labels) for s in samples)
+        if got != expected:
+            problems.append(f"{name}{labels or ''} = {got:g}, expected {expected}")
+    response_sum = t("kpi_sales_response_seconds_sum")
+    if round(response_sum * 1000) != oracle.response_sum_ms:
+        problems.append(
+            f"response sum {response_sum * 1000:.0f} ms, expected {oracle.response_sum_ms}"
+        )
+    return problems
+
+
+def soak(
+    events: int,
+    kills: int,
+    joins: int,
+    seconds: float,
+    seed: int,
+    campaigns: int = 200,
+    log_dir: str | None = None,
+) -> int:
+    rng = random.Random(seed)
+    messages, oracle = traffic(events, campaigns, seed)
+    log_dir = log_dir or tempfile.mkdtemp(prefix="kpi-soak-")
+    print(
+        f"soak: {events:,} events in {len(messages):,} messages over {seconds:.0f}s, "
+        f"{kills} SIGKILLs, {joins} join/leave; logs in {log_dir}",
+        flush=True,
+    )
+    # Only the 1h-window figure is compared against all timely events: keep the run well inside it.
+    env = {"KPI_DECISIONS": "off"}
+    started: list[WorkerProcess] = []
+
+    def worker() -> WorkerProcess:
+        process = WorkerProcess(
+            broker.url, APP_ID, f"{log_dir}/worker-{len(started)}.log", env=env
+        ).start()
+        started.append(process)
+        return process
+
+    with EmbeddedBroker() as broker:
+        producer = produce_over(broker.bootstrap, messages, seconds)
+        main = worker()
+        actions = sorted(
+            [(rng.uniform(0.05, 0.95) * seconds, "kill") for _ in range(kills)]
+            + [(rng.uniform(0.1, 0.8) * seconds, "join") for _ in range(joins)]
+        )
+        t0 = time.monotonic()
+        catch_up: list[float | None] = []
+        try:
+            for at, action in actions:
+                time.sleep(max(0.0, t0 + at - time.monotonic()))
+                if action == "kill":
+                    main.kill()
+                    restarted_at = time.monotonic()
+                    main = worker()
+                    deadline = restarted_at + 120
+                    while time.monotonic() < deadline and not lag_zero(main.try_metrics()):
+                        time.sleep(0.2)
+                    caught = (
+                        time.monotonic() - restarted_at if time.monotonic() < deadline else None
+                    )
+                    catch_up.append(caught)
+                    print(
+                        f"  t={time.monotonic() - t0:6.1f}s SIGKILL + restart: caught up in "
+                        f"{f'{caught:.1f}s' if caught is not None else '>120s'}",
+                        flush=True,
+                    )
+                else:
+                    extra = worker()
+                    time.sleep(min(20.0, seconds / 10))
+                    extra.stop()
+                    print(
+                        f"  t={time.monotonic() - t0:6.1f}s a second worker joined and left",
+                        flush=True,
+                    )
+            producer.join()
+            expected = sum(oracle.events.values())
+            deadline = time.monotonic() + 300
+            while True:
+                got = main.try_metrics()
+                if lag_zero(got) and total(got, "kpi_events_total") == expected:
+                    break
+                if time.monotonic() > deadline:
+                    print(
+                        f"not caught up 300 s after the stream ended: "
+                        f"{total(got, 'kpi_events_total'):g} of {expected} events",
+                        flush=True,
+                    )
+                    break
+                time.sleep(0.5)
+            problems = compare([main.metrics()], oracle)
+        finally:
+            for process in started:
+                process.stop()
+    done = [c for c in catch_up if c is not None]
+    print(
+        f"restart -> caught up: {', '.join(f'{c:.1f}s' for c in done) or '-'}"
+        f"{f'; {len(catch_up) - len(done)} not within 120s' if len(done) < len(catch_up) else ''}"
+    )
+    if problems:
+        print("NOT EXACT:\n  " + "\n  ".join(problems[:20]))
+        return 1
+    print(
+        f"exact: {sum(oracle.events.values()):,} events, {oracle.late} late, "
+        f"{oracle.duplicates} duplicates, {oracle.malformed} rejected, {oracle.responses} "
+        f"responses"
+    )
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--joins", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=240)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    return soak(args.events, args.kills, args.joins, args.seconds, args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
