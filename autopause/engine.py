@@ -52,7 +52,6 @@ class Track:
     last_action_ms: int | None = None  # the last pause / resume / hold issued
     pauses: tuple[int, ...] = ()  # pauses and holds issued in the last 24 h
     flag: str | None = None  # UNKNOWN or SUPPRESSED once issued, until the episode ends
-    verdict: str | None = None  # the last verdict issued
 
 
 class Trust(NamedTuple):
@@ -103,7 +102,6 @@ def step(
             breach_since=None,
             clear_since=None,
             flag=UNKNOWN if pending or track.flag == UNKNOWN else track.flag,
-            verdict=issue or track.verdict,
         )
         return Step(new, issue)
     if track.flag == UNKNOWN:
@@ -129,34 +127,20 @@ def step(
     if breaker_open:
         if track.flag == SUPPRESSED:
             return Step(track, None)
-        return Step(replace(track, flag=SUPPRESSED, verdict=SUPPRESSED), SUPPRESSED)
+        return Step(replace(track, flag=SUPPRESSED), SUPPRESSED)
     recent = tuple(t for t in track.pauses if now_ms - t < DAY_MS)
-    if len(recent) >= rule.max_cycles_per_day:
-        return Step(
-            replace(
-                track,
-                phase=HELD,
-                pauses=(*recent, now_ms),
-                last_action_ms=now_ms,
-                breach_since=None,
-                flag=None,
-                verdict=HOLD,
-            ),
-            HOLD,
-        )
-    return Step(
-        replace(
-            track,
-            phase=PAUSED,
-            pauses=(*recent, now_ms),
-            last_action_ms=now_ms,
-            breach_since=None,
-            clear_since=None,
-            flag=None,
-            verdict=PAUSE,
-        ),
-        PAUSE,
+    # A pause beyond the day's cycles goes to a human instead: counted the same, held.
+    held = len(recent) >= rule.max_cycles_per_day
+    new = replace(
+        track,
+        phase=HELD if held else PAUSED,
+        pauses=(*recent, now_ms),
+        last_action_ms=now_ms,
+        breach_since=None,
+        clear_since=None,
+        flag=None,
     )
+    return Step(new, HOLD if held else PAUSE)
 
 
 def _paused(
@@ -182,7 +166,6 @@ def _paused(
                 clear_since=None,
                 breach_since=None,
                 last_action_ms=now_ms,
-                verdict=RESUME,
             ),
             RESUME,
         )

@@ -30,10 +30,8 @@ def campaign_of(value: object, now_ms: int) -> Campaign:
     if not isinstance(value, dict):
         return Campaign(now_ms)
     tracks = {
-        name: Track(phase, breach, clear, last, tuple(pauses), flag, verdict)
-        for name, (phase, breach, clear, last, pauses, flag, verdict) in value.get(
-            "tracks", {}
-        ).items()
+        name: Track(phase, breach, clear, last, tuple(pauses), flag)
+        for name, (phase, breach, clear, last, pauses, flag) in value.get("tracks", {}).items()
     }
     return Campaign(value["first"], value["seq"], tracks, list(value.get("outbox", ())))
 
@@ -52,7 +50,6 @@ def encode(campaign: Campaign) -> bytes:
                     t.last_action_ms,
                     list(t.pauses),
                     t.flag,
-                    t.verdict,
                 ]
                 for name, t in sorted(campaign.tracks.items())
             },
