@@ -228,9 +228,10 @@ class Runner:
         lag: Mapping[tuple[str, int], int],
         *,
         mode: str,
+        owned: Callable[[PartitionState], bool] = lambda state: True,
     ) -> TickResult:
         """``tick_steps`` in one go."""
-        steps = self.tick_steps(now_ms, states, rows, lag, mode=mode)
+        steps = self.tick_steps(now_ms, states, rows, lag, mode=mode, owned=owned)
         while True:
             try:
                 next(steps)

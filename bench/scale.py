@@ -33,14 +33,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from agents.broker import EmbeddedBroker, free_port
+from stream.events import EVENT_TYPES
+from stream.settings import Topics
 
-TOPICS = {
-    "impression": "marketing.impressions",
-    "click": "marketing.clicks",
-    "lead": "marketing.leads",
-    "sale": "marketing.sales",
-    "sales_contact": "marketing.sales_contacts",
-}
+TOPICS = dict(zip(EVENT_TYPES, Topics().inputs()))  # event type -> default topic
 MIN = 60_000
 
 

@@ -24,16 +24,12 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from agents.broker import EmbeddedBroker
+from stream.events import EVENT_TYPES
+from stream.settings import Topics
 from tests.e2e.harness import WorkerProcess
 from tests.scrape import Samples, total
 
-TOPICS = {
-    "impression": "marketing.impressions",
-    "click": "marketing.clicks",
-    "lead": "marketing.leads",
-    "sale": "marketing.sales",
-    "sales_contact": "marketing.sales_contacts",
-}
+TOPICS = dict(zip(EVENT_TYPES, Topics().inputs()))  # event type -> default topic
 APP_ID = "soak"
 MIN = 60_000
 

@@ -171,15 +171,9 @@ def test_a_partition_lost_during_the_round_is_left_to_its_new_owner():
     before = {name: (c.seq, dict(c.tracks)) for name, c in feed.state.autopause.items()}
     later = now + MIN + 30_000  # past the rule's for: the pause is due
     rows = list(build_rows([feed.state], later, 60_000, WINDOWS_MS))
-    steps = runner.tick_steps(
+    result = runner.tick(
         later, [feed.state], rows, CAUGHT_UP, mode="live", owned=lambda state: False
     )
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            result = done.value
-            break
     assert result.to_send == [] and result.records == []
     assert {name: (c.seq, dict(c.tracks)) for name, c in feed.state.autopause.items()} == before
     assert tick(runner, feed, later).to_send  # still owned: the pause is issued

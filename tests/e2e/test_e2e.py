@@ -12,16 +12,12 @@ import orjson
 import pytest
 
 from agents.broker import EmbeddedBroker
+from stream.events import EVENT_TYPES
+from stream.settings import Topics
 from tests.e2e.harness import WorkerProcess, produce, read_topic, total, wait_for
 
 pytestmark = pytest.mark.e2e
-TOPIC = {
-    "impression": "marketing.impressions",
-    "click": "marketing.clicks",
-    "lead": "marketing.leads",
-    "sale": "marketing.sales",
-    "sales_contact": "marketing.sales_contacts",
-}
+TOPIC = dict(zip(EVENT_TYPES, Topics().inputs()))  # event type -> default topic
 
 
 @pytest.fixture
