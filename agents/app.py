@@ -8,6 +8,7 @@ consumer group, commits and the web server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -42,7 +43,7 @@ from .metrics import (
     WorkerCollector,
     build_pipeline_metrics,
 )
-from .pipeline import Message, Pipeline
+from .pipeline import BatchResult, Message, Pipeline
 from .table import PartitionedStateTable
 from .transport import KpiApp, app_class
 
@@ -234,10 +235,21 @@ def _ingest(
         value_serializer="raw",
     )
 
+    # The expiry timer changes the same state: it waits while a fold is between two slices.
+    state_lock = asyncio.Lock()
+
     async def fold(messages: Iterable[Message]) -> None:
         started = time.perf_counter()
-        result = pipeline.process(messages)
-        await table.write(result.records)
+        async with state_lock:
+            steps = pipeline.process_steps(messages)
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    result: BatchResult = done.value
+                    break
+                await asyncio.sleep(0)  # heartbeats, scrapes and /health run here
+            await table.write(result.records)
         for letter in result.dead_letters:
             rejected_topic.send_soon(
                 key=dead_letter_key(letter),
@@ -273,7 +285,8 @@ def _ingest(
 
     @app.timer(interval=10.0)
     async def expire_old_state() -> None:
-        await table.write(pipeline.expire())
+        async with state_lock:
+            await table.write(pipeline.expire())
         release_free_memory()
 
 

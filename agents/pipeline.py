@@ -6,13 +6,19 @@ Holds the states of the partitions this worker owns; knows nothing about Faust.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
+from time import perf_counter
 from typing import NamedTuple
 
 from stream.codec import Record, decode_key, partition_of_key
-from stream.events import Rejection, ValidationRules, decode_message
+from stream.events import Event, Rejection, ValidationRules, parse_message, validate_elements
 from stream.settings import Settings
 from stream.state import PartitionState, StateConfig
+
+# A fold yields to the event loop after this much work; a slice of a message is checked against
+# it, and a slice of 2,000 events costs ~10 ms here.
+SLICE_SECONDS = 0.02
+ELEMENTS_PER_SLICE = 2_000
 
 
 class Message(NamedTuple):
@@ -38,6 +44,17 @@ class BatchResult(NamedTuple):
     unowned: int  # messages of partitions not (or no longer) assigned here
 
 
+def validation_rules(settings: Settings) -> ValidationRules:
+    return ValidationRules(
+        currency=settings.currency,
+        future_tolerance_ms=settings.future_tolerance_seconds * 1000,
+        max_cost=settings.max_cost,
+        max_sale_value=settings.max_sale_value,
+        max_events_per_message=settings.max_events_per_message,
+        max_message_bytes=settings.max_message_bytes,
+    )
+
+
 def state_config(settings: Settings) -> StateConfig:
     return StateConfig(
         bucket_ms=settings.bucket_seconds * 1000,
@@ -56,7 +73,7 @@ class Pipeline:
         self.clock = clock
         self.inputs = settings.topics.inputs()
         self.kind_of_topic = {topic: kind for kind, topic in enumerate(self.inputs)}
-        self.rules = ValidationRules(settings.currency, settings.future_tolerance_seconds * 1000)
+        self.rules = validation_rules(settings)
         self.config = state_config(settings)
         self.states: dict[int, PartitionState] = {}
         self.parked: dict[int, PartitionState] = {}  # revoked, maybe assigned again
@@ -105,29 +122,78 @@ class Pipeline:
         }
 
     def process(self, messages: Iterable[Message]) -> BatchResult:
+        """Fold a batch of messages in one go (see ``process_steps``)."""
+        steps = self.process_steps(messages)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def process_steps(
+        self, messages: Iterable[Message], slice_seconds: float = SLICE_SECONDS
+    ) -> Generator[None, None, BatchResult]:
+        """Fold a batch, yielding whenever ``slice_seconds`` of work have passed, between
+        messages or between slices of one message, so that the caller can let the event loop
+        run (heartbeats, scrapes, /health). A partition revoked at a yield is folded no further:
+        its records are not written and its messages count as unowned (its new owner, or this
+        worker if it is kept, resumes from the partition's checkpoint)."""
         now = self.clock()
         states = self.states
         kind_of_topic = self.kind_of_topic
         rules = self.rules
-        touched: set[int] = set()
+        touched: dict[int, PartitionState] = {}
         dead: list[DeadLetter] = []
         events = replayed = unowned = 0
+        timer = perf_counter
+        deadline = timer() + slice_seconds
         for topic, partition, offset, value, timestamp in messages:
             state = states.get(partition)
-            if state is None:
+            if state is None or touched.get(partition, state) is not state:
                 unowned += 1
                 continue
             kind = kind_of_topic[topic]
-            if offset <= state.meta.checkpoint[kind]:
+            if not state.begin_message(kind, offset, now, timestamp):
                 replayed += 1
                 continue
-            valid, rejections = decode_message(value or b"", kind, now, rules)
-            state.apply_message(kind, offset, valid, rejections, now, timestamp)
-            events += len(valid)
-            touched.add(partition)
-            for rejection in rejections:
-                dead.append(DeadLetter(topic, partition, offset, rejection))
-        records = [record for p in sorted(touched) for record in states[p].finish_batch()]
+            touched[partition] = state
+            parsed = parse_message(value or b"", rules)
+            if isinstance(parsed, Rejection):
+                rejections = [parsed]
+                state.count_rejections(rejections)
+                dead.append(DeadLetter(topic, partition, offset, parsed))
+                state.end_message(kind, offset)
+                continue
+            folded = 0
+            size = len(parsed.items)
+            for start in range(0, size, ELEMENTS_PER_SLICE):
+                valid: list[Event] = []
+                rejections = []
+                stop = min(size, start + ELEMENTS_PER_SLICE)
+                validate_elements(parsed, start, stop, kind, now, rules, valid, rejections)
+                state.apply_events(kind, offset, folded, valid, now)
+                state.count_rejections(rejections)
+                folded += len(valid)
+                dead.extend(DeadLetter(topic, partition, offset, r) for r in rejections)
+                if stop < size and timer() > deadline:
+                    yield
+                    deadline = timer() + slice_seconds
+                    if states.get(partition) is not state:
+                        break
+            else:
+                state.end_message(kind, offset)
+                events += folded
+                if timer() > deadline:
+                    yield
+                    deadline = timer() + slice_seconds
+                continue
+            unowned += 1  # revoked inside the message
+        lost = {p for p, state in touched.items() if states.get(p) is not state}
+        if lost:
+            dead = [letter for letter in dead if letter.partition not in lost]
+        records = [
+            record for p in sorted(touched) if p not in lost for record in touched[p].finish_batch()
+        ]
         self.events_folded += events
         return BatchResult(records, dead, events, replayed, unowned)
 

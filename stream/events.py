@@ -3,12 +3,19 @@
 A message holds one JSON object or a JSON array of them. Each object is validated alone, so one
 bad event in a batch is rejected without its neighbours. Nothing here raises on bad input: every
 failure becomes a :class:`Rejection` with a reason from the bounded set :data:`REASONS`.
+
+The contract is checked at this boundary, so that nothing downstream has to trust its input:
+every timestamp form passes one range check (2000-01-01 up to the future tolerance), identifiers
+hold no control characters (they become metric labels, JSON and a pauser's command environment),
+money has an upper bound per field, and a message is bounded in bytes and in events before it is
+parsed or folded. A message is decoded in two steps, :func:`parse_message` and
+:func:`validate_elements` over slices of it, so that a caller can yield inside a large one.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+import re
 from typing import NamedTuple
 
 import orjson
@@ -27,15 +34,27 @@ REASONS = (
     "invalid_timestamp",
     "future_timestamp",
     "currency",
+    "message_too_large",
+    "too_many_events",
 )
 
 DEFAULT_CHANNEL = "unknown"
 MAX_ID_LENGTH = 256
 MICROS = 1_000_000
-# Epoch values below 2000-01-01 are almost always seconds sent where milliseconds were meant.
-_MIN_EPOCH_MS = 946_684_800_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
+# Epoch values below 2000-01-01 are almost always seconds sent where milliseconds were meant; the
+# same floor holds for RFC 3339 strings, so no form can carry a time the state cannot hold.
+MIN_OCCURRED_MS = 946_684_800_000
+# A message's events are positioned ``(offset << 20) | index`` in state (``stream.state``).
+EVENTS_PER_MESSAGE_LIMIT = 1 << 20
+# Identifiers become metric labels, JSON and a pauser's command environment (where a NUL raises).
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+# RFC 3339 section 5.6 date-time, with the lower-case and space separators its notes allow.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:[Zz]|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # \d would take any script's digits
+)
+_DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 class Event(NamedTuple):
@@ -58,6 +77,18 @@ class Rejection(NamedTuple):
 class ValidationRules(NamedTuple):
     currency: str = "USD"
     future_tolerance_ms: int = 300_000
+    max_cost: float = 10_000.0  # per impression or click, in the reporting currency
+    max_sale_value: float = 10_000_000.0  # per sale, in the reporting currency
+    max_events_per_message: int = 10_000
+    max_message_bytes: int = 4 << 20
+
+
+class Parsed(NamedTuple):
+    """A message's JSON value, split into the elements to validate."""
+
+    items: list  # the array's elements, or the one object
+    single: bool  # the message was one object: its rejection names the whole message
+    raw: bytes
 
 
 class _Invalid(Exception):
@@ -70,31 +101,74 @@ def decode_message(
     raw: bytes, topic_kind: int, now_ms: int, rules: ValidationRules
 ) -> tuple[list[Event], list[Rejection]]:
     """Split one Kafka message value into valid events and rejections."""
+    parsed = parse_message(raw, rules)
+    if isinstance(parsed, Rejection):
+        return [], [parsed]
+    events: list[Event] = []
+    rejections: list[Rejection] = []
+    validate_elements(parsed, 0, len(parsed.items), topic_kind, now_ms, rules, events, rejections)
+    return events, rejections
+
+
+def parse_message(raw: bytes, rules: ValidationRules) -> Parsed | Rejection:
+    """The message's elements, or the one rejection of the whole message.
+
+    The size is checked before parsing: a message of a hundred megabytes is refused in no time
+    instead of held in memory as a million dicts (Kafka accepts it if it compresses well)."""
+    if len(raw) > rules.max_message_bytes:
+        return Rejection(
+            "message_too_large",
+            f"{len(raw)} bytes, more than {rules.max_message_bytes} (KPI_MAX_MESSAGE_BYTES)",
+            None,
+            raw,
+        )
     try:
         payload = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return [], [Rejection("invalid_json", str(exc)[:200], None, raw)]
+        return Rejection("invalid_json", str(exc)[:200], None, raw)
     if isinstance(payload, dict):
-        try:
-            return [validate_event(payload, topic_kind, now_ms, rules)], []
-        except _Invalid as bad:
-            return [], [Rejection(bad.reason, bad.detail, None, raw)]
+        return Parsed([payload], True, raw)
     if not isinstance(payload, list) or not payload:
-        return [], [
-            Rejection(
-                "not_an_object", "message is neither an object nor a non-empty array", None, raw
-            )
-        ]
-    events: list[Event] = []
-    rejections: list[Rejection] = []
-    for index, item in enumerate(payload):
+        return Rejection(
+            "not_an_object", "message is neither an object nor a non-empty array", None, raw
+        )
+    if len(payload) > rules.max_events_per_message:
+        return Rejection(
+            "too_many_events",
+            f"{len(payload)} events, more than {rules.max_events_per_message} "
+            "(KPI_MAX_EVENTS_PER_MESSAGE)",
+            None,
+            raw,
+        )
+    return Parsed(payload, False, raw)
+
+
+def validate_elements(
+    parsed: Parsed,
+    start: int,
+    stop: int,
+    topic_kind: int,
+    now_ms: int,
+    rules: ValidationRules,
+    events: list[Event],
+    rejections: list[Rejection],
+) -> None:
+    """Validate ``parsed.items[start:stop]``, appending to ``events`` and ``rejections``."""
+    if parsed.single:
+        try:
+            events.append(validate_event(parsed.items[0], topic_kind, now_ms, rules))
+        except _Invalid as bad:
+            rejections.append(Rejection(bad.reason, bad.detail, None, parsed.raw))
+        return
+    items = parsed.items
+    for index in range(start, stop):
+        item = items[index]
         try:
             if not isinstance(item, dict):
                 raise _Invalid("not_an_object", f"batch element is {type(item).__name__}")
             events.append(validate_event(item, topic_kind, now_ms, rules))
         except _Invalid as bad:
             rejections.append(Rejection(bad.reason, bad.detail, index, orjson.dumps(item)))
-    return events, rejections
 
 
 def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: ValidationRules) -> Event:
@@ -114,25 +188,44 @@ def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: ValidationRul
         raise _Invalid(
             "topic_mismatch", f"{type_name} event on the {EVENT_TYPES[topic_kind]} topic"
         )
+    # Fast path: a printable string of the right length; anything else goes to the helper that
+    # says what is wrong (isprintable is false for some harmless characters too, such as a
+    # no-break space: the helper accepts those).
     event_id = get("event_id")
-    if type(event_id) is not str or not 0 < len(event_id) <= MAX_ID_LENGTH:
+    if (
+        type(event_id) is not str
+        or not 0 < len(event_id) <= MAX_ID_LENGTH
+        or not event_id.isprintable()
+    ):
         event_id = _required_identifier(obj, "event_id")
     campaign = get("campaign_id")
-    if type(campaign) is not str or not 0 < len(campaign) <= MAX_ID_LENGTH:
+    if (
+        type(campaign) is not str
+        or not 0 < len(campaign) <= MAX_ID_LENGTH
+        or not campaign.isprintable()
+    ):
         campaign = _required_identifier(obj, "campaign_id")
     channel = get("channel")
     if channel is None:
         channel = DEFAULT_CHANNEL
-    elif type(channel) is not str or not 0 < len(channel) <= MAX_ID_LENGTH:
+    elif (
+        type(channel) is not str
+        or not 0 < len(channel) <= MAX_ID_LENGTH
+        or not channel.isprintable()
+    ):
         _identifier(obj, "channel", required=False)
     value = get("ad_id")
-    if value is not None and (type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH):
+    if value is not None and (
+        type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH or not value.isprintable()
+    ):
         _identifier(obj, "ad_id", required=False)
     value = get("user_id")
-    if value is not None and (type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH):
+    if value is not None and (
+        type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH or not value.isprintable()
+    ):
         _identifier(obj, "user_id", required=False)
     occurred = get("occurred_at")
-    if type(occurred) is int and occurred >= _MIN_EPOCH_MS:
+    if type(occurred) is int and occurred >= MIN_OCCURRED_MS:
         occurred_ms = occurred
     else:
         occurred_ms = parse_timestamp(occurred)
@@ -146,12 +239,12 @@ def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: ValidationRul
     if kind <= CLICK:  # impression, click
         cost = get("cost")
         if cost is not None:
-            if (type(cost) is float or type(cost) is int) and 0 <= cost < math.inf:
+            if (type(cost) is float or type(cost) is int) and 0 <= cost <= rules.max_cost:
                 amount = round(cost * MICROS)
             else:
-                amount = _amount(obj, "cost", required=False)
+                amount = _amount(obj, "cost", rules.max_cost, required=False)
     elif kind == SALE:
-        amount = _amount(obj, "value", required=True)
+        amount = _amount(obj, "value", rules.max_sale_value, required=True)
         currency = get("currency")
         if currency is None:
             raise _Invalid("missing_field", "currency")
@@ -188,41 +281,79 @@ def _identifier(obj: dict, name: str, *, required: bool) -> str | None:
             "invalid_field",
             f"{name} must be a non-empty string of at most {MAX_ID_LENGTH} characters",
         )
+    if not value.isprintable() and _CONTROL_CHARACTER.search(value):
+        raise _Invalid("invalid_field", f"{name} holds a control character (U+0000-U+001F, U+007F)")
     return value
 
 
-def _amount(obj: dict, name: str, *, required: bool) -> int:
+def _amount(obj: dict, name: str, maximum: float, *, required: bool) -> int:
     value = obj.get(name)
     if value is None:
         if required:
             raise _Invalid("missing_field", name)
         return 0
-    kind = type(value)
-    if (kind is float or kind is int) and 0 <= value < math.inf:
-        return round(value * MICROS)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Invalid("invalid_field", f"{name} must be a number")
     if not math.isfinite(value) or value < 0:
         raise _Invalid("invalid_field", f"{name} must be a finite number >= 0")
+    if value > maximum:
+        raise _Invalid("invalid_field", f"{name} {value:g} is above its bound {maximum:g}")
     return round(value * MICROS)
 
 
 def parse_timestamp(value: object) -> int:
-    """RFC 3339 with an offset, or integer epoch milliseconds, to epoch milliseconds."""
+    """RFC 3339 with an offset, or integer epoch milliseconds, to epoch milliseconds, from
+    2000-01-01 on (the future is checked by the caller, against its clock)."""
     if value is None:
         raise _Invalid("missing_field", "occurred_at")
     if isinstance(value, bool):
         raise _Invalid("invalid_timestamp", "occurred_at must be RFC 3339 or epoch milliseconds")
     if isinstance(value, int):
-        if value < _MIN_EPOCH_MS:
+        if value < MIN_OCCURRED_MS:
             raise _Invalid("invalid_timestamp", "epoch value before 2000: milliseconds expected")
         return value
-    if not isinstance(value, str) or len(value) < 20 or value[10] not in "Tt ":
+    if not isinstance(value, str):
         raise _Invalid("invalid_timestamp", "occurred_at must be RFC 3339 or epoch milliseconds")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise _Invalid("invalid_timestamp", f"unparseable occurred_at {value[:40]!r}") from None
-    if parsed.tzinfo is None:
-        raise _Invalid("invalid_timestamp", "occurred_at needs a UTC offset (Z or +hh:mm)")
-    return (parsed - _EPOCH) // _ONE_MS
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise _Invalid(
+            "invalid_timestamp",
+            f"occurred_at {value[:40]!r} is not RFC 3339 with an offset (Z or +hh:mm)",
+        )
+    ms = rfc3339_ms(match)
+    if ms is None:
+        raise _Invalid("invalid_timestamp", f"occurred_at {value[:40]!r} is not a real time")
+    if ms < MIN_OCCURRED_MS:
+        raise _Invalid("invalid_timestamp", f"occurred_at {value[:40]!r} is before 2000")
+    return ms
+
+
+def rfc3339_ms(match: re.Match[str]) -> int | None:
+    """Epoch milliseconds of a matched RFC 3339 date-time, None if a field is out of range (a
+    leap second, :60, is the next second's start)."""
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+    y, mo, d, h, mi, sec = int(year), int(month), int(day), int(hour), int(minute), int(second)
+    if not 1 <= mo <= 12 or h > 23 or mi > 59 or sec > 60:
+        return None
+    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+    if not 1 <= d <= _DAYS_IN_MONTH[mo - 1] + (leap and mo == 2):
+        return None
+    offset_s = 0
+    if sign is not None:
+        oh, om = int(off_h), int(off_m)
+        if oh > 23 or om > 59:
+            return None
+        offset_s = (oh * 3600 + om * 60) * (1 if sign == "+" else -1)
+    millis = int((fraction or "0")[:3].ljust(3, "0"))
+    seconds = _days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset_s
+    return seconds * 1000 + millis
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146_097 + doe - 719_468

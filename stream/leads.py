@@ -49,7 +49,15 @@ class LeadJoin(NamedTuple):
         return max(t for t in (self.lead_ms, self.contact_ms, 0) if t is not None)
 
     def pack(self) -> int:
-        """Four 64-bit fields, each stored +1 so that None / -1 are 0."""
+        """Four 64-bit fields, each stored +1 so that None / -1 are 0. Raises ``ValueError`` for
+        a value a field cannot hold (validation keeps times from 2000 on): a negative time would
+        borrow from the next field and corrupt the record for good."""
+        for value in (self.lead_ms, self.contact_ms):
+            if value is not None and not 0 <= value < _MASK:
+                raise ValueError(f"lead record time {value} outside [0, 2^64 - 1)")
+        for value in (self.lead_hw, self.contact_hw):
+            if not -1 <= value < _MASK:
+                raise ValueError(f"lead record position {value} outside [-1, 2^64 - 1)")
         lead = 0 if self.lead_ms is None else self.lead_ms + 1
         contact = 0 if self.contact_ms is None else self.contact_ms + 1
         return (

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .durations import format_duration, parse_duration
+from .events import EVENTS_PER_MESSAGE_LIMIT
 
 
 class SettingsError(ValueError):
@@ -54,6 +55,11 @@ class Settings:
     dedup_max_ids_per_partition: int = 250_000
     lead_ttl_seconds: int = 7 * 86400
     currency: str = "USD"
+    # Upper bounds of the event contract (stream.events): beyond them an event is rejected.
+    max_cost: float = 10_000.0  # per impression or click, in the reporting currency
+    max_sale_value: float = 10_000_000.0  # per sale
+    max_events_per_message: int = 10_000
+    max_message_bytes: int = 4 << 20
     max_campaigns_per_partition: int = 3000
     max_channels_per_partition: int = 100
     export: str = "lean"  # lean | full: the per-campaign series /metrics exports
@@ -111,6 +117,16 @@ class Settings:
             "KPI_CURRENCY",
             "must be an ISO 4217 code such as USD",
         )
+        # Money is summed in int64 millionths: a bound above 1e12 could overflow a bucket.
+        _check(0 < self.max_cost <= 1e12, "KPI_MAX_COST", "must be within (0, 1e12]")
+        _check(0 < self.max_sale_value <= 1e12, "KPI_MAX_SALE_VALUE", "must be within (0, 1e12]")
+        _check(
+            1 <= self.max_events_per_message <= EVENTS_PER_MESSAGE_LIMIT,
+            "KPI_MAX_EVENTS_PER_MESSAGE",
+            f"must be within 1-{EVENTS_PER_MESSAGE_LIMIT} (events are positioned by their "
+            "index in a message in 20 bits)",
+        )
+        _check(self.max_message_bytes >= 1024, "KPI_MAX_MESSAGE_BYTES", "must be >= 1024")
         _check(
             self.max_campaigns_per_partition >= 1, "KPI_MAX_CAMPAIGNS_PER_PARTITION", "must be >= 1"
         )
@@ -259,6 +275,12 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         ),
         "lead_ttl_seconds": _read(env, "KPI_LEAD_TTL", _duration, base.lead_ttl_seconds),
         "currency": env.get("KPI_CURRENCY") or base.currency,
+        "max_cost": _read(env, "KPI_MAX_COST", float, base.max_cost),
+        "max_sale_value": _read(env, "KPI_MAX_SALE_VALUE", float, base.max_sale_value),
+        "max_events_per_message": _read(
+            env, "KPI_MAX_EVENTS_PER_MESSAGE", _int, base.max_events_per_message
+        ),
+        "max_message_bytes": _read(env, "KPI_MAX_MESSAGE_BYTES", _int, base.max_message_bytes),
         "max_campaigns_per_partition": _read(
             env, "KPI_MAX_CAMPAIGNS_PER_PARTITION", _int, base.max_campaigns_per_partition
         ),

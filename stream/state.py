@@ -154,22 +154,54 @@ class PartitionState:
 
         ``arrival_ms`` is the record's Kafka timestamp (``now_ms`` if it has none): the newest
         one per topic is the clock of the dedup horizon, the same in any replay."""
+        if not self.begin_message(kind, offset, now_ms, arrival_ms):
+            return False
+        self.apply_events(kind, offset, 0, events, now_ms)
+        self.count_rejections(rejections)
+        self.end_message(kind, offset)
+        return True
+
+    # A large message is folded in slices (``agents.pipeline``), so that the event loop can run
+    # between them: begin, then apply_events / count_rejections per slice, then end. Until
+    # ``end_message`` moves the checkpoint a replay folds the whole message again, and the
+    # records' ``hw`` make the part already folded a no-op.
+
+    def begin_message(
+        self, kind: int, offset: int, now_ms: int, arrival_ms: int | None = None
+    ) -> bool:
+        """False if the checkpoint already covers the message; else its arrival is noted."""
         meta = self.meta
         if offset <= meta.checkpoint[kind]:
             return False
         arrival = now_ms if arrival_ms is None or arrival_ms < 0 else arrival_ms
         if arrival > meta.arrival[kind]:
             meta.arrival[kind] = arrival
-        for rejection in rejections:
-            meta.rejected[rejection.reason] = meta.rejected.get(rejection.reason, 0) + 1
-        base = offset << POSITION_BITS  # position = (offset << 20) | index in message
+        return True
+
+    def apply_events(
+        self, kind: int, offset: int, first_index: int, events: list[Event], now_ms: int
+    ) -> None:
+        """Fold a message's valid events ``first_index`` onwards (their index among its valid
+        events is their position's low bits)."""
+        if first_index + len(events) > MAX_EVENTS_PER_MESSAGE:
+            raise ValueError(
+                f"{first_index + len(events)} events in one message: positions hold "
+                f"{MAX_EVENTS_PER_MESSAGE}"
+            )
+        base = (offset << POSITION_BITS) | first_index
         if kind in (LEAD_KIND, SALES_CONTACT):
             for index, event in enumerate(events):
-                self.apply_event(event, base | index, now_ms)
+                self.apply_event(event, base + index, now_ms)
         elif events:
             self._apply_counted(kind, base, events, now_ms)
-        meta.checkpoint[kind] = offset
-        return True
+
+    def count_rejections(self, rejections: list[Rejection]) -> None:
+        rejected = self.meta.rejected
+        for rejection in rejections:
+            rejected[rejection.reason] = rejected.get(rejection.reason, 0) + 1
+
+    def end_message(self, kind: int, offset: int) -> None:
+        self.meta.checkpoint[kind] = offset
 
     def _apply_counted(self, kind: int, base: int, events: list[Event], now_ms: int) -> None:
         """``apply_event`` for the events of one message of a kind without a lead join (most of
@@ -187,7 +219,7 @@ class PartitionState:
         watermark = watermarks[kind]
         arrival = meta.arrival[kind]
         for index, event in enumerate(events):
-            pos = base | index
+            pos = base + index
             occurred = event.occurred_ms
             if occurred > watermark:
                 watermark = watermarks[kind] = occurred

@@ -166,7 +166,9 @@ def test_awaiting_and_oldest_age():
     )
 
 
-@pytest.mark.parametrize("campaign", ['quote"d', "back\\slash", "new\nline", "ünïcode", "{braces}"])
+@pytest.mark.parametrize(
+    "campaign", ['quote"d', "back\\slash", "next\u0085line", "ünïcode", "{braces}"]
+)
 def test_any_campaign_id_survives_the_text_format(campaign):
     registry, _ = scrape(
         [state_of(event("impression", campaign=campaign, channel='ch"1'))], Settings(export="full")
