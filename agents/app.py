@@ -50,6 +50,10 @@ from .transport import KpiApp, app_class
 log = logging.getLogger("kpi_monitor")
 STATE_TABLE = "kpi-state"
 WRITE_CHUNK_BYTES = 256 * 1024
+# A dead letter keeps at most this much of what was rejected (the producer refuses a record over
+# ~1 MB, and a refused message may be far larger); the source offset in its headers finds the
+# rest while the source topic retains it.
+DEAD_LETTER_MAX_BYTES = 512 * 1024
 
 
 def wall_clock_ms() -> int:
@@ -155,7 +159,9 @@ def create_app(
         )
 
     exporter = KpiExporter(lambda: list(pipeline.states.values()), settings, clock)
-    registry.register(WorkerCollector(lambda: len(pipeline.states), lag))
+    registry.register(
+        WorkerCollector(lambda: len(pipeline.states), lag, pipeline.campaigns_in_several_partitions)
+    )
     registry.register(FaustStatsCollector(lambda: app.monitor if app.in_worker else None))
     monitor = Monitor(app, pipeline, table, registry, exporter, metrics)
     if settings.decisions:
@@ -253,7 +259,7 @@ def _ingest(
         for letter in result.dead_letters:
             rejected_topic.send_soon(
                 key=dead_letter_key(letter),
-                value=letter.rejection.original,
+                value=letter.rejection.original[:DEAD_LETTER_MAX_BYTES],
                 headers=_dead_letter_headers(letter),
             )
         metrics.batches.inc()
@@ -341,6 +347,7 @@ def _pages(monitor: Monitor) -> None:
             "partitions": sorted(pipeline.states),
             "events_folded": pipeline.events_folded,
             "campaigns": sum(s.admitted_campaigns for s in pipeline.states.values()),
+            "campaigns_in_several_partitions": pipeline.campaigns_in_several_partitions(),
             "loop_lag_worst_seconds": loop_lag.take_worst(),
             "last_metrics_render_seconds": last_render["seconds"],
         }
@@ -372,4 +379,6 @@ def _dead_letter_headers(letter) -> list[tuple[str, bytes]]:
     ]
     if rejection.element is not None:
         headers.append(("kpi.source.index", str(rejection.element).encode()))
+    if len(rejection.original) > DEAD_LETTER_MAX_BYTES:
+        headers.append(("kpi.original.bytes", str(len(rejection.original)).encode()))
     return headers

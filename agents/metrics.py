@@ -158,15 +158,17 @@ class KpiExporter(Collector):
 
 
 class WorkerCollector(Collector):
-    """Partitions owned and consumer lag, read at scrape time."""
+    """Partitions owned, consumer lag and campaigns split over partitions, read at scrape time."""
 
     def __init__(
         self,
         partitions: Callable[[], int],
         lag: Callable[[], dict[tuple[str, int], int]] | None = None,
+        split_campaigns: Callable[[], int] | None = None,
     ) -> None:
         self._partitions = partitions
         self._lag = lag
+        self._split_campaigns = split_campaigns
 
     def describe(self) -> list[Metric]:
         return []
@@ -175,6 +177,10 @@ class WorkerCollector(Collector):
         owned = GaugeMetricFamily(m.PARTITIONS_OWNED.name, m.PARTITIONS_OWNED.doc)
         owned.add_metric([], self._partitions())
         yield owned
+        if self._split_campaigns is not None:
+            split = GaugeMetricFamily(m.CAMPAIGNS_SPLIT.name, m.CAMPAIGNS_SPLIT.doc)
+            split.add_metric([], self._split_campaigns())
+            yield split
         if self._lag is not None:
             lag = GaugeMetricFamily(
                 m.CONSUMER_LAG.name, m.CONSUMER_LAG.doc, labels=list(m.CONSUMER_LAG.labels)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 from stream.codec import Record, decode_key, partition_of_key
 from stream.events import Event, Rejection, ValidationRules, parse_message, validate_elements
 from stream.settings import Settings
-from stream.state import PartitionState, StateConfig
+from stream.state import OTHER, PartitionState, StateConfig
 
 # A fold yields to the event loop after this much work; a slice of a message is checked against
 # it, and a slice of 2,000 events costs ~10 ms here.
@@ -196,6 +196,20 @@ class Pipeline:
         ]
         self.events_folded += events
         return BatchResult(records, dead, events, replayed, unowned)
+
+    def campaigns_in_several_partitions(self) -> int:
+        """Campaigns held by more than one owned partition (``__other__`` aside): their producers
+        do not key by campaign_id, so each partition exports and decides on part of them."""
+        seen: set[str] = set()
+        several: set[str] = set()
+        for state in self.states.values():
+            for campaign in state.campaigns:
+                if campaign in seen:
+                    several.add(campaign)
+                else:
+                    seen.add(campaign)
+        several.discard(OTHER)
+        return len(several)
 
     def expire(self) -> list[Record]:
         now = self.clock()

@@ -134,6 +134,12 @@ CAMPAIGN_BUDGET = _spec(
 PARTITIONS_OWNED = _spec(
     "kpi_partitions_owned", "gauge", "Input partitions whose state this worker holds and exports"
 )
+CAMPAIGNS_SPLIT = _spec(
+    "kpi_campaigns_in_several_partitions",
+    "gauge",
+    "Campaigns this worker holds in more than one of its input partitions: their producers do "
+    "not key events by campaign_id, and each partition judges part of the campaign",
+)
 CONSUMER_LAG = _spec(
     "kpi_consumer_lag_messages",
     "gauge",
@@ -234,6 +240,7 @@ CATALOGUE: dict[str, MetricSpec] = {
         CAMPAIGNS_TRACKED,
         CAMPAIGN_BUDGET,
         PARTITIONS_OWNED,
+        CAMPAIGNS_SPLIT,
         CONSUMER_LAG,
         BATCHES,
         MESSAGES_REPLAYED,

@@ -38,7 +38,7 @@ def test_the_worker_exports_only_catalogued_families_as_catalogued(export):
     _, families = scrape([state_of(*busy_campaign())], Settings(export=export))
     registry = CollectorRegistry()
     build_pipeline_metrics(registry)
-    registry.register(WorkerCollector(lambda: 4, lambda: {("marketing.clicks", 0): 3}))
+    registry.register(WorkerCollector(lambda: 4, lambda: {("marketing.clicks", 0): 3}, lambda: 1))
     exported = list(families.values()) + list(registry.collect())
     assert exported
     for family in exported:
