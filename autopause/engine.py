@@ -191,9 +191,19 @@ class Campaign:
     """Everything the engine keeps for one campaign (persisted with its partition)."""
 
     first_seen_ms: int
-    seq: int = 0  # decisions issued for the campaign, all rules together
+    seq: int = 0  # the seq of the campaign's latest decision, all rules together (0: none yet)
     tracks: dict[str, Track] = field(default_factory=dict)
     outbox: list[dict] = field(default_factory=list)  # issued, not yet sent (autopause.records)
+
+
+def next_seq(previous: int, now_ms: int) -> int:
+    """The seq of a campaign's next decision: above its previous one, and at least the issue
+    time in ms. A campaign's record is deleted once it is retired and idle, and a pauser drops
+    any seq at or below one it handled; the clock keeps a campaign that comes back above all
+    of its earlier seqs (as long as the workers' clocks do not run back by the time since its
+    last decision, which is at least the KPI retention when a record was retired). An int below
+    2**53: exact in any JSON reader."""
+    return max(previous + 1, now_ms)
 
 
 class Decision(NamedTuple):
@@ -311,7 +321,7 @@ def advance(
             campaign.tracks[rule.name] = new
             changed = True
         if verdict is not None:
-            campaign.seq += 1
+            campaign.seq = next_seq(campaign.seq, now_ms)
             decisions.append(Decision(name, rule.name, verdict, campaign.seq, now_ms, evaluation))
     return decisions, changed
 

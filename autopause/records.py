@@ -1,7 +1,7 @@
 """The auto-pause state of a campaign as a changelog record, and a decision as the JSON the
 decisions topic and ``/decisions`` carry.
 
-A campaign's record holds its tracks (one per rule), its decision counter and an **outbox**: the
+A campaign's record holds its tracks (one per rule), its latest ``seq`` and an **outbox**: the
 decisions issued but not yet acknowledged by the decisions topic. The record is written (and
 acknowledged) before the decisions are sent, and written again without them after; a worker
 that crashes in between, or takes the partition over, sends the outbox again, ids unchanged, so a
@@ -67,8 +67,8 @@ def record(partition: int, name: str, campaign: Campaign | None) -> codec.Record
 
 def decision_id(campaign: str, rule: str, seq: int, issued_at_ms: int) -> str:
     """Fixed when the decision is made and kept in the outbox, so every resend carries it. The
-    issue time is part of it: a campaign's counter starts again if its state is ever lost, and
-    a pauser's ledger must not take a new decision for an old one."""
+    issue time is part of it: should two decisions ever share a seq (the clock run back after a
+    campaign's state was dropped), a pauser's ledger must still not take a new one for an old one."""
     text = f"{campaign}\0{rule}\0{seq}\0{issued_at_ms}"
     return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 

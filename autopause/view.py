@@ -46,7 +46,9 @@ class DecisionView:
         log.append((offset, decision))
         by_rule = self.current.setdefault(decision["campaign_id"], {})
         held = by_rule.get(decision["rule"])
-        if held is None or held["seq"] < decision["seq"]:  # a resend carries an older seq
+        # A campaign's seq only grows, across retirement and takeover (``engine.next_seq``): the
+        # highest is the newest, and a resend of an older decision changes nothing.
+        if held is None or held["seq"] < decision["seq"]:
             by_rule[decision["rule"]] = decision
 
     @property

@@ -4,10 +4,15 @@ tracks and the outbox, and a restore that continues where the crashed worker sto
 from __future__ import annotations
 
 import orjson
+import pytest
 
-from autopause.engine import PAUSE, UNKNOWN
+from autopause.engine import PAUSE, RUNNING, UNKNOWN
+from autopause.ledger import Ledger
+from autopause.policy import ACT, Action, Limits, judge
 from autopause.runner import Runner, load_rules
+from autopause.view import DecisionView
 from rulebook.rules import parse_rules
+from stream.codec import AUTOPAUSE, key
 from stream.events import EVENT_TYPES, ValidationRules, decode_message
 from stream.settings import Settings, SettingsError
 from stream.snapshot import build_rows
@@ -91,7 +96,8 @@ def test_an_incident_gives_one_pause_for_the_bad_campaign_only():
     evidence = decision["evidence"]
     assert evidence["bound"] == evidence["wilson"]["upper"] < 0.005
     assert evidence["wilson"]["lower"] < evidence["value"] < evidence["wilson"]["upper"]
-    assert decision["evidence"]["volume"]["count"] >= 2000 and decision["seq"] == 1
+    assert decision["evidence"]["volume"]["count"] >= 2000
+    assert decision["seq"] == decision["issued_at_ms"]  # its first: the issue time
     assert (
         decision["valid_until_ms"] - decision["issued_at_ms"]
         == SETTINGS.decision_ttl_seconds * 1000
@@ -177,3 +183,72 @@ def test_a_partition_lost_during_the_round_is_left_to_its_new_owner():
     assert result.to_send == [] and result.records == []
     assert {name: (c.seq, dict(c.tracks)) for name, c in feed.state.autopause.items()} == before
     assert tick(runner, feed, later).to_send  # still owned: the pause is issued
+
+
+DAY = 86_400_000
+PAUSER = Limits(mode="live", max_share=1.0)  # the seq guard alone decides
+
+
+def run_until_paused(runner, feed, start_ms):
+    """The campaign "bad" collapses from ``start_ms``: its pause decision, sent and acknowledged."""
+    for t, traffic in incident(40):
+        now = start_ms + t * MIN
+        feed.minute(now, traffic)
+        sent = [d for _, d in tick(runner, feed, now + 30_000).to_send]
+        feed.log.extend(runner.sent([feed.state], sent))
+        if sent:
+            assert [(d["campaign_id"], d["verdict"]) for d in sent] == [("bad", PAUSE)]
+            return sent[0], now + 30_000
+    raise AssertionError("no pause")
+
+
+def go_quiet_until_retired(runner, feed, paused_at):
+    """The campaign "bad" stops; its rule re-arms as its windows drain; a day later its KPI state
+    has expired and its auto-pause record, idle, is deleted. Returns the time of that tick."""
+    for t in range(1, 21):
+        now = paused_at + t * MIN
+        feed.minute(now, [("good", 400, 60)])
+        tick(runner, feed, now)
+    assert feed.state.autopause["bad"].tracks["ctr_collapse"].phase == RUNNING
+    later = paused_at + DAY + 60 * MIN
+    feed.minute(later, [("good", 400, 60)])
+    feed.log.extend(feed.state.expire(later))
+    assert "bad" not in feed.state.campaigns
+    result = tick(runner, feed, later)
+    assert (key(0, AUTOPAUSE, "bad"), None) in result.records
+    assert "bad" not in feed.state.autopause
+    return later
+
+
+def pauser_judges(ledger, decision, now_ms):
+    return judge(decision, now_ms, ledger.known(decision, now_ms), PAUSER)
+
+
+@pytest.mark.parametrize("takeover", [None, "before retirement", "after retirement"])
+def test_a_campaign_paused_again_after_retirement_gets_a_higher_seq(tmp_path, takeover):
+    """Issue 14 (9): a retired campaign's record is deleted; its next pause must still be above
+    every seq the pauser handled for it, or the pauser drops it ("seq 1 after 1") and
+    /decisions keeps the stale one."""
+    feed, runner = Feed(), Runner(RULES, SETTINGS)
+    first, paused_at = run_until_paused(runner, feed, NOW_MS)
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.note_partition_size(0, 3)
+    assert pauser_judges(ledger, first, paused_at) == Action(ACT, PAUSE)
+    ledger.record(first, paused_at, "done", action=PAUSE, acted_at_ms=paused_at)
+    if takeover == "before retirement":
+        feed, runner = Feed(restore(feed.log)), Runner(RULES, SETTINGS)
+    retired_at = go_quiet_until_retired(runner, feed, paused_at)
+    if takeover == "after retirement":
+        feed, runner = Feed(restore(feed.log)), Runner(RULES, SETTINGS)
+        assert "bad" not in feed.state.autopause
+    second, again_at = run_until_paused(runner, feed, retired_at + MIN)
+
+    assert pauser_judges(ledger, second, again_at) == Action(ACT, PAUSE)
+    assert second["seq"] > first["seq"] and second["decision_id"] != first["decision_id"]
+    view = DecisionView()
+    for offset, decision in enumerate([first, second]):
+        view.add(0, offset, decision)
+    assert view.current["bad"]["ctr_collapse"] == second
+    view.add(0, 2, first)  # a resend of the old decision changes nothing
+    assert view.current["bad"]["ctr_collapse"] == second
+    ledger.close()
