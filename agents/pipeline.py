@@ -16,9 +16,9 @@ from stream.settings import Settings
 from stream.state import OTHER, PartitionState, StateConfig
 
 # A fold yields to the event loop after this much work; a slice of a message is checked against
-# it, and a slice of 2,000 events costs ~10 ms here.
+# it, and a slice of 500 events costs ~5 ms here.
 SLICE_SECONDS = 0.02
-ELEMENTS_PER_SLICE = 2_000
+ELEMENTS_PER_SLICE = 500
 
 
 class Message(NamedTuple):
@@ -188,12 +188,19 @@ class Pipeline:
                     deadline = timer() + slice_seconds
                 continue
             unowned += 1  # revoked inside the message
-        lost = {p for p, state in touched.items() if states.get(p) is not state}
+        records: list[Record] = []
+        lost: set[int] = set()
+        for p in sorted(touched):
+            # A partition's records take their own slice (~30 ms for 45,000 new ids).
+            if timer() > deadline - slice_seconds / 2:
+                yield
+                deadline = timer() + slice_seconds
+            if states.get(p) is touched[p]:
+                records += touched[p].finish_batch()
+            else:
+                lost.add(p)
         if lost:
             dead = [letter for letter in dead if letter.partition not in lost]
-        records = [
-            record for p in sorted(touched) if p not in lost for record in touched[p].finish_batch()
-        ]
         self.events_folded += events
         return BatchResult(records, dead, events, replayed, unowned)
 
