@@ -43,6 +43,7 @@ def test_every_default_rule_is_shipped():
         "late_share_high",
         "campaign_budget_nearly_full",
         "autopause_breaker_open",
+        "autopause_pauser_held",
     }
 
 
