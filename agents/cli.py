@@ -127,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     pauser.add_argument(
         "--max-errors", type=int, default=5, help="failures in a row before a decision is given up"
     )
+    pauser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds CMD may run per attempt; then its whole process group is ended",
+    )
     pauser.add_argument("--group", default="kpi-pauser", help="consumer group")
     pauser.add_argument("--broker", help="kafka://host:port (env KPI_BROKER)")
     pauser.add_argument("--since", default="7d", help="for replay: how far back")
@@ -205,11 +211,12 @@ def run_pauser(args: argparse.Namespace) -> int:
         or args.max_pauses_per_hour < 0
         or args.max_errors < 1
         or min_campaigns < 1
+        or args.timeout <= 0
         or not 0 < (args.metrics_port or 1) < 65536
     ):
         print(
             "kpi-monitor pauser: --max-share must be within (0, 1], --max-pauses-per-hour >= 0, "
-            "--max-errors >= 1, --min-campaigns >= 1, --metrics-port 1-65535",
+            "--max-errors >= 1, --min-campaigns >= 1, --timeout > 0, --metrics-port 1-65535",
             file=sys.stderr,
         )
         return 2
@@ -230,6 +237,7 @@ def run_pauser(args: argparse.Namespace) -> int:
         ),
         kill_switch=args.kill_switch,
         max_errors=args.max_errors,
+        timeout_seconds=args.timeout,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         max_poll_interval_ms=max_poll_interval_ms,

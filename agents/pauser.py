@@ -486,7 +486,8 @@ def history(ledger_path: str, campaign: str | None, limit: int, out=sys.stdout) 
     ledger = Ledger(ledger_path)
     try:
         for entry in ledger.history(campaign, limit):
-            evidence = entry.decision.get("evidence", {})
+            evidence = entry.decision.get("evidence")
+            evidence = evidence if isinstance(evidence, dict) else {}
             why = (
                 f"{evidence.get('kpi')}={evidence.get('value')!r} {evidence.get('op')} "
                 f"{evidence.get('threshold')} on {evidence.get('window')}"

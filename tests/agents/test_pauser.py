@@ -139,6 +139,9 @@ def test_command_line(tmp_path, capsys):
     assert main(["pauser", "--ledger", str(tmp_path / "l.sqlite")]) == 2  # no --exec
     assert "--exec CMD is required" in capsys.readouterr().err
     assert main(["pauser", "--exec", "true", "--max-share", "2"]) == 2
+    assert main(["pauser", "--exec", "true", "--min-campaigns", "0"]) == 2
+    assert main(["pauser", "--exec", "true", "--timeout", "0"]) == 2
+    assert main(["pauser", "--exec", "true", "--max-poll-interval", "soon"]) == 2
     assert main(["pauser", "undo", "--exec", "true", "--ledger", str(tmp_path / "l.sqlite")]) == 2
     assert main(["pauser", "history", "--ledger", str(tmp_path / "l.sqlite")]) == 0
 
@@ -183,6 +186,7 @@ BAD_MESSAGES = [
     ("a string campaigns_judged", having(campaigns_judged="10"), "campaigns_judged is not"),
     ("a negative partition", having(partition=-1), "partition is not"),
     ("a numeric mode", having(mode=1), "mode is not a string"),
+    ("evidence that is not an object", having(evidence=[1], seq="x"), "seq is not an integer"),
 ]
 
 
@@ -201,6 +205,12 @@ def test_a_bad_message_is_refused_and_the_next_good_one_acted_on(tmp_path, name,
     assert asyncio.run(pauser.handle_message(cfg, ledger, message(decision(), 8))) == "done"
     assert [c.split()[:3] for c in calls(tmp_path)] == [["pause", "c1", "c1-1"]]
     assert len(ledger.history()) == 2
+    out = io.StringIO()
+    assert pauser.history(cfg.ledger, None, 10, out) == 0
+    assert any(
+        "marketing.kpi-decisions:2:7 " in line and f"-> refused ({entry.reason})" in line
+        for line in out.getvalue().splitlines()
+    )
 
 
 def test_an_unexpected_failure_is_recorded_and_the_command_not_run_twice(tmp_path, monkeypatch):
@@ -350,3 +360,20 @@ def test_a_hold_is_reported_and_ends_when_the_decision_expires(tmp_path):
     assert seen and all(held == 1 for held, _ in seen) and seen[-1][1] >= 1
     assert metrics.registry.get_sample_value("kpi_pauser_held", {"reason": "share_limit"}) == 0
     assert calls(tmp_path) == []
+
+
+def test_the_pauser_exports_only_catalogued_families():
+    from stream.catalogue import CATALOGUE
+
+    families = list(pauser.PauserMetrics().registry.collect())
+    assert {f.name for f in families} == {
+        "kpi_pauser_held",
+        "kpi_pauser_held_seconds",
+        "kpi_pauser_decisions",
+    }
+    for family in families:
+        spec = CATALOGUE[family.name]
+        assert family.type == spec.kind and family.documentation == spec.doc
+        assert all(set(s.labels) <= set(spec.labels) for s in family.samples)
+    held = {s.labels["reason"] for f in families if f.name == "kpi_pauser_held" for s in f.samples}
+    assert held == set(pauser.HOLD_REASONS)  # every reason exported (0) before any hold
