@@ -255,7 +255,7 @@ def run_pauser(args: argparse.Namespace) -> int:
         return 2
     if args.action == "replay":
         return asyncio.run(pauser.replay(settings, config, args.since))
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM
         asyncio.run(pauser.run(settings, config, stop_after=args.seconds))
     return 0
 

@@ -435,6 +435,10 @@ async def run(settings: Settings, config: PauserConfig, *, stop_after: float | N
         **aiokafka_kwargs(settings),
     )
     await consumer.start()
+    # SIGTERM cancels, as Ctrl-C does: a running command's process group is ended, not orphaned.
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     deadline = None if stop_after is None else time.monotonic() + stop_after
     print(
         f"kpi-monitor pauser: {config.limits.mode} mode, ledger {config.ledger}, "
@@ -457,6 +461,7 @@ async def run(settings: Settings, config: PauserConfig, *, stop_after: float | N
                     if not await commit(consumer, tp, message.offset + 1):
                         break
     finally:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
         await consumer.stop()
         ledger.close()
         if stop_serving is not None:

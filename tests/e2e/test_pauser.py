@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.broker import EmbeddedBroker, free_port
+from tests.agents.test_pauser import gone
 from tests.e2e.harness import ROOT, produce, samples_of, total, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -238,3 +239,25 @@ def test_a_held_pauser_stays_in_its_group_says_why_and_refuses_poison(tmp_path):
         ("refused", "campaign_id holds a control character (U+0000-U+001F, U+007F)"),
         ("done", ""),
     ]
+
+
+def test_a_stopped_pauser_ends_its_running_commands_process_group(tmp_path):
+    """SIGTERM while CMD runs: the pauser cancels and ends CMD's whole group (CMD runs in a
+    session of its own, so nothing else would reach its children)."""
+    script = tmp_path / "slow.sh"
+    script.write_text(f"#!/bin/sh\nsleep 120 &\necho $! > {tmp_path}/child\nwait\n")
+    script.chmod(0o755)
+    with EmbeddedBroker() as broker:
+        d = decisions(1)[0]
+        asyncio.run(produce(broker.bootstrap, [(TOPIC, b"k", orjson.dumps(d))]))
+        pauser = start_pauser(broker.url, tmp_path, str(script))
+        try:
+            child = tmp_path / "child"
+            wait_for(lambda: child.exists() and child.read_text().strip(), 60, "CMD's child")
+            pid = int(child.read_text())
+            os.kill(pauser.pid, signal.SIGTERM)
+            assert pauser.wait(timeout=20) == 0
+        finally:
+            if pauser.poll() is None:
+                os.killpg(pauser.pid, signal.SIGKILL)
+        wait_for(lambda: gone(pid), 5, "the child to end")
