@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 
+from stream.durations import parse_duration
 from stream.settings import Settings, SettingsError, settings_from_env
 
 from .broker import EmbeddedBroker
@@ -100,7 +101,24 @@ def main(argv: list[str] | None = None) -> int:
         default=0.2,
         help="most of the campaigns seen that this pauser may hold paused",
     )
+    pauser.add_argument(
+        "--min-campaigns",
+        type=int,
+        help="--max-share applies only from this many paused campaigns on "
+        "(default: KPI_BREAKER_MIN_CAMPAIGNS, as the workers' breaker)",
+    )
     pauser.add_argument("--allow", help="act only on campaigns matching this regular expression")
+    pauser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics (/metrics) on this port"
+    )
+    pauser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address for --metrics-port (default loopback)"
+    )
+    pauser.add_argument(
+        "--max-poll-interval",
+        default="5m",
+        help="the consumer's max.poll.interval.ms (a held pauser keeps polling within it)",
+    )
     pauser.add_argument(
         "--kill-switch",
         default="kpi-pauser.stop",
@@ -108,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     pauser.add_argument(
         "--max-errors", type=int, default=5, help="failures in a row before a decision is given up"
+    )
+    pauser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds CMD may run per attempt; then its whole process group is ended",
     )
     pauser.add_argument("--group", default="kpi-pauser", help="consumer group")
     pauser.add_argument("--broker", help="kafka://host:port (env KPI_BROKER)")
@@ -173,10 +197,26 @@ def run_pauser(args: argparse.Namespace) -> int:
     if args.action in ("run", "undo") and not args.exec_command:
         print(f"kpi-monitor pauser {args.action}: --exec CMD is required", file=sys.stderr)
         return 2
-    if not 0 < args.max_share <= 1 or args.max_pauses_per_hour < 0 or args.max_errors < 1:
+    try:
+        max_poll_interval_ms = int(parse_duration(args.max_poll_interval) * 1000)
+    except ValueError as exc:
+        print(f"kpi-monitor pauser: --max-poll-interval: {exc}", file=sys.stderr)
+        return 2
+    settings = settings_from_env(broker=args.broker)
+    min_campaigns = (
+        settings.breaker_min_campaigns if args.min_campaigns is None else args.min_campaigns
+    )
+    if (
+        not 0 < args.max_share <= 1
+        or args.max_pauses_per_hour < 0
+        or args.max_errors < 1
+        or min_campaigns < 1
+        or args.timeout <= 0
+        or not 0 < (args.metrics_port or 1) < 65536
+    ):
         print(
             "kpi-monitor pauser: --max-share must be within (0, 1], --max-pauses-per-hour >= 0, "
-            "--max-errors >= 1",
+            "--max-errors >= 1, --min-campaigns >= 1, --timeout > 0, --metrics-port 1-65535",
             file=sys.stderr,
         )
         return 2
@@ -192,16 +232,21 @@ def run_pauser(args: argparse.Namespace) -> int:
         command=args.exec_command or "",
         ledger=args.ledger,
         group=args.group,
-        limits=Limits(args.mode, args.allow, args.max_pauses_per_hour, args.max_share),
+        limits=Limits(
+            args.mode, args.allow, args.max_pauses_per_hour, args.max_share, min_campaigns
+        ),
         kill_switch=args.kill_switch,
         max_errors=args.max_errors,
+        timeout_seconds=args.timeout,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        max_poll_interval_ms=max_poll_interval_ms,
     )
     if args.action == "undo":
         if not args.decision_id:
             print("kpi-monitor pauser undo: which DECISION_ID?", file=sys.stderr)
             return 2
         return asyncio.run(pauser.undo(config, args.decision_id))
-    settings = settings_from_env(broker=args.broker)
     if settings.broker is None:
         print(
             "kpi-monitor pauser: set KPI_BROKER or --broker (the broker the workers use)",
@@ -210,7 +255,7 @@ def run_pauser(args: argparse.Namespace) -> int:
         return 2
     if args.action == "replay":
         return asyncio.run(pauser.replay(settings, config, args.since))
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM
         asyncio.run(pauser.run(settings, config, stop_after=args.seconds))
     return 0
 

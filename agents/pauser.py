@@ -5,26 +5,55 @@ consumer group and runs a command for each decision it may act on, exactly once 
 The command gets ``KPI_DECISION_ID``, ``KPI_CAMPAIGN`` and ``KPI_ACTION`` (``pause`` / ``resume``)
 in its environment and the decision JSON on stdin; exit 0 means done, 3 means the campaign was
 already in that state, anything else failed: retried with the same decision id, given up after
-``--max-errors`` failures in a row.
+``--max-errors`` failures in a row. It runs in a process group of its own: a timeout (or the
+pauser stopping) ends the whole group, not only the shell.
+
+Every message ends in the ledger: acted on, skipped, noted, dropped, or ``refused`` (not a
+decision the pauser can judge, see ``policy.validate``); an unexpected failure while handling one
+is recorded as ``error`` and the pauser goes on. While a decision is held (kill switch, its own
+breaker) the pauser pauses its partitions but keeps polling, so it stays in its consumer group,
+and reports the hold in its metrics (``--metrics-port``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import socket
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from autopause.ledger import Ledger
-from autopause.policy import ACT, DROP, NOTE, SHADOW, SKIP, WAIT, Limits, judge
+from autopause.policy import (
+    ACT,
+    DROP,
+    KILL_SWITCH,
+    NOTE,
+    POPULATION_UNKNOWN,
+    RATE_LIMIT,
+    SHADOW,
+    SHARE_LIMIT,
+    SKIP,
+    WAIT,
+    Limits,
+    judge,
+    validate,
+)
+from stream import catalogue
 from stream.durations import parse_duration
 from stream.settings import Settings
 
@@ -34,6 +63,16 @@ from .topics import bootstrap_servers
 log = logging.getLogger("kpi_monitor.pauser")
 ALREADY = 3
 OUTCOME_OF_ACTION = {DROP: "dropped", NOTE: "noted", SHADOW: "shadow", SKIP: "skipped"}
+CLAIMED = "claimed_elsewhere"  # another pauser on the same ledger is running the command
+HOLD_REASONS = (KILL_SWITCH, RATE_LIMIT, SHARE_LIMIT, POPULATION_UNKNOWN, CLAIMED)
+MAX_BACKOFF_SECONDS = 30.0
+
+KeepAlive = Callable[[float], Awaitable[Any]]
+
+
+def default_owner() -> str:
+    """Unique per pauser process; host and pid tell a later pauser whether it is gone."""
+    return f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
 
 
 @dataclass(frozen=True)
@@ -46,10 +85,100 @@ class PauserConfig:
     max_errors: int = 5
     timeout_seconds: float = 60.0
     retry_seconds: float = 1.0  # first back-off after a failure, doubled up to 30 s
+    kill_grace_seconds: float = 2.0  # SIGTERM to the command's group, then SIGKILL
+    owner: str = field(default_factory=default_owner)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    max_poll_interval_ms: int = 300_000
+
+    @property
+    def lease_ms(self) -> int:
+        """How long a claim lives unrenewed: one attempt and one back-off, with a margin."""
+        seconds = self.timeout_seconds + self.kill_grace_seconds + MAX_BACKOFF_SECONDS + 30
+        return int(seconds * 1000)
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+class PauserMetrics:
+    """The pauser's own registry: what holds it, for how long, and what it did."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        held, seconds, decisions = (
+            catalogue.PAUSER_HELD,
+            catalogue.PAUSER_HELD_SECONDS,
+            catalogue.PAUSER_DECISIONS,
+        )
+        self.held = Gauge(held.name, held.doc, held.labels, registry=self.registry)
+        self.held_seconds = Gauge(seconds.name, seconds.doc, registry=self.registry)
+        self.decisions = Counter(
+            decisions.name, decisions.doc, decisions.labels, registry=self.registry
+        )
+        self.release()
+
+    def hold(self, reason: str, seconds: float) -> None:
+        for each in HOLD_REASONS:
+            self.held.labels(each).set(1 if each == reason else 0)
+        self.held_seconds.set(seconds)
+
+    def release(self) -> None:
+        self.hold("", 0.0)
+
+    def count(self, outcome: str) -> None:
+        self.decisions.labels(outcome).inc()
+
+    def serve(self, host: str, port: int) -> Callable[[], None]:
+        """Expose the registry over HTTP; the function that stops it."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+
+        return stop
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+async def end_group(process: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGTERM to the command's process group, SIGKILL to whatever is left after ``grace``."""
+    group = process.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if process.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 0.05)
+        elif not group_alive(group):
+            return
+        else:
+            await asyncio.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    await process.wait()
+    for _ in range(20):  # SIGKILL is not instant; zombies nobody reaps keep the group "alive"
+        if not group_alive(group):
+            return
+        await asyncio.sleep(0.05)
+
+
+def group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def run_command(
@@ -58,7 +187,10 @@ async def run_command(
     action: str,
     timeout: float,
     extra_env: dict[str, str] | None = None,
+    *,
+    kill_grace: float = 2.0,
 ) -> int:
+    """The exit code; -1 after a timeout. ``decision`` has passed ``validate``."""
     env = dict(
         os.environ,
         KPI_DECISION_ID=decision["decision_id"],
@@ -66,22 +198,58 @@ async def run_command(
         KPI_ACTION=action,
         **(extra_env or {}),
     )
-    process = await asyncio.create_subprocess_shell(command, env=env, stdin=asyncio.subprocess.PIPE)
+    process = await asyncio.create_subprocess_shell(
+        command, env=env, stdin=asyncio.subprocess.PIPE, start_new_session=True
+    )
     try:
         await asyncio.wait_for(process.communicate(orjson.dumps(decision)), timeout)
     except TimeoutError:
-        process.kill()
-        await process.wait()
+        await end_group(process, kill_grace)
         return -1
+    except asyncio.CancelledError:
+        await end_group(process, kill_grace)
+        raise
     return process.returncode if process.returncode is not None else -1
 
 
-async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str) -> str:
-    """Run the command until it succeeds or fails ``max_errors`` times in a row; the outcome."""
+def owner_gone(owner: str) -> bool:
+    """Whether a claim's owner (``default_owner``) is a process of this host that has ended."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str) -> str | None:
+    """Run the command until it succeeds or fails ``max_errors`` times in a row; the outcome.
+    None: another pauser holds the decision's claim (ask again later)."""
     delay = config.retry_seconds
     for attempt in range(1, config.max_errors + 1):
-        ledger.record(decision, now_ms(), "started", action=action, attempts=attempt)
-        code = await run_command(config.command, decision, action, config.timeout_seconds)
+        claim = ledger.claim(
+            decision,
+            config.owner,
+            now_ms(),
+            config.lease_ms,
+            action=action,
+            attempts=attempt,
+            owner_gone=owner_gone,
+        )
+        if not claim.won:
+            return None if claim.outcome is None else "skipped"
+        code = await run_command(
+            config.command,
+            decision,
+            action,
+            config.timeout_seconds,
+            kill_grace=config.kill_grace_seconds,
+        )
         if code in (0, ALREADY):
             outcome = "done" if code == 0 else "already"
             prior = ("running" if action == "pause" else "paused") if code == 0 else None
@@ -96,7 +264,7 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
                 attempts=attempt,
             )
             log.warning(
-                "%s campaign %s (decision %s, rule %s): %s",
+                "%s campaign %r (decision %s, rule %s): %s",
                 action,
                 decision["campaign_id"],
                 decision["decision_id"],
@@ -114,7 +282,7 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
             attempts=attempt,
         )
         log.error(
-            "%s campaign %s: command failed (exit %s), attempt %d of %d",
+            "%s campaign %r: command failed (exit %s), attempt %d of %d",
             action,
             decision["campaign_id"],
             code,
@@ -123,7 +291,7 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
         )
         if attempt < config.max_errors:
             await asyncio.sleep(delay)
-            delay = min(30.0, delay * 2)
+            delay = min(MAX_BACKOFF_SECONDS, delay * 2)
     ledger.record(
         decision,
         now_ms(),
@@ -135,29 +303,48 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
     return "given_up"
 
 
-async def handle(config: PauserConfig, ledger: Ledger, decision: dict) -> str:
-    """One decision, start to end: the outcome recorded. Waits while the policy says wait."""
+# -- one decision, one message -------------------------------------------------------------------
+
+
+async def handle(
+    config: PauserConfig,
+    ledger: Ledger,
+    decision: dict,
+    *,
+    metrics: PauserMetrics | None = None,
+    keep_alive: KeepAlive = asyncio.sleep,
+) -> str:
+    """One valid decision, start to end: the outcome recorded. Holds while the policy says wait
+    (calling ``keep_alive`` between looks), or while another pauser runs its command."""
+    metrics = metrics or PauserMetrics()
     if "campaigns_judged" in decision and "partition" in decision:
         ledger.note_partition_size(decision["partition"], decision["campaigns_judged"])
-    waited_for = None
-    while True:
-        action = judge(
-            decision,
-            now_ms(),
-            ledger.known(decision, now_ms()),
-            config.limits,
-            kill_switch=Path(config.kill_switch).exists(),  # noqa: ASYNC240 (one stat)
-        )
-        if action.kind != WAIT:
-            break
-        if action.reason != waited_for:
-            log.warning(
-                "not acting on decision %s for now: %s", decision["decision_id"], action.reason
+    held_since, held_for = time.monotonic(), None
+    try:
+        while True:
+            action = judge(
+                decision,
+                now_ms(),
+                ledger.known(decision, now_ms()),
+                config.limits,
+                kill_switch=Path(config.kill_switch).exists(),  # noqa: ASYNC240 (one stat)
             )
-            waited_for = action.reason
-        await asyncio.sleep(1.0)
-    if action.kind == ACT:
-        return await act(config, ledger, decision, action.reason)
+            if action.kind == ACT:
+                outcome = await act(config, ledger, decision, action.reason)
+                if outcome is not None:
+                    return outcome
+                action = action._replace(
+                    kind=WAIT, reason="another pauser is running its command", held_by=CLAIMED
+                )
+            if action.kind != WAIT:
+                break
+            if action.reason != held_for:
+                log.warning("holding decision %s: %s", decision["decision_id"], action.reason)
+                held_for = action.reason
+            metrics.hold(action.held_by or "", time.monotonic() - held_since)
+            await keep_alive(1.0)
+    finally:
+        metrics.release()
     outcome = OUTCOME_OF_ACTION[action.kind]
     if action.kind != SKIP:  # a skip is a decision already recorded
         ledger.record(decision, now_ms(), outcome, action.reason)
@@ -166,8 +353,76 @@ async def handle(config: PauserConfig, ledger: Ledger, decision: dict) -> str:
     return outcome
 
 
+def parse(value: bytes | None) -> dict | str:
+    """A message's value: the decision, or why it is not one the pauser can judge."""
+    if value is None:
+        return "empty message (no value)"
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return f"not JSON: {exc}"
+    return validate(parsed)
+
+
+class Message(Protocol):
+    """What the pauser reads of a Kafka record (aiokafka's ``ConsumerRecord``)."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+async def handle_message(
+    config: PauserConfig,
+    ledger: Ledger,
+    message: Message,
+    *,
+    metrics: PauserMetrics | None = None,
+    keep_alive: KeepAlive = asyncio.sleep,
+) -> str:
+    """One message off the topic, whatever it holds: its outcome, recorded in the ledger."""
+    metrics = metrics or PauserMetrics()
+    checked = parse(message.value)
+    if isinstance(checked, str):
+        # Keyed by its place on the topic: a bad message must not take a good decision's id.
+        place = f"{message.topic}:{message.partition}:{message.offset}"
+        body = (message.value or b"").decode("utf-8", "backslashreplace")
+        ledger.refuse(place, now_ms(), checked, body)
+        log.error("refused the message at %s: %s", place, checked)
+        outcome = "refused"
+    else:
+        try:
+            outcome = await handle(config, ledger, checked, metrics=metrics, keep_alive=keep_alive)
+        except Exception as exc:
+            # Final: the command may have run; it is not run again for this decision. If even
+            # this write fails the ledger is unusable, and the pauser stops (uncommitted).
+            log.exception("decision %s: handling failed", checked["decision_id"])
+            ledger.record(checked, now_ms(), "error", f"{type(exc).__name__}: {exc}")
+            outcome = "error"
+    metrics.count(outcome)
+    return outcome
+
+
+async def keep_polling(consumer: AIOKafkaConsumer, seconds: float) -> None:
+    """Wait while staying in the group: fetching paused, ``getmany`` called all along (aiokafka
+    leaves the group after ``max_poll_interval_ms`` without one)."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        consumer.pause(*consumer.assignment())  # a rebalance meanwhile assigns unpaused
+        stray = await consumer.getmany(timeout_ms=max(1, int(left * 1000)))
+        for tp, records in stray.items():
+            consumer.seek(tp, records[0].offset)  # read again once the hold is over
+
+
 async def run(settings: Settings, config: PauserConfig, *, stop_after: float | None = None) -> None:
     ledger = Ledger(config.ledger)
+    metrics = PauserMetrics()
+    stop_serving = (
+        metrics.serve(config.metrics_host, config.metrics_port)
+        if config.metrics_port is not None
+        else None
+    )
     consumer = AIOKafkaConsumer(
         settings.topics.decisions,
         bootstrap_servers=bootstrap_servers(settings.broker or ""),
@@ -176,38 +431,57 @@ async def run(settings: Settings, config: PauserConfig, *, stop_after: float | N
         auto_offset_reset="earliest",
         session_timeout_ms=int(settings.session_timeout_seconds * 1000),
         heartbeat_interval_ms=max(500, int(settings.session_timeout_seconds * 200)),
+        max_poll_interval_ms=config.max_poll_interval_ms,
         **aiokafka_kwargs(settings),
     )
     await consumer.start()
+    # SIGTERM cancels, as Ctrl-C does: a running command's process group is ended, not orphaned.
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     deadline = None if stop_after is None else time.monotonic() + stop_after
     print(
         f"kpi-monitor pauser: {config.limits.mode} mode, ledger {config.ledger}, "
         f"reading {settings.topics.decisions}",
         flush=True,
     )
+
+    async def keep_alive(seconds: float) -> None:
+        await keep_polling(consumer, seconds)
+
     try:
         while deadline is None or time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=1000)
             for tp, messages in batch.items():
                 for message in messages:
-                    try:
-                        decision = orjson.loads(message.value)
-                        decision["decision_id"]
-                    except (orjson.JSONDecodeError, KeyError, TypeError):
-                        log.error("skipping a malformed decision at %s:%d", tp, message.offset)
-                    else:
-                        await handle(config, ledger, decision)
-                    # The ledger holds the outcome: only now may the group move past it.
-                    await consumer.commit(
-                        {
-                            TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(
-                                message.offset + 1, ""
-                            )
-                        }
+                    await handle_message(
+                        config, ledger, message, metrics=metrics, keep_alive=keep_alive
                     )
+                    consumer.resume(*consumer.paused())
+                    if not await commit(consumer, tp, message.offset + 1):
+                        break
     finally:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
         await consumer.stop()
         ledger.close()
+        if stop_serving is not None:
+            stop_serving()
+
+
+async def commit(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> bool:
+    """The ledger holds the outcome: only now may the group move past it. False: the partition
+    went to another member (a rebalance); it starts after the last commit, and the shared
+    ledger (or the command's exit 3) keeps what this pauser did from being done twice."""
+    try:
+        await consumer.commit(
+            {TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "")}
+        )
+    except (CommitFailedError, IllegalStateError) as exc:
+        log.warning(
+            "could not commit %s at %d (%s): the rest of its batch is left", tp, offset, exc
+        )
+        return False
+    return True
 
 
 # -- audit, undo, replay -----------------------------------------------------------------------
@@ -217,7 +491,8 @@ def history(ledger_path: str, campaign: str | None, limit: int, out=sys.stdout) 
     ledger = Ledger(ledger_path)
     try:
         for entry in ledger.history(campaign, limit):
-            evidence = entry.decision.get("evidence", {})
+            evidence = entry.decision.get("evidence")
+            evidence = evidence if isinstance(evidence, dict) else {}
             why = (
                 f"{evidence.get('kpi')}={evidence.get('value')!r} {evidence.get('op')} "
                 f"{evidence.get('threshold')} on {evidence.get('window')}"
@@ -298,8 +573,11 @@ async def replay(settings: Settings, config: PauserConfig, since: str, out=sys.s
                 break
             for tp, messages in batch.items():
                 for message in messages:
-                    decision = orjson.loads(message.value)
-                    if decision.get("issued_at_ms", 0) >= start_ms:
+                    decision = parse(message.value)
+                    if isinstance(decision, str):
+                        counts["refused"] = counts.get("refused", 0) + 1
+                        print(f"{tp}:{message.offset}: refused ({decision})", file=out)
+                    elif decision.get("issued_at_ms", 0) >= start_ms:
                         if "campaigns_judged" in decision and "partition" in decision:
                             ledger.note_partition_size(
                                 decision["partition"], decision["campaigns_judged"]
@@ -325,7 +603,7 @@ async def replay(settings: Settings, config: PauserConfig, since: str, out=sys.s
                         )
                         counts[kind] = counts.get(kind, 0) + 1
                         print(
-                            f"{decision['issued_at']}  {decision['campaign_id']}  "
+                            f"{decision.get('issued_at', '?')}  {decision['campaign_id']}  "
                             f"{decision['rule']}  {decision['verdict']}: {kind} "
                             f"({action.reason})",
                             file=out,

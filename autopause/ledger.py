@@ -4,12 +4,23 @@ An action is recorded as ``started`` before the command runs and with its outcom
 both before the Kafka offset is committed: a pauser killed anywhere in between finds the
 decision again on restart, sees ``started``, and runs the command again with the same decision
 id (the command answers exit 3, "already in that state", if it had finished). Every other
-decision (replayed, expired, noted, shadow) is recorded once, so the ledger is the audit trail.
+decision (replayed, expired, noted, shadow) is recorded once, so the ledger is the audit trail;
+so is every message that is not a decision the pauser can judge (``refused``, keyed by its place
+on the topic, its raw body kept) and every decision whose handling failed unexpectedly
+(``error``: final, so a command that may have run is not run again).
+
+Running the command is claimed atomically (``claim``): one SQLite write transaction checks that
+the decision has no outcome and no other pauser's live claim, takes it, and records ``started``.
+Pausers sharing a ledger file therefore run the command once per decision between them, and
+their limits (pauses per hour, share paused) are counted over the one ledger. A claim whose
+owner stopped renewing it for ``lease_ms`` (or whose owner process, on this host, is gone) may be
+taken over: that is the crash case, and the command runs again with the same decision id.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,7 +29,18 @@ import orjson
 from .policy import Known
 
 HOUR_MS = 3_600_000
-FINAL = ("done", "already", "given_up", "skipped", "dropped", "noted", "shadow", "undone")
+FINAL = (
+    "done",
+    "already",
+    "given_up",
+    "skipped",
+    "dropped",
+    "noted",
+    "shadow",
+    "undone",
+    "refused",
+    "error",
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     decision_id TEXT PRIMARY KEY,
@@ -29,7 +51,7 @@ CREATE TABLE IF NOT EXISTS entries (
     received_at_ms INTEGER NOT NULL,
     acted_at_ms INTEGER,
     outcome TEXT NOT NULL,          -- started, done, already, failed, given_up, dropped, noted,
-                                    -- shadow, undone
+                                    -- shadow, undone, refused, error
     reason TEXT NOT NULL DEFAULT '',
     action TEXT,                    -- pause | resume: what the command was asked to do
     prior_state TEXT,               -- running | paused: what undo restores
@@ -38,6 +60,11 @@ CREATE TABLE IF NOT EXISTS entries (
     body TEXT NOT NULL              -- the decision JSON, evidence included
 );
 CREATE INDEX IF NOT EXISTS entries_campaign ON entries (campaign, seq);
+CREATE TABLE IF NOT EXISTS claims (
+    decision_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,            -- host:pid:start of the pauser that runs the command
+    claimed_at_ms INTEGER NOT NULL  -- renewed at each attempt
+);
 CREATE TABLE IF NOT EXISTS partition_sizes (
     partition INTEGER PRIMARY KEY,
     campaigns INTEGER NOT NULL
@@ -63,12 +90,24 @@ class Entry(NamedTuple):
 
     @property
     def decision(self) -> dict:
-        return orjson.loads(self.body)
+        """The decision as received; a refused body that is not a JSON object: ``{}``."""
+        try:
+            value = orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+class Claim(NamedTuple):
+    won: bool
+    outcome: str | None  # the decision's final outcome, if it has one
+    holder: str | None  # the owner of the claim (this pauser if won)
 
 
 class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.db = sqlite3.connect(str(path), isolation_level=None)  # autocommit: each write durable
+        self.db.execute("PRAGMA busy_timeout=10000")  # another pauser's write: wait, not fail
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
@@ -154,6 +193,55 @@ class Ledger:
                 attempts,
                 orjson.dumps(decision).decode(),
             ),
+        )
+
+    def claim(
+        self,
+        decision: dict,
+        owner: str,
+        now_ms: int,
+        lease_ms: int,
+        *,
+        action: str,
+        attempts: int,
+        owner_gone: Callable[[str], bool] = lambda owner: False,
+    ) -> Claim:
+        """Take the decision for ``owner`` and record it ``started``, in one write transaction,
+        unless it has a final outcome or another owner holds a live claim on it."""
+        self.db.execute("BEGIN IMMEDIATE")  # the write lock first: no one else checks meanwhile
+        try:
+            entry = self.get(decision["decision_id"])
+            if entry is not None and entry.outcome in FINAL:
+                self.db.execute("ROLLBACK")
+                return Claim(False, entry.outcome, None)
+            row = self.db.execute(
+                "SELECT owner, claimed_at_ms FROM claims WHERE decision_id = ?",
+                (decision["decision_id"],),
+            ).fetchone()
+            if row is not None and row[0] != owner:
+                holder, claimed_at_ms = row
+                if now_ms - claimed_at_ms < lease_ms and not owner_gone(holder):
+                    self.db.execute("ROLLBACK")
+                    return Claim(False, None, holder)
+            self.db.execute(
+                "INSERT INTO claims VALUES (?, ?, ?) ON CONFLICT(decision_id) DO UPDATE SET "
+                "owner = excluded.owner, claimed_at_ms = excluded.claimed_at_ms",
+                (decision["decision_id"], owner, now_ms),
+            )
+            self.record(decision, now_ms, "started", action=action, attempts=attempts)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return Claim(True, None, owner)
+
+    def refuse(self, decision_id: str, now_ms: int, reason: str, body: str) -> None:
+        """A message that is not a decision the pauser can judge, kept as it came."""
+        self.db.execute(
+            "INSERT INTO entries (decision_id, campaign, rule, verdict, seq, received_at_ms, "
+            "outcome, reason, body) VALUES (?, '', '', '', 0, ?, 'refused', ?, ?) "
+            "ON CONFLICT(decision_id) DO NOTHING",
+            (decision_id, now_ms, reason, body),
         )
 
     def history(self, campaign: str | None = None, limit: int = 100) -> list[Entry]:

@@ -9,8 +9,12 @@ Order of the checks (the first that applies wins):
 5. not allowed (``--allow`` does not match the campaign): drop;
 6. shadow (the pauser's mode, or the decision's): record what would be done, run nothing;
 7. kill switch present, or the pauser's own breaker (pauses in the last hour, share of the
-   campaigns seen that are paused) open: wait, do not consume further;
+   campaigns seen that are paused, once at least ``min_campaigns`` would be paused) open: hold,
+   do not consume further. A hold ends when its cause goes or the decision expires (check 3);
 8. otherwise: act.
+
+``validate`` comes first, at the boundary: a decision that is not well formed never reaches
+``judge``, the ledger or the command's environment.
 """
 
 from __future__ import annotations
@@ -21,6 +25,15 @@ from typing import NamedTuple
 
 ACT, SKIP, DROP, NOTE, SHADOW, WAIT = "act", "skip", "drop", "note", "shadow", "wait"
 ACTIONS = {"pause": "pause", "resume": "resume"}
+# Why a decision is held (a bounded set: the pauser's metric label).
+KILL_SWITCH, RATE_LIMIT, SHARE_LIMIT, POPULATION_UNKNOWN = (
+    "kill_switch",
+    "rate_limit",
+    "share_limit",
+    "population_unknown",
+)
+MAX_ID_LENGTH = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,7 @@ class Limits:
     allow: str | None = None  # regular expression on campaign_id (full match)
     max_pauses_per_hour: int = 20
     max_share: float = 0.2  # of the campaigns seen, at most this share paused by this pauser
+    min_campaigns: int = 5  # the share is checked only from this many paused (as the worker's)
 
 
 class Known(NamedTuple):
@@ -44,6 +58,51 @@ class Known(NamedTuple):
 class Action(NamedTuple):
     kind: str  # ACT | SKIP | DROP | NOTE | SHADOW | WAIT
     reason: str
+    held_by: str | None = None  # for WAIT: KILL_SWITCH | RATE_LIMIT | SHARE_LIMIT | ...
+
+
+def _id_problem(value: object) -> str | None:
+    if not isinstance(value, str):
+        return f"not a string ({type(value).__name__})"
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        return f"length {len(value)}, not 1-{MAX_ID_LENGTH}"
+    if _CONTROL.search(value):
+        return "holds a control character (U+0000-U+001F, U+007F)"
+    return None
+
+
+def _is_int(value: object) -> bool:
+    """An integer SQLite can store (JSON's true and false are not integers here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+
+
+_IDS = ("decision_id", "campaign_id", "rule")
+_INTS = ("seq", "valid_until_ms")
+_OPTIONAL_INTS = ("issued_at_ms", "partition", "campaigns_judged")
+_OPTIONAL_STRINGS = ("mode", "issued_at")
+
+
+def validate(value: object) -> dict | str:
+    """The decision, if it is one the pauser can judge, record and hand to a command; otherwise
+    why not. Pure: the parsed JSON in."""
+    if not isinstance(value, dict):
+        return f"not a JSON object ({type(value).__name__})"
+    for name in _IDS:
+        problem = _id_problem(value.get(name))
+        if problem is not None:
+            return f"{name} {problem}"
+    if not isinstance(value.get("verdict"), str):
+        return "verdict is not a string"
+    for name in _INTS:
+        if not _is_int(value.get(name)):
+            return f"{name} is not an integer"
+    for name in _OPTIONAL_INTS:
+        if name in value and not (_is_int(value[name]) and value[name] >= 0):
+            return f"{name} is not a non-negative integer"
+    for name in _OPTIONAL_STRINGS:
+        if name in value and not isinstance(value[name], str):
+            return f"{name} is not a string"
+    return value
 
 
 def judge(
@@ -63,25 +122,37 @@ def judge(
     if limits.mode == "shadow" or decision.get("mode") == "shadow":
         return Action(SHADOW, f"shadow: would {verdict} {decision['campaign_id']}")
     if kill_switch:
-        return Action(WAIT, "kill switch present")
+        return Action(WAIT, "kill switch present", KILL_SWITCH)
     if verdict == "pause":
-        if known.pauses_last_hour >= limits.max_pauses_per_hour:
-            return Action(
-                WAIT,
-                f"{known.pauses_last_hour} pauses in the last hour "
-                f"(--max-pauses-per-hour {limits.max_pauses_per_hour})",
-            )
-        seen = known.campaigns_seen
-        if seen == 0:
-            return Action(
-                WAIT,
-                "no decision has said how many campaigns there are yet "
-                "(campaigns_judged): --max-share cannot be checked",
-            )
-        if (known.paused_campaigns + 1) / seen > limits.max_share:
-            return Action(
-                WAIT,
-                f"{known.paused_campaigns + 1} of {seen} campaigns would be paused "
-                f"(--max-share {limits.max_share:g})",
-            )
+        return _pause_breaker(known, limits) or Action(ACT, verdict)
     return Action(ACT, verdict)
+
+
+def _pause_breaker(known: Known, limits: Limits) -> Action | None:
+    if known.pauses_last_hour >= limits.max_pauses_per_hour:
+        return Action(
+            WAIT,
+            f"{known.pauses_last_hour} pauses in the last hour "
+            f"(--max-pauses-per-hour {limits.max_pauses_per_hour})",
+            RATE_LIMIT,
+        )
+    would_be = known.paused_campaigns + 1
+    # As the worker's breaker: a share of a small population says nothing (1 of 3 is 33%).
+    if would_be < limits.min_campaigns:
+        return None
+    seen = known.campaigns_seen
+    if seen == 0:
+        return Action(
+            WAIT,
+            "no decision has said how many campaigns there are yet "
+            "(campaigns_judged): --max-share cannot be checked",
+            POPULATION_UNKNOWN,
+        )
+    if would_be / seen > limits.max_share:
+        return Action(
+            WAIT,
+            f"{would_be} of {seen} campaigns would be paused "
+            f"(--max-share {limits.max_share:g}, --min-campaigns {limits.min_campaigns})",
+            SHARE_LIMIT,
+        )
+    return None

@@ -200,6 +200,25 @@ DECISIONS_UNSENT = _spec(
     "Decisions issued but not yet acknowledged by the decisions topic",
 )
 
+# -- the reference pauser (``kpi-monitor pauser --metrics-port``), per pauser process ------------
+PAUSER_HELD = _spec(
+    "kpi_pauser_held",
+    "gauge",
+    "1 while the pauser holds a decision (acts on nothing, consumes nothing further), by reason: "
+    "kill_switch, rate_limit, share_limit, population_unknown, claimed_elsewhere",
+    "reason",
+)
+PAUSER_HELD_SECONDS = _spec(
+    "kpi_pauser_held_seconds", "gauge", "How long the current hold has lasted (0: not held)"
+)
+PAUSER_DECISIONS = _spec(
+    "kpi_pauser_decisions",
+    "counter",
+    "Messages the pauser finished with, by outcome (done, already, given_up, skipped, dropped, "
+    "noted, shadow, refused, error)",
+    "outcome",
+)
+
 # -- derived: exported per campaign with KPI_EXPORT=full; recorded by Prometheus otherwise ---------
 RATIO_METRICS = tuple(
     spec
@@ -253,6 +272,9 @@ CATALOGUE: dict[str, MetricSpec] = {
         BREAKER_OPEN,
         AUTOPAUSE_CAMPAIGNS,
         DECISIONS_UNSENT,
+        PAUSER_HELD,
+        PAUSER_HELD_SECONDS,
+        PAUSER_DECISIONS,
         *RATIO_METRICS,
     )
 }

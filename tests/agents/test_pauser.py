@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
+import sys
 import time
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka.structs import ConsumerRecord
 
 from agents import pauser
 from autopause.ledger import Ledger
 from autopause.policy import Limits
+from stream.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def decision(campaign="c1", seq=1, verdict="pause"):
@@ -129,5 +139,241 @@ def test_command_line(tmp_path, capsys):
     assert main(["pauser", "--ledger", str(tmp_path / "l.sqlite")]) == 2  # no --exec
     assert "--exec CMD is required" in capsys.readouterr().err
     assert main(["pauser", "--exec", "true", "--max-share", "2"]) == 2
+    assert main(["pauser", "--exec", "true", "--min-campaigns", "0"]) == 2
+    assert main(["pauser", "--exec", "true", "--timeout", "0"]) == 2
+    assert main(["pauser", "--exec", "true", "--max-poll-interval", "soon"]) == 2
     assert main(["pauser", "undo", "--exec", "true", "--ledger", str(tmp_path / "l.sqlite")]) == 2
     assert main(["pauser", "history", "--ledger", str(tmp_path / "l.sqlite")]) == 0
+
+
+# -- issue 14: poison and malformed messages, timeouts, two pausers, small accounts -------------
+
+
+def message(value, offset=7):
+    """A record as the consumer hands it over."""
+    body = value if value is None or isinstance(value, bytes) else orjson.dumps(value)
+    return ConsumerRecord(
+        "marketing.kpi-decisions", 2, offset, 0, 0, None, body, None, 0, len(body or b""), ()
+    )
+
+
+def without(name):
+    d = decision("bad")
+    del d[name]
+    return d
+
+
+def having(**fields):
+    return {**decision("bad"), **fields}
+
+
+BAD_MESSAGES = [
+    ("not JSON", b"{not json", "not JSON"),
+    ("empty (tombstone)", None, "empty message"),
+    ("a JSON array", [1, 2], "not a JSON object"),
+    ("no campaign_id", without("campaign_id"), "campaign_id not a string"),
+    ("no valid_until_ms", without("valid_until_ms"), "valid_until_ms is not an integer"),
+    ("no verdict", without("verdict"), "verdict is not a string"),
+    ("a string seq", having(seq="3"), "seq is not an integer"),
+    ("a boolean seq", having(seq=True), "seq is not an integer"),
+    ("a seq SQLite cannot hold", having(seq=2**63), "seq is not an integer"),
+    ("an integer decision_id", having(decision_id=42), "decision_id not a string"),
+    ("a NUL in campaign_id", having(campaign_id="camp\x00-1"), "campaign_id holds a control"),
+    ("a newline in decision_id", having(decision_id="d\n1"), "decision_id holds a control"),
+    ("a DEL in rule", having(rule="ctr\x7f"), "rule holds a control"),
+    ("an empty campaign_id", having(campaign_id=""), "campaign_id length 0"),
+    ("a 257-character campaign_id", having(campaign_id="c" * 257), "campaign_id length 257"),
+    ("a string campaigns_judged", having(campaigns_judged="10"), "campaigns_judged is not"),
+    ("a negative partition", having(partition=-1), "partition is not"),
+    ("a numeric mode", having(mode=1), "mode is not a string"),
+    ("evidence that is not an object", having(evidence=[1], seq="x"), "seq is not an integer"),
+]
+
+
+@pytest.mark.parametrize("name, value, reason", BAD_MESSAGES, ids=[r[0] for r in BAD_MESSAGES])
+def test_a_bad_message_is_refused_and_the_next_good_one_acted_on(tmp_path, name, value, reason):
+    cfg = config(tmp_path, command(tmp_path))
+    ledger = Ledger(cfg.ledger)
+    assert asyncio.run(pauser.handle_message(cfg, ledger, message(value, 7))) == "refused"
+    entry = ledger.get("marketing.kpi-decisions:2:7")
+    assert entry is not None and entry.outcome == "refused" and reason in entry.reason, entry
+    raw = message(value).value
+    assert entry.body == (raw or b"").decode("utf-8", "backslashreplace")  # kept as it came
+    assert calls(tmp_path) == []
+    # redelivered (no commit before a crash): recorded once, still refused
+    assert asyncio.run(pauser.handle_message(cfg, ledger, message(value, 7))) == "refused"
+    assert asyncio.run(pauser.handle_message(cfg, ledger, message(decision(), 8))) == "done"
+    assert [c.split()[:3] for c in calls(tmp_path)] == [["pause", "c1", "c1-1"]]
+    assert len(ledger.history()) == 2
+    out = io.StringIO()
+    assert pauser.history(cfg.ledger, None, 10, out) == 0
+    assert any(
+        "marketing.kpi-decisions:2:7 " in line and f"-> refused ({entry.reason})" in line
+        for line in out.getvalue().splitlines()
+    )
+
+
+def test_an_unexpected_failure_is_recorded_and_the_command_not_run_twice(tmp_path, monkeypatch):
+    cfg = config(tmp_path, command(tmp_path))
+    ledger = Ledger(cfg.ledger)
+    real = pauser.run_command
+
+    async def acts_then_breaks(*args, **kwargs):
+        await real(*args, **kwargs)
+        raise RuntimeError("the pauser broke after the command ran")
+
+    monkeypatch.setattr(pauser, "run_command", acts_then_breaks)
+    metrics = pauser.PauserMetrics()
+    assert asyncio.run(
+        pauser.handle_message(cfg, ledger, message(decision()), metrics=metrics)
+    ) == ("error")
+    entry = ledger.get("c1-1")
+    assert entry.outcome == "error" and "RuntimeError: the pauser broke" in entry.reason
+    monkeypatch.setattr(pauser, "run_command", real)
+    assert asyncio.run(pauser.handle_message(cfg, ledger, message(decision()))) == "skipped"
+    assert asyncio.run(pauser.handle_message(cfg, ledger, message(decision("c2")))) == "done"
+    assert len(calls(tmp_path)) == 2  # c1 once, c2 once
+    assert (
+        metrics.registry.get_sample_value("kpi_pauser_decisions_total", {"outcome": "error"}) == 1
+    )
+
+
+def gone(pid: int) -> bool:
+    """Ended: no such process, or a zombie nobody reaped yet (it runs nothing)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def spawning_command(tmp_path, trap_term=False):
+    """A shell that starts a long child (ignoring SIGTERM if asked) and waits for it."""
+    child = "sh -c 'trap \"\" TERM; exec sleep 30'" if trap_term else "sleep 30"
+    return f"{child} & echo $! > {tmp_path}/child; wait"
+
+
+def child_pid(tmp_path) -> int:
+    path = tmp_path / "child"
+    for _ in range(100):
+        if path.exists() and path.read_text().strip():
+            return int(path.read_text())
+        time.sleep(0.02)
+    raise AssertionError("the command never started its child")
+
+
+@pytest.mark.parametrize("trap_term", [False, True], ids=["child ends on TERM", "child needs KILL"])
+def test_a_timeout_ends_the_commands_whole_process_group(tmp_path, trap_term):
+    start = time.monotonic()
+    code = asyncio.run(
+        pauser.run_command(
+            spawning_command(tmp_path, trap_term), decision(), "pause", 0.5, kill_grace=0.5
+        )
+    )
+    assert code == -1 and time.monotonic() - start < 5
+    assert gone(child_pid(tmp_path))
+
+
+def test_a_cancelled_pauser_ends_the_commands_process_group(tmp_path):
+    async def scenario():
+        task = asyncio.create_task(
+            pauser.run_command(spawning_command(tmp_path), decision(), "pause", 60, kill_grace=0.5)
+        )
+        await asyncio.sleep(0.5)
+        pid = child_pid(tmp_path)
+        assert not gone(pid)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return pid
+
+    assert gone(asyncio.run(scenario()))
+
+
+RACER = """
+import asyncio, sys, time
+from agents import pauser
+from autopause.ledger import Ledger
+from autopause.policy import Limits
+cfg = pauser.PauserConfig(command=sys.argv[1], ledger=sys.argv[2], limits=Limits("live"),
+                          kill_switch=sys.argv[2] + ".stop", max_errors=1)
+decision = {"decision_id": "d-1", "campaign_id": "c1", "rule": "r", "verdict": "pause", "seq": 1,
+            "valid_until_ms": int(time.time() * 1000) + 600_000, "mode": "live",
+            "partition": 0, "campaigns_judged": 100}
+while time.time() < float(sys.argv[3]):  # start together
+    time.sleep(0.001)
+print(asyncio.run(pauser.handle(cfg, Ledger(cfg.ledger), decision)))
+"""
+
+
+def test_two_pausers_on_one_ledger_run_the_command_once(tmp_path):
+    script = tmp_path / "slow.sh"
+    script.write_text(f"#!/bin/sh\necho $$ >> {tmp_path}/calls\nsleep 1\n")
+    script.chmod(0o755)
+    Ledger(tmp_path / "ledger.sqlite").close()  # the schema, before the race
+    go = str(time.time() + 1.5)
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(script), str(tmp_path / "ledger.sqlite"), go],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outcomes = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
+    assert outcomes == ["done", "skipped"]
+    assert len(calls(tmp_path)) == 1
+
+
+def test_a_small_account_is_paused_below_min_campaigns(tmp_path):
+    """Three campaigns, one collapsed: 1 of 3 is over --max-share 0.2, but a share of fewer than
+    --min-campaigns says nothing (the workers' breaker ignores it too)."""
+    cfg = config(tmp_path, command(tmp_path), max_share=0.2)
+    assert cfg.limits.min_campaigns == Settings().breaker_min_campaigns == 5
+    ledger = Ledger(cfg.ledger)
+    d = {**decision("c1"), "campaigns_judged": 3}
+    outcome = asyncio.run(asyncio.wait_for(pauser.handle(cfg, ledger, d), 10))
+    assert outcome == "done" and len(calls(tmp_path)) == 1
+
+
+def test_a_hold_is_reported_and_ends_when_the_decision_expires(tmp_path):
+    cfg = config(tmp_path, command(tmp_path), max_share=0.2, min_campaigns=1)
+    ledger = Ledger(cfg.ledger)
+    metrics = pauser.PauserMetrics()
+    d = {**decision("c1"), "campaigns_judged": 3, "valid_until_ms": pauser.now_ms() + 1500}
+    seen = []
+
+    async def look(seconds):
+        seen.append(
+            (
+                metrics.registry.get_sample_value("kpi_pauser_held", {"reason": "share_limit"}),
+                metrics.registry.get_sample_value("kpi_pauser_held_seconds"),
+            )
+        )
+        await asyncio.sleep(seconds)
+
+    outcome = asyncio.run(
+        asyncio.wait_for(pauser.handle(cfg, ledger, d, metrics=metrics, keep_alive=look), 10)
+    )
+    assert outcome == "dropped" and "expired" in ledger.get("c1-1").reason
+    assert seen and all(held == 1 for held, _ in seen) and seen[-1][1] >= 1
+    assert metrics.registry.get_sample_value("kpi_pauser_held", {"reason": "share_limit"}) == 0
+    assert calls(tmp_path) == []
+
+
+def test_the_pauser_exports_only_catalogued_families():
+    from stream.catalogue import CATALOGUE
+
+    families = list(pauser.PauserMetrics().registry.collect())
+    assert {f.name for f in families} == {
+        "kpi_pauser_held",
+        "kpi_pauser_held_seconds",
+        "kpi_pauser_decisions",
+    }
+    for family in families:
+        spec = CATALOGUE[family.name]
+        assert family.type == spec.kind and family.documentation == spec.doc
+        assert all(set(s.labels) <= set(spec.labels) for s in family.samples)
+    held = {s.labels["reason"] for f in families if f.name == "kpi_pauser_held" for s in f.samples}
+    assert held == set(pauser.HOLD_REASONS)  # every reason exported (0) before any hold

@@ -5,7 +5,22 @@ from __future__ import annotations
 import pytest
 
 from autopause.ledger import Ledger
-from autopause.policy import ACT, DROP, NOTE, SHADOW, SKIP, WAIT, Known, Limits, judge
+from autopause.policy import (
+    ACT,
+    DROP,
+    KILL_SWITCH,
+    NOTE,
+    POPULATION_UNKNOWN,
+    RATE_LIMIT,
+    SHADOW,
+    SHARE_LIMIT,
+    SKIP,
+    WAIT,
+    Known,
+    Limits,
+    judge,
+    validate,
+)
 
 NOW = 1_790_000_000_000
 LIVE = Limits(mode="live", max_pauses_per_hour=2, max_share=0.5)
@@ -66,6 +81,38 @@ def decision(campaign="c1", seq=1, verdict="pause", valid_for=60_000, mode="live
         ("rate breaker", decision(), FRESH._replace(pauses_last_hour=2), LIVE, False, WAIT),
         ("share breaker", decision(), Known(None, None, 0, 50, 100), LIVE, False, WAIT),
         (
+            "a small account: 1 of 3 is below --min-campaigns, the share says nothing",
+            decision(),
+            Known(None, None, 0, 0, 3),
+            Limits("live", max_share=0.2, min_campaigns=5),
+            False,
+            ACT,
+        ),
+        (
+            "below --min-campaigns an unknown population does not hold either",
+            decision(),
+            Known(None, None, 0, 0, 0),
+            Limits("live", min_campaigns=5),
+            False,
+            ACT,
+        ),
+        (
+            "from --min-campaigns on, the share applies",
+            decision(),
+            Known(None, None, 0, 4, 6),
+            Limits("live", max_share=0.2, min_campaigns=5),
+            False,
+            WAIT,
+        ),
+        (
+            "from --min-campaigns on, an unknown population holds",
+            decision(),
+            Known(None, None, 0, 4, 0),
+            Limits("live", min_campaigns=5),
+            False,
+            WAIT,
+        ),
+        (
             "a resume passes the breakers",
             decision(verdict="resume"),
             Known(None, None, 5, 50, 100),
@@ -101,3 +148,69 @@ def test_ledger_knows_what_was_done(tmp_path):
     ledger.close()
     reopened = Ledger(tmp_path / "l.sqlite")
     assert [e.seq for e in reopened.history()] == [3, 1]
+
+
+@pytest.mark.parametrize(
+    "known, limits, kill, held_by",
+    [
+        (FRESH, LIVE, True, KILL_SWITCH),
+        (FRESH._replace(pauses_last_hour=2), LIVE, False, RATE_LIMIT),
+        (Known(None, None, 0, 50, 100), LIVE, False, SHARE_LIMIT),
+        (Known(None, None, 0, 4, 0), Limits("live", min_campaigns=5), False, POPULATION_UNKNOWN),
+    ],
+)
+def test_every_hold_names_its_reason(known, limits, kill, held_by):
+    assert judge(decision(), NOW, known, limits, kill_switch=kill)[::2] == (WAIT, held_by)
+
+
+def test_an_expired_decision_is_dropped_whatever_holds(tmp_path):
+    held = Known(None, None, 0, 50, 100)
+    assert judge(decision(valid_for=-1), NOW, held, LIVE, kill_switch=True).kind == DROP
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        (decision(), None),
+        (decision(campaign="* ; x", evidence={"any": ["thing"]}), None),
+        (decision(campaign="kampagne-ü-🚀"), None),
+        ({**decision(), "campaign_id": "c" * 256}, None),
+        ("a string", "not a JSON object"),
+        (None, "not a JSON object"),
+        ({**decision(), "campaign_id": "c" * 257}, "campaign_id length 257"),
+        ({**decision(), "campaign_id": "a\tb"}, "campaign_id holds a control character"),
+        ({**decision(), "campaign_id": "a\x1fb"}, "campaign_id holds a control character"),
+        ({**decision(), "decision_id": 7}, "decision_id not a string (int)"),
+        ({**decision(), "rule": None}, "rule not a string"),
+        ({**decision(), "verdict": 1}, "verdict is not a string"),
+        ({**decision(), "seq": 1.0}, "seq is not an integer"),
+        ({**decision(), "seq": False}, "seq is not an integer"),
+        ({**decision(), "valid_until_ms": "soon"}, "valid_until_ms is not an integer"),
+        ({**decision(), "issued_at_ms": -5}, "issued_at_ms is not a non-negative integer"),
+        ({**decision(), "issued_at": 5}, "issued_at is not a string"),
+    ],
+)
+def test_validate(value, problem):
+    result = validate(value)
+    if problem is None:
+        assert result == value
+    else:
+        assert isinstance(result, str) and result.startswith(problem), result
+
+
+def test_a_claim_is_taken_once_and_only_a_stale_one_is_taken_over(tmp_path):
+    first, second = Ledger(tmp_path / "l.sqlite"), Ledger(tmp_path / "l.sqlite")
+    d = decision()
+
+    def claim(ledger, owner, at, gone=lambda owner: False):
+        return ledger.claim(d, owner, at, 60_000, action="pause", attempts=1, owner_gone=gone)
+
+    assert claim(first, "a", NOW).won
+    assert second.get(d["decision_id"]).outcome == "started"
+    assert claim(second, "b", NOW + 59_999) == (False, None, "a")  # a's claim is live
+    assert claim(first, "a", NOW + 59_999).won  # a renews its own
+    assert claim(second, "b", NOW + 60_000 + 59_999, gone=lambda o: o == "a").won  # a is gone
+    assert not claim(first, "a", NOW + 60_000 + 59_999).won  # b holds it now
+    assert claim(first, "a", NOW + 200_000).won  # b's lease ran out: the crash case
+    first.record(d, NOW, "done", action="pause", acted_at_ms=NOW)
+    assert claim(second, "b", NOW + 10**9) == (False, "done", None)  # finished: nobody claims

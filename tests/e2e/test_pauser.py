@@ -10,13 +10,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.broker import EmbeddedBroker
-from tests.e2e.harness import ROOT, produce, wait_for
+from agents.broker import EmbeddedBroker, free_port
+from tests.agents.test_pauser import gone
+from tests.e2e.harness import ROOT, produce, samples_of, total, wait_for
 
 pytestmark = pytest.mark.e2e
 TOPIC = "marketing.kpi-decisions"
@@ -43,7 +46,7 @@ def decisions(count: int) -> list[dict]:
     ]
 
 
-def start_pauser(broker_url: str, tmp_path, script: str) -> subprocess.Popen:
+def start_pauser(broker_url: str, tmp_path, script: str, *extra: str) -> subprocess.Popen:
     log = open(tmp_path / "pauser.log", "ab")
     return subprocess.Popen(
         [
@@ -63,6 +66,7 @@ def start_pauser(broker_url: str, tmp_path, script: str) -> subprocess.Popen:
             "100000",
             "--max-share",
             "1",
+            *extra,
         ],
         cwd=ROOT,
         env=dict(os.environ, KPI_SESSION_TIMEOUT="6s"),
@@ -148,3 +152,112 @@ echo "$KPI_DECISION_ID" >> {tmp_path}/calls
         )
     )
     assert outcomes["done"] + outcomes["already"] == 300 and outcomes["already"] <= 1
+
+
+async def committed_total(bootstrap: str, group: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        offsets = [await consumer.committed(TopicPartition(TOPIC, p)) for p in range(4)]
+    finally:
+        await consumer.stop()
+    return sum(o or 0 for o in offsets)
+
+
+def test_a_held_pauser_stays_in_its_group_says_why_and_refuses_poison(tmp_path):
+    """Poison first (not JSON, a NUL in the campaign id): refused, and the pauser goes on. Then a
+    good decision held by the kill switch for well past max.poll.interval.ms (3 s): the pauser
+    reports the hold, stays in its group, and acts and commits once the switch is gone."""
+    script = tmp_path / "pause.sh"
+    script.write_text(f'#!/bin/sh\necho "$KPI_DECISION_ID" >> {tmp_path}/calls\n')
+    script.chmod(0o755)
+    stop = tmp_path / "stop"
+    stop.write_text("")
+    good = decisions(1)[0]
+    poison = {**decisions(2)[1], "campaign_id": "camp\x00-1"}
+    port = free_port()
+    with EmbeddedBroker() as broker:
+        asyncio.run(
+            produce(
+                broker.bootstrap,
+                [(TOPIC, b"k", value) for value in (b"{oops", orjson.dumps(poison))]
+                + [(TOPIC, b"k", orjson.dumps(good))],
+            )
+        )
+        pauser = start_pauser(
+            broker.url,
+            tmp_path,
+            str(script),
+            "--kill-switch",
+            str(stop),
+            "--metrics-port",
+            str(port),
+            "--max-poll-interval",
+            "3s",
+        )
+
+        def metrics():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    return samples_of(r.read().decode())
+            except OSError:
+                return {}
+
+        try:
+            wait_for(
+                lambda: total(metrics(), "kpi_pauser_held", reason="kill_switch") == 1,
+                60,
+                "the pauser to report the kill switch hold",
+            )
+            wait_for(
+                lambda: total(metrics(), "kpi_pauser_held_seconds") >= 9,
+                30,
+                "a hold three times max.poll.interval.ms",
+            )
+            assert done_lines(tmp_path) == []
+            assert total(metrics(), "kpi_pauser_decisions_total", outcome="refused") == 2
+            stop.unlink()
+            wait_for(lambda: done_lines(tmp_path) == [good["decision_id"]], 30, "the pause")
+            wait_for(
+                lambda: asyncio.run(committed_total(broker.bootstrap, "kpi-pauser")) == 3,
+                30,
+                "all three committed",
+            )
+            after = metrics()
+            assert total(after, "kpi_pauser_held") == 0
+            assert total(after, "kpi_pauser_decisions_total", outcome="done") == 1
+        finally:
+            os.killpg(pauser.pid, signal.SIGTERM)
+            pauser.wait(timeout=20)
+    log = (tmp_path / "pauser.log").read_text()
+    assert "could not commit" not in log, log  # never left the group while held
+    rows = sqlite3.connect(tmp_path / "ledger.sqlite").execute(
+        "SELECT outcome, reason FROM entries ORDER BY received_at_ms"
+    )
+    assert [(o, r.split(":")[0]) for o, r in rows] == [
+        ("refused", "not JSON"),
+        ("refused", "campaign_id holds a control character (U+0000-U+001F, U+007F)"),
+        ("done", ""),
+    ]
+
+
+def test_a_stopped_pauser_ends_its_running_commands_process_group(tmp_path):
+    """SIGTERM while CMD runs: the pauser cancels and ends CMD's whole group (CMD runs in a
+    session of its own, so nothing else would reach its children)."""
+    script = tmp_path / "slow.sh"
+    script.write_text(f"#!/bin/sh\nsleep 120 &\necho $! > {tmp_path}/child\nwait\n")
+    script.chmod(0o755)
+    with EmbeddedBroker() as broker:
+        d = decisions(1)[0]
+        asyncio.run(produce(broker.bootstrap, [(TOPIC, b"k", orjson.dumps(d))]))
+        pauser = start_pauser(broker.url, tmp_path, str(script))
+        try:
+            child = tmp_path / "child"
+            wait_for(lambda: child.exists() and child.read_text().strip(), 60, "CMD's child")
+            pid = int(child.read_text())
+            os.kill(pauser.pid, signal.SIGTERM)
+            assert pauser.wait(timeout=20) == 0
+        finally:
+            if pauser.poll() is None:
+                os.killpg(pauser.pid, signal.SIGKILL)
+        wait_for(lambda: gone(pid), 5, "the child to end")

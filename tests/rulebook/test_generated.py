@@ -44,6 +44,7 @@ def test_every_default_rule_is_shipped():
         "campaign_budget_nearly_full",
         "autopause_breaker_open",
         "campaign_split_across_partitions",
+        "autopause_pauser_held",
     }
 
 
