@@ -189,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
 def run_pauser(args: argparse.Namespace) -> int:
     from autopause.policy import Limits
 
-    from . import pauser
+    from . import pauser, pauser_audit
 
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.action == "history":
-        return pauser.history(args.ledger, args.campaign, args.limit)
+        return pauser_audit.history(args.ledger, args.campaign, args.limit)
     if args.action in ("run", "undo") and not args.exec_command:
         print(f"kpi-monitor pauser {args.action}: --exec CMD is required", file=sys.stderr)
         return 2
@@ -246,7 +246,7 @@ def run_pauser(args: argparse.Namespace) -> int:
         if not args.decision_id:
             print("kpi-monitor pauser undo: which DECISION_ID?", file=sys.stderr)
             return 2
-        return asyncio.run(pauser.undo(config, args.decision_id))
+        return asyncio.run(pauser_audit.undo(config, args.decision_id))
     if settings.broker is None:
         print(
             "kpi-monitor pauser: set KPI_BROKER or --broker (the broker the workers use)",
@@ -254,7 +254,7 @@ def run_pauser(args: argparse.Namespace) -> int:
         )
         return 2
     if args.action == "replay":
-        return asyncio.run(pauser.replay(settings, config, args.since))
+        return asyncio.run(pauser_audit.replay(settings, config, args.since))
     with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM
         asyncio.run(pauser.run(settings, config, stop_after=args.seconds))
     return 0

@@ -5,8 +5,8 @@ consumer group and runs a command for each decision it may act on, exactly once 
 The command gets ``KPI_DECISION_ID``, ``KPI_CAMPAIGN`` and ``KPI_ACTION`` (``pause`` / ``resume``)
 in its environment and the decision JSON on stdin; exit 0 means done, 3 means the campaign was
 already in that state, anything else failed: retried with the same decision id, given up after
-``--max-errors`` failures in a row. It runs in a process group of its own: a timeout (or the
-pauser stopping) ends the whole group, not only the shell.
+``--max-errors`` failures in a row. It runs in a process group of its own (``agents.command``).
+The audit commands (history, undo, replay) are in ``agents.pauser_audit``.
 
 Every message ends in the ledger: acted on, skipped, noted, dropped, or ``refused`` (not a
 decision the pauser can judge, see ``policy.validate``); an unexpected failure while handling one
@@ -18,13 +18,10 @@ and reports the hold in its metrics (``--metrics-port``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,36 +32,29 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from autopause.ledger import Ledger
 from autopause.policy import (
     ACT,
     DROP,
-    KILL_SWITCH,
     NOTE,
-    POPULATION_UNKNOWN,
-    RATE_LIMIT,
     SHADOW,
-    SHARE_LIMIT,
     SKIP,
     WAIT,
     Limits,
     judge,
     validate,
 )
-from stream import catalogue
-from stream.durations import parse_duration
 from stream.settings import Settings
 
+from .command import run_command
 from .kafka_auth import aiokafka_kwargs
+from .pauser_metrics import CLAIMED, PauserMetrics
 from .topics import bootstrap_servers
 
 log = logging.getLogger("kpi_monitor.pauser")
 ALREADY = 3
 OUTCOME_OF_ACTION = {DROP: "dropped", NOTE: "noted", SHADOW: "shadow", SKIP: "skipped"}
-CLAIMED = "claimed_elsewhere"  # another pauser on the same ledger is running the command
-HOLD_REASONS = (KILL_SWITCH, RATE_LIMIT, SHARE_LIMIT, POPULATION_UNKNOWN, CLAIMED)
 MAX_BACKOFF_SECONDS = 30.0
 
 KeepAlive = Callable[[float], Awaitable[Any]]
@@ -100,116 +90,6 @@ class PauserConfig:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-# -- metrics -------------------------------------------------------------------------------------
-
-
-class PauserMetrics:
-    """The pauser's own registry: what holds it, for how long, and what it did."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        held, seconds, decisions = (
-            catalogue.PAUSER_HELD,
-            catalogue.PAUSER_HELD_SECONDS,
-            catalogue.PAUSER_DECISIONS,
-        )
-        self.held = Gauge(held.name, held.doc, held.labels, registry=self.registry)
-        self.held_seconds = Gauge(seconds.name, seconds.doc, registry=self.registry)
-        self.decisions = Counter(
-            decisions.name, decisions.doc, decisions.labels, registry=self.registry
-        )
-        self.release()
-
-    def hold(self, reason: str, seconds: float) -> None:
-        for each in HOLD_REASONS:
-            self.held.labels(each).set(1 if each == reason else 0)
-        self.held_seconds.set(seconds)
-
-    def release(self) -> None:
-        self.hold("", 0.0)
-
-    def count(self, outcome: str) -> None:
-        self.decisions.labels(outcome).inc()
-
-    def serve(self, host: str, port: int) -> Callable[[], None]:
-        """Expose the registry over HTTP; the function that stops it."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            thread.join(5)
-
-        return stop
-
-
-# -- the command ---------------------------------------------------------------------------------
-
-
-async def end_group(process: asyncio.subprocess.Process, grace: float) -> None:
-    """SIGTERM to the command's process group, SIGKILL to whatever is left after ``grace``."""
-    group = process.pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if process.returncode is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), 0.05)
-        elif not group_alive(group):
-            return
-        else:
-            await asyncio.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
-    await process.wait()
-    for _ in range(20):  # SIGKILL is not instant; zombies nobody reaps keep the group "alive"
-        if not group_alive(group):
-            return
-        await asyncio.sleep(0.05)
-
-
-def group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-async def run_command(
-    command: str,
-    decision: dict,
-    action: str,
-    timeout: float,
-    extra_env: dict[str, str] | None = None,
-    *,
-    kill_grace: float = 2.0,
-) -> int:
-    """The exit code; -1 after a timeout. ``decision`` has passed ``validate``."""
-    env = dict(
-        os.environ,
-        KPI_DECISION_ID=decision["decision_id"],
-        KPI_CAMPAIGN=decision["campaign_id"],
-        KPI_ACTION=action,
-        **(extra_env or {}),
-    )
-    process = await asyncio.create_subprocess_shell(
-        command, env=env, stdin=asyncio.subprocess.PIPE, start_new_session=True
-    )
-    try:
-        await asyncio.wait_for(process.communicate(orjson.dumps(decision)), timeout)
-    except TimeoutError:
-        await end_group(process, kill_grace)
-        return -1
-    except asyncio.CancelledError:
-        await end_group(process, kill_grace)
-        raise
-    return process.returncode if process.returncode is not None else -1
 
 
 def owner_gone(owner: str) -> bool:
@@ -482,137 +362,3 @@ async def commit(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) ->
         )
         return False
     return True
-
-
-# -- audit, undo, replay -----------------------------------------------------------------------
-
-
-def history(ledger_path: str, campaign: str | None, limit: int, out=sys.stdout) -> int:
-    ledger = Ledger(ledger_path)
-    try:
-        for entry in ledger.history(campaign, limit):
-            evidence = entry.decision.get("evidence")
-            evidence = evidence if isinstance(evidence, dict) else {}
-            why = (
-                f"{evidence.get('kpi')}={evidence.get('value')!r} {evidence.get('op')} "
-                f"{evidence.get('threshold')} on {evidence.get('window')}"
-                if evidence.get("kpi")
-                else ""
-            )
-            print(
-                f"{entry.decision.get('issued_at', '?')}  {entry.decision_id}  {entry.campaign}  "
-                f"{entry.rule}  {entry.verdict} -> {entry.outcome}"
-                f"{' (' + entry.reason + ')' if entry.reason else ''}  {why}",
-                file=out,
-            )
-    finally:
-        ledger.close()
-    return 0
-
-
-async def undo(config: PauserConfig, decision_id: str) -> int:
-    ledger = Ledger(config.ledger)
-    try:
-        entry = ledger.get(decision_id)
-        if entry is None or entry.outcome != "done" or entry.prior_state is None:
-            state = "not in the ledger" if entry is None else f"recorded as {entry.outcome}"
-            print(
-                f"kpi-monitor pauser: nothing to undo for {decision_id}: {state}", file=sys.stderr
-            )
-            return 1
-        action = "resume" if entry.prior_state == "running" else "pause"
-        decision = entry.decision
-        code = await run_command(
-            config.command, decision, action, config.timeout_seconds, {"KPI_UNDO_OF": decision_id}
-        )
-        if code not in (0, ALREADY):
-            print(
-                f"kpi-monitor pauser: undo of {decision_id} failed (exit {code})", file=sys.stderr
-            )
-            return 1
-        ledger.record(
-            decision,
-            now_ms(),
-            "undone",
-            f"{action} by undo",
-            action=action,
-            acted_at_ms=now_ms(),
-            exit_code=code,
-            attempts=entry.attempts,
-        )
-        print(f"undone {decision_id}: {action} campaign {entry.campaign}")
-        return 0
-    finally:
-        ledger.close()
-
-
-async def replay(settings: Settings, config: PauserConfig, since: str, out=sys.stdout) -> int:
-    """What the pauser would have done with the decisions of the last ``since``: read the topic
-    from that time, judge each decision against an in-memory ledger, act on nothing."""
-    start_ms = now_ms() - int(parse_duration(since) * 1000)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings.broker or ""),
-        group_id=None,
-        enable_auto_commit=False,
-        **aiokafka_kwargs(settings),
-    )
-    await consumer.start()
-    ledger = Ledger(":memory:")
-    counts: dict[str, int] = {}
-    try:
-        partitions = consumer.partitions_for_topic(settings.topics.decisions) or set()
-        tps = [TopicPartition(settings.topics.decisions, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, 0)
-        done = {tp for tp in tps if ends[tp] == 0}
-        while len(done) < len(tps):
-            batch = await consumer.getmany(timeout_ms=1000)
-            if not batch:
-                break
-            for tp, messages in batch.items():
-                for message in messages:
-                    decision = parse(message.value)
-                    if isinstance(decision, str):
-                        counts["refused"] = counts.get("refused", 0) + 1
-                        print(f"{tp}:{message.offset}: refused ({decision})", file=out)
-                    elif decision.get("issued_at_ms", 0) >= start_ms:
-                        if "campaigns_judged" in decision and "partition" in decision:
-                            ledger.note_partition_size(
-                                decision["partition"], decision["campaigns_judged"]
-                            )
-                        action = judge(
-                            decision,
-                            decision["issued_at_ms"],
-                            ledger.known(decision, decision["issued_at_ms"]),
-                            dataclasses.replace(config.limits, mode="live"),
-                        )
-                        kind = {ACT: "would " + action.reason, WAIT: "held back"}.get(
-                            action.kind, action.kind
-                        )
-                        ledger.record(
-                            decision,
-                            decision["issued_at_ms"],
-                            "done"
-                            if action.kind == ACT
-                            else OUTCOME_OF_ACTION.get(action.kind, action.kind),
-                            action.reason,
-                            action=action.reason if action.kind == ACT else None,
-                            acted_at_ms=decision["issued_at_ms"],
-                        )
-                        counts[kind] = counts.get(kind, 0) + 1
-                        print(
-                            f"{decision.get('issued_at', '?')}  {decision['campaign_id']}  "
-                            f"{decision['rule']}  {decision['verdict']}: {kind} "
-                            f"({action.reason})",
-                            file=out,
-                        )
-                    if message.offset + 1 >= ends[tp]:
-                        done.add(tp)
-    finally:
-        await consumer.stop()
-        ledger.close()
-    summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no decisions"
-    print(f"replay of the last {since}: {summary}", file=out)
-    return 0

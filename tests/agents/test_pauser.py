@@ -14,7 +14,9 @@ import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from agents import pauser
+from agents import pauser, pauser_audit
+from agents.command import run_command
+from agents.pauser_metrics import HOLD_REASONS, PauserMetrics
 from autopause.ledger import Ledger
 from autopause.policy import Limits
 from stream.settings import Settings
@@ -121,11 +123,11 @@ def test_undo_restores_the_prior_state_and_history_tells_why(tmp_path):
     asyncio.run(pauser.handle(cfg, ledger, decision()))
     asyncio.run(pauser.handle(cfg, ledger, decision("c2", verdict="unknown")))
     ledger.close()
-    assert asyncio.run(pauser.undo(cfg, "c1-1")) == 0
+    assert asyncio.run(pauser_audit.undo(cfg, "c1-1")) == 0
     assert calls(tmp_path)[-1].split()[:4] == ["resume", "c1", "c1-1", "c1-1"]
-    assert asyncio.run(pauser.undo(cfg, "c1-1")) == 1  # undone already
+    assert asyncio.run(pauser_audit.undo(cfg, "c1-1")) == 1  # undone already
     out = io.StringIO()
-    pauser.history(cfg.ledger, None, 10, out)
+    pauser_audit.history(cfg.ledger, None, 10, out)
     lines = out.getvalue().splitlines()
     assert any(
         "c1-1" in line and "undone" in line and "ctr=0.001 < 0.005 on 15m" in line for line in lines
@@ -206,7 +208,7 @@ def test_a_bad_message_is_refused_and_the_next_good_one_acted_on(tmp_path, name,
     assert [c.split()[:3] for c in calls(tmp_path)] == [["pause", "c1", "c1-1"]]
     assert len(ledger.history()) == 2
     out = io.StringIO()
-    assert pauser.history(cfg.ledger, None, 10, out) == 0
+    assert pauser_audit.history(cfg.ledger, None, 10, out) == 0
     assert any(
         "marketing.kpi-decisions:2:7 " in line and f"-> refused ({entry.reason})" in line
         for line in out.getvalue().splitlines()
@@ -223,7 +225,7 @@ def test_an_unexpected_failure_is_recorded_and_the_command_not_run_twice(tmp_pat
         raise RuntimeError("the pauser broke after the command ran")
 
     monkeypatch.setattr(pauser, "run_command", acts_then_breaks)
-    metrics = pauser.PauserMetrics()
+    metrics = PauserMetrics()
     assert asyncio.run(
         pauser.handle_message(cfg, ledger, message(decision()), metrics=metrics)
     ) == ("error")
@@ -266,9 +268,7 @@ def child_pid(tmp_path) -> int:
 def test_a_timeout_ends_the_commands_whole_process_group(tmp_path, trap_term):
     start = time.monotonic()
     code = asyncio.run(
-        pauser.run_command(
-            spawning_command(tmp_path, trap_term), decision(), "pause", 0.5, kill_grace=0.5
-        )
+        run_command(spawning_command(tmp_path, trap_term), decision(), "pause", 0.5, kill_grace=0.5)
     )
     assert code == -1 and time.monotonic() - start < 5
     assert gone(child_pid(tmp_path))
@@ -277,7 +277,7 @@ def test_a_timeout_ends_the_commands_whole_process_group(tmp_path, trap_term):
 def test_a_cancelled_pauser_ends_the_commands_process_group(tmp_path):
     async def scenario():
         task = asyncio.create_task(
-            pauser.run_command(spawning_command(tmp_path), decision(), "pause", 60, kill_grace=0.5)
+            run_command(spawning_command(tmp_path), decision(), "pause", 60, kill_grace=0.5)
         )
         await asyncio.sleep(0.5)
         pid = child_pid(tmp_path)
@@ -340,7 +340,7 @@ def test_a_small_account_is_paused_below_min_campaigns(tmp_path):
 def test_a_hold_is_reported_and_ends_when_the_decision_expires(tmp_path):
     cfg = config(tmp_path, command(tmp_path), max_share=0.2, min_campaigns=1)
     ledger = Ledger(cfg.ledger)
-    metrics = pauser.PauserMetrics()
+    metrics = PauserMetrics()
     d = {**decision("c1"), "campaigns_judged": 3, "valid_until_ms": pauser.now_ms() + 1500}
     seen = []
 
@@ -365,7 +365,7 @@ def test_a_hold_is_reported_and_ends_when_the_decision_expires(tmp_path):
 def test_the_pauser_exports_only_catalogued_families():
     from stream.catalogue import CATALOGUE
 
-    families = list(pauser.PauserMetrics().registry.collect())
+    families = list(PauserMetrics().registry.collect())
     assert {f.name for f in families} == {
         "kpi_pauser_held",
         "kpi_pauser_held_seconds",
@@ -376,4 +376,4 @@ def test_the_pauser_exports_only_catalogued_families():
         assert family.type == spec.kind and family.documentation == spec.doc
         assert all(set(s.labels) <= set(spec.labels) for s in family.samples)
     held = {s.labels["reason"] for f in families if f.name == "kpi_pauser_held" for s in f.samples}
-    assert held == set(pauser.HOLD_REASONS)  # every reason exported (0) before any hold
+    assert held == set(HOLD_REASONS)  # every reason exported (0) before any hold
