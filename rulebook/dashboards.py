@@ -44,6 +44,7 @@ AUTOPAUSE_CAMPAIGNS, DECISIONS, BREAKER_OPEN = (
     m.DECISIONS.sample,
     m.BREAKER_OPEN.name,
 )
+SPLIT, PAUSER_HELD = m.CAMPAIGNS_SPLIT.name, m.PAUSER_HELD.name
 RESPONSE_BUCKET = m.RESPONSE_SECONDS.name + "_bucket"
 BATCH_BUCKET = m.BATCH_SECONDS.name + "_bucket"
 
@@ -128,6 +129,22 @@ def _timeseries(
         "options": {
             "legend": {"displayMode": "table", "placement": "right"},
             "tooltip": {"mode": "multi"},
+        },
+    }
+
+
+def _stat(title: str, expr: str, *, bad_from: float, legend: str = "") -> dict:
+    """A stat panel that turns red from ``bad_from`` on."""
+    return {
+        "type": "stat",
+        "title": title,
+        "datasource": DS,
+        "targets": [_target(expr, legend, instant=True)],
+        "fieldConfig": {
+            "defaults": {
+                "thresholds": {"mode": "absolute", "steps": _steps("green", "red", bad_from, False)}
+            },
+            "overrides": [],
         },
     }
 
@@ -368,7 +385,7 @@ def ops_dashboard(rules: list[Rule], view: View | None = None) -> dict:
             [_target(f"sum by (state) ({AUTOPAUSE_CAMPAIGNS})", "{{state}}")],
             "short",
         ),
-        10,
+        8,
         7,
     )
     lay.add(
@@ -377,22 +394,18 @@ def ops_dashboard(rules: list[Rule], view: View | None = None) -> dict:
             [_target(f"sum by (verdict) (increase({DECISIONS}[1h]))", "{{verdict}}")],
             "short",
         ),
-        10,
+        8,
         7,
     )
+    lay.add(_stat("Breakers open", f"sum({BREAKER_OPEN}) or vector(0)", bad_from=1), 4, 7)
+    # What holds the pauser (kill switch, its own breaker): it acts on nothing meanwhile.
     lay.add(
-        {
-            "type": "stat",
-            "title": "Breakers open",
-            "datasource": DS,
-            "targets": [_target(f"sum({BREAKER_OPEN}) or vector(0)", instant=True)],
-            "fieldConfig": {
-                "defaults": {
-                    "thresholds": {"mode": "absolute", "steps": _steps("green", "red", 1, False)}
-                },
-                "overrides": [],
-            },
-        },
+        _stat(
+            "Pauser held, by reason",
+            f"max by (reason) ({PAUSER_HELD}) > 0 or vector(0)",
+            bad_from=1,
+            legend="{{reason}}",
+        ),
         4,
         7,
     )
@@ -476,6 +489,15 @@ def ops_dashboard(rules: list[Rule], view: View | None = None) -> dict:
                 "overrides": [],
             },
         },
+        6,
+        5,
+    )
+    lay.add(
+        _stat(
+            "Campaigns split over partitions",
+            f"sum({SPLIT}) or vector(0)",
+            bad_from=1,
+        ),
         6,
         5,
     )
