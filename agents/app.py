@@ -148,8 +148,11 @@ def create_app(
         value_type=bytes,
     )
     app.tables.add(table)
-    _own_partitions_of_the_state(app, settings, pipeline, table)
-    _ingest(app, settings, pipeline, table, metrics)
+    # One fold, expiry, rebalance or decision round at a time: a fold yields to the event loop
+    # mid-batch, and none of the others may see or move a state half folded.
+    state_lock = asyncio.Lock()
+    _own_partitions_of_the_state(app, settings, pipeline, table, state_lock)
+    _ingest(app, settings, pipeline, table, metrics, state_lock)
 
     def lag() -> dict[tuple[str, int], int]:
         if not app.in_worker:  # e.g. under test_context: there is no consumer to ask
@@ -166,7 +169,7 @@ def create_app(
     monitor = Monitor(app, pipeline, table, registry, exporter, metrics)
     if settings.decisions:
         monitor.decisions = DecisionLoop(
-            app, settings, pipeline, table, exporter, lag, clock, registry
+            app, settings, pipeline, table, exporter, lag, clock, registry, state_lock
         )
         monitor.feed = DecisionFeed(settings)
         install_decisions(app, monitor.decisions, monitor.feed)
@@ -178,7 +181,11 @@ def create_app(
 
 
 def _own_partitions_of_the_state(
-    app: KpiApp, settings: Settings, pipeline: Pipeline, table: PartitionedStateTable
+    app: KpiApp,
+    settings: Settings,
+    pipeline: Pipeline,
+    table: PartitionedStateTable,
+    state_lock: asyncio.Lock,
 ) -> None:
     """Hand the pipeline its partitions once Faust has restored the table, and park them on a
     revoke (the next assignment says whether they stay)."""
@@ -187,7 +194,8 @@ def _own_partitions_of_the_state(
     async def on_recovered(tbl: PartitionedStateTable) -> None:
         partitions = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_topics}
         new = {tp.partition for tp in tbl.newly_assigned if tp.topic in input_topics}
-        pipeline.assign(partitions, tbl.take_records(partitions), kept=partitions - new)
+        async with state_lock:
+            pipeline.assign(partitions, tbl.take_records(partitions), kept=partitions - new)
         log.info(
             "owning partitions %s; resuming at %s", sorted(partitions), pipeline.resume_positions()
         )
@@ -197,7 +205,10 @@ def _own_partitions_of_the_state(
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else kwargs["revoked"]  # Faust sends it positionally
-        pipeline.revoke({tp.partition for tp in revoked if tp.topic in input_topics})
+        # A fold in progress finishes its batch (records written) before its partitions go:
+        # cut short, a kept partition would hold counts ahead of its checkpoint.
+        async with state_lock:
+            pipeline.revoke({tp.partition for tp in revoked if tp.topic in input_topics})
 
 
 class FetchedBatches:
@@ -223,6 +234,7 @@ def _ingest(
     pipeline: Pipeline,
     table: PartitionedStateTable,
     metrics: PipelineMetrics,
+    state_lock: asyncio.Lock,
 ) -> None:
     """Fold the input topics (whole fetches, or Faust's agent with ``KPI_INGEST=faust``), and
     expire old state on a timer."""
@@ -240,9 +252,6 @@ def _ingest(
         key_serializer="raw",
         value_serializer="raw",
     )
-
-    # The expiry timer changes the same state: it waits while a fold is between two slices.
-    state_lock = asyncio.Lock()
 
     async def fold(messages: Iterable[Message]) -> None:
         started = time.perf_counter()

@@ -17,7 +17,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from autopause.runner import STATES, Runner, load_rules
+from autopause.runner import STATES, Runner, TickResult, load_rules
 from autopause.view import Changes, DecisionView, parse_cursor
 from stream import catalogue as m
 from stream.settings import Settings
@@ -66,8 +66,11 @@ class DecisionLoop:
         lag: Callable[[], dict[tuple[str, int], int]],
         clock: Callable[[], int],
         registry: CollectorRegistry,
+        state_lock: asyncio.Lock | None = None,
     ) -> None:
         self.settings = settings
+        # Held from the snapshot through the round: no fold moves a state it is judging.
+        self.state_lock = state_lock or asyncio.Lock()
         self.runner = Runner(load_rules(settings), settings)
         self.pipeline, self.table, self.exporter = pipeline, table, exporter
         self.lag, self.clock = lag, clock
@@ -85,15 +88,13 @@ class DecisionLoop:
             for state in STATES:
                 self.metrics.campaigns.labels(rule.name, state).set(0)
 
-    async def tick(self) -> list[dict]:
-        """One round; the decisions sent (restored unsent ones first)."""
+    async def _judge(self) -> tuple[TickResult, list[tuple[int, dict]]]:
+        """The round's judgement, on states no fold, expiry or rebalance changes meanwhile (the
+        caller holds the state lock): the runner's result, and the decisions restored unsent."""
         states = list(self.pipeline.states.values())
-        if not states or not self.runner.rules:
-            return []
         now = self.clock()
         unsent = self.runner.unsent(states, now)
         snap = await self.exporter.snapshot_async()
-        states = list(self.pipeline.states.values())  # the snapshot yielded: ownership may move
         steps = self.runner.tick_steps(
             now,
             states,
@@ -103,7 +104,7 @@ class DecisionLoop:
             owned=lambda state: self.pipeline.states.get(state.partition) is state,
         )
         slice_end = time.perf_counter() + RENDER_SLICE_SECONDS
-        while True:  # in slices, as the scrape: the event loop serves ingest in between
+        while True:  # in slices, as the scrape: heartbeats and pages are served in between
             try:
                 next(steps)
             except StopIteration as done:
@@ -113,6 +114,15 @@ class DecisionLoop:
                 await asyncio.sleep(0)
                 slice_end = time.perf_counter() + RENDER_SLICE_SECONDS
         await self.table.write(result.records, acked=True)
+        return result, unsent
+
+    async def tick(self) -> list[dict]:
+        """One round; the decisions sent (restored unsent ones first)."""
+        states = list(self.pipeline.states.values())
+        if not states or not self.runner.rules:
+            return []
+        async with self.state_lock:
+            result, unsent = await self._judge()
         for rule, scopes in result.breaker.items():
             self.metrics.breaker_open.labels(rule).set(int(bool(scopes)))
         for (rule, state), count in result.counts.items():
@@ -130,14 +140,14 @@ class DecisionLoop:
             )
             await delivery
             sent.append(decision)
-        for decision in result.to_send:
-            self.metrics.decisions.labels(decision[1]["rule"], decision[1]["verdict"]).inc()
+        for _, issued in result.to_send:
+            self.metrics.decisions.labels(issued["rule"], issued["verdict"]).inc()
             log.warning(
                 "decision %s: campaign %s rule %s -> %s",
-                decision[1]["decision_id"],
-                decision[1]["campaign_id"],
-                decision[1]["rule"],
-                decision[1]["verdict"],
+                issued["decision_id"],
+                issued["campaign_id"],
+                issued["rule"],
+                issued["verdict"],
             )
         await self.table.write(self.runner.sent(list(self.pipeline.states.values()), sent))
         self.metrics.unsent.set(len(pending) - len(sent))

@@ -43,6 +43,7 @@ from autopause.policy import (
     WAIT,
     Limits,
     judge,
+    retry_refused,
     validate,
 )
 from stream.settings import Settings
@@ -112,6 +113,15 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
     None: another pauser holds the decision's claim (ask again later)."""
     delay = config.retry_seconds
     for attempt in range(1, config.max_errors + 1):
+        stop = attempt > 1 and retry_refused(
+            decision,
+            now_ms(),
+            Path(config.kill_switch).exists(),  # noqa: ASYNC240 (one stat)
+        )
+        if stop:
+            ledger.record(decision, now_ms(), "given_up", stop, action=action, attempts=attempt - 1)
+            log.error("%s campaign %r: given up, %s", action, decision["campaign_id"], stop)
+            return "given_up"
         claim = ledger.claim(
             decision,
             config.owner,

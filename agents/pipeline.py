@@ -135,9 +135,13 @@ class Pipeline:
     ) -> Generator[None, None, BatchResult]:
         """Fold a batch, yielding whenever ``slice_seconds`` of work have passed, between
         messages or between slices of one message, so that the caller can let the event loop
-        run (heartbeats, scrapes, /health). A partition revoked at a yield is folded no further:
-        its records are not written and its messages count as unowned (its new owner, or this
-        worker if it is kept, resumes from the partition's checkpoint)."""
+        run (heartbeats, scrapes, /health).
+
+        The caller keeps the states as they are until the generator is done: no revoke, no
+        assign, no expiry and no decision round in between (the app holds one lock across a
+        fold, and those take it too). A message folded in part, or a partition's batch whose
+        records are not yet written, is not a state anyone else may see or persist.
+        """
         now = self.clock()
         states = self.states
         kind_of_topic = self.kind_of_topic
@@ -149,7 +153,7 @@ class Pipeline:
         deadline = timer() + slice_seconds
         for topic, partition, offset, value, timestamp in messages:
             state = states.get(partition)
-            if state is None or touched.get(partition, state) is not state:
+            if state is None:
                 unowned += 1
                 continue
             kind = kind_of_topic[topic]
@@ -178,29 +182,18 @@ class Pipeline:
                 if stop < size and timer() > deadline:
                     yield
                     deadline = timer() + slice_seconds
-                    if states.get(partition) is not state:
-                        break
-            else:
-                state.end_message(kind, offset)
-                events += folded
-                if timer() > deadline:
-                    yield
-                    deadline = timer() + slice_seconds
-                continue
-            unowned += 1  # revoked inside the message
+            state.end_message(kind, offset)
+            events += folded
+            if timer() > deadline:
+                yield
+                deadline = timer() + slice_seconds
         records: list[Record] = []
-        lost: set[int] = set()
         for p in sorted(touched):
             # A partition's records take their own slice (~30 ms for 45,000 new ids).
             if timer() > deadline - slice_seconds / 2:
                 yield
                 deadline = timer() + slice_seconds
-            if states.get(p) is touched[p]:
-                records += touched[p].finish_batch()
-            else:
-                lost.add(p)
-        if lost:
-            dead = [letter for letter in dead if letter.partition not in lost]
+            records += touched[p].finish_batch()
         self.events_folded += events
         return BatchResult(records, dead, events, replayed, unowned)
 

@@ -156,3 +156,14 @@ def _pause_breaker(known: Known, limits: Limits) -> Action | None:
             SHARE_LIMIT,
         )
     return None
+
+
+def retry_refused(decision: dict, now_ms: int, kill_switch: bool) -> str | None:
+    """Why a failed command may not be run again for ``decision`` (None: it may). Retries back
+    off for minutes; meanwhile the decision may expire or an operator stop the pauser, and a
+    retry then would act late or against the kill switch."""
+    if kill_switch:
+        return "kill switch present: no more attempts"
+    if now_ms > decision["valid_until_ms"]:
+        return f"expired {(now_ms - decision['valid_until_ms']) // 1000}s ago: no more attempts"
+    return None

@@ -330,7 +330,7 @@ def parse_timestamp(value: object) -> int:
 
 def rfc3339_ms(match: re.Match[str]) -> int | None:
     """Epoch milliseconds of a matched RFC 3339 date-time, None if a field is out of range (a
-    leap second, :60, is the next second's start)."""
+    leap second, 23:59:60 UTC, is the next day's first millisecond)."""
     year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
     y, mo, d, h, mi, sec = int(year), int(month), int(day), int(hour), int(minute), int(second)
     if not 1 <= mo <= 12 or h > 23 or mi > 59 or sec > 60:
@@ -346,6 +346,8 @@ def rfc3339_ms(match: re.Match[str]) -> int | None:
         offset_s = (oh * 3600 + om * 60) * (1 if sign == "+" else -1)
     millis = int((fraction or "0")[:3].ljust(3, "0"))
     seconds = _days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset_s
+    if sec == 60 and seconds % 86_400 != 0:  # a leap second is 23:59:60 UTC, nothing else
+        return None
     return seconds * 1000 + millis
 
 

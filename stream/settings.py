@@ -117,9 +117,10 @@ class Settings:
             "KPI_CURRENCY",
             "must be an ISO 4217 code such as USD",
         )
-        # Money is summed in int64 millionths: a bound above 1e12 could overflow a bucket.
-        _check(0 < self.max_cost <= 1e12, "KPI_MAX_COST", "must be within (0, 1e12]")
-        _check(0 < self.max_sale_value <= 1e12, "KPI_MAX_SALE_VALUE", "must be within (0, 1e12]")
+        # Money is summed per bucket in int64 millionths (9.2e12 units): at 1e9 an event, a bucket
+        # holds 9,000 events at the bound before its sum saturates.
+        _check(0 < self.max_cost <= 1e9, "KPI_MAX_COST", "must be within (0, 1e9]")
+        _check(0 < self.max_sale_value <= 1e9, "KPI_MAX_SALE_VALUE", "must be within (0, 1e9]")
         _check(
             1 <= self.max_events_per_message <= EVENTS_PER_MESSAGE_LIMIT,
             "KPI_MAX_EVENTS_PER_MESSAGE",

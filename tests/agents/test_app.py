@@ -1,6 +1,7 @@
 """The ingest agent under Faust's test_context: no broker, memory store, real agent code."""
 
 import asyncio
+from typing import NamedTuple
 
 import orjson
 import pytest
@@ -158,3 +159,30 @@ def test_a_fetched_batch_is_recorded_as_faust_records_each_message():
     assert (
         faust_monitor.stream_inbound_time[owned] > 0 and gone in faust_monitor.stream_inbound_time
     )
+
+
+class Fetched(NamedTuple):
+    offset: int
+    value: bytes
+    timestamp: int
+
+
+async def test_a_revoke_waits_for_the_fold_in_progress(monitor):
+    """The fold yields mid-batch; a revoke then must not park a partition half folded (a kept
+    partition would hold counts ahead of its checkpoint): it waits for the batch."""
+    tp = TP(SETTINGS.topics.clicks, 0)
+    big = [orjson.dumps([event("click") for _ in range(5_000)]) for _ in range(4)]
+    fold = asyncio.create_task(
+        monitor.app.batch_handler([(tp, [Fetched(o, v, NOW_MS) for o, v in enumerate(big)])])
+    )
+    # Poll turn by turn: the fold has begun, and yielded (an Event would need a hook in it).
+    while not monitor.pipeline.states[0].meta.arrival[1]:  # noqa: ASYNC110
+        await asyncio.sleep(0)
+    assert not fold.done()
+    await monitor.app.on_partitions_revoked.send({tp})
+    assert fold.done()
+    parked = monitor.pipeline.parked[0]
+    assert parked.meta.checkpoint[1] == 3  # the whole batch, and its records written
+    assert sum(s.by_channel["unknown"][1] for s in parked.campaigns.values()) == 20_000
+    written = [key for _, partition, items in monitor.changelog for key, _ in items]
+    assert b'[0,"m"]' in written

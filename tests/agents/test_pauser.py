@@ -4,6 +4,7 @@ undo, history."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import subprocess
 import sys
@@ -90,6 +91,22 @@ def test_a_started_action_is_run_again_after_a_crash(tmp_path):
     d = decision()
     ledger.record(d, 0, "started", action="pause", attempts=1)  # killed while the command ran
     assert asyncio.run(pauser.handle(cfg, ledger, d)) == "already"  # the command says so
+
+
+@pytest.mark.parametrize("cause", ["expiry", "kill switch"])
+def test_no_retry_after_the_decision_expires_or_the_kill_switch_appears(tmp_path, cause):
+    cfg = config(tmp_path, command(tmp_path, "1"))
+    ledger = Ledger(cfg.ledger)
+    late = decision("c3")
+    if cause == "expiry":
+        late["valid_until_ms"] = int(time.time() * 1000) + 300  # passes during the back-off
+        cfg = dataclasses.replace(cfg, retry_seconds=0.5)
+    else:  # the operator stops the pauser while the first attempt fails
+        cfg = dataclasses.replace(cfg, command=f"touch {cfg.kill_switch}; exit 1")
+    assert asyncio.run(pauser.handle(cfg, ledger, late)) == "given_up"
+    entry = ledger.get("c3-1")
+    assert entry.outcome == "given_up" and "no more attempts" in entry.reason
+    assert entry.attempts == 1  # one run of the command, not max_errors
 
 
 def test_failures_are_retried_with_the_same_id_then_given_up(tmp_path):

@@ -1,18 +1,14 @@
-"""The fold in slices: a large batch yields to the event loop, folds exactly what one pass folds,
-and a partition revoked at a yield is folded no further and writes nothing."""
+"""The fold in slices: a large batch yields to the event loop and folds exactly what one pass
+folds (that nothing moves the states meanwhile is the app's lock: tests/agents/test_app.py)."""
 
 from __future__ import annotations
 
 import orjson
 
 from agents.pipeline import Message, Pipeline
-from stream.codec import partition_of_key
-from stream.events import EVENT_TYPES
 from stream.settings import Settings
 from tests.factories import NOW_MS, event
 from tests.state_harness import canonical
-
-CLICKS = EVENT_TYPES.index("click")
 
 
 def pipeline(partitions=(0, 1)) -> Pipeline:
@@ -34,7 +30,7 @@ def batch() -> list[Message]:
     ]
 
 
-def drive(pipe: Pipeline, messages: list[Message], at_yield=None):
+def drive(pipe: Pipeline, messages: list[Message]):
     steps = pipe.process_steps(messages, slice_seconds=0.0)
     yields = 0
     while True:
@@ -43,8 +39,6 @@ def drive(pipe: Pipeline, messages: list[Message], at_yield=None):
         except StopIteration as done:
             return done.value, yields
         yields += 1
-        if at_yield is not None:
-            at_yield(yields)
 
 
 def test_slices_fold_what_one_pass_folds():
@@ -58,20 +52,3 @@ def test_slices_fold_what_one_pass_folds():
         assert canonical(sliced.states[partition]) == canonical(one_pass.states[partition])
     assert result.events == 9_000 * 2 + 50 + 2
     assert [letter.rejection.reason for letter in result.dead_letters] == ["missing_field"]
-
-
-def test_a_partition_revoked_at_a_yield_writes_nothing():
-    pipe = pipeline()
-    revoked_state = pipe.states[0]
-
-    def revoke_first(yields: int) -> None:
-        if yields == 1:
-            pipe.revoke([0])
-
-    result, _ = drive(pipe, batch(), revoke_first)
-    assert {partition_of_key(key) for key, _ in result.records} == {1}
-    assert all(letter.partition == 1 for letter in result.dead_letters)
-    assert result.unowned == 2  # the message revoked inside, and the later one
-    # The parked state resumes at its checkpoint: the message cut short is folded again.
-    assert revoked_state.resume_offsets()[CLICKS] == 0
-    assert pipe.parked[0] is revoked_state

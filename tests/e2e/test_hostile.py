@@ -96,11 +96,12 @@ def test_huge_messages_are_refused_whole_and_the_worker_stays_responsive(tmp_pat
             huge = batch_of("huge", 1_048_600, now)
             large = batch_of("large", 100_000, now)
             allowed = batch_of("allowed", 9_000, now)  # under both bounds: folded in slices
-            assert len(allowed) < 4 << 20 < len(large) < len(huge)
+            many = batch_of("many", 20_000, now)  # under the byte bound, over the event bound
+            assert len(allowed) < len(many) < 4 << 20 < len(large) < len(huge)
             probe.start()
             # One key, so one partition and (as far as the fetch size allows) one fetch.
             messages = [(b"k", value) for value in steady[:150]]
-            messages += [(b"k", huge), (b"k", large), (b"k", allowed)]
+            messages += [(b"k", huge), (b"k", large), (b"k", many), (b"k", allowed)]
             messages += [(b"k", value) for value in steady[150:]]
             asyncio.run(produce_compressed(broker.bootstrap, messages))
 
@@ -108,7 +109,7 @@ def test_huge_messages_are_refused_whole_and_the_worker_stays_responsive(tmp_pat
                 m = worker.try_metrics()
                 done = (
                     total(m, "kpi_events_total", campaign="steady") >= 3_000
-                    and total(m, "kpi_events_rejected_total", reason="message_too_large") >= 2
+                    and total(m, "kpi_events_rejected_total") >= 3
                 )
                 return m if done and total(m, "kpi_events_total", campaign="allowed") else None
 
@@ -125,23 +126,25 @@ def test_huge_messages_are_refused_whole_and_the_worker_stays_responsive(tmp_pat
         assert total(metrics, "kpi_events_total", campaign="allowed") == 9_000
         assert total(metrics, "kpi_events_total", campaign="huge") == 0
         assert total(metrics, "kpi_events_total", campaign="large") == 0
+        assert total(metrics, "kpi_events_total", campaign="many") == 0
         rejected = {
             dict(labels)["reason"]: value
             for (name, labels), value in metrics.items()
             if name == "kpi_events_rejected_total" and value
         }
-        assert rejected == {"message_too_large": 2}
+        assert rejected == {"message_too_large": 2, "too_many_events": 1}
         assert not probe.failures, probe.failures
         assert probe.answers > 10
         assert probe.slowest < 1.0, f"/health took {probe.slowest:.2f}s"
 
-        dead = asyncio.run(read_topic(broker.bootstrap, "marketing.rejected", 2))
-        assert len(dead) == 2
-        originals = {str(len(value)): value for value in (huge, large)}
+        dead = asyncio.run(read_topic(broker.bootstrap, "marketing.rejected", 3))
+        assert len(dead) == 3
+        originals = {len(value): value for value in (huge, large, many)}
         for record in dead:  # in the dead-letter topic's partitions, in any order
             headers = {k: v.decode() for k, v in record.headers}
-            assert headers["kpi.reason"] == "message_too_large"
-            original = originals.pop(headers["kpi.original.bytes"])
+            original = originals.pop(int(headers["kpi.original.bytes"]))
+            expected = "too_many_events" if original is many else "message_too_large"
+            assert headers["kpi.reason"] == expected
             assert record.value == original[:DEAD_LETTER_MAX_BYTES]
         assert not originals
         print(

@@ -149,6 +149,12 @@ BAD = [
     (raw(event("click") | {"occurred_at": "2026-09-21T14:13Z"}), "click", "invalid_timestamp"),
     (raw(event("click") | {"occurred_at": "2026-02-29T10:00:00Z"}), "click", "invalid_timestamp"),
     (raw(event("click") | {"occurred_at": "2026-09-21T24:00:00Z"}), "click", "invalid_timestamp"),
+    (raw(event("click") | {"occurred_at": "2026-09-21T12:00:60Z"}), "click", "invalid_timestamp"),
+    (
+        raw(event("click") | {"occurred_at": "2026-09-21T14:13:20.1234567890Z"}),
+        "click",
+        "invalid_timestamp",
+    ),
     (
         raw(event("click") | {"occurred_at": "2026-09-21T14:13:20+24:00"}),
         "click",
@@ -245,6 +251,7 @@ def test_c1_controls_and_other_unicode_are_kept_in_ids():
         ("2000-01-01T00:00:00Z", 946_684_800_000),
         ("2000-02-29T12:00:00z", 951_825_600_000),
         ("2016-12-31T23:59:60Z", 1_483_228_800_000),  # a leap second is the next second's start
+        ("2017-01-01T05:29:60+05:30", 1_483_228_800_000),  # the same, in local time
         ("2026-09-21t14:13:20.123456789+05:30", 1_789_980_200_123),
         ("2026-09-21T14:13:20-00:00", 1_790_000_000_000),
     ],

@@ -43,7 +43,7 @@ def test_environment_and_overrides():
         ({"KPI_GRACE": "-1m"}, "KPI_GRACE"),
         ({"KPI_MAX_COST": "0"}, "KPI_MAX_COST"),
         ({"KPI_MAX_COST": "lots"}, "KPI_MAX_COST"),
-        ({"KPI_MAX_SALE_VALUE": "1e13"}, "KPI_MAX_SALE_VALUE"),
+        ({"KPI_MAX_SALE_VALUE": "2e9"}, "KPI_MAX_SALE_VALUE"),
         ({"KPI_MAX_EVENTS_PER_MESSAGE": "1048577"}, "KPI_MAX_EVENTS_PER_MESSAGE"),
         ({"KPI_MAX_EVENTS_PER_MESSAGE": "0"}, "KPI_MAX_EVENTS_PER_MESSAGE"),
         ({"KPI_MAX_MESSAGE_BYTES": "100"}, "KPI_MAX_MESSAGE_BYTES"),
