@@ -10,6 +10,7 @@ from collections.abc import Callable, Generator, Iterable
 from time import perf_counter
 from typing import NamedTuple
 
+from stream import changelog, expiry
 from stream.codec import Record, decode_key, partition_of_key
 from stream.events import Event, Rejection, ValidationRules, parse_message, validate_elements
 from stream.settings import Settings
@@ -100,7 +101,7 @@ class Pipeline:
                 states[partition] = self.parked[partition]
                 continue
             state = PartitionState(partition, self.config)
-            state.load(by_partition.get(partition, ()))
+            changelog.load(state, by_partition.get(partition, ()))
             states[partition] = state
         self.parked = {}
         self.states = states
@@ -196,7 +197,7 @@ class Pipeline:
                 yield
                 deadline = timer() + slice_seconds
             if states.get(p) is touched[p]:
-                records += touched[p].finish_batch()
+                records += changelog.finish_batch(touched[p])
             else:
                 lost.add(p)
         if lost:
@@ -220,4 +221,4 @@ class Pipeline:
 
     def expire(self) -> list[Record]:
         now = self.clock()
-        return [record for state in self.states.values() for record in state.expire(now)]
+        return [record for state in self.states.values() for record in expiry.expire(state, now)]
