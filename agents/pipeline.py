@@ -10,6 +10,7 @@ from collections.abc import Callable, Generator, Iterable
 from time import perf_counter
 from typing import NamedTuple
 
+from stream import changelog, expiry
 from stream.codec import Record, decode_key, partition_of_key
 from stream.events import Event, Rejection, ValidationRules, parse_message, validate_elements
 from stream.settings import Settings
@@ -100,7 +101,7 @@ class Pipeline:
                 states[partition] = self.parked[partition]
                 continue
             state = PartitionState(partition, self.config)
-            state.load(by_partition.get(partition, ()))
+            changelog.load(state, by_partition.get(partition, ()))
             states[partition] = state
         self.parked = {}
         self.states = states
@@ -193,7 +194,7 @@ class Pipeline:
             if timer() > deadline - slice_seconds / 2:
                 yield
                 deadline = timer() + slice_seconds
-            records += touched[p].finish_batch()
+            records += changelog.finish_batch(touched[p])
         self.events_folded += events
         return BatchResult(records, dead, events, replayed, unowned)
 
@@ -213,4 +214,4 @@ class Pipeline:
 
     def expire(self) -> list[Record]:
         now = self.clock()
-        return [record for state in self.states.values() for record in state.expire(now)]
+        return [record for state in self.states.values() for record in expiry.expire(state, now)]

@@ -6,12 +6,10 @@ is above the record's ``hw`` for its kind, so re-applying events that a record a
 no-op. The partition's ``Meta`` record holds, per input topic, the offset through which all state
 is complete (the checkpoint); consumption resumes after it.
 
-``finish_batch`` returns the changed records in a fixed order: buckets and totals of the admitted
-campaigns (those admitted in the batch last, in admission order), then those of ``__other__``,
-then lead records, dedup chunks, and ``Meta`` last. They go
-to one changelog partition, so any prefix of the log that holds a record also holds every record
-written before it; together with ``hw`` this keeps a restore that stops early, or a crash
-mid-write, exact.
+This module holds the state and the fold; ``stream.changelog`` writes a batch's changed records
+and restores a state from them, ``stream.expiry`` drops what has aged out and retires campaigns.
+The state keeps, besides its figures, what those two need between calls (the ``dirty_*`` sets,
+pending deletions): they are the state's own bookkeeping, not to be touched elsewhere.
 
 **Bounded whatever ids arrive.** A partition admits at most ``max_campaigns`` campaigns (and
 ``max_channels`` channels); events of any other campaign are folded at ingest into the campaign
@@ -29,15 +27,11 @@ cannot count a lead twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import orjson
-
-from . import codec
 from .campaign import KINDS, REVENUE, SPEND, Bucket, CampaignState
-from .codec import AUTOPAUSE, BUCKET, DEDUP, LEAD, META, TOTALS, Record
+from .codec import Record
 from .dedup import DedupIndex
 from .events import LEAD as LEAD_KIND
 from .events import SALE, SALES_CONTACT, Event, Rejection
@@ -103,15 +97,15 @@ class PartitionState:
         self.channels: set[str] = set()  # admitted channels (OTHER excluded)
         # Derived from the lead records, rebuilt on load.
         self.index = ResponseIndex(config.bucket_ms)
-        self._dirty_buckets: dict[str, set[int]] = {}  # campaign -> bucket starts
-        self._admitted_in_batch: list[str] = []
-        self._dirty_totals: set[str] = set()
-        self._dirty_leads: set[tuple[str, str]] = set()
-        self._deletions: list[bytes] = []
-        self._evicted: list[Record] = []  # dedup chunk deletions, written with the next batch
-        self._expired_cutoff: int | None = None  # the oldest kept bucket at the last expiry
-        self._lead_scan: list[str] = []  # campaigns left in this round of the lead scan
-        self._archive_written: set[str] = set()  # campaigns whose archive names leads
+        self.dirty_buckets: dict[str, set[int]] = {}  # campaign -> bucket starts
+        self.admitted_in_batch: list[str] = []
+        self.dirty_totals: set[str] = set()
+        self.dirty_leads: set[tuple[str, str]] = set()
+        self.pending_deletions: list[bytes] = []
+        self.evicted_chunks: list[Record] = []  # dedup chunk deletions, written with the next batch
+        self.expired_cutoff: int | None = None  # the oldest kept bucket at the last expiry
+        self.lead_scan: list[str] = []  # campaigns left in this round of the lead scan
+        self.archive_written: set[str] = set()  # campaigns whose archive names leads
         # Auto-pause state by campaign, owned by ``autopause.records`` (restored as plain JSON);
         # kept apart from ``campaigns``: a paused campaign's decisions outlive its buckets.
         self.autopause: dict[str, object] = {}
@@ -215,7 +209,7 @@ class PartitionState:
         kept_from = first_kept_start(now_ms, bucket_ms, config.retention_ms)
         money = REVENUE if kind == SALE else SPEND
         campaigns, channels = self.campaigns, self.channels
-        dirty_totals, dirty_buckets = self._dirty_totals, self._dirty_buckets
+        dirty_totals, dirty_buckets = self.dirty_totals, self.dirty_buckets
         watermark = watermarks[kind]
         arrival = meta.arrival[kind]
         for index, event in enumerate(events):
@@ -257,7 +251,7 @@ class PartitionState:
             return name, state
         if name != OTHER and self.admitted_campaigns < self.config.max_campaigns:
             state = self.campaigns[name] = CampaignState(HISTOGRAM_BINS)
-            self._admitted_in_batch.append(name)
+            self.admitted_in_batch.append(name)
             return name, state
         self.meta.folded[FOLDED_CAMPAIGN] += 1
         state = self.campaigns.get(OTHER)
@@ -286,7 +280,7 @@ class PartitionState:
         changed = False
         if state.hw[kind] < pos:
             state.count(kind, pos, self._channel_for(event.channel))
-            self._dirty_totals.add(campaign)
+            self.dirty_totals.add(campaign)
             changed = True
 
         config = self.config
@@ -301,9 +295,9 @@ class PartitionState:
             REVENUE if kind == SALE else SPEND,
             config.bucket_ms,
         ):
-            dirty = self._dirty_buckets.get(campaign)
+            dirty = self.dirty_buckets.get(campaign)
             if dirty is None:
-                dirty = self._dirty_buckets[campaign] = set()
+                dirty = self.dirty_buckets[campaign] = set()
             dirty.add(start)
             changed = True
 
@@ -339,243 +333,12 @@ class PartitionState:
             self.index.update(campaign, lead_id, record, -1)
         self.index.update(campaign, lead_id, new)
         per_campaign[lead_id] = new.pack()
-        self._dirty_leads.add((campaign, lead_id))
+        self.dirty_leads.add((campaign, lead_id))
         return True
 
     # -- persistence -------------------------------------------------------------------------
 
-    def finish_batch(self) -> list[Record]:
-        """Changed records, in the order that keeps any log prefix consistent (see module doc).
-
-        Campaigns admitted in this batch come after the others in the order they were admitted,
-        and ``__other__`` last: a prefix then holds a prefix of the admissions, so a replay in
-        the same order admits the same campaigns.
-        """
-        p = self.partition
-        bucket_ms = self.config.bucket_ms
-        records: list[Record] = [(key, None) for key in self._deletions]
-        self._deletions.clear()
-        new = [c for c in self._admitted_in_batch if c in self.campaigns]
-        known = sorted((self._dirty_buckets.keys() | self._dirty_totals) - set(new) - {OTHER})
-        for campaign in [*known, *new, OTHER]:
-            state = self.campaigns.get(campaign)
-            if state is None:
-                continue
-            for start in sorted(self._dirty_buckets.get(campaign, ())):
-                bucket = state.bucket(start, bucket_ms)
-                if bucket is not None:
-                    records.append(
-                        (codec.key(p, BUCKET, campaign, start), codec.encode_bucket(*bucket))
-                    )
-            if campaign in self._dirty_totals:
-                records.append(self._totals_record(campaign))
-        for campaign, lead_id in sorted(self._dirty_leads):
-            record = self.lead(campaign, lead_id)
-            if record is not None:
-                records.append((codec.key(p, LEAD, campaign, lead_id), _encode_lead(record)))
-        records.extend(self._dedup_records())
-        records.append(self._meta_record())
-        self._dirty_buckets.clear()
-        self._dirty_totals.clear()
-        self._dirty_leads.clear()
-        self._admitted_in_batch.clear()
-        return records
-
-    def _dedup_records(self) -> list[Record]:
-        """New chunks of this batch, and the deletions of the chunks evicted after the previous
-        batch. Deletions wait one batch: a restore that lacks this batch's Meta replays the batch,
-        and the replay must still hold the chunks the original run held while folding it."""
-        p = self.partition
-        records: list[Record] = self._evicted
-        self._evicted = []
-        for kind, index in enumerate(self.dedup):
-            for chunk, entries in index.seal_batch():
-                records.append(
-                    (
-                        codec.key(p, DEDUP, kind, chunk.first_pos),
-                        codec.encode_chunk(chunk.max_watermark, entries),
-                    )
-                )
-        self._evict_dedup()
-        return records
-
-    def _evict_dedup(self) -> None:
-        """Forget chunks past the horizon, then, over the memory cap, the oldest chunks of the
-        largest index. Deterministic for a given set of chunks and watermarks, so a restore
-        repeats it (see ``load``)."""
-        p = self.partition
-        for kind, index in enumerate(self.dedup):
-            for old in index.evict_expired(self.meta.arrival[kind]):
-                self._evicted.append((codec.key(p, DEDUP, kind, old.first_pos), None))
-        while sum(len(index) for index in self.dedup) > self.config.dedup_max_ids:
-            kind = max(range(KINDS), key=lambda k: (len(self.dedup[k]), -k))
-            oldest = self.dedup[kind].evict_oldest()
-            if oldest is None:
-                break
-            self._evicted.append((codec.key(p, DEDUP, kind, oldest.first_pos), None))
-
-    def _totals_record(self, campaign: str) -> Record:
-        s = self.campaigns[campaign]
-        return (
-            codec.key(self.partition, TOTALS, campaign),
-            codec.encode_totals(
-                s.by_channel, s.archived_histogram, s.archived_sum_ms, s.archived_leads, s.hw
-            ),
-        )
-
-    def _meta_record(self) -> Record:
-        m = self.meta
-        return (
-            codec.key(self.partition, META),
-            codec.encode_meta(
-                m.checkpoint, m.watermark, m.rejected, m.late, m.duplicate, m.folded, m.arrival
-            ),
-        )
-
-    def expire(self, now_ms: int, lead_budget: int = 2_000) -> list[Record]:
-        """Drop buckets past retention, lead records past the lead TTL, and campaigns with
-        neither left; return the records.
-
-        Called every few seconds on the worker's event loop, so it stays cheap: buckets only
-        expire when the oldest kept bucket moves (once per bucket), and lead records are scanned
-        round-robin, about ``lead_budget`` a call (a lead lives for days; a scan of hundreds of
-        thousands every tick would stall ingest).
-
-        A completed lead's response is folded into its campaign's archive, written before the
-        lead record's deletion (see module doc).
-        """
-        p = self.partition
-        config = self.config
-        records: list[Record] = []
-        deletions: list[Record] = [(key, None) for key in self._deletions]
-        self._deletions.clear()
-        candidates: set[str] = set()  # campaigns that may have nothing left
-        cutoff = first_kept_start(now_ms, config.bucket_ms, config.retention_ms)
-        if cutoff != self._expired_cutoff:
-            self._expired_cutoff = cutoff
-            for campaign, state in self.campaigns.items():
-                for start in state.drop_buckets_before(cutoff, config.bucket_ms):
-                    self._dirty_buckets.get(campaign, set()).discard(start)
-                    deletions.append((codec.key(p, BUCKET, campaign, start), None))
-                    state.version += 1
-                if not state.has_buckets:
-                    candidates.add(campaign)
-            self.index.drop_sketches_before(cutoff)
-        archived: dict[str, list[str]] = {}
-        scanned, new_cycle = 0, False
-        while scanned < lead_budget:
-            if not self._lead_scan:
-                if new_cycle:
-                    break
-                self._lead_scan, new_cycle = list(self.leads), True
-                if not self._lead_scan:
-                    break
-            campaign = self._lead_scan.pop()
-            per_campaign = self.leads.get(campaign)
-            if per_campaign is None:
-                continue
-            scanned += len(per_campaign)
-            for lead_id, packed in list(per_campaign.items()):
-                record = LeadJoin.unpack(packed)
-                if record.newest_ms() + config.lead_ttl_ms > now_ms:
-                    continue
-                self.index.update(campaign, lead_id, record, -1)
-                response = record.response_ms()
-                holder = self.campaigns.get(campaign)
-                if response is not None and holder is not None:
-                    holder.archived_histogram[histogram_bin(response)] += 1
-                    holder.archived_sum_ms += response
-                    archived.setdefault(campaign, []).append(lead_id)
-                del per_campaign[lead_id]
-                self._dirty_leads.discard((campaign, lead_id))
-                deletions.append((codec.key(p, LEAD, campaign, lead_id), None))
-                if holder is not None:
-                    holder.version += 1
-            if not per_campaign:
-                del self.leads[campaign]
-                candidates.add(campaign)
-        retired = False
-        for campaign in sorted(candidates | archived.keys() | self._archive_written):
-            found = self.campaigns.get(campaign)
-            if found is None:
-                continue
-            state = found
-            folded = archived.get(campaign, [])
-            if not state.has_buckets and campaign not in self.leads:
-                del self.campaigns[campaign]
-                self._dirty_totals.discard(campaign)
-                self._dirty_buckets.pop(campaign, None)
-                self.index.responses.pop(campaign, None)
-                deletions.append((codec.key(p, TOTALS, campaign), None))
-                retired = True
-            elif folded or state.archived_leads:
-                state.archived_leads = folded
-                records.append(self._totals_record(campaign))
-        self._archive_written = set(archived)
-        if retired:
-            # Admitted channels are those some campaign still counts (as after a restore).
-            self.channels = {c for s in self.campaigns.values() for c in s.by_channel if c != OTHER}
-        return records + deletions
-
-    def load(self, records: Iterable[tuple[list, bytes]]) -> None:
-        """Rebuild from restored records (decoded keys, raw values), in any order."""
-        bucket_ms = self.config.bucket_ms
-        leads = []
-        chunks = []
-        for key, value in records:
-            tag = key[1]
-            if tag == BUCKET:
-                self._campaign_state(key[2]).put_bucket(
-                    key[3], Bucket(*codec.decode_bucket(value)), bucket_ms
-                )
-            elif tag == TOTALS:
-                state = self._campaign_state(key[2])
-                (
-                    state.by_channel,
-                    state.archived_histogram,
-                    state.archived_sum_ms,
-                    state.archived_leads,
-                    state.hw,
-                ) = codec.decode_totals(value)
-                self.channels.update(c for c in state.by_channel if c != OTHER)
-            elif tag == LEAD:
-                leads.append((key[2], key[3], codec.decode_lead(value)))
-            elif tag == DEDUP:
-                chunks.append((key[2], codec.decode_chunk(value)))
-            elif tag == AUTOPAUSE:
-                self.autopause[key[2]] = orjson.loads(value)
-            elif tag == META:
-                m = codec.decode_meta(value)
-                self.meta = Meta(
-                    m["ckpt"], m["wm"], m["rej"], m["late"], m["dup"], m["fold"], m["arr"]
-                )
-        for kind, (max_watermark, entries) in chunks:
-            # Ids remembered by a batch whose Meta did not survive are forgotten: that batch is
-            # replayed and remembers them again, and meanwhile they must not hide the entries the
-            # original run consulted.
-            if entries and entries[0][1] >> POSITION_BITS <= self.meta.checkpoint[kind]:
-                self.dedup[kind].load_chunk(max_watermark, entries)
-        for index in self.dedup:
-            index.sort_chunks()
-        self._evict_dedup()  # what the run did after the batch of the restored Meta
-        archived = {c: set(s.archived_leads) for c, s in self.campaigns.items() if s.archived_leads}
-        self._archive_written = set(archived)
-        for campaign, lead_id, (lead_ms, contact_ms, hw) in leads:
-            if lead_id in archived.get(campaign, ()):
-                # Folded into the archive, but its deletion did not survive: finish the job.
-                self._deletions.append(codec.key(self.partition, LEAD, campaign, lead_id))
-                continue
-            record = LeadJoin(lead_ms, contact_ms, hw[LEAD_KIND], hw[SALES_CONTACT])
-            self.leads.setdefault(campaign, {})[lead_id] = record.pack()
-            self.index.update(campaign, lead_id, record)
-            self._campaign_state(campaign)
-
-    def _campaign_state(self, campaign: str) -> CampaignState:
-        state = self.campaigns.get(campaign)
-        if state is None:
-            state = self.campaigns[campaign] = CampaignState(HISTOGRAM_BINS)
-        state.version += 1
-        return state
+    # -- persistence and expiry: stream.changelog, stream.expiry ------------------------------
 
     def resume_offsets(self) -> dict[int, int]:
         """Per input kind, the next offset to read: after the checkpoint, or 0 if there is none.
@@ -585,10 +348,3 @@ class PartitionState:
         partition is read again from the start; the records' ``hw`` make that replay a no-op.
         """
         return {kind: off + 1 for kind, off in enumerate(self.meta.checkpoint)}
-
-
-def _encode_lead(record: LeadJoin) -> bytes:
-    hw = [-1] * KINDS
-    hw[LEAD_KIND] = record.lead_hw
-    hw[SALES_CONTACT] = record.contact_hw
-    return codec.encode_lead(record.lead_ms, record.contact_ms, hw)

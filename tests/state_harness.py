@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stream import changelog
 from stream.codec import decode_key
 from stream.events import ValidationRules, decode_message
 from stream.state import PartitionState, StateConfig
@@ -45,7 +46,7 @@ def run(
                 continue
             events, rejections = decode_message(value, kind, now_ms, RULES)
             state.apply_message(kind, offset, events, rejections, now_ms, *timestamp)
-        log.extend(state.finish_batch())
+        log.extend(changelog.finish_batch(state))
     return state, log
 
 
@@ -58,7 +59,7 @@ def restore(log: list, config: StateConfig = CONFIG) -> PartitionState:
         else:
             table[key] = value
     state = PartitionState(0, config)
-    state.load((decode_key(k), v) for k, v in table.items())
+    changelog.load(state, ((decode_key(k), v) for k, v in table.items()))
     return state
 
 

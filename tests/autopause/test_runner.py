@@ -12,6 +12,7 @@ from autopause.policy import ACT, Action, Limits, judge
 from autopause.runner import Runner, load_rules
 from autopause.view import DecisionView
 from rulebook.rules import parse_rules
+from stream import changelog, expiry
 from stream.codec import AUTOPAUSE, key
 from stream.events import EVENT_TYPES, ValidationRules, decode_message
 from stream.settings import Settings, SettingsError
@@ -65,7 +66,7 @@ class Feed:
                     events, rejections = decode_message(body, kind, at_ms, ValidationRules())
                     self.state.apply_message(kind, self.offsets[kind], events, rejections, at_ms)
                     self.offsets[kind] += 1
-        self.log.extend(self.state.finish_batch())
+        self.log.extend(changelog.finish_batch(self.state))
 
 
 CAUGHT_UP = {(topic, 0): 0 for topic in SETTINGS.topics.inputs()}
@@ -212,7 +213,7 @@ def go_quiet_until_retired(runner, feed, paused_at):
     assert feed.state.autopause["bad"].tracks["ctr_collapse"].phase == RUNNING
     later = paused_at + DAY + 60 * MIN
     feed.minute(later, [("good", 400, 60)])
-    feed.log.extend(feed.state.expire(later))
+    feed.log.extend(expiry.expire(feed.state, later))
     assert "bad" not in feed.state.campaigns
     result = tick(runner, feed, later)
     assert (key(0, AUTOPAUSE, "bad"), None) in result.records

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream import changelog
 from stream.events import (
     REASONS,
     ValidationRules,
@@ -233,7 +234,7 @@ def _fold(state: PartitionState, messages: list, offset: int) -> PartitionState:
     for topic_kind, payload in messages:
         events, rejections = decode_message(payload, topic_kind, NOW_MS, RULES)
         state.apply_message(topic_kind, offset, events, rejections, NOW_MS)
-    state.finish_batch()
+    changelog.finish_batch(state)
     return state
 
 

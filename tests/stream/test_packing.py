@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream import changelog
 from stream.events import MIN_OCCURRED_MS, ValidationRules, decode_message
 from stream.leads import LeadJoin
 from stream.state import MAX_EVENTS_PER_MESSAGE, POSITION_BITS, PartitionState
@@ -46,7 +47,7 @@ def test_lead_times_and_positions_round_trip(occurred, offset, index, contact):
     state.begin_message(kind(event_type), offset, NOW_MS)
     state.apply_events(kind(event_type), offset, index, [accepted], NOW_MS)
     state.end_message(kind(event_type), offset)
-    log = state.finish_batch()
+    log = changelog.finish_batch(state)
     position = (offset << POSITION_BITS) | index
     expected = (
         LeadJoin(None, accepted.occurred_ms, -1, position)
@@ -70,7 +71,7 @@ def test_money_and_positions_round_trip(amount, offset, index, sale):
     assert accepted.amount_micros == round(amount * 1_000_000)
     state = PartitionState(0, CONFIG)
     state.apply_events(kind(event_type), offset, index, [accepted], NOW_MS)
-    log = state.finish_batch()
+    log = changelog.finish_batch(state)
     for held in (state, restore(log)):
         (bucket,) = buckets(held, "c1").values()
         assert (bucket.revenue if sale else bucket.spend) == accepted.amount_micros

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import sketch
+from stream import expiry, sketch
 from stream.events import EVENT_TYPES
 from stream.state import KINDS, PartitionState, histogram_bin
 from tests.factories import NOW_MS, event, kind, raw
@@ -173,12 +173,12 @@ def test_expire_drops_old_buckets_and_dead_leads():
             event("lead", lead_id="old", at_ms=NOW_MS - 10 * MIN),
         )
     )
-    deletions = state.expire(NOW_MS + CONFIG.retention_ms)
+    deletions = expiry.expire(state, NOW_MS + CONFIG.retention_ms)
     assert buckets(state, "c1") == {}
     assert all(value is None for _, value in deletions)
     assert "old" in state.index.awaiting_contact["c1"]  # a pending lead lives for the lead TTL
     assert total(state, "c1", "click") == 1  # totals live while the campaign has buckets or leads
-    records = state.expire(NOW_MS + CONFIG.lead_ttl_ms)
+    records = expiry.expire(state, NOW_MS + CONFIG.lead_ttl_ms)
     assert state.leads == {} and state.index.awaiting_contact == {}
     # Nothing left: the campaign is retired, its budget slot freed, its totals record deleted.
     assert "c1" not in state.campaigns
@@ -203,7 +203,7 @@ def test_expired_leads_keep_their_response_in_the_archive():
     )
     alive = _keep_alive(state, NOW_MS + CONFIG.lead_ttl_ms)
     before = state.response_histogram("c1")
-    records = state.expire(NOW_MS + CONFIG.lead_ttl_ms)
+    records = expiry.expire(state, NOW_MS + CONFIG.lead_ttl_ms)
     assert state.leads == {} and state.index.responses["c1"].histogram == [0] * len(before[0])
     assert state.response_histogram("c1") == before
     # The archive is written before the deletion: a restore that has the archive but lost the
@@ -214,7 +214,7 @@ def test_expired_leads_keep_their_response_in_the_archive():
     survivor = restore(first + alive + records[:lead_at])
     assert survivor.response_histogram("c1") == before
     assert survivor.leads == {}
-    redo = survivor.expire(NOW_MS + CONFIG.lead_ttl_ms)
+    redo = expiry.expire(survivor, NOW_MS + CONFIG.lead_ttl_ms)
     assert (records[lead_at][0], None) in redo
 
 
@@ -370,7 +370,7 @@ def test_a_retired_campaign_frees_its_slot():
         msgs(*[event("click", campaign=c, at_ms=NOW_MS - 10 * MIN) for c in "abc"]), config=BUDGET
     )
     later = NOW_MS + BUDGET.retention_ms
-    state.expire(later)
+    expiry.expire(state, later)
     assert state.admitted_campaigns == 0
     run(
         [(kind("click"), 10, raw(event("click", campaign="d", at_ms=later)))],
@@ -448,10 +448,10 @@ def test_lead_expiry_in_small_rounds_ends_where_one_full_scan_does():
     evs += [event("sales_contact", campaign=f"c{i % 7}", lead_id=f"L{i}") for i in range(0, 60, 2)]
     later = NOW_MS + CONFIG.lead_ttl_ms
     whole, _ = run(msgs(*evs))
-    whole.expire(later)
+    expiry.expire(whole, later)
     rounds, _ = run(msgs(*evs))
     for _ in range(60):
-        rounds.expire(later, lead_budget=5)
+        expiry.expire(rounds, later, lead_budget=5)
     assert rounds.leads == {} and whole.leads == {}
     assert canonical(rounds) == canonical(whole)
     assert "c0" not in rounds.campaigns  # nothing left: retired

@@ -1,0 +1,186 @@
+"""A partition state's changelog: the records of a batch, in the order that keeps any prefix of
+the log consistent, and the state restored from them.
+
+``finish_batch`` returns the changed records in a fixed order: buckets and totals of the admitted
+campaigns (those admitted in the batch last, in admission order), then those of ``__other__``,
+then lead records, dedup chunks, and ``Meta`` last. They go to one changelog partition, so any
+prefix of the log that holds a record also holds every record written before it; together with
+each record's ``hw`` (``stream.state``) this keeps a restore that stops early, or a crash
+mid-write, exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import orjson
+
+from . import codec
+from .campaign import KINDS, Bucket, CampaignState
+from .codec import AUTOPAUSE, BUCKET, DEDUP, LEAD, META, TOTALS, Record
+from .events import LEAD as LEAD_KIND
+from .events import SALES_CONTACT
+from .leads import HISTOGRAM_BINS, LeadJoin
+from .state import OTHER, POSITION_BITS, Meta, PartitionState
+
+
+def finish_batch(state: PartitionState) -> list[Record]:
+    """Changed records, in the order that keeps any log prefix consistent (see module doc).
+
+    Campaigns admitted in this batch come after the others in the order they were admitted,
+    and ``__other__`` last: a prefix then holds a prefix of the admissions, so a replay in
+    the same order admits the same campaigns.
+    """
+    p = state.partition
+    bucket_ms = state.config.bucket_ms
+    records: list[Record] = [(key, None) for key in state.pending_deletions]
+    state.pending_deletions.clear()
+    new = [c for c in state.admitted_in_batch if c in state.campaigns]
+    known = sorted((state.dirty_buckets.keys() | state.dirty_totals) - set(new) - {OTHER})
+    for campaign in [*known, *new, OTHER]:
+        campaign_state = state.campaigns.get(campaign)
+        if campaign_state is None:
+            continue
+        for start in sorted(state.dirty_buckets.get(campaign, ())):
+            bucket = campaign_state.bucket(start, bucket_ms)
+            if bucket is not None:
+                records.append(
+                    (codec.key(p, BUCKET, campaign, start), codec.encode_bucket(*bucket))
+                )
+        if campaign in state.dirty_totals:
+            records.append(totals_record(state, campaign))
+    for campaign, lead_id in sorted(state.dirty_leads):
+        record = state.lead(campaign, lead_id)
+        if record is not None:
+            records.append((codec.key(p, LEAD, campaign, lead_id), _encode_lead(record)))
+    records.extend(_dedup_records(state))
+    records.append(_meta_record(state))
+    state.dirty_buckets.clear()
+    state.dirty_totals.clear()
+    state.dirty_leads.clear()
+    state.admitted_in_batch.clear()
+    return records
+
+
+def _dedup_records(state: PartitionState) -> list[Record]:
+    """New chunks of this batch, and the deletions of the chunks evicted after the previous
+    batch. Deletions wait one batch: a restore that lacks this batch's Meta replays the batch,
+    and the replay must still hold the chunks the original run held while folding it."""
+    p = state.partition
+    records: list[Record] = state.evicted_chunks
+    state.evicted_chunks = []
+    for kind, index in enumerate(state.dedup):
+        for chunk, entries in index.seal_batch():
+            records.append(
+                (
+                    codec.key(p, DEDUP, kind, chunk.first_pos),
+                    codec.encode_chunk(chunk.max_watermark, entries),
+                )
+            )
+    _evict_dedup(state)
+    return records
+
+
+def _evict_dedup(state: PartitionState) -> None:
+    """Forget chunks past the horizon, then, over the memory cap, the oldest chunks of the
+    largest index. Deterministic for a given set of chunks and watermarks, so a restore
+    repeats it (see ``load``)."""
+    p = state.partition
+    for kind, index in enumerate(state.dedup):
+        for old in index.evict_expired(state.meta.arrival[kind]):
+            state.evicted_chunks.append((codec.key(p, DEDUP, kind, old.first_pos), None))
+    while sum(len(index) for index in state.dedup) > state.config.dedup_max_ids:
+        kind = max(range(KINDS), key=lambda k: (len(state.dedup[k]), -k))
+        oldest = state.dedup[kind].evict_oldest()
+        if oldest is None:
+            break
+        state.evicted_chunks.append((codec.key(p, DEDUP, kind, oldest.first_pos), None))
+
+
+def totals_record(state: PartitionState, campaign: str) -> Record:
+    s = state.campaigns[campaign]
+    return (
+        codec.key(state.partition, TOTALS, campaign),
+        codec.encode_totals(
+            s.by_channel, s.archived_histogram, s.archived_sum_ms, s.archived_leads, s.hw
+        ),
+    )
+
+
+def _meta_record(state: PartitionState) -> Record:
+    m = state.meta
+    return (
+        codec.key(state.partition, META),
+        codec.encode_meta(
+            m.checkpoint, m.watermark, m.rejected, m.late, m.duplicate, m.folded, m.arrival
+        ),
+    )
+
+
+def load(state: PartitionState, records: Iterable[tuple[list, bytes]]) -> None:
+    """Rebuild from restored records (decoded keys, raw values), in any order."""
+    bucket_ms = state.config.bucket_ms
+    leads = []
+    chunks = []
+    for key, value in records:
+        tag = key[1]
+        if tag == BUCKET:
+            _ensure_campaign(state, key[2]).put_bucket(
+                key[3], Bucket(*codec.decode_bucket(value)), bucket_ms
+            )
+        elif tag == TOTALS:
+            campaign_state = _ensure_campaign(state, key[2])
+            (
+                campaign_state.by_channel,
+                campaign_state.archived_histogram,
+                campaign_state.archived_sum_ms,
+                campaign_state.archived_leads,
+                campaign_state.hw,
+            ) = codec.decode_totals(value)
+            state.channels.update(c for c in campaign_state.by_channel if c != OTHER)
+        elif tag == LEAD:
+            leads.append((key[2], key[3], codec.decode_lead(value)))
+        elif tag == DEDUP:
+            chunks.append((key[2], codec.decode_chunk(value)))
+        elif tag == AUTOPAUSE:
+            state.autopause[key[2]] = orjson.loads(value)
+        elif tag == META:
+            m = codec.decode_meta(value)
+            state.meta = Meta(
+                m["ckpt"], m["wm"], m["rej"], m["late"], m["dup"], m["fold"], m["arr"]
+            )
+    for kind, (max_watermark, entries) in chunks:
+        # Ids remembered by a batch whose Meta did not survive are forgotten: that batch is
+        # replayed and remembers them again, and meanwhile they must not hide the entries the
+        # original run consulted.
+        if entries and entries[0][1] >> POSITION_BITS <= state.meta.checkpoint[kind]:
+            state.dedup[kind].load_chunk(max_watermark, entries)
+    for index in state.dedup:
+        index.sort_chunks()
+    _evict_dedup(state)  # what the run did after the batch of the restored Meta
+    archived = {c: set(s.archived_leads) for c, s in state.campaigns.items() if s.archived_leads}
+    state.archive_written = set(archived)
+    for campaign, lead_id, (lead_ms, contact_ms, hw) in leads:
+        if lead_id in archived.get(campaign, ()):
+            # Folded into the archive, but its deletion did not survive: finish the job.
+            state.pending_deletions.append(codec.key(state.partition, LEAD, campaign, lead_id))
+            continue
+        record = LeadJoin(lead_ms, contact_ms, hw[LEAD_KIND], hw[SALES_CONTACT])
+        state.leads.setdefault(campaign, {})[lead_id] = record.pack()
+        state.index.update(campaign, lead_id, record)
+        _ensure_campaign(state, campaign)
+
+
+def _ensure_campaign(state: PartitionState, campaign: str) -> CampaignState:
+    campaign_state = state.campaigns.get(campaign)
+    if campaign_state is None:
+        campaign_state = state.campaigns[campaign] = CampaignState(HISTOGRAM_BINS)
+    campaign_state.version += 1
+    return campaign_state
+
+
+def _encode_lead(record: LeadJoin) -> bytes:
+    hw = [-1] * KINDS
+    hw[LEAD_KIND] = record.lead_hw
+    hw[SALES_CONTACT] = record.contact_hw
+    return codec.encode_lead(record.lead_ms, record.contact_ms, hw)
