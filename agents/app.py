@@ -189,7 +189,7 @@ def _own_partitions_of_the_state(
 ) -> None:
     """Hand the pipeline its partitions once Faust has restored the table, and park them on a
     revoke (the next assignment says whether they stay)."""
-    input_topics = set(settings.topics.inputs())
+    input_topics = {*settings.topics.inputs(), settings.topics.plans}
 
     async def on_recovered(tbl: PartitionedStateTable) -> None:
         partitions = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_topics}
@@ -222,7 +222,9 @@ class FetchedBatches:
 
     async def __call__(self, batch: list[tuple[TP, list]]) -> None:
         await self._fold(
-            Message(tp.topic, tp.partition, record.offset, record.value, record.timestamp)
+            Message(
+                tp.topic, tp.partition, record.offset, record.value, record.timestamp, record.key
+            )
             for tp, records in batch
             for record in records
         )
@@ -238,8 +240,9 @@ def _ingest(
 ) -> None:
     """Fold the input topics (whole fetches, or Faust's agent with ``KPI_INGEST=faust``), and
     expire old state on a timer."""
+    sources = (*settings.topics.inputs(), settings.topics.plans)
     source = app.topic(
-        *settings.topics.inputs(),
+        *sources,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
@@ -278,7 +281,7 @@ def _ingest(
         metrics.batch_seconds.observe(time.perf_counter() - started)
 
     if settings.ingest == "batch":
-        app.batch_handler = FetchedBatches(frozenset(settings.topics.inputs()), fold)
+        app.batch_handler = FetchedBatches(frozenset(sources), fold)
 
     # Subscribes the input topics; with batch ingest the consumer hands them to ``fold`` itself.
     @app.agent(source, name="ingest")
@@ -294,6 +297,7 @@ def _ingest(
                     e.message.offset,
                     e.message.value,
                     int(e.message.timestamp * 1000) if e.message.timestamp else None,
+                    e.message.key,
                 )
                 for e in batch
             )

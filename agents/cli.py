@@ -47,6 +47,24 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("file", help="JSON lines: one event object (or array of events) per line")
     send.add_argument("--broker", help="kafka://host:port (env KPI_BROKER)")
 
+    plans = commands.add_parser(
+        "plans",
+        help="campaign plans (targets, budgets, flight, time zone, owner): load a CSV, JSON-lines "
+        "or YAML file onto the plans topic, show the plans in force, remove one",
+    )
+    plans.add_argument("action", choices=["load", "show", "remove"])
+    plans.add_argument(
+        "target",
+        nargs="?",
+        help="load: the plan file; show: a campaign (default: all); remove: a campaign",
+    )
+    plans.add_argument("--channel", help="remove: the channel default to remove")
+    plans.add_argument(
+        "--dry-run", action="store_true", help="load: check the file, publish nothing"
+    )
+    plans.add_argument("--json", action="store_true", help="show: one JSON plan per line")
+    plans.add_argument("--broker", help="kafka://host:port (env KPI_BROKER)")
+
     rules = commands.add_parser(
         "rules",
         help="generate (or check) the Prometheus rules, Grafana "
@@ -154,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
             settings = settings_from_env(broker=args.broker)
             return asyncio.run(send_file(settings, args.file))
+        if args.command == "plans":
+            return run_plans(args)
         if args.command == "alert-sink":
             from .alert_sink import run as run_sink
 
@@ -184,6 +204,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kpi-monitor: refusing to start: {exc}", file=sys.stderr)
         return 2
     return 1
+
+
+def run_plans(args: argparse.Namespace) -> int:
+    from . import plans_cli
+
+    settings = settings_from_env(broker=args.broker)
+    if args.action == "load":
+        if not args.target:
+            print("kpi-monitor plans load: which FILE?", file=sys.stderr)
+            return 2
+        return asyncio.run(plans_cli.load(settings, args.target, dry_run=args.dry_run))
+    if args.action == "show":
+        return asyncio.run(plans_cli.show(settings, args.target, as_json=args.json))
+    if bool(args.target) == bool(args.channel):
+        print("kpi-monitor plans remove: a CAMPAIGN or --channel NAME", file=sys.stderr)
+        return 2
+    return asyncio.run(plans_cli.remove(settings, args.target, args.channel))
 
 
 def run_pauser(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from stream.durations import format_duration
 from stream.events import EVENT_TYPES
+from stream.kpis import compute_kpis
 from stream.snapshot import Snapshot
 
 
@@ -24,10 +25,25 @@ def snapshot_json(snap: Snapshot) -> dict:
                 "sales_response_p50_seconds": None if win.p50_ms is None else win.p50_ms / 1000,
                 "sales_response_p95_seconds": None if win.p95_ms is None else win.p95_ms / 1000,
             }
+        for label, sums in row.horizons.items():
+            windows[label] = {
+                "events": dict(zip(EVENT_TYPES, sums.counts)),
+                "revenue": sums.revenue_micros / 1_000_000,
+                "spend": sums.spend_micros / 1_000_000,
+                **compute_kpis(sums.counts, sums.revenue_micros, sums.spend_micros)._asdict(),
+                # Response quantiles come from the minute sketches: trailing windows only.
+                "sales_response_p50_seconds": None,
+                "sales_response_p95_seconds": None,
+            }
         entry: dict = {
             "windows": windows,
             "events_total": dict(zip(EVENT_TYPES, row.kind_totals())),
         }
+        if row.plan is not None:
+            entry["plan"] = row.plan.to_json()
+            pace = row.pacing()
+            if pace is not None:
+                entry["pacing"] = pace._asdict()
         if row.awaiting:
             entry["leads_awaiting_contact"] = row.awaiting
             entry["oldest_uncontacted_lead_age_seconds"] = row.oldest_awaiting_age_seconds(

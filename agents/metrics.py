@@ -93,7 +93,12 @@ class KpiExporter(Collector):
         states = list(self._states())
         snap = snapshot_header(states, self._clock(), self._windows_ms)
         rows = build_rows(
-            states, snap.now_ms, self._settings.bucket_seconds * 1000, self._windows_ms, self._cache
+            states,
+            snap.now_ms,
+            self._settings.bucket_seconds * 1000,
+            self._windows_ms,
+            self._cache,
+            self._settings.timezone,
         )
         return snap, rows
 

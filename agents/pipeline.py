@@ -14,7 +14,7 @@ from stream import changelog, expiry
 from stream.codec import Record, decode_key, partition_of_key
 from stream.events import Event, Rejection, ValidationRules, parse_message, validate_elements
 from stream.settings import Settings
-from stream.state import OTHER, PartitionState, StateConfig
+from stream.state import OTHER, PLANS, PartitionState, StateConfig
 
 # A fold yields to the event loop after this much work; a slice of a message is checked against
 # it, and a slice of 500 events costs ~5 ms here.
@@ -28,6 +28,7 @@ class Message(NamedTuple):
     offset: int
     value: bytes | None
     timestamp: int | None = None  # Kafka record timestamp (ms): the dedup horizon's clock
+    key: bytes | None = None  # read for the plans topic only (events are keyed for partitioning)
 
 
 class DeadLetter(NamedTuple):
@@ -65,6 +66,8 @@ def state_config(settings: Settings) -> StateConfig:
         lead_ttl_ms=settings.lead_ttl_seconds * 1000,
         max_campaigns=settings.max_campaigns_per_partition,
         max_channels=settings.max_channels_per_partition,
+        long_bucket_ms=settings.long_bucket_seconds * 1000,
+        long_retention_ms=settings.long_retention_seconds * 1000,
     )
 
 
@@ -73,6 +76,9 @@ class Pipeline:
         self.settings = settings
         self.clock = clock
         self.inputs = settings.topics.inputs()
+        self.plans_topic = settings.topics.plans
+        # Where each topic's offset is kept in Meta.checkpoint: the input topics, then plans.
+        self.sources = (*self.inputs, self.plans_topic)
         self.kind_of_topic = {topic: kind for kind, topic in enumerate(self.inputs)}
         self.rules = validation_rules(settings)
         self.config = state_config(settings)
@@ -117,9 +123,9 @@ class Pipeline:
     def resume_positions(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> next offset to read, from the checkpoints held in state."""
         return {
-            (self.inputs[kind], partition): offset
+            (self.sources[index], partition): offset
             for partition, state in self.states.items()
-            for kind, offset in state.resume_offsets().items()
+            for index, offset in state.resume_offsets().items()
         }
 
     def process(self, messages: Iterable[Message]) -> BatchResult:
@@ -152,10 +158,20 @@ class Pipeline:
         events = replayed = unowned = 0
         timer = perf_counter
         deadline = timer() + slice_seconds
-        for topic, partition, offset, value, timestamp in messages:
+        plans_topic = self.plans_topic
+        for topic, partition, offset, value, timestamp, key in messages:
             state = states.get(partition)
             if state is None:
                 unowned += 1
+                continue
+            if topic == plans_topic:
+                if offset <= state.meta.checkpoint[PLANS]:
+                    replayed += 1
+                    continue
+                touched[partition] = state
+                refused = state.apply_plan(offset, key, value)
+                if refused is not None:
+                    dead.append(DeadLetter(topic, partition, offset, refused))
                 continue
             kind = kind_of_topic[topic]
             if not state.begin_message(kind, offset, now, timestamp):

@@ -1,5 +1,5 @@
-"""Create the input, decision and dead-letter topics, and check that the inputs (and the decisions)
-are co-partitioned."""
+"""Create the input, plan, decision and dead-letter topics, and check that the inputs (and the
+plans and decisions) are co-partitioned."""
 
 from __future__ import annotations
 
@@ -32,7 +32,13 @@ async def ensure_topics(settings: Settings) -> int:
     inputs = list(settings.topics.inputs())
     # The decisions topic is co-partitioned too: a campaign's decisions have one writer, the
     # worker that owns the campaign's input partition.
-    copartitioned = inputs + ([settings.topics.decisions] if settings.decisions else [])
+    # Plans too: a campaign's plan is folded beside its events.
+    copartitioned = [
+        *inputs,
+        settings.topics.plans,
+        *([settings.topics.decisions] if settings.decisions else []),
+    ]
+    compacted = (settings.topics.rejected, settings.topics.plans)
     wanted = [*copartitioned, settings.topics.rejected]
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers(settings.broker or ""), **aiokafka_kwargs(settings)
@@ -50,10 +56,9 @@ async def ensure_topics(settings: Settings) -> int:
                         t,
                         num_partitions=partitions,
                         replication_factor=1,
-                        # Dead letters are keyed by their source: compaction keeps one per key.
-                        topic_configs={"cleanup.policy": "compact"}
-                        if t == settings.topics.rejected
-                        else {},
+                        # Dead letters are keyed by their source, plans by their campaign:
+                        # compaction keeps one per key.
+                        topic_configs={"cleanup.policy": "compact"} if t in compacted else {},
                     )
                     for t in missing
                 ]
@@ -72,8 +77,9 @@ def check_copartitioned(counts: dict[str, int | None]) -> None:
     if len(set(counts.values())) != 1 or None in counts.values():
         layout = ", ".join(f"{t}={n}" for t, n in counts.items())
         raise TopicLayoutError(
-            "input topics and the decisions topic must have the same partition count (a "
-            "campaign's events of every type, and its decisions, must land in the same partition "
+            "input topics, the plans topic and the decisions topic must have the same partition "
+            "count (a campaign's events of every type, its plan and its decisions must land in "
+            "the same partition "
             f"number); found {layout}. Recreate or expand the "
             "topics so that the counts match."
         )

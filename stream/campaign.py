@@ -1,4 +1,5 @@
-"""One campaign's additive state in one partition: event-time buckets and all-time totals.
+"""One campaign's additive state in one partition: event-time buckets at two resolutions (minutes
+for the short trailing windows, hours for the long horizons) and all-time totals.
 
 Buckets are packed rows of one ``array('q')``, dense from the oldest kept bucket: row ``i`` is the
 bucket starting at ``first_start + i * bucket_ms``. A row is ``ROW`` int64s: five counts (by event
@@ -36,30 +37,14 @@ class WindowTotals(NamedTuple):
     spend_micros: int
 
 
-class CampaignState:
-    __slots__ = (
-        "archived_histogram",
-        "archived_leads",
-        "archived_sum_ms",
-        "by_channel",
-        "first_start",
-        "hw",
-        "rows",
-        "version",
-    )
+class BucketRows:
+    """One resolution of a campaign's buckets: dense packed rows from ``first_start``."""
 
-    def __init__(self, histogram_bins: int) -> None:
+    __slots__ = ("first_start", "rows")
+
+    def __init__(self) -> None:
         self.rows = array("q")
         self.first_start = 0
-        self.by_channel: dict[str, list[int]] = {}  # all-time counts by channel and kind
-        self.hw = [-1] * KINDS  # of the totals
-        # Response times of lead records already deleted; live records are added at read time.
-        self.archived_histogram = [0] * histogram_bins
-        self.archived_sum_ms = 0
-        self.archived_leads: list[str] = []  # lead ids of the latest archive fold
-        self.version = 0  # bumped on every change: readers cache what they derive from it
-
-    # -- buckets -----------------------------------------------------------------------------
 
     def _row_of(self, start: int, bucket_ms: int) -> int:
         """Index of the row for ``start``, growing the dense span to hold it."""
@@ -162,6 +147,51 @@ class CampaignState:
                 covered = lo
             out[i] = WindowTotals(sums[:KINDS], sums[REVENUE], sums[SPEND])
         return [out[i] for i in range(len(windows_ms))]
+
+    def sums_between(self, first: int, last: int, bucket_ms: int) -> WindowTotals:
+        """Sums of the buckets starting in ``[first, last]`` (a calendar window: the long
+        horizons' ``today``, ``7d``, ``30d`` and ``flight``)."""
+        rows = self.rows
+        count = len(rows) // ROW
+        lo = max(0, -(-(first - self.first_start) // bucket_ms))
+        hi = min(count, (last - self.first_start) // bucket_ms + 1)
+        sums = [0] * HW
+        if lo < hi:
+            a, b = lo * ROW, hi * ROW
+            for column in range(HW):
+                sums[column] = sum(rows[a + column : b : ROW])
+        return WindowTotals(sums[:KINDS], sums[REVENUE], sums[SPEND])
+
+
+class CampaignState(BucketRows):
+    """A campaign's minute buckets (its own rows), its hour buckets (``hours``, the long
+    horizons), and its all-time totals."""
+
+    __slots__ = (
+        "archived_histogram",
+        "archived_leads",
+        "archived_sum_ms",
+        "by_channel",
+        "hours",
+        "hw",
+        "version",
+    )
+
+    def __init__(self, histogram_bins: int) -> None:
+        super().__init__()
+        self.hours = BucketRows()
+        self.by_channel: dict[str, list[int]] = {}  # all-time counts by channel and kind
+        self.hw = [-1] * KINDS  # of the totals
+        # Response times of lead records already deleted; live records are added at read time.
+        self.archived_histogram = [0] * histogram_bins
+        self.archived_sum_ms = 0
+        self.archived_leads: list[str] = []  # lead ids of the latest archive fold
+        self.version = 0  # bumped on every change: readers cache what they derive from it
+
+    @property
+    def holds_buckets(self) -> bool:
+        """Whether any bucket of either resolution is kept (a campaign retires without)."""
+        return bool(self.rows) or bool(self.hours.rows)
 
     # -- totals ------------------------------------------------------------------------------
 

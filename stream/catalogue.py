@@ -42,7 +42,8 @@ EVENTS = _spec(
 WINDOW_EVENTS = _spec(
     "kpi_window_events",
     "gauge",
-    "Events in the trailing window",
+    "Events in the window: trailing (5m, 15m, 1h) or a long horizon in the campaign's time zone "
+    "(today, 7d, 30d: calendar days including today; flight: since its plan's flight began)",
     "campaign",
     "event_type",
     "window",
@@ -50,14 +51,14 @@ WINDOW_EVENTS = _spec(
 WINDOW_REVENUE = _spec(
     "kpi_window_revenue",
     "gauge",
-    "Revenue in the trailing window (reporting currency)",
+    "Revenue in the window (reporting currency; windows as kpi_window_events)",
     "campaign",
     "window",
 )
 WINDOW_SPEND = _spec(
     "kpi_window_spend",
     "gauge",
-    "Spend in the trailing window (reporting currency)",
+    "Spend in the window (reporting currency; windows as kpi_window_events)",
     "campaign",
     "window",
 )
@@ -91,6 +92,55 @@ OLDEST_AWAITING_AGE = _spec(
     "campaign",
 )
 RESPONSE_SECONDS = _spec("kpi_sales_response_seconds", "histogram", RESPONSE_DOC, "campaign")
+# -- per campaign with a plan (stream.plans): what it is judged against, and its pacing ------------
+PLAN_TARGET = _spec(
+    "kpi_plan_target",
+    "gauge",
+    "The campaign's target for a KPI (its plan, else its channel's default): ratios as shares, "
+    "money in the reporting currency, response_p95 in seconds",
+    "campaign",
+    "kpi",
+)
+PLAN_BUDGET = _spec(
+    "kpi_plan_budget",
+    "gauge",
+    "The campaign's budget (reporting currency), by period: daily, total (the flight's)",
+    "campaign",
+    "period",
+)
+PLAN_INFO = _spec(
+    "kpi_plan_info",
+    "gauge",
+    "1 per campaign with a plan; its routing labels (owner, team, market) and time zone, for "
+    "joins on(campaign)",
+    "campaign",
+    "owner",
+    "team",
+    "market",
+    "timezone",
+)
+BUDGET_USED = _spec(
+    "kpi_budget_used_ratio",
+    "gauge",
+    "Spend over the budget, by period: daily (spend today) or flight (spend since the flight "
+    "began, against the total budget)",
+    "campaign",
+    "period",
+)
+BUDGET_PACING = _spec(
+    "kpi_budget_pacing_ratio",
+    "gauge",
+    "Spend over the budget's share for the time elapsed (1 on plan, above 1 overspending), by "
+    "period: daily or flight",
+    "campaign",
+    "period",
+)
+PROJECTED_SPEND = _spec(
+    "kpi_projected_spend",
+    "gauge",
+    "Spend today projected to the end of the campaign's day at today's rate",
+    "campaign",
+)
 
 # -- per worker ------------------------------------------------------------------------------------
 EVENTS_REJECTED = _spec(
@@ -99,7 +149,7 @@ EVENTS_REJECTED = _spec(
 EVENTS_LATE = _spec(
     "kpi_events_late",
     "counter",
-    "Events whose bucket had expired: in totals, in no window",
+    "Events too old for the short windows' buckets: in totals and the long horizons, if within",
     "event_type",
 )
 EVENTS_DUPLICATE = _spec(
@@ -251,6 +301,12 @@ CATALOGUE: dict[str, MetricSpec] = {
         CONTACTS_UNMATCHED,
         OLDEST_AWAITING_AGE,
         RESPONSE_SECONDS,
+        PLAN_TARGET,
+        PLAN_BUDGET,
+        PLAN_INFO,
+        BUDGET_USED,
+        BUDGET_PACING,
+        PROJECTED_SPEND,
         EVENTS_REJECTED,
         EVENTS_LATE,
         EVENTS_DUPLICATE,

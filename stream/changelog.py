@@ -3,7 +3,7 @@ the log consistent, and the state restored from them.
 
 ``finish_batch`` returns the changed records in a fixed order: buckets and totals of the admitted
 campaigns (those admitted in the batch last, in admission order), then those of ``__other__``,
-then lead records, dedup chunks, and ``Meta`` last. They go to one changelog partition, so any
+then lead records, plans, dedup chunks, and ``Meta`` last. They go to one changelog partition, so any
 prefix of the log that holds a record also holds every record written before it; together with
 each record's ``hw`` (``stream.state``) this keeps a restore that stops early, or a crash
 mid-write, exact.
@@ -17,10 +17,11 @@ import orjson
 
 from . import codec
 from .campaign import KINDS, Bucket, CampaignState
-from .codec import AUTOPAUSE, BUCKET, DEDUP, LEAD, META, TOTALS, Record
+from .codec import AUTOPAUSE, BUCKET, DEDUP, HOUR, LEAD, META, PLAN, TOTALS, Record
 from .events import LEAD as LEAD_KIND
 from .events import SALES_CONTACT
 from .leads import HISTOGRAM_BINS, LeadJoin
+from .plans import validate_plan
 from .state import OTHER, POSITION_BITS, Meta, PartitionState
 
 
@@ -36,7 +37,9 @@ def finish_batch(state: PartitionState) -> list[Record]:
     records: list[Record] = [(key, None) for key in state.pending_deletions]
     state.pending_deletions.clear()
     new = [c for c in state.admitted_in_batch if c in state.campaigns]
-    known = sorted((state.dirty_buckets.keys() | state.dirty_totals) - set(new) - {OTHER})
+    long_ms = state.config.long_bucket_ms
+    dirty = state.dirty_buckets.keys() | state.dirty_hours.keys() | state.dirty_totals
+    known = sorted(dirty - set(new) - {OTHER})
     for campaign in [*known, *new, OTHER]:
         campaign_state = state.campaigns.get(campaign)
         if campaign_state is None:
@@ -47,15 +50,25 @@ def finish_batch(state: PartitionState) -> list[Record]:
                 records.append(
                     (codec.key(p, BUCKET, campaign, start), codec.encode_bucket(*bucket))
                 )
+        for start in sorted(state.dirty_hours.get(campaign, ())):
+            bucket = campaign_state.hours.bucket(start, long_ms)
+            if bucket is not None:
+                records.append((codec.key(p, HOUR, campaign, start), codec.encode_bucket(*bucket)))
         if campaign in state.dirty_totals:
             records.append(totals_record(state, campaign))
     for campaign, lead_id in sorted(state.dirty_leads):
         record = state.lead(campaign, lead_id)
         if record is not None:
             records.append((codec.key(p, LEAD, campaign, lead_id), _encode_lead(record)))
+    for name in sorted(state.dirty_plans):
+        plan = state.plans.get(name)
+        value = None if plan is None else orjson.dumps(plan.to_json())
+        records.append((codec.key(p, PLAN, name), value))
+    state.dirty_plans.clear()
     records.extend(_dedup_records(state))
     records.append(_meta_record(state))
     state.dirty_buckets.clear()
+    state.dirty_hours.clear()
     state.dirty_totals.clear()
     state.dirty_leads.clear()
     state.admitted_in_batch.clear()
@@ -119,7 +132,7 @@ def _meta_record(state: PartitionState) -> Record:
 
 def load(state: PartitionState, records: Iterable[tuple[list, bytes]]) -> None:
     """Rebuild from restored records (decoded keys, raw values), in any order."""
-    bucket_ms = state.config.bucket_ms
+    bucket_ms, long_ms = state.config.bucket_ms, state.config.long_bucket_ms
     leads = []
     chunks = []
     for key, value in records:
@@ -127,6 +140,10 @@ def load(state: PartitionState, records: Iterable[tuple[list, bytes]]) -> None:
         if tag == BUCKET:
             _ensure_campaign(state, key[2]).put_bucket(
                 key[3], Bucket(*codec.decode_bucket(value)), bucket_ms
+            )
+        elif tag == HOUR:
+            _ensure_campaign(state, key[2]).hours.put_bucket(
+                key[3], Bucket(*codec.decode_bucket(value)), long_ms
             )
         elif tag == TOTALS:
             campaign_state = _ensure_campaign(state, key[2])
@@ -144,6 +161,10 @@ def load(state: PartitionState, records: Iterable[tuple[list, bytes]]) -> None:
             chunks.append((key[2], codec.decode_chunk(value)))
         elif tag == AUTOPAUSE:
             state.autopause[key[2]] = orjson.loads(value)
+        elif tag == PLAN:
+            plan = validate_plan(orjson.loads(value))
+            if not isinstance(plan, str):  # validated when folded: a refusal is a newer schema
+                state.plans[key[2]] = plan
         elif tag == META:
             m = codec.decode_meta(value)
             state.meta = Meta(

@@ -4,9 +4,10 @@ Keys are JSON lists that start with the source partition (``[p, tag, ...]``), so
 a record is known without a full parse. Values are compact JSON lists, readable with Kafka tools.
 The state logic (``stream.state``) never sees bytes; this module never sees state logic.
 
-Tags: ``b`` bucket (campaign, bucket start), ``t`` campaign totals, ``l`` lead join record
+Tags: ``b`` bucket (campaign, bucket start), ``h`` hour bucket (campaign, start), ``t`` campaign totals, ``l`` lead join record
 (campaign, lead id), ``d`` dedup chunk (kind, first position), ``m`` the partition's Meta, ``a`` a
-campaign's auto-pause state (campaign; see ``autopause.records``).
+campaign's auto-pause state (campaign; see ``autopause.records``), ``p`` a plan in force (its
+plans-topic key; the value is the plan's JSON, ``stream.plans``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 import orjson
 
-BUCKET, TOTALS, LEAD, DEDUP, META, AUTOPAUSE = "b", "t", "l", "d", "m", "a"
+BUCKET, TOTALS, LEAD, DEDUP, META, AUTOPAUSE, PLAN = "b", "t", "l", "d", "m", "a", "p"
+HOUR = "h"  # an hour bucket of the long horizons: same key and value shape as a bucket
 
 Record = tuple[bytes, bytes | None]  # (key, value); None deletes
 
@@ -117,6 +119,8 @@ def encode_meta(
 def decode_meta(raw: bytes) -> dict:
     meta = orjson.loads(raw)
     meta.setdefault("fold", [0, 0])
+    if len(meta["ckpt"]) == len(meta["wm"]):  # from before the plans topic: none folded yet
+        meta["ckpt"].append(-1)
     # Before the arrival clock, dedup ran on the event-time watermark: both follow the wall
     # clock closely, so the old chunks keep about their age.
     meta.setdefault("arr", list(meta["wm"]))

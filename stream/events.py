@@ -36,6 +36,7 @@ REASONS = (
     "currency",
     "message_too_large",
     "too_many_events",
+    "invalid_plan",  # a record of the plans topic (stream.plans)
 )
 
 DEFAULT_CHANNEL = "unknown"

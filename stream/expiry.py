@@ -1,12 +1,13 @@
-"""Expiry and retirement of a partition state: buckets past retention, lead records past the lead
-TTL (their responses folded into the campaign's archive first), and campaigns with neither left.
+"""Expiry and retirement of a partition state: buckets past retention (minute buckets after the
+short windows' retention, hour buckets after the long horizons'), lead records past the lead TTL
+(their responses folded into the campaign's archive first), and campaigns with none of them left.
 """
 
 from __future__ import annotations
 
 from . import codec
 from .changelog import totals_record
-from .codec import BUCKET, LEAD, TOTALS, Record
+from .codec import BUCKET, HOUR, LEAD, TOTALS, Record
 from .leads import LeadJoin, histogram_bin
 from .state import OTHER, PartitionState
 from .windows import first_kept_start
@@ -38,9 +39,21 @@ def expire(state: PartitionState, now_ms: int, lead_budget: int = 2_000) -> list
                 state.dirty_buckets.get(campaign, set()).discard(start)
                 deletions.append((codec.key(p, BUCKET, campaign, start), None))
                 campaign_state.version += 1
-            if not campaign_state.has_buckets:
+            if not campaign_state.holds_buckets:
                 candidates.add(campaign)
         state.index.drop_sketches_before(cutoff)
+    long_ms = config.long_bucket_ms
+    long_cutoff = first_kept_start(now_ms, long_ms, config.long_retention_ms)
+    if long_cutoff != state.expired_long_cutoff:
+        state.expired_long_cutoff = long_cutoff
+        for campaign, campaign_state in state.campaigns.items():
+            hours = campaign_state.hours
+            for start in hours.drop_buckets_before(long_cutoff, long_ms):
+                state.dirty_hours.get(campaign, set()).discard(start)
+                deletions.append((codec.key(p, HOUR, campaign, start), None))
+                campaign_state.version += 1
+            if not campaign_state.holds_buckets:
+                candidates.add(campaign)
     archived: dict[str, list[str]] = {}
     scanned, new_cycle = 0, False
     while scanned < lead_budget:
@@ -81,10 +94,11 @@ def expire(state: PartitionState, now_ms: int, lead_budget: int = 2_000) -> list
             continue
         campaign_state = found
         folded = archived.get(campaign, [])
-        if not campaign_state.has_buckets and campaign not in state.leads:
+        if not campaign_state.holds_buckets and campaign not in state.leads:
             del state.campaigns[campaign]
             state.dirty_totals.discard(campaign)
             state.dirty_buckets.pop(campaign, None)
+            state.dirty_hours.pop(campaign, None)
             state.index.responses.pop(campaign, None)
             deletions.append((codec.key(p, TOTALS, campaign), None))
             retired = True

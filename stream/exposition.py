@@ -25,13 +25,18 @@ from . import catalogue as m
 from .catalogue import MetricSpec
 from .durations import format_duration
 from .events import EVENT_TYPES
-from .kpis import RATIOS
+from .kpis import RATIOS, Kpis, compute_kpis
 from .leads import HISTOGRAM_BINS, HISTOGRAM_BOUNDS_SECONDS
+from .plans import LABELS
 from .snapshot import CampaignRow, Snapshot, add_channel_totals, add_histogram
+from .wilson import wilson_bounds
 
 EXPORTS = ("lean", "full")
 LEAN_SERIES_PER_CAMPAIGN = (
-    35  # 5 all-time + 3 windows x (5 events + revenue + spend + p50 + p95) + 3
+    # 5 all-time + 3 windows x (5 events + revenue + spend + p50 + p95) + 3, the long horizons
+    # 4 x (5 events + revenue + spend), and with a plan at most 8 targets + 2 budgets + 1 info
+    # + 2 x 2 pacing + 1 projected spend
+    35 + 28 + 16
 )
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _KIND_INDEX = {name: kind for kind, name in enumerate(EVENT_TYPES)}
@@ -110,14 +115,77 @@ def _events_by_channel(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
 
 
 def _window_events(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
-    return _templates(c, w)["window_events"] % tuple(n for win in row.windows for n in win.counts)
+    short = _templates(c, w)["window_events"] % tuple(n for win in row.windows for n in win.counts)
+    return short + "".join(
+        f'{m.WINDOW_EVENTS.name}{{campaign="{c}",event_type="{t}",window="{label}"}} {n}\n'
+        for label, sums in row.horizons.items()
+        for t, n in zip(EVENT_TYPES, sums.counts)
+    )
 
 
 def _money(attr: str, name: str) -> Callable[[CampaignRow, str, tuple[str, ...]], str]:
     def lines(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
-        return _templates(c, w)[name] % tuple(getattr(win, attr) / 1_000_000 for win in row.windows)
+        short = _templates(c, w)[name] % tuple(
+            getattr(win, attr) / 1_000_000 for win in row.windows
+        )
+        return short + "".join(
+            f'{name}{{campaign="{c}",window="{label}"}} {getattr(sums, attr) / 1_000_000!r}\n'
+            for label, sums in row.horizons.items()
+        )
 
     return lines
+
+
+def _plan_targets(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
+    plan = row.plan
+    if plan is None:
+        return ""
+    return "".join(
+        f'{m.PLAN_TARGET.name}{{campaign="{c}",kpi="{kpi}"}} {number(value)}\n'
+        for kpi, value in sorted(plan.targets.items())
+    )
+
+
+def _plan_budgets(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
+    plan = row.plan
+    if plan is None:
+        return ""
+    return "".join(
+        f'{m.PLAN_BUDGET.name}{{campaign="{c}",period="{period}"}} {number(value)}\n'
+        for period, value in sorted(plan.budgets.items())
+    )
+
+
+def _plan_info(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
+    plan = row.plan
+    if plan is None:
+        return ""
+    labels = "".join(f'{name}="{escape(plan.labels.get(name, ""))}",' for name in LABELS)
+    return f'{m.PLAN_INFO.name}{{campaign="{c}",{labels}timezone="{plan.timezone or ""}"}} 1\n'
+
+
+def _pacing(field: str, daily: str, flight: str | None) -> Callable[..., str]:
+    """Lines of one pacing figure: the daily one, and the flight's if it has one."""
+
+    def lines(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
+        pace = row.pacing()
+        if pace is None:
+            return ""
+        out = []
+        for period, attr in (("daily", daily), ("flight", flight)):
+            value = getattr(pace, attr) if attr else None
+            if value is not None:
+                out.append(f'{field}{{campaign="{c}",period="{period}"}} {number(value)}\n')
+        return "".join(out)
+
+    return lines
+
+
+def _projected_spend(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
+    pace = row.pacing()
+    if pace is None or pace.projected_spend is None:
+        return ""
+    return f'{m.PROJECTED_SPEND.name}{{campaign="{c}"}} {number(pace.projected_spend)}\n'
 
 
 def _quantile(attr: str, name: str) -> Callable[[CampaignRow, str, tuple[str, ...]], str]:
@@ -142,13 +210,21 @@ def _per_campaign(name: str, value: Callable[[CampaignRow], int]) -> Callable[..
     return lines
 
 
+def _every_window(row: CampaignRow, w: tuple[str, ...]) -> Iterator[tuple[str, Kpis, list[int]]]:
+    """(label, KPIs, counts) of the trailing windows, then of the long horizons."""
+    for win, label in zip(row.windows, w):
+        yield label, win.kpis(), win.counts
+    for label, sums in row.horizons.items():
+        yield label, compute_kpis(sums.counts, sums.revenue_micros, sums.spend_micros), sums.counts
+
+
 def _ratio(index: int) -> Callable[[CampaignRow, str, tuple[str, ...]], str]:
     metric = RATIOS[index].metric
 
     def lines(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
         out = []
-        for win, label in zip(row.windows, w):
-            value = win.kpis()[index]
+        for label, kpis, _ in _every_window(row, w):
+            value = kpis[index]
             if value is not None:
                 out.append(f'{metric}{{campaign="{c}",window="{label}"}} {number(value)}\n')
         return "".join(out)
@@ -163,8 +239,8 @@ def _bound(index: int, side: int) -> Callable[[CampaignRow, str, tuple[str, ...]
 
     def lines(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
         out = []
-        for win, label in zip(row.windows, w):
-            bounds = win.wilson(successes, trials)
+        for label, _, counts in _every_window(row, w):
+            bounds = wilson_bounds(counts[successes], counts[trials])
             if bounds is not None:
                 out.append(f'{name}{{campaign="{c}",window="{label}"}} {number(bounds[side])}\n')
         return "".join(out)
@@ -201,6 +277,15 @@ _COMMON = [
     _Family(m.RESPONSE_P95, _quantile("p95_ms", m.RESPONSE_P95.name)),
     _Family(m.LEADS_AWAITING, _per_campaign(m.LEADS_AWAITING.name, lambda r: r.awaiting)),
     _Family(m.CONTACTS_UNMATCHED, _per_campaign(m.CONTACTS_UNMATCHED.name, lambda r: r.unmatched)),
+    _Family(m.PLAN_TARGET, _plan_targets),
+    _Family(m.PLAN_BUDGET, _plan_budgets),
+    _Family(m.PLAN_INFO, _plan_info),
+    _Family(
+        m.BUDGET_USED,
+        _pacing(m.BUDGET_USED.name, "budget_used_ratio", "flight_budget_used_ratio"),
+    ),
+    _Family(m.BUDGET_PACING, _pacing(m.BUDGET_PACING.name, "pacing_ratio", "flight_pacing_ratio")),
+    _Family(m.PROJECTED_SPEND, _projected_spend),
 ]
 
 FAMILIES: dict[str, list[_Family]] = {

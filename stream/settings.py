@@ -14,6 +14,7 @@ from typing import Any
 
 from .durations import format_duration, parse_duration
 from .events import EVENTS_PER_MESSAGE_LIMIT
+from .plans import is_time_zone
 
 
 class SettingsError(ValueError):
@@ -32,6 +33,7 @@ class Topics:
     sales_contacts: str = "marketing.sales_contacts"
     rejected: str = "marketing.rejected"
     decisions: str = "marketing.kpi-decisions"  # auto-pause decisions, keyed by campaign_id
+    plans: str = "marketing.campaign-plans"  # compacted, keyed by campaign_id (stream.plans)
 
     def inputs(self) -> tuple[str, str, str, str, str]:
         """Input topics in event-type order (see ``stream.events.EVENT_TYPES``)."""
@@ -49,12 +51,16 @@ class Settings:
     topics: Topics = field(default_factory=Topics)
     bucket_seconds: int = 60
     windows_seconds: tuple[int, ...] = (300, 900, 3600)
+    # The long horizons (today, 7d, 30d, flight) sum hour buckets kept this long.
+    long_bucket_seconds: int = 3600
+    long_retention_seconds: int = 32 * 86400
     grace_seconds: int = 600
     future_tolerance_seconds: int = 300
     dedup_horizon_seconds: int = 600
     dedup_max_ids_per_partition: int = 250_000
     lead_ttl_seconds: int = 7 * 86400
     currency: str = "USD"
+    timezone: str = "UTC"  # IANA zone of a campaign's "today" when its plan names none
     # Upper bounds of the event contract (stream.events): beyond them an event is rejected.
     max_cost: float = 10_000.0  # per impression or click, in the reporting currency
     max_sale_value: float = 10_000_000.0  # per sale
@@ -109,6 +115,19 @@ class Settings:
                 f"window {format_duration(window)} must be a whole number of buckets "
                 f"({format_duration(self.bucket_seconds)})",
             )
+        _check(
+            self.long_bucket_seconds % self.bucket_seconds == 0
+            and 86400 % self.long_bucket_seconds == 0,
+            "KPI_LONG_BUCKET",
+            "must divide a day and be a whole number of buckets (KPI_BUCKET), got "
+            f"{format_duration(self.long_bucket_seconds)}",
+        )
+        _check(
+            self.long_retention_seconds >= 31 * 86400,
+            "KPI_LONG_RETENTION",
+            "must be at least 31d: the 30d horizon reads 30 calendar days back in the "
+            f"campaign's time zone, got {format_duration(self.long_retention_seconds)}",
+        )
         _check(self.grace_seconds >= 0, "KPI_GRACE", "must be >= 0")
         _check(self.dedup_horizon_seconds >= 0, "KPI_DEDUP_HORIZON", "must be >= 0")
         _check(self.dedup_max_ids_per_partition >= 1, "KPI_DEDUP_MAX_IDS", "must be >= 1")
@@ -116,6 +135,11 @@ class Settings:
             len(self.currency) == 3 and self.currency.isalpha() and self.currency.isupper(),
             "KPI_CURRENCY",
             "must be an ISO 4217 code such as USD",
+        )
+        _check(
+            is_time_zone(self.timezone),
+            "KPI_TIMEZONE",
+            f"must be an IANA time zone such as Europe/Berlin, got {self.timezone[:60]!r}",
         )
         # Money is summed per bucket in int64 millionths (9.2e12 units): at 1e9 an event, a bucket
         # holds 9,000 events at the bound before its sum saturates.
@@ -253,6 +277,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         sales_contacts=env.get("KPI_TOPIC_SALES_CONTACTS") or base.topics.sales_contacts,
         rejected=env.get("KPI_TOPIC_REJECTED") or base.topics.rejected,
         decisions=env.get("KPI_TOPIC_DECISIONS") or base.topics.decisions,
+        plans=env.get("KPI_TOPIC_PLANS") or base.topics.plans,
     )
     values: dict[str, Any] = {
         "broker": env.get("KPI_BROKER") or None,
@@ -275,7 +300,12 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
             env, "KPI_DEDUP_MAX_IDS", _int, base.dedup_max_ids_per_partition
         ),
         "lead_ttl_seconds": _read(env, "KPI_LEAD_TTL", _duration, base.lead_ttl_seconds),
+        "long_bucket_seconds": _read(env, "KPI_LONG_BUCKET", _duration, base.long_bucket_seconds),
+        "long_retention_seconds": _read(
+            env, "KPI_LONG_RETENTION", _duration, base.long_retention_seconds
+        ),
         "currency": env.get("KPI_CURRENCY") or base.currency,
+        "timezone": env.get("KPI_TIMEZONE") or base.timezone,
         "max_cost": _read(env, "KPI_MAX_COST", float, base.max_cost),
         "max_sale_value": _read(env, "KPI_MAX_SALE_VALUE", float, base.max_sale_value),
         "max_events_per_message": _read(

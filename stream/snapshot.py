@@ -15,9 +15,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import sketch as qsketch
-from .campaign import KINDS, CampaignState, kind_totals
+from .campaign import KINDS, CampaignState, WindowTotals, kind_totals
+from .horizons import horizons
 from .kpis import Kpis, compute_kpis
 from .leads import HISTOGRAM_BINS
+from .pacing import Pacing, pacing, share_elapsed
+from .plans import Plan, effective_plan, main_channel
 from .state import FOLDED_CAMPAIGN, FOLDED_CHANNEL, PartitionState
 from .wilson import wilson_bounds
 from .windows import bucket_start
@@ -56,9 +59,28 @@ class CampaignRow:
     oldest_awaiting_ms: int | None
     unmatched: int  # contacts whose lead was not seen
     formatted: dict[str, list[str]] = field(default_factory=dict)  # formatters' cache, by format
+    # The long horizons (stream.horizons), by label: today, 7d, 30d, and flight once begun.
+    horizons: dict[str, WindowTotals] = field(default_factory=dict)
+    plan: Plan | None = None  # the effective plan (its own, filled from its channel's default)
+    day_share: float = 0.0  # of the campaign's day elapsed, in its time zone
+    flight_share: float | None = None  # of its flight elapsed (a flight with start and end)
 
     def kind_totals(self) -> list[int]:
         return kind_totals(self.by_channel)
+
+    def pacing(self) -> Pacing | None:
+        """Spend against the plan's budgets; None without a budget."""
+        if self.plan is None or not self.plan.budgets:
+            return None
+        today = self.horizons.get("today")
+        flight = self.horizons.get("flight")
+        return pacing(
+            today.spend_micros / 1_000_000 if today else 0.0,
+            flight.spend_micros / 1_000_000 if flight else None,
+            self.plan.budgets,
+            self.day_share,
+            self.flight_share,
+        )
 
     def oldest_awaiting_age_seconds(self, now_ms: int) -> float | None:
         """Age of the oldest lead still awaiting a first contact (0 if it is in the future)."""
@@ -185,8 +207,10 @@ def build_rows(
     bucket_ms: int,
     windows_ms: tuple[int, ...],
     cache: RowCache | None = None,
+    zone: str = "UTC",
 ) -> Iterator[CampaignRow]:
-    """One row per campaign label, in label order."""
+    """One row per campaign label, in label order; ``zone`` is the day of campaigns whose plan
+    names no time zone (``KPI_TIMEZONE``)."""
     current = bucket_start(now_ms, bucket_ms)
     holders: dict[str, list[PartitionState]] = {}
     for state in sorted(states, key=lambda s: s.partition):
@@ -200,7 +224,7 @@ def build_rows(
                 continue
             row = cache.get(state.partition, campaign, campaign_state, current) if cache else None
             if row is None:
-                row = campaign_row(state, campaign, current, bucket_ms, windows_ms, cache)
+                row = campaign_row(state, campaign, current, bucket_ms, windows_ms, cache, zone)
                 if cache is not None:
                     cache.put(state.partition, campaign, campaign_state, current, row)
             rows.append(row)
@@ -217,6 +241,7 @@ def campaign_row(
     bucket_ms: int,
     windows_ms: tuple[int, ...],
     cache: RowCache | None = None,
+    zone: str = "UTC",
 ) -> CampaignRow:
     s = state.campaigns[campaign]
     responses = _response_windows(state, campaign, current, bucket_ms, windows_ms, cache)
@@ -229,7 +254,7 @@ def campaign_row(
         )
     histogram, sum_ms = state.response_histogram(campaign) or ([0] * HISTOGRAM_BINS, 0)
     waiting = state.index.awaiting_contact.get(campaign)
-    return CampaignRow(
+    row = CampaignRow(
         campaign,
         windows,
         {c: list(v) for c, v in s.by_channel.items()},
@@ -239,6 +264,31 @@ def campaign_row(
         min(waiting.values()) if waiting else None,
         state.index.unmatched_contacts.get(campaign, 0),
     )
+    _add_horizons(row, state, s, current, zone)
+    return row
+
+
+def _add_horizons(
+    row: CampaignRow, state: PartitionState, s: CampaignState, now_ms: int, zone: str
+) -> None:
+    """The long horizons, the effective plan and the elapsed shares that pacing reads. The
+    clock is the row's bucket, so a cached row stays what it was built as."""
+    plan = row.plan = effective_plan(state.plans, row.campaign, main_channel(s.by_channel))
+    long_ms = state.config.long_bucket_ms
+    spans = horizons(
+        now_ms,
+        (plan.timezone if plan else None) or zone,
+        long_ms,
+        plan.flight_start if plan else None,
+        plan.flight_end if plan else None,
+    )
+    row.horizons = {
+        name: s.hours.sums_between(span.first, span.last, long_ms)
+        for name, span in spans.spans.items()
+    }
+    row.day_share = share_elapsed(now_ms, spans.day_start_ms, spans.day_end_ms)
+    if spans.flight_start_ms is not None and spans.flight_end_ms is not None:
+        row.flight_share = share_elapsed(now_ms, spans.flight_start_ms, spans.flight_end_ms)
 
 
 _NO_RESPONSES: tuple[dict[int, int], float | None, float | None] = ({}, None, None)
@@ -353,7 +403,7 @@ def merge_rows(rows: list[CampaignRow]) -> CampaignRow:
             for kind in range(KINDS):
                 target[kind] += counts[kind]
     oldest = [r.oldest_awaiting_ms for r in rows if r.oldest_awaiting_ms is not None]
-    return CampaignRow(
+    merged = CampaignRow(
         first.campaign,
         windows,
         by_channel,
@@ -363,3 +413,16 @@ def merge_rows(rows: list[CampaignRow]) -> CampaignRow:
         min(oldest) if oldest else None,
         sum(r.unmatched for r in rows),
     )
+    merged.plan, merged.day_share, merged.flight_share = (
+        first.plan,
+        first.day_share,
+        first.flight_share,
+    )
+    for name in first.horizons:
+        sums = [r.horizons[name] for r in rows if name in r.horizons]
+        merged.horizons[name] = WindowTotals(
+            [sum(t.counts[k] for t in sums) for k in range(KINDS)],
+            sum(t.revenue_micros for t in sums),
+            sum(t.spend_micros for t in sums),
+        )
+    return merged

@@ -17,7 +17,13 @@ pending deletions): they are the state's own bookkeeping, not to be touched else
 has a record, and ``__other__``'s records of a batch are written after every admitted campaign's,
 so a restored prefix that holds a folded event also holds every admission made before it: an event
 is never counted both under its campaign and under ``__other__``. A campaign is retired (its slot
-freed, its all-time totals dropped) once its last bucket and lead record have expired.
+freed, its all-time totals dropped) once its last bucket (minute or hour: the longest horizon) and
+lead record have expired.
+
+**Two resolutions.** Every event within reach lands in a minute bucket (the short trailing windows,
+kept ``retention_ms``) and in an hour bucket (the long horizons: today, 7d, 30d, flight, kept
+``long_retention_ms``), each with its own ``hw``: an event too old for the minute buckets still
+counts in its hour (and in ``Meta.late``, which is about the short windows).
 
 Response times are derived from self-contained lead records (``stream.leads``). Only when a lead
 record is deleted (after the lead TTL) is its response folded into the campaign's persisted
@@ -36,12 +42,14 @@ from .dedup import DedupIndex
 from .events import LEAD as LEAD_KIND
 from .events import SALE, SALES_CONTACT, Event, Rejection
 from .leads import HISTOGRAM_BINS, LeadJoin, ResponseIndex, histogram_bin
+from .plans import Plan, decode_plan_record
 from .windows import bucket_start, first_kept_start, is_expired
 
 OTHER = "__other__"
 POSITION_BITS = 20
 MAX_EVENTS_PER_MESSAGE = 1 << POSITION_BITS
 FOLDED_CAMPAIGN, FOLDED_CHANNEL = 0, 1
+PLANS = KINDS  # the plans topic's place in Meta.checkpoint
 
 __all__ = [
     "KINDS",
@@ -60,9 +68,14 @@ def _fresh_hw() -> list[int]:
     return [-1] * KINDS
 
 
+def _fresh_checkpoint() -> list[int]:
+    return [-1] * (KINDS + 1)  # the input topics, then the plans topic (PLANS)
+
+
 @dataclass(slots=True)
 class Meta:
-    checkpoint: list[int] = field(default_factory=_fresh_hw)  # last offset folded, per input topic
+    # Last offset folded, per input topic and (index PLANS) of the plans topic.
+    checkpoint: list[int] = field(default_factory=_fresh_checkpoint)
     watermark: list[int] = field(default_factory=lambda: [0] * KINDS)  # max event time, per topic
     rejected: dict[str, int] = field(default_factory=dict)
     late: list[int] = field(default_factory=lambda: [0] * KINDS)
@@ -82,6 +95,9 @@ class StateConfig(NamedTuple):
     lead_ttl_ms: int = 7 * 86_400_000
     max_campaigns: int = 3_000  # per partition, besides __other__
     max_channels: int = 100  # per partition, besides __other__
+    # The long horizons (today, 7d, 30d, flight) read hour buckets kept this long.
+    long_bucket_ms: int = 3_600_000
+    long_retention_ms: int = 32 * 86_400_000
 
 
 class PartitionState:
@@ -98,14 +114,19 @@ class PartitionState:
         # Derived from the lead records, rebuilt on load.
         self.index = ResponseIndex(config.bucket_ms)
         self.dirty_buckets: dict[str, set[int]] = {}  # campaign -> bucket starts
+        self.dirty_hours: dict[str, set[int]] = {}  # campaign -> hour bucket starts
         self.admitted_in_batch: list[str] = []
         self.dirty_totals: set[str] = set()
         self.dirty_leads: set[tuple[str, str]] = set()
         self.pending_deletions: list[bytes] = []
         self.evicted_chunks: list[Record] = []  # dedup chunk deletions, written with the next batch
         self.expired_cutoff: int | None = None  # the oldest kept bucket at the last expiry
+        self.expired_long_cutoff: int | None = None  # and hour bucket
         self.lead_scan: list[str] = []  # campaigns left in this round of the lead scan
         self.archive_written: set[str] = set()  # campaigns whose archive names leads
+        # Plans in force: a campaign's by its id, a channel's default by its plans-topic key.
+        self.plans: dict[str, Plan] = {}
+        self.dirty_plans: set[str] = set()
         # Auto-pause state by campaign, owned by ``autopause.records`` (restored as plain JSON);
         # kept apart from ``campaigns``: a paused campaign's decisions outlive its buckets.
         self.autopause: dict[str, object] = {}
@@ -189,6 +210,32 @@ class PartitionState:
         elif events:
             self._apply_counted(kind, base, events, now_ms)
 
+    def apply_plan(self, offset: int, key: bytes | None, value: bytes | None) -> Rejection | None:
+        """Fold one record of the plans topic (the caller has checked it is past the plans
+        checkpoint): a plan in force from now, a tombstone's removal, or the rejection of a bad
+        record, which changes nothing but its count. The latest record of a key wins, so a
+        replay ends where the run ended."""
+        self.meta.checkpoint[PLANS] = offset
+        decoded = decode_plan_record(key, value)
+        if isinstance(decoded, str):
+            rejection = Rejection("invalid_plan", decoded, None, value or b"")
+            self.count_rejections([rejection])
+            return rejection
+        name, plan = decoded
+        if plan is not None:
+            self.plans[name] = plan
+        elif self.plans.pop(name, None) is None:
+            return None  # a tombstone for a plan this partition does not hold
+        self.dirty_plans.add(name)
+        # Rows derived from the plan are stale: its campaign's, or for a channel default all.
+        if name.startswith("\x00"):  # a channel default (no campaign id holds a NUL)
+            affected = list(self.campaigns.values())
+        else:
+            affected = [self.campaigns[name]] if name in self.campaigns else []
+        for campaign_state in affected:
+            campaign_state.version += 1
+        return None
+
     def count_rejections(self, rejections: list[Rejection]) -> None:
         rejected = self.meta.rejected
         for rejection in rejections:
@@ -207,9 +254,12 @@ class PartitionState:
         config = self.config
         bucket_ms = config.bucket_ms
         kept_from = first_kept_start(now_ms, bucket_ms, config.retention_ms)
+        long_ms = config.long_bucket_ms
+        long_kept_from = first_kept_start(now_ms, long_ms, config.long_retention_ms)
         money = REVENUE if kind == SALE else SPEND
         campaigns, channels = self.campaigns, self.channels
         dirty_totals, dirty_buckets = self.dirty_totals, self.dirty_buckets
+        dirty_hours = self.dirty_hours
         watermark = watermarks[kind]
         arrival = meta.arrival[kind]
         for index, event in enumerate(events):
@@ -240,6 +290,15 @@ class PartitionState:
                 if dirty is None:
                     dirty = dirty_buckets[name] = set()
                 dirty.add(start)
+                changed = True
+            hour = occurred - occurred % long_ms
+            if hour >= long_kept_from and state.hours.add(
+                kind, pos, hour, event.amount_micros, money, long_ms
+            ):
+                dirty = dirty_hours.get(name)
+                if dirty is None:
+                    dirty = dirty_hours[name] = set()
+                dirty.add(hour)
                 changed = True
             if changed:
                 state.version += 1
@@ -300,6 +359,13 @@ class PartitionState:
                 dirty = self.dirty_buckets[campaign] = set()
             dirty.add(start)
             changed = True
+        long_ms = config.long_bucket_ms
+        hour = bucket_start(event.occurred_ms, long_ms)
+        if not is_expired(hour, long_ms, now_ms, config.long_retention_ms) and state.hours.add(
+            kind, pos, hour, event.amount_micros, REVENUE if kind == SALE else SPEND, long_ms
+        ):
+            self.dirty_hours.setdefault(campaign, set()).add(hour)
+            changed = True
 
         if (kind in (LEAD_KIND, SALES_CONTACT)) and self._join(campaign, event, pos):
             changed = True
@@ -347,4 +413,4 @@ class PartitionState:
         committed (a restore that stopped short can lose the newest Meta record), so the
         partition is read again from the start; the records' ``hw`` make that replay a no-op.
         """
-        return {kind: off + 1 for kind, off in enumerate(self.meta.checkpoint)}
+        return {kind: off + 1 for kind, off in enumerate(self.meta.checkpoint)}  # PLANS included

@@ -92,6 +92,11 @@ def canonical(state: PartitionState, *, with_positions: bool = True) -> dict:
             for c in state.campaigns
             for start, b in buckets(state, c).items()
         },
+        "hours": {
+            (c, start): (b.counts, b.revenue, b.spend, hw(b.hw))
+            for c, s in state.campaigns.items()
+            for start, b in s.hours.buckets(state.config.long_bucket_ms)
+        },
         "leads": {
             k: (r.lead_ms, r.contact_ms, hw((r.lead_hw, r.contact_hw))) for k, r in leads.items()
         },
@@ -106,6 +111,7 @@ def canonical(state: PartitionState, *, with_positions: bool = True) -> dict:
             state.meta.checkpoint if with_positions else None,
         ),
         "channels": state.channels,
+        "plans": {name: plan.to_json() for name, plan in state.plans.items()},
         # Eviction is lazy, a chunk at a time; what is observable is which ids still count.
         "dedup": [
             {h for h in d.ids() if state.meta.arrival[k] - d.seen_at(h)[1] <= d.horizon_ms}

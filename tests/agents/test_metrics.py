@@ -4,6 +4,7 @@ with a fresh registry per test."""
 import asyncio
 from collections import Counter as Tally
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -79,7 +80,8 @@ def test_lean_export_stays_within_the_series_budget_per_campaign():
         s.labels["campaign"] for f in families.values() for s in f.samples if "campaign" in s.labels
     )
     assert set(per_campaign) == set(campaigns)
-    assert max(per_campaign.values()) == LEAN_SERIES_PER_CAMPAIGN <= 40
+    # Without a plan: no flight horizon, no plan or pacing series.
+    assert max(per_campaign.values()) == 35 + 3 * 7 < LEAN_SERIES_PER_CAMPAIGN <= 80
     _, full = scrape([state], Settings(export="full"))
     full_per_campaign = Tally(
         s.labels["campaign"] for f in full.values() for s in f.samples if "campaign" in s.labels
@@ -311,3 +313,53 @@ async def test_rows_are_rebuilt_in_the_background_just_after_a_bucket_boundary()
     assert misses == 4  # two campaigns, cold, then again for the new bucket
     fresh = KpiExporter(lambda: [state], Settings(), lambda: clock[0])
     assert exp.text() == fresh.text() and exp._cache.misses == misses
+
+
+def test_a_plan_exports_targets_budgets_pacing_and_the_long_horizons():
+    state = state_of(
+        event("click", cost=30, at_ms=NOW_MS - 10 * MIN),  # today (UTC: since 00:00)
+        event("click", cost=50, at_ms=NOW_MS - 20 * 60 * MIN),  # yesterday: in 7d, not today
+        event("sale", value=200, at_ms=NOW_MS - 3 * 1440 * MIN),  # late for the minutes
+    )
+    plan = {
+        "campaign_id": "c1",
+        "targets": {"cpa": 40, "ctr": 0.02},
+        "budget": {"daily": 100, "total": 1000},
+        "flight": {"start": "2026-09-15", "end": "2026-09-30"},
+        "labels": {"owner": "anna", "team": "emea"},
+    }
+    assert state.apply_plan(0, b"c1", orjson.dumps(plan)) is None
+    _, families = scrape([state])
+
+    def value(name, **labels):
+        (sample,) = samples(families[name], campaign="c1", **labels)
+        return sample.value
+
+    assert value("kpi_window_spend", window="today") == 30
+    assert value("kpi_window_spend", window="7d") == 80
+    assert value("kpi_window_revenue", window="7d") == 200
+    assert value("kpi_window_events", window="30d", event_type="sale") == 1
+    assert value("kpi_window_revenue", window="1h") == 0  # the sale is too old for the minutes
+    assert value("kpi_window_spend", window="flight") == 80
+    assert value("kpi_plan_target", kpi="cpa") == 40
+    assert value("kpi_plan_budget", period="daily") == 100
+    assert value("kpi_plan_info", owner="anna", team="emea", market="") == 1
+    day_share = (14 * 60 + 14) / 1440  # 14:14 UTC
+    assert value("kpi_budget_used_ratio", period="daily") == pytest.approx(0.3)
+    assert value("kpi_budget_pacing_ratio", period="daily") == pytest.approx(0.3 / day_share)
+    assert value("kpi_projected_spend") == pytest.approx(30 / day_share)
+    flight_share = (6 + day_share) / 16
+    assert value("kpi_budget_pacing_ratio", period="flight") == pytest.approx(
+        80 / (1000 * flight_share)
+    )
+    as_json = snapshot_json(exporter([state]).snapshot())["campaigns"]["c1"]
+    assert as_json["windows"]["7d"]["spend"] == 80 and as_json["plan"]["targets"]["cpa"] == 40
+    assert as_json["pacing"]["budget_used_ratio"] == pytest.approx(0.3)
+
+
+def test_a_plan_change_reaches_the_next_scrape():
+    state = state_of(event("click", cost=1))
+    metrics = exporter([state])
+    snapshot_json(metrics.snapshot())  # rows now cached
+    state.apply_plan(0, b"c1", orjson.dumps({"campaign_id": "c1", "targets": {"cpa": 9}}))
+    assert snapshot_json(metrics.snapshot())["campaigns"]["c1"]["plan"]["targets"] == {"cpa": 9.0}

@@ -52,3 +52,22 @@ def test_slices_fold_what_one_pass_folds():
         assert canonical(sliced.states[partition]) == canonical(one_pass.states[partition])
     assert result.events == 9_000 * 2 + 50 + 2
     assert [letter.rejection.reason for letter in result.dead_letters] == ["missing_field"]
+
+
+def test_the_plans_topic_is_folded_with_its_keys_and_a_bad_record_is_a_dead_letter():
+    pipe = pipeline()
+    topic = pipe.plans_topic
+    good = orjson.dumps({"campaign_id": "c1", "targets": {"cpa": 40}})
+    result = pipe.process(
+        [
+            Message(topic, 0, 0, good, NOW_MS, b"c1"),
+            Message(topic, 0, 1, good, NOW_MS, b"c2"),  # keyed as another campaign
+            Message(topic, 1, 0, None, NOW_MS, b"c7"),
+        ]
+    )
+    assert pipe.states[0].plans["c1"].targets == {"cpa": 40.0}
+    assert [(d.topic, d.partition, d.offset) for d in result.dead_letters] == [(topic, 0, 1)]
+    assert result.dead_letters[0].rejection.reason == "invalid_plan"
+    again = pipe.process([Message(topic, 0, 1, good, NOW_MS, b"c2")])
+    assert again.dead_letters == [] and again.replayed == 1
+    assert pipe.resume_positions()[(topic, 0)] == 2

@@ -204,14 +204,14 @@ def run_until_paused(runner, feed, start_ms):
 
 
 def go_quiet_until_retired(runner, feed, paused_at):
-    """The campaign "bad" stops; its rule re-arms as its windows drain; a day later its KPI state
-    has expired and its auto-pause record, idle, is deleted. Returns the time of that tick."""
+    """The campaign "bad" stops; its rule re-arms as its windows drain; once its KPI state
+    has expired (the long horizons' hour buckets, 32 days) and its auto-pause record, idle, is deleted. Returns the time of that tick."""
     for t in range(1, 21):
         now = paused_at + t * MIN
         feed.minute(now, [("good", 400, 60)])
         tick(runner, feed, now)
     assert feed.state.autopause["bad"].tracks["ctr_collapse"].phase == RUNNING
-    later = paused_at + DAY + 60 * MIN
+    later = paused_at + 33 * DAY  # past the longest horizon (its hour buckets: 32 days)
     feed.minute(later, [("good", 400, 60)])
     feed.log.extend(expiry.expire(feed.state, later))
     assert "bad" not in feed.state.campaigns

@@ -135,3 +135,49 @@ def test_alert_sink_prints_received_alerts():
         "severity": "page",
         "summary": "CTR collapsed",
     }
+
+
+PLANS_CSV = """campaign_id,channel,target_cpa,target_ctr,daily_budget,flight_start,flight_end,timezone,owner
+spring-sale,,40,0.02,500,2026-11-01,2026-12-31,Europe/Berlin,ana
+,display,,0.002,,,,,
+bad-ctr,,,2%,,,,,
+autumn,,25,,,,,America/New_York,bo
+"""
+
+
+def test_plans_load_show_and_remove(tmp_path):
+    """A CSV with a bad row: the row is named with its line, the good ones published (a channel
+    default to every partition); show reads back what is in force; remove tombstones one."""
+    path = tmp_path / "plans.csv"
+    path.write_text(PLANS_CSV)
+    with EmbeddedBroker() as broker:
+        checked = cli("plans", "load", str(path), "--dry-run", "--broker", broker.url)
+        assert checked.returncode == 1 and "nothing published" in checked.stdout
+        loaded = cli("plans", "load", str(path), "--broker", broker.url)
+        assert loaded.returncode == 1, loaded.stderr
+        assert f"{path}:4: targets.ctr must be a number" in loaded.stderr
+        assert "2 campaign plans and 1 channel defaults; 1 rows refused" in loaded.stdout
+        records = asyncio.run(read_topic(broker.bootstrap, "marketing.campaign-plans", 6))
+        by_key: dict[bytes, set[int]] = {}
+        for record in records:
+            by_key.setdefault(record.key, set()).add(record.partition)
+        assert by_key[b"\x00channel:display"] == {0, 1, 2, 3}  # every partition folds a copy
+        assert len(by_key[b"spring-sale"]) == 1
+
+        shown = cli("plans", "show", "--json", "--broker", broker.url)
+        assert shown.returncode == 0, shown.stderr
+        plans = [orjson.loads(line) for line in shown.stdout.splitlines()]
+        assert [p.get("campaign_id") or p["channel"] for p in plans] == [
+            "display",
+            "autumn",
+            "spring-sale",
+        ]
+        assert plans[2]["targets"] == {"cpa": 40.0, "ctr": 0.02}
+        assert plans[2]["labels"] == {"owner": "ana"}
+
+        removed = cli("plans", "remove", "autumn", "--broker", broker.url)
+        assert removed.returncode == 0, removed.stderr
+        one = cli("plans", "show", "autumn", "--broker", broker.url)
+        assert one.returncode == 1 and "no plan of its own" in one.stdout
+        kept = cli("plans", "show", "spring-sale", "--broker", broker.url)
+        assert "spring-sale  cpa=40  ctr=0.02  daily budget=500" in kept.stdout

@@ -180,9 +180,16 @@ def test_expire_drops_old_buckets_and_dead_leads():
     assert total(state, "c1", "click") == 1  # totals live while the campaign has buckets or leads
     records = expiry.expire(state, NOW_MS + CONFIG.lead_ttl_ms)
     assert state.leads == {} and state.index.awaiting_contact == {}
+    # Its hour buckets (the long horizons) keep it: retirement waits for the longest horizon.
+    assert "c1" in state.campaigns and state.campaigns["c1"].hours.rows
+    records = expiry.expire(state, NOW_MS + CONFIG.long_retention_ms + CONFIG.long_bucket_ms)
     # Nothing left: the campaign is retired, its budget slot freed, its totals record deleted.
     assert "c1" not in state.campaigns
     assert (b'[0,"t","c1"]', None) in records
+    assert (
+        b'[0,"h","c1",%d]' % (NOW_MS - 10 * MIN - (NOW_MS - 10 * MIN) % 3_600_000),
+        None,
+    ) in records
 
 
 def _keep_alive(state, at_ms):
@@ -371,6 +378,9 @@ def test_a_retired_campaign_frees_its_slot():
     )
     later = NOW_MS + BUDGET.retention_ms
     expiry.expire(state, later)
+    assert state.admitted_campaigns == 3  # held by their hour buckets: the longest horizon
+    later = NOW_MS + BUDGET.long_retention_ms + BUDGET.long_bucket_ms
+    expiry.expire(state, later)
     assert state.admitted_campaigns == 0
     run(
         [(kind("click"), 10, raw(event("click", campaign="d", at_ms=later)))],
@@ -447,11 +457,30 @@ def test_lead_expiry_in_small_rounds_ends_where_one_full_scan_does():
     ]
     evs += [event("sales_contact", campaign=f"c{i % 7}", lead_id=f"L{i}") for i in range(0, 60, 2)]
     later = NOW_MS + CONFIG.lead_ttl_ms
-    whole, _ = run(msgs(*evs))
+    short = CONFIG._replace(long_retention_ms=CONFIG.retention_ms)  # hours gone before the leads
+    whole, _ = run(msgs(*evs), config=short)
     expiry.expire(whole, later)
-    rounds, _ = run(msgs(*evs))
+    rounds, _ = run(msgs(*evs), config=short)
     for _ in range(60):
         expiry.expire(rounds, later, lead_budget=5)
     assert rounds.leads == {} and whole.leads == {}
     assert canonical(rounds) == canonical(whole)
     assert "c0" not in rounds.campaigns  # nothing left: retired
+
+
+def test_an_event_too_old_for_the_minute_buckets_still_counts_in_its_hour():
+    """A late conversion: outside the short windows, inside the long horizons."""
+    three_days_ago = NOW_MS - 3 * 86_400_000
+    state, log = run(msgs(event("sale", at_ms=three_days_ago, value=80), event("sale", value=20)))
+    assert state.meta.late[kind("sale")] == 1  # late for the short windows
+    hours = dict(state.campaigns["c1"].hours.buckets(CONFIG.long_bucket_ms))
+    assert sum(b.counts[kind("sale")] for b in hours.values()) == 2
+    assert hours[three_days_ago - three_days_ago % 3_600_000].revenue == 80_000_000
+    assert canonical(restore(log)) == canonical(state)
+
+
+def test_an_event_older_than_the_long_horizon_counts_in_totals_only():
+    ancient = NOW_MS - CONFIG.long_retention_ms - 2 * 3_600_000
+    state, _ = run(msgs(event("click", at_ms=ancient)))
+    assert total(state, "c1", "click") == 1
+    assert not state.campaigns["c1"].hours.rows and not state.campaigns["c1"].rows

@@ -1,0 +1,188 @@
+"""The long horizons, pacing and the effective plan: pure, clock passed in."""
+
+from datetime import UTC, date, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stream.campaign import CampaignState
+from stream.horizons import horizons, local_midnight_ms
+from stream.pacing import pacing, share_elapsed
+from stream.plans import Plan, channel_key, effective_plan, main_channel
+
+HOUR = 3_600_000
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    "now, zone, today, seven, thirty",
+    [
+        # UTC: days are UTC days.
+        (
+            "2026-06-10T15:20:00+00:00",
+            "UTC",
+            "2026-06-10T00:00+00:00",
+            "2026-06-04T00:00+00:00",
+            "2026-05-12T00:00+00:00",
+        ),
+        # Berlin in summer (+02:00): the local day began at 22:00 UTC the day before.
+        (
+            "2026-06-10T01:30:00+00:00",
+            "Europe/Berlin",
+            "2026-06-09T22:00+00:00",
+            "2026-06-03T22:00+00:00",
+            "2026-05-11T22:00+00:00",
+        ),
+        # New York (-04:00): still the 9th there at 02:00 UTC on the 10th.
+        (
+            "2026-06-10T02:00:00+00:00",
+            "America/New_York",
+            "2026-06-09T04:00+00:00",
+            "2026-06-03T04:00+00:00",
+            "2026-05-11T04:00+00:00",
+        ),
+        # Across the spring change in Berlin (29 March: 23 hours): 7d starts at +01:00 midnight.
+        (
+            "2026-03-30T12:00:00+00:00",
+            "Europe/Berlin",
+            "2026-03-29T22:00+00:00",
+            "2026-03-23T23:00+00:00",
+            "2026-02-28T23:00+00:00",
+        ),
+    ],
+)
+def test_horizons_are_calendar_days_in_the_zone(now, zone, today, seven, thirty):
+    h = horizons(ms(now), zone, HOUR)
+    current = ms(now) - ms(now) % HOUR
+    assert h.spans["today"] == (ms(today), current)
+    assert h.spans["7d"] == (ms(seven), current)
+    assert h.spans["30d"] == (ms(thirty), current)
+    assert "flight" not in h.spans
+
+
+def test_a_dst_day_is_23_hours_long():
+    h = horizons(ms("2026-03-29T12:00:00+00:00"), "Europe/Berlin", HOUR)
+    assert h.day_end_ms - h.day_start_ms == 23 * HOUR
+
+
+def test_a_half_hour_zone_is_exact_with_half_hour_buckets_and_floors_with_hours():
+    now = ms("2026-06-10T12:00:00+00:00")
+    midnight = ms("2026-06-09T18:30:00+00:00")  # Kolkata +05:30
+    assert horizons(now, "Asia/Kolkata", HOUR // 2).spans["today"].first == midnight
+    assert horizons(now, "Asia/Kolkata", HOUR).spans["today"].first == midnight - HOUR // 2
+
+
+def test_the_flight_horizon_exists_once_the_flight_began():
+    now = ms("2026-06-10T12:00:00+00:00")
+    before = horizons(now, "UTC", HOUR, date(2026, 6, 11), date(2026, 6, 30))
+    assert "flight" not in before.spans
+    running = horizons(now, "UTC", HOUR, date(2026, 6, 1), date(2026, 6, 30))
+    assert running.spans["flight"].first == ms("2026-06-01T00:00:00+00:00")
+    assert running.flight_end_ms == ms("2026-07-01T00:00:00+00:00")
+
+
+@given(
+    st.integers(ms("2024-01-01T00:00:00+00:00"), ms("2030-01-01T00:00:00+00:00")),
+    st.sampled_from(
+        [
+            "UTC",
+            "Europe/Berlin",
+            "America/Los_Angeles",
+            "Australia/Lord_Howe",
+            "Asia/Kathmandu",
+            "Pacific/Chatham",
+        ]
+    ),
+)
+def test_horizons_nest_and_today_holds_now(now, zone):
+    h = horizons(now, zone, 15 * 60_000)
+    spans = h.spans
+    assert spans["30d"].first <= spans["7d"].first <= spans["today"].first <= now
+    assert h.day_start_ms <= now < h.day_end_ms
+    assert 22 * HOUR <= h.day_end_ms - h.day_start_ms <= 26 * HOUR
+
+
+def test_sums_between_are_exact_over_whole_hours():
+    state = CampaignState(13)
+    for hour in range(48):
+        state.hours.add(1, hour + 1, hour * HOUR, 2_000_000, 6, HOUR)
+    sums = state.hours.sums_between(10 * HOUR, 33 * HOUR, HOUR)
+    assert sums.counts[1] == 24 and sums.spend_micros == 48_000_000
+    assert state.hours.sums_between(100 * HOUR, 200 * HOUR, HOUR).counts == [0] * 5
+    assert state.hours.sums_between(-5 * HOUR, 0, HOUR).counts[1] == 1
+
+
+@pytest.mark.parametrize(
+    "spend, budgets, share, used, pace, projected",
+    [
+        (250.0, {"daily": 1000.0}, 0.5, 0.25, 0.5, 500.0),
+        (900.0, {"daily": 1000.0}, 0.5, 0.9, 1.8, 1800.0),
+        (10.0, {"daily": 1000.0}, 0.0, 0.01, None, None),  # the day has just begun
+        (10.0, {"total": 5000.0}, 0.5, None, None, 20.0),  # no daily budget
+    ],
+)
+def test_daily_pacing(spend, budgets, share, used, pace, projected):
+    p = pacing(spend, None, budgets, share, None)
+    assert p.budget_used_ratio == used
+    assert p.pacing_ratio == pace
+    assert p.projected_spend == projected
+
+
+def test_flight_pacing():
+    p = pacing(0.0, 3000.0, {"total": 10_000.0}, 0.5, 0.25)
+    assert p.flight_budget_used_ratio == 0.3
+    assert p.flight_pacing_ratio == pytest.approx(1.2)
+
+
+def test_share_elapsed_is_clamped():
+    assert share_elapsed(5, 0, 10) == 0.5
+    assert share_elapsed(-5, 0, 10) == 0.0 and share_elapsed(50, 0, 10) == 1.0
+
+
+def test_local_midnight():
+    assert local_midnight_ms(date(2026, 1, 1), "Asia/Tokyo") == ms("2025-12-31T15:00:00+00:00")
+    assert datetime.fromtimestamp(0, UTC).year == 1970
+
+
+def plan(**fields) -> Plan:
+    base = {
+        "campaign": None,
+        "channel": None,
+        "targets": {},
+        "budgets": {},
+        "flight_start": None,
+        "flight_end": None,
+        "timezone": None,
+        "labels": {},
+    }
+    return Plan(**{**base, **fields})
+
+
+def test_the_effective_plan_fills_a_campaigns_gaps_from_its_channel_default():
+    plans = {
+        "c1": plan(campaign="c1", targets={"cpa": 40.0}, labels={"owner": "anna"}),
+        channel_key("search"): plan(
+            channel="search",
+            targets={"cpa": 60.0, "ctr": 0.03},
+            budgets={"daily": 100.0},
+            timezone="Europe/Berlin",
+            labels={"owner": "ops", "team": "search"},
+        ),
+    }
+    own = effective_plan(plans, "c1", "search")
+    assert own.targets == {"cpa": 40.0, "ctr": 0.03}
+    assert own.budgets == {"daily": 100.0} and own.timezone == "Europe/Berlin"
+    assert own.labels == {"owner": "anna", "team": "search"}
+    default_only = effective_plan(plans, "c2", "search")
+    assert default_only.campaign == "c2" and default_only.targets["cpa"] == 60.0
+    assert effective_plan(plans, "c3", "display") is None
+    assert effective_plan(plans, "c1", None).targets == {"cpa": 40.0}
+
+
+def test_main_channel_is_the_busiest_then_the_first_by_name():
+    assert main_channel({"b": [1, 0, 0, 0, 0], "a": [0, 1, 0, 0, 0], "c": [0, 0, 0, 0, 0]}) == "a"
+    assert main_channel({}) is None

@@ -1,0 +1,122 @@
+"""Plans folded into the partition state: in force, replaced, removed, refused, restored."""
+
+import orjson
+import pytest
+
+from stream import changelog
+from stream.plans import Plan, plan_key
+from stream.state import PLANS, PartitionState
+from tests.factories import event, kind, raw
+from tests.state_harness import CONFIG, as_messages, canonical, restore, run
+
+
+def plan(campaign="c1", **fields) -> bytes:
+    return orjson.dumps({"campaign_id": campaign, **fields})
+
+
+def fold_plans(state: PartitionState, records: list[tuple[bytes | None, bytes | None]], start=0):
+    refused = []
+    for offset, (key, value) in enumerate(records, start):
+        rejection = state.apply_plan(offset, key, value)
+        if rejection is not None:
+            refused.append(rejection)
+    return refused
+
+
+def test_a_plan_is_in_force_and_the_latest_record_of_its_key_wins():
+    state = PartitionState(0, CONFIG)
+    fold_plans(
+        state,
+        [
+            (b"c1", plan(targets={"cpa": 40})),
+            (b"c2", plan("c2", budget={"daily": 100})),
+            (b"c1", plan(targets={"cpa": 35}, timezone="Europe/Berlin")),
+        ],
+    )
+    assert state.plans["c1"].targets == {"cpa": 35.0}
+    assert state.plans["c1"].timezone == "Europe/Berlin"
+    assert state.plans["c2"].budgets == {"daily": 100.0}
+    assert state.meta.checkpoint[PLANS] == 2
+
+
+def test_a_tombstone_removes_the_plan_and_one_for_an_unknown_key_changes_nothing():
+    state = PartitionState(0, CONFIG)
+    fold_plans(state, [(b"c1", plan(targets={"cpa": 40})), (b"c1", None), (b"c9", None)])
+    assert state.plans == {}
+    assert state.dirty_plans == {"c1"}
+    assert state.meta.rejected == {}
+
+
+def test_a_channel_default_is_kept_under_its_own_key():
+    default = Plan(None, "search", {"ctr": 0.04}, {}, None, None, None, {})
+    state = PartitionState(0, CONFIG)
+    fold_plans(state, [(plan_key(default), orjson.dumps(default.to_json()))])
+    assert state.plans["\x00channel:search"].targets == {"ctr": 0.04}
+
+
+@pytest.mark.parametrize(
+    "key, value, says",
+    [
+        (None, plan(), "needs a key"),
+        (b"\xff", plan(), "UTF-8"),
+        (b"c1", b"{not json", "not JSON"),
+        (b"c1", plan(targets={"cpa": -1}), "targets.cpa"),
+        (b"c1", plan(targets={"ctr": 2}), "targets.ctr"),
+        (b"c1", plan(budget={"weekly": 5}), "budget.weekly"),
+        (b"c1", plan(timezone="Mars/Olympus"), "timezone"),
+        (b"c1", plan(flight={"start": "2026-02-30"}), "flight.start"),
+        (b"c1", plan(labels={"owner": "a\x00b"}), "control"),
+        (b"c2", plan("c1"), "key is not the plan's"),
+        (b"c1", orjson.dumps({"channel": "search"}), "key is not the plan's"),
+        (b"c1", orjson.dumps({"campaign_id": "c1", "schema": 2}), "schema"),
+    ],
+)
+def test_a_bad_plan_record_is_refused_and_changes_nothing_but_its_count(key, value, says):
+    state = PartitionState(0, CONFIG)
+    fold_plans(state, [(b"c1", plan(targets={"cpa": 40}))])
+    changelog.finish_batch(state)
+    before = canonical(state)
+    refused = fold_plans(state, [(key, value)], start=1)
+    assert [r.reason for r in refused] == ["invalid_plan"]
+    assert says in refused[0].detail
+    after = canonical(state)
+    before.pop("meta")
+    rejected_after = after.pop("meta")[0]
+    assert after == before  # the plan in force stays
+    assert rejected_after == {"invalid_plan": 1}
+    assert state.meta.checkpoint[PLANS] == 1
+    assert changelog.finish_batch(state)[:-1] == []  # only Meta is written
+
+
+def test_plans_survive_a_restore_beside_events_and_tombstones_are_written():
+    state, log = run(as_messages([(kind("click"), raw(event("click")))]))
+    fold_plans(
+        state, [(b"c1", plan(targets={"cpa": 40})), (b"c2", plan("c2", budget={"total": 9}))]
+    )
+    log.extend(changelog.finish_batch(state))
+    fold_plans(state, [(b"c2", None)], start=2)
+    log.extend(changelog.finish_batch(state))
+    restored = restore(log)
+    assert canonical(restored) == canonical(state)
+    assert set(restored.plans) == {"c1"}
+    assert restored.resume_offsets()[PLANS] == 3
+
+
+def test_a_plan_record_lost_with_its_meta_is_folded_again_to_the_same_end():
+    """Crash after the plan record but before Meta: the restore holds the plan with an older
+    checkpoint; refolding from that checkpoint ends where the run ended."""
+    state = PartitionState(0, CONFIG)
+    records = [
+        (b"c1", plan(targets={"cpa": 40})),
+        (b"c1", plan(targets={"cpa": 30})),
+        (b"c1", None),
+    ]
+    log: list = []
+    for offset, record in enumerate(records):
+        fold_plans(state, [record], start=offset)
+        log.extend(changelog.finish_batch(state))
+    for cut in range(len(log) + 1):
+        restored = restore(log[:cut])
+        first = restored.meta.checkpoint[PLANS] + 1
+        fold_plans(restored, records[first:], start=first)
+        assert restored.plans == state.plans, cut
