@@ -1,8 +1,12 @@
 """Realistic synthetic traffic with scripted incidents, for ``kpi-monitor run --demo``.
 
-About 20 campaigns over several channels. After ``incident_after`` seconds:
+About 20 campaigns over several channels, each channel with its own normal CTR (search several
+percent, display a few tenths of a percent), and plans: per-channel defaults (targets from the
+channel's campaigns) and a daily budget for ``camp-11``. After ``incident_after`` seconds:
 - ``camp-03``'s CTR collapses (clicks nearly stop while impressions go on);
-- ``camp-07``'s leads stop being contacted by sales.
+- ``camp-07``'s leads stop being contacted by sales;
+- ``camp-11`` overspends: five times its traffic, against a budget of about ten minutes of its
+  normal spend (its plan's time zone puts it at midday, past the pacing rule's first hours).
 A small share of events is malformed, duplicated or late, as in real feeds.
 The scenario is pure (clock and random generator passed in); ``run_traffic`` only publishes it.
 """
@@ -17,14 +21,20 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from stream.plans import Plan
 from stream.settings import Settings
 
 from .kafka_auth import aiokafka_kwargs
+from .plans_cli import publish as publish_plans
 from .topics import bootstrap_servers, ensure_topics
 
-CHANNELS = ("search", "social", "display", "email", "video")
+CHANNELS = ("search", "social", "video", "email", "display")  # display: camp-04, -09, -14, -19
 CTR_COLLAPSE_CAMPAIGN = "camp-03"
 UNCONTACTED_CAMPAIGN = "camp-07"
+OVERSPEND_CAMPAIGN = "camp-11"
+OVERSPEND_FACTOR = 5
+# Normal CTR by channel (others: 2-6%): a display campaign at 0.3% is healthy, a search one is not.
+CHANNEL_CTR = {"search": (0.04, 0.07), "display": (0.002, 0.005)}
 
 
 @dataclass
@@ -67,7 +77,7 @@ class Scenario:
                     name=f"camp-{i:02d}",
                     channel=CHANNELS[i % len(CHANNELS)],
                     impressions_per_second=scale * rng.uniform(5, 25),
-                    ctr=rng.uniform(0.02, 0.06),
+                    ctr=rng.uniform(*CHANNEL_CTR.get(CHANNELS[i % len(CHANNELS)], (0.02, 0.06))),
                     cpm=rng.uniform(2, 12),
                     lead_rate=rng.uniform(0.1, 0.3),
                     close_rate=rng.uniform(0.2, 0.4),
@@ -75,6 +85,37 @@ class Scenario:
                 )
             )
         return cls(made, now_ms, int(incident_after_s * 1000))
+
+    def plans(self, now_ms: int) -> list[Plan]:
+        """Channel defaults (each target the mean of its channel's campaigns) and the overspending
+        campaign's daily budget, in a zone where it is about midday at ``now_ms``."""
+        out = []
+        for channel in CHANNELS:
+            members = [c for c in self.campaigns if c.channel == channel]
+            if not members:
+                continue
+            cost_per_click = [c.cpm / 1000 / c.ctr for c in members]
+            conversion = [c.lead_rate * c.close_rate for c in members]
+            targets = {
+                "ctr": _mean(c.ctr for c in members),
+                "conversion": _mean(conversion),
+                "cpa": _mean(cpc / conv for cpc, conv in zip(cost_per_click, conversion)),
+                "roas": _mean(
+                    c.order_value * conv / cpc
+                    for c, cpc, conv in zip(members, cost_per_click, conversion)
+                ),
+            }
+            targets = {k: float(f"{v:.4g}") for k, v in targets.items()}
+            labels = {"owner": f"{channel}-team@example.com", "team": channel}
+            out.append(Plan(None, channel, targets, {}, None, None, None, labels))
+        hot = next(c for c in self.campaigns if c.name == OVERSPEND_CAMPAIGN)
+        normal_spend_per_second = hot.impressions_per_second * hot.cpm / 1000
+        budget = {"daily": float(f"{normal_spend_per_second * 600:.4g}")}
+        labels = {"owner": "anna@example.com", "team": hot.channel, "market": "demo"}
+        out.append(
+            Plan(OVERSPEND_CAMPAIGN, None, {}, budget, None, None, midday_zone(now_ms), labels)
+        )
+        return out
 
     def _id(self, prefix: str) -> str:
         self._seq += 1
@@ -87,7 +128,10 @@ class Scenario:
         incident = now_ms - self.started_ms >= self.incident_after_ms
         out: list[tuple[str, dict]] = []
         for c in self.campaigns:
-            impressions = _poisson(rng, c.impressions_per_second * seconds)
+            rate = c.impressions_per_second
+            if incident and c.name == OVERSPEND_CAMPAIGN:
+                rate *= OVERSPEND_FACTOR
+            impressions = _poisson(rng, rate * seconds)
             ctr = c.ctr / 40 if incident and c.name == CTR_COLLAPSE_CAMPAIGN else c.ctr
             clicks = sum(rng.random() < ctr for _ in range(impressions))
             for _ in range(impressions):
@@ -159,6 +203,19 @@ class Scenario:
         return messages
 
 
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def midday_zone(now_ms: int) -> str:
+    """A fixed-offset IANA zone in which ``now_ms`` falls between 12:00 and 13:00."""
+    offset = 12 - (now_ms // 3_600_000) % 24  # hours to add to UTC: -11 .. 12
+    if offset == 0:
+        return "Etc/UTC"
+    return f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"  # POSIX: the sign is inverted
+
+
 def _poisson(rng: random.Random, mean: float) -> int:
     if mean <= 0:
         return 0
@@ -196,10 +253,14 @@ async def run_traffic(
     scenario = Scenario.default(
         time.time_ns() // 1_000_000, rng, scale=scale, incident_after_s=incident_after_s
     )
+    plans = scenario.plans(scenario.started_ms)
+    await publish_plans(settings, plans)
     print(
-        f"demo traffic: {len(scenario.campaigns)} campaigns; incidents after {incident_after_s:.0f}s "
+        f"demo traffic: {len(scenario.campaigns)} campaigns, {len(plans)} plans; incidents after "
+        f"{incident_after_s:.0f}s "
         f"(incident_at_ms={scenario.started_ms + scenario.incident_after_ms}): "
-        f"{CTR_COLLAPSE_CAMPAIGN} CTR collapses, {UNCONTACTED_CAMPAIGN} leads go uncontacted",
+        f"{CTR_COLLAPSE_CAMPAIGN} CTR collapses, {UNCONTACTED_CAMPAIGN} leads go uncontacted, "
+        f"{OVERSPEND_CAMPAIGN} overspends its daily budget",
         flush=True,
     )
     try:

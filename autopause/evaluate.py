@@ -2,8 +2,10 @@
 rule that ``rulebook`` generates from it.
 
 The generated expression is ``KPI{window} op threshold`` (for a ``confident`` rule, the Wilson
-bound on the far side: ``_upper`` for ``<``, ``_lower`` for ``>``), joined with
-``kpi_window_events{event_type, window} >= count`` for ``min_volume``. A KPI with no value (a
+bound on the far side: ``_upper`` for ``<``, ``_lower`` for ``>``; for a rule against the plan,
+``op on(campaign) factor * kpi_plan_target{kpi}``), joined with
+``kpi_window_events{event_type, window} >= count`` for ``min_volume`` and with
+``kpi_day_elapsed_seconds >= after`` for ``after``. A KPI with no value (a
 zero denominator, no response in the window, nothing awaiting) has no series, so the rule does not
 hold, whatever the operator. ``tests/autopause/test_evaluate.py`` runs one table of cases through
 this function and through promtool on the generated rule.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
+from types import MappingProxyType
 from typing import NamedTuple
 
 from rulebook.rules import KPIS, Rule
@@ -32,12 +35,18 @@ class WindowFigures(NamedTuple):
     p95_ms: float | None = None
 
 
+_NONE: Mapping[str, float] = MappingProxyType({})
+
+
 class Figures(NamedTuple):
     """What the worker exports for one campaign, exactly."""
 
-    windows: Mapping[str, WindowFigures]  # by window label ("15m")
+    windows: Mapping[str, WindowFigures]  # by window label ("15m", or a horizon: "7d")
     awaiting: int = 0  # leads with no sales contact yet
     oldest_awaiting_age_s: float | None = None
+    targets: Mapping[str, float] = _NONE  # the effective plan's targets (kpi_plan_target)
+    budget: Mapping[str, float] = _NONE  # budget figures by KPI name (budget_pacing, ...)
+    day_elapsed_s: float | None = None  # with a plan: since the campaign's midnight
 
 
 class Evaluation(NamedTuple):
@@ -46,6 +55,7 @@ class Evaluation(NamedTuple):
     bound: float | None  # the Wilson bound compared, for a confident rule
     volume: int | None  # events of min_volume's type in its window, if the rule has one
     bounds: tuple[float, float] | None = None  # 95% Wilson (lower, upper), for a rate KPI
+    threshold: float | None = None  # compared with: the rule's, or its factor x the target
 
 
 def kpi_value(kpi: str, window: WindowFigures | None, figures: Figures) -> float | None:
@@ -54,6 +64,8 @@ def kpi_value(kpi: str, window: WindowFigures | None, figures: Figures) -> float
         return figures.oldest_awaiting_age_s
     if kpi == "leads_awaiting_contact":
         return figures.awaiting or None  # exported only while some lead waits
+    if not KPIS[kpi].windowed:
+        return figures.budget.get(kpi)  # budget figures: exported for campaigns with a budget
     if window is None:
         return None
     if kpi in RATIO_BY_KEY:
@@ -94,6 +106,11 @@ def evaluate(
     op = op or rule.op
     threshold = rule.threshold if threshold is None else threshold
     assert rule.kind == "kpi" and rule.kpi is not None and op is not None and threshold is not None
+    if rule.target is not None:
+        target = figures.targets.get(rule.target)
+        if target is None:  # not judged by this rule (the runner skips such campaigns)
+            return Evaluation(False, None, None, None)
+        threshold = threshold * target  # as PromQL's ``factor * kpi_plan_target``
     window = figures.windows.get(rule.window) if rule.window else None
     value = kpi_value(rule.kpi, window, figures)
     bound = bounds = None
@@ -111,4 +128,7 @@ def evaluate(
         volume_window = figures.windows.get(rule.min_volume.window)
         volume = volume_window.counts[_KIND[rule.min_volume.event_type]] if volume_window else 0
         holds = holds and volume >= rule.min_volume.count
-    return Evaluation(holds, value, bound, volume, bounds)
+    if rule.after != "0s":
+        elapsed = figures.day_elapsed_s
+        holds = holds and elapsed is not None and elapsed >= rule.seconds("after")
+    return Evaluation(holds, value, bound, volume, bounds, threshold)

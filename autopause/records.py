@@ -118,7 +118,10 @@ def decision_json(
             "kpi": rule.kpi,
             "value": evidence.value,
             "op": rule.op,
-            "threshold": rule.threshold,
+            # A rule against the plan compares with its factor times the campaign's target.
+            "threshold": rule.threshold if evidence.threshold is None else evidence.threshold,
+            "target": rule.target,
+            "factor": rule.threshold if rule.target is not None else None,
             "confident": rule.confident,
             "bound": evidence.bound,
             "wilson": None

@@ -19,6 +19,7 @@ from stream.codec import Record
 from stream.durations import parse_duration
 from stream.events import EVENT_TYPES
 from stream.exposition import window_labels
+from stream.horizons import HORIZONS
 from stream.kpis import RATIO_BY_KEY, REVENUE, SPEND
 from stream.settings import Settings, SettingsError
 from stream.snapshot import CampaignRow
@@ -58,7 +59,8 @@ def load_rules(settings: Settings) -> list[Rule]:
     except (RuleError, yaml.YAMLError) as exc:
         raise SettingsError(f"KPI_RULES: {path}: {exc}") from None
     pausing = [r for r in rules if r.kind == "kpi" and r.may_pause]
-    exported = set(window_labels(w * 1000 for w in settings.windows_seconds))
+    # The trailing windows of KPI_WINDOWS, and the long horizons every worker exports.
+    exported = {*window_labels(w * 1000 for w in settings.windows_seconds), *HORIZONS}
     for rule in pausing:
         for window in filter(None, (rule.window, rule.min_volume and rule.min_volume.window)):
             if window not in exported:
@@ -98,8 +100,11 @@ def rule_kinds(rule: Rule) -> tuple[int, frozenset[int]]:
         ratio = RATIO_BY_KEY[kpi]
         read = kinds_of(ratio.numerator) | kinds_of(ratio.denominator)
         driving = min(kinds_of(ratio.denominator))
-    elif kpi in ("revenue", "spend"):
+    elif kpi == "revenue":
         read = kinds_of(kpi)
+        driving = min(read)
+    elif kpi == "spend" or KPIS[kpi].period is not None or kpi == "spend_outside_flight":
+        read = kinds_of("spend")  # the budget figures are spend against the plan
         driving = min(read)
     elif kpi.startswith("response") or kpi in (
         "oldest_uncontacted_lead_age",
@@ -119,16 +124,40 @@ def rule_kinds(rule: Rule) -> tuple[int, frozenset[int]]:
 
 
 def figures_of(row: CampaignRow, labels: tuple[str, ...], now_ms: int) -> Figures:
+    windows = {
+        label: WindowFigures(tuple(w.counts), w.revenue_micros, w.spend_micros, w.p50_ms, w.p95_ms)
+        for label, w in zip(labels, row.windows)
+    }
+    for label, sums in row.horizons.items():
+        windows[label] = WindowFigures(tuple(sums.counts), sums.revenue_micros, sums.spend_micros)
     return Figures(
-        {
-            label: WindowFigures(
-                tuple(w.counts), w.revenue_micros, w.spend_micros, w.p50_ms, w.p95_ms
-            )
-            for label, w in zip(labels, row.windows)
-        },
+        windows,
         row.awaiting,
         row.oldest_awaiting_age_seconds(now_ms),
+        **plan_figures(row),
     )
+
+
+def plan_figures(row: CampaignRow) -> dict:
+    """The figures of ``row`` that its plan gives: targets, budget figures, the day elapsed
+    (the same values ``/metrics`` exports: ``stream.exposition``)."""
+    if row.plan is None:
+        return {}
+    budget = {}
+    pace = row.pacing()
+    if pace is not None:
+        for kpi, value in (
+            ("budget_used", pace.budget_used_ratio),
+            ("budget_pacing", pace.pacing_ratio),
+            ("flight_budget_used", pace.flight_budget_used_ratio),
+            ("flight_pacing", pace.flight_pacing_ratio),
+        ):
+            if value is not None:
+                budget[kpi] = value
+    today = row.horizons.get("today")
+    if row.outside_flight and today is not None:
+        budget["spend_outside_flight"] = today.spend_micros / 1_000_000
+    return {"targets": row.plan.targets, "budget": budget, "day_elapsed_s": row.day_elapsed_s}
 
 
 def settled_figures(
@@ -293,6 +322,8 @@ class Runner:
                 evaluations: dict[str, Evaluation] = {}
                 resumes: dict[str, Evaluation | None] = {}
                 for rule in rules:
+                    if rule.target is not None and rule.target not in now_figures.targets:
+                        continue  # no target of its own or by default: not judged by the rule
                     figures = (
                         now_figures
                         if rule.settle == "0s"
@@ -302,6 +333,10 @@ class Runner:
                             self.windows_ms,
                             self.labels,
                             self.bucket_ms,
+                        )._replace(
+                            targets=now_figures.targets,
+                            budget=now_figures.budget,
+                            day_elapsed_s=now_figures.day_elapsed_s,
                         )
                     )
                     evaluations[rule.name] = evaluate(rule, figures)

@@ -149,12 +149,19 @@ def grafana_alerting(rules: list[Rule]) -> dict:
                 "group_interval": "5m",
                 "repeat_interval": "4h",
                 "routes": [
+                    # A campaign's alerts carry its plan's owner and team: one route by team,
+                    # to its own contact point, then on down the tree.
+                    {
+                        "receiver": "${KPI_ALERT_SEARCH_TEAM_CONTACT_POINT}",
+                        "object_matchers": [["team", "=", "search"]],
+                        "continue": True,
+                    },
                     {
                         "receiver": "${KPI_ALERT_CONTACT_POINT}",
                         "object_matchers": [["severity", "=", "page"]],
                         "group_wait": "10s",
                         "repeat_interval": "1h",
-                    }
+                    },
                 ],
             },
         ],

@@ -18,6 +18,8 @@ from .alerting import DATASOURCE_UID
 from .recording import recorded_ratio
 from .rules import Rule
 
+LONG_WINDOWS = ("today", "7d", "30d")
+TARGETED = ("ctr", "conversion", "cpa", "roas", "response_p95")  # KPIs with plan targets shown
 CTR, CONVERSION, LEAD_RATE, LEAD_TO_SALE, ROAS, CPA, CPC = (
     recorded_ratio(k)
     for k in ("ctr", "conversion", "lead_rate", "lead_to_sale", "roas", "cpa", "cpc")
@@ -45,6 +47,14 @@ AUTOPAUSE_CAMPAIGNS, DECISIONS, BREAKER_OPEN = (
     m.BREAKER_OPEN.name,
 )
 SPLIT, PAUSER_HELD = m.CAMPAIGNS_SPLIT.name, m.PAUSER_HELD.name
+TARGET, PLAN_BUDGET, PACING = m.PLAN_TARGET.name, m.PLAN_BUDGET.name, m.BUDGET_PACING.name
+
+
+def _per_campaign(metric: str, selector: str) -> str:
+    """One series per campaign (whichever worker exports it), without the metric's other labels."""
+    return f"max by (campaign) ({metric}{{{selector}}})"
+
+
 RESPONSE_BUCKET = m.RESPONSE_SECONDS.name + "_bucket"
 BATCH_BUCKET = m.BATCH_SECONDS.name + "_bucket"
 
@@ -159,8 +169,8 @@ def _steps(good: str, bad: str, threshold: float | None, below_is_bad: bool) -> 
 
 def _threshold(rules: list[Rule], kpi: str) -> float | None:
     for rule in rules:
-        if rule.kind == "kpi" and rule.kpi == kpi:
-            return rule.threshold
+        if rule.kind == "kpi" and rule.kpi == kpi and rule.target is None:
+            return rule.threshold  # a rule against each campaign's plan has no one line
     return None
 
 
@@ -196,9 +206,12 @@ def _variables(multi_campaign: bool, view: View) -> list[dict]:
         "name": "window",
         "label": "Window",
         "type": "custom",
-        "query": ",".join(view.windows),
+        # The trailing windows, then the long horizons (calendar days in each campaign's zone).
+        "query": ",".join((*view.windows, *LONG_WINDOWS)),
         "current": {"text": shown, "value": shown},
-        "options": [{"text": w, "value": w, "selected": w == shown} for w in view.windows],
+        "options": [
+            {"text": w, "value": w, "selected": w == shown} for w in (*view.windows, *LONG_WINDOWS)
+        ],
     }
     return [campaign, channel, window]
 
@@ -241,6 +254,30 @@ def ops_dashboard(rules: list[Rule], view: View | None = None) -> dict:
             table=True,
         ),
         _target(
+            _per_campaign(TARGET, 'campaign=~"$campaign",kpi="cpa"'),
+            ref="CPA target",
+            instant=True,
+            table=True,
+        ),
+        _target(
+            _per_campaign(SPEND, 'campaign=~"$campaign",window="today"'),
+            ref="Spend today",
+            instant=True,
+            table=True,
+        ),
+        _target(
+            _per_campaign(PLAN_BUDGET, 'campaign=~"$campaign",period="daily"'),
+            ref="Daily budget",
+            instant=True,
+            table=True,
+        ),
+        _target(
+            _per_campaign(PACING, 'campaign=~"$campaign",period="daily"'),
+            ref="Pacing",
+            instant=True,
+            table=True,
+        ),
+        _target(
             'count by (campaign) (ALERTS{alertstate="firing",campaign=~"$campaign"})',
             ref="Firing",
             instant=True,
@@ -270,6 +307,35 @@ def ops_dashboard(rules: list[Rule], view: View | None = None) -> dict:
                 ],
             }
         )
+    # Pacing: green on plan, red past the overspend rule (or 1.5), amber when under-delivering.
+    overspend = next(
+        (
+            r.threshold
+            for r in rules
+            if r.kind == "kpi" and r.kpi == "budget_pacing" and r.op == ">"
+        ),
+        1.5,
+    )
+    overrides.append(
+        {
+            "matcher": {"id": "byName", "options": "Value #Pacing"},
+            "properties": [
+                {"id": "unit", "value": "percentunit"},
+                {
+                    "id": "thresholds",
+                    "value": {
+                        "mode": "absolute",
+                        "steps": [
+                            {"color": "orange", "value": None},
+                            {"color": "green", "value": 0.5},
+                            {"color": "red", "value": overspend},
+                        ],
+                    },
+                },
+                {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+            ],
+        }
+    )
     overrides.append(
         {
             "matcher": {"id": "byName", "options": "Value #Firing"},
@@ -344,10 +410,19 @@ def ops_dashboard(rules: list[Rule], view: View | None = None) -> dict:
     )
     for title, metric, unit, rule_kpi, below_is_bad in over_time:
         threshold = _threshold(rules, rule_kpi) if rule_kpi else None
+        queries = [_target(f"{metric}{{{sel}}}", "{{campaign}}")]
+        if rule_kpi in TARGETED:
+            queries.append(
+                _target(
+                    _per_campaign(TARGET, f'campaign=~"$campaign",kpi="{rule_kpi}"'),
+                    "{{campaign}} target",
+                    ref="B",
+                )
+            )
         lay.add(
             _timeseries(
                 f"{title} ($window)",
-                [_target(f"{metric}{{{sel}}}", "{{campaign}}")],
+                queries,
                 unit,
                 _steps("green", "red", threshold, below_is_bad) if threshold is not None else None,
             ),
@@ -564,6 +639,20 @@ def campaign_dashboard(rules: list[Rule], view: View | None = None) -> dict:
             4,
         )
     lay.row("Over time")
+    plan = 'campaign="$campaign"'
+    lay.add(
+        _timeseries(
+            "Pacing: spend today against the daily budget",
+            [
+                _target(f'{SPEND}{{{plan},window="today"}}', "spend today"),
+                _target(f'{PLAN_BUDGET}{{{plan},period="daily"}}', "daily budget", ref="B"),
+                _target(f'{PACING}{{{plan},period="daily"}}', "pacing", ref="C"),
+            ],
+            money,
+        ),
+        12,
+        8,
+    )
     lay.add(
         _timeseries(
             "CTR with 95% bounds",
@@ -571,6 +660,7 @@ def campaign_dashboard(rules: list[Rule], view: View | None = None) -> dict:
                 _target(f"{CTR}{{{sel}}}", "CTR"),
                 _target(f"{CTR_LOWER}{{{sel}}}", "lower", ref="B"),
                 _target(f"{CTR_UPPER}{{{sel}}}", "upper", ref="C"),
+                _target(f'{TARGET}{{{plan},kpi="ctr"}}', "target", ref="D"),
             ],
             "percentunit",
             _steps("green", "red", _threshold(rules, "ctr"), True),
@@ -585,6 +675,7 @@ def campaign_dashboard(rules: list[Rule], view: View | None = None) -> dict:
                 _target(f"{CONVERSION}{{{sel}}}", "conversion"),
                 _target(f"{CONVERSION_LOWER}{{{sel}}}", "lower", ref="B"),
                 _target(f"{CONVERSION_UPPER}{{{sel}}}", "upper", ref="C"),
+                _target(f'{TARGET}{{{plan},kpi="conversion"}}', "target", ref="D"),
             ],
             "percentunit",
         ),
@@ -633,6 +724,7 @@ def campaign_dashboard(rules: list[Rule], view: View | None = None) -> dict:
                 _target(f"{SPEND}{{{sel}}}", "spend"),
                 _target(f"{REVENUE}{{{sel}}}", "revenue", ref="B"),
                 _target(f"{CPA}{{{sel}}}", "CPA", ref="C"),
+                _target(f'{TARGET}{{{plan},kpi="cpa"}}', "CPA target", ref="D"),
             ],
             money,
         ),

@@ -13,7 +13,9 @@ from typing import Any
 from stream import catalogue as m
 from stream.durations import format_duration, parse_duration
 from stream.events import EVENT_TYPES
+from stream.horizons import HORIZONS
 from stream.kpis import RATIOS
+from stream.plans import TARGETS as PLAN_TARGETS
 
 from .recording import recorded
 
@@ -28,6 +30,8 @@ class KpiSource:
     windowed: bool = True
     rate: bool = False  # has 95% Wilson bounds (metric_lower / metric_upper)
     event_type: str | None = None  # for kpi_window_events
+    period: str | None = None  # for the budget figures: daily or flight
+    horizons: bool = True  # has figures over the long horizons (today, 7d, 30d, flight)
 
 
 # Ratios are read from the recording rules (rulebook.recording), which derive them from the sums
@@ -36,13 +40,21 @@ KPIS: dict[str, KpiSource] = {
     **{r.key: KpiSource(recorded(r.metric), rate=r.rate) for r in RATIOS},
     "revenue": KpiSource(m.WINDOW_REVENUE.name),
     "spend": KpiSource(m.WINDOW_SPEND.name),
-    "response_p50": KpiSource(m.RESPONSE_P50.name),
-    "response_p95": KpiSource(m.RESPONSE_P95.name),
+    "response_p50": KpiSource(m.RESPONSE_P50.name, horizons=False),
+    "response_p95": KpiSource(m.RESPONSE_P95.name, horizons=False),
+    # Against the plan's budgets (stream.pacing); a campaign without the budget has no series.
+    "budget_used": KpiSource(m.BUDGET_USED.name, windowed=False, period="daily"),
+    "budget_pacing": KpiSource(m.BUDGET_PACING.name, windowed=False, period="daily"),
+    "flight_budget_used": KpiSource(m.BUDGET_USED.name, windowed=False, period="flight"),
+    "flight_pacing": KpiSource(m.BUDGET_PACING.name, windowed=False, period="flight"),
+    "spend_outside_flight": KpiSource(m.SPEND_OUTSIDE_FLIGHT.name, windowed=False),
     "oldest_uncontacted_lead_age": KpiSource(m.OLDEST_AWAITING_AGE.name, windowed=False),
     "leads_awaiting_contact": KpiSource(m.LEADS_AWAITING.name, windowed=False),
     **{f"{t}s": KpiSource(m.WINDOW_EVENTS.name, event_type=t) for t in EVENT_TYPES},
 }
 SEVERITIES = ("page", "ticket", "info")
+# The KPI a plan target is compared with, by target name (stream.plans.TARGETS).
+TARGET_KPI = {target: target for target in PLAN_TARGETS}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -77,6 +89,10 @@ class Rule:
     max_cycles_per_day: int = 3  # pauses in 24 h before the campaign is put on hold for a human
     min_campaign_age: str = "0s"  # no decision while a campaign is younger (learning phase)
     settle: str = "0s"  # judge the window that ended this long ago: late sales have arrived
+    # Against each campaign's own plan: ``threshold`` (and ``resume_threshold``) are factors of
+    # the plan's target of this name; a campaign without that target is not judged.
+    target: str | None = None
+    after: str = "0s"  # only once this much of the campaign's day has passed (its time zone)
 
     @property
     def for_seconds(self) -> float:
@@ -90,9 +106,14 @@ class Rule:
         return "Kpi" + "".join(part.capitalize() for part in self.name.split("_"))
 
     def expr(self) -> str:
-        """PromQL returning one series per campaign (or pipeline problem) while the rule holds."""
+        """PromQL returning one series per campaign (or pipeline problem) while the rule holds;
+        a campaign's series carries its plan's owner and team (``with_owner``)."""
         if self.kind == "pipeline":
             return self.expr_override or ""
+        return with_owner(self.condition())
+
+    def condition(self) -> str:
+        """The KPI rule's condition in PromQL, without the routing labels."""
         assert self.kpi is not None  # a kpi rule has one (parse_rules)
         source = KPIS[self.kpi]
         metric = source.metric
@@ -101,9 +122,25 @@ class Rule:
             metric += "_upper" if self.op == "<" else "_lower"
         offset = f" offset {self.settle}" if self.settle != "0s" else ""
         selector = _selector(
-            self.window if source.windowed else None, self.campaigns, source.event_type
+            self.window if source.windowed else None,
+            self.campaigns,
+            source.event_type,
+            source.period,
         )
-        expr = f"{metric}{selector}{offset} {self.op} {_number(self.threshold)}"
+        if self.target is None:
+            expr = f"{metric}{selector}{offset} {self.op} {_number(self.threshold)}"
+        else:
+            # The campaign's own target (max: one value even if two workers export it).
+            target = f'max by (campaign) ({m.PLAN_TARGET.name}{{kpi="{self.target}"}})'
+            expr = (
+                f"{metric}{selector}{offset} {self.op} on (campaign) group_left () "
+                f"({_number(self.threshold)} * {target})"
+            )
+        if self.after != "0s":
+            expr = (
+                f"({expr}) and on (campaign) "
+                f"({m.DAY_ELAPSED.name} >= {_number(self.seconds('after'))})"
+            )
         if self.min_volume is not None:
             volume = self.min_volume
             volume_selector = _selector(volume.window, self.campaigns, volume.event_type) + offset
@@ -125,10 +162,31 @@ class Rule:
         return {"summary": subject + self.summary, "description": self.description}
 
 
-def _selector(window: str | None, campaigns: str | None, event_type: str | None) -> str:
+ROUTING_LABELS = ("owner", "team")
+
+
+def with_owner(expr: str) -> str:
+    """``expr`` with the campaign's plan labels (owner, team) added where it has a plan, for
+    routing its alerts (``kpi_plan_info`` is 1: the value is the KPI's); unchanged without."""
+    labels = ", ".join(ROUTING_LABELS)
+    info = f"max by (campaign, {labels}) ({m.PLAN_INFO.name})"
+    return (
+        f"(({expr}) * on (campaign) group_left ({labels}) {info}) "
+        f"or (({expr}) unless on (campaign) {m.PLAN_INFO.name})"
+    )
+
+
+def _selector(
+    window: str | None,
+    campaigns: str | None,
+    event_type: str | None,
+    period: str | None = None,
+) -> str:
     parts = []
     if event_type:
         parts.append(f'event_type="{event_type}"')
+    if period:
+        parts.append(f'period="{period}"')
     if window:
         parts.append(f'window="{window}"')
     if campaigns:
@@ -184,6 +242,7 @@ def _parse_rule(raw: dict, where: str) -> Rule:
         "campaigns",
         "may_pause",
         "expr",
+        "after",
         *_PAUSE_FIELDS,
     }
     unknown = set(raw) - known
@@ -218,13 +277,15 @@ def _parse_rule(raw: dict, where: str) -> Rule:
     if source.windowed:
         if "window" not in raw:
             raise RuleError(f"{where}.window: required for {kpi}")
-        window = _duration(raw["window"], f"{where}.window")
+        window = _window(raw["window"], f"{where}.window")
+        if window in HORIZONS and not source.horizons:
+            raise RuleError(
+                f"{where}.window: {kpi} is computed over the trailing windows only, not {window}"
+            )
     op = raw.get("op")
     if op not in ("<", ">"):
         raise RuleError(f"{where}.op: '<' or '>', got {op!r}")
-    threshold = raw.get("threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise RuleError(f"{where}.threshold: a number is required")
+    target, threshold = _threshold(raw.get("threshold"), f"{where}.threshold", kpi, None)
     confident = bool(raw.get("confident", False))
     if confident and not source.rate:
         raise RuleError(
@@ -247,7 +308,7 @@ def _parse_rule(raw: dict, where: str) -> Rule:
         if volume_window is None:
             raise RuleError(f"{where}.min_volume.window: required for a KPI without a window")
         min_volume = MinVolume(
-            mv["event_type"], mv["count"], _duration(volume_window, f"{where}.min_volume.window")
+            mv["event_type"], mv["count"], _window(volume_window, f"{where}.min_volume.window")
         )
     campaigns = raw.get("campaigns")
     if campaigns is not None:
@@ -258,19 +319,58 @@ def _parse_rule(raw: dict, where: str) -> Rule:
         if '"' in campaigns or "\\" in campaigns:
             raise RuleError(f"{where}.campaigns: quotes and backslashes are not supported")
     may_pause = bool(raw.get("may_pause", False))
+    after = _duration(raw.get("after", "0s"), f"{where}.after")
+    if parse_duration(after) >= 86400:
+        raise RuleError(f"{where}.after: the part of a day to wait, under 24h, got {after}")
+    pause = _pause_fields(raw, where, may_pause, op, threshold, source.windowed, kpi, target)
+    if pause.get("settle", "0s") != "0s" and window in HORIZONS:
+        raise RuleError(f"{where}.settle: the long horizons are judged as they stand")
     return Rule(
         kind="kpi",
         kpi=kpi,
         window=window,
         op=op,
-        threshold=float(threshold),
+        threshold=threshold,
         confident=confident,
         min_volume=min_volume,
         campaigns=campaigns,
         may_pause=may_pause,
+        target=target,
+        after=after,
         **common,
-        **_pause_fields(raw, where, may_pause, op, float(threshold), source.windowed),
+        **pause,
     )
+
+
+def _window(value: Any, where: str) -> str:
+    """A trailing window (a duration such as 15m) or a long horizon (today, 7d, 30d, flight)."""
+    if value in HORIZONS:
+        return str(value)
+    return _duration(value, where)
+
+
+def _threshold(value: Any, where: str, kpi: str, target: str | None) -> tuple[str | None, float]:
+    """(target, number): a fixed threshold, or ``{target: cpa, factor: 1.2}``, a factor of the
+    campaign's own target. ``target`` given: the form must name that target."""
+    if isinstance(value, dict):
+        if set(value) - {"target", "factor"} or "target" not in value:
+            raise RuleError(f"{where}: a number, or {{target: <plan target>, factor: <number>}}")
+        name = value["target"]
+        if name not in PLAN_TARGETS:
+            raise RuleError(f"{where}.target: one of the plan targets {sorted(PLAN_TARGETS)}")
+        if TARGET_KPI[name] != kpi:
+            raise RuleError(f"{where}.target: {name} is a target for {TARGET_KPI[name]}, not {kpi}")
+        if target is not None and name != target:
+            raise RuleError(f"{where}.target: must be the rule's threshold target ({target})")
+        factor = value.get("factor", 1)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+            raise RuleError(f"{where}.factor: a number above 0 is required")
+        return name, float(factor)
+    if target is not None:
+        raise RuleError(f"{where}: the threshold is relative to {target}: give {{target, factor}}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RuleError(f"{where}: a number is required")
+    return None, float(value)
 
 
 _PAUSE_FIELDS = (
@@ -284,7 +384,14 @@ _PAUSE_FIELDS = (
 
 
 def _pause_fields(
-    raw: dict, where: str, may_pause: bool, op: str, threshold: float, windowed: bool
+    raw: dict,
+    where: str,
+    may_pause: bool,
+    op: str,
+    threshold: float,
+    windowed: bool,
+    kpi: str,
+    target: str | None,
 ) -> dict[str, Any]:
     pause_only = sorted(name for name in _PAUSE_FIELDS if name in raw and name != "settle")
     if pause_only and not may_pause:
@@ -301,9 +408,7 @@ def _pause_fields(
             raise RuleError(f"{where}.max_cycles_per_day: a whole number >= 1 is required")
         out["max_cycles_per_day"] = cycles
     if "resume_threshold" in raw:
-        resume = raw["resume_threshold"]
-        if isinstance(resume, bool) or not isinstance(resume, (int, float)):
-            raise RuleError(f"{where}.resume_threshold: a number is required")
+        _, resume = _threshold(raw["resume_threshold"], f"{where}.resume_threshold", kpi, target)
         # Hysteresis: resuming must need a KPI at least as good as the one that paused.
         if (op == "<" and resume < threshold) or (op == ">" and resume > threshold):
             side = "at or above" if op == "<" else "at or below"

@@ -43,7 +43,7 @@ WINDOW_EVENTS = _spec(
     "kpi_window_events",
     "gauge",
     "Events in the window: trailing (5m, 15m, 1h) or a long horizon in the campaign's time zone "
-    "(today, 7d, 30d: calendar days including today; flight: since its plan's flight began)",
+    "(today, 7d, 30d: calendar days including today; not sales contacts)",
     "campaign",
     "event_type",
     "window",
@@ -51,14 +51,16 @@ WINDOW_EVENTS = _spec(
 WINDOW_REVENUE = _spec(
     "kpi_window_revenue",
     "gauge",
-    "Revenue in the window (reporting currency; windows as kpi_window_events)",
+    "Revenue in the window (reporting currency; windows as kpi_window_events, and flight: since "
+    "its plan's flight began)",
     "campaign",
     "window",
 )
 WINDOW_SPEND = _spec(
     "kpi_window_spend",
     "gauge",
-    "Spend in the window (reporting currency; windows as kpi_window_events)",
+    "Spend in the window (reporting currency; windows as kpi_window_events, and flight: since "
+    "its plan's flight began)",
     "campaign",
     "window",
 )
@@ -135,10 +137,24 @@ BUDGET_PACING = _spec(
     "campaign",
     "period",
 )
+DAY_ELAPSED = _spec(
+    "kpi_day_elapsed_seconds",
+    "gauge",
+    "Time since the campaign's last midnight in its time zone (campaigns with a plan): rules on "
+    "pacing wait for the first hours of the day",
+    "campaign",
+)
+SPEND_OUTSIDE_FLIGHT = _spec(
+    "kpi_spend_outside_flight",
+    "gauge",
+    "Spend today while today is outside the plan's flight (before its start or after its end); "
+    "no series inside the flight",
+    "campaign",
+)
 PROJECTED_SPEND = _spec(
     "kpi_projected_spend",
     "gauge",
-    "Spend today projected to the end of the campaign's day at today's rate",
+    "Spend today projected to the end of the campaign's day at today's rate (KPI_EXPORT=full)",
     "campaign",
 )
 
@@ -307,6 +323,8 @@ CATALOGUE: dict[str, MetricSpec] = {
         BUDGET_USED,
         BUDGET_PACING,
         PROJECTED_SPEND,
+        DAY_ELAPSED,
+        SPEND_OUTSIDE_FLIGHT,
         EVENTS_REJECTED,
         EVENTS_LATE,
         EVENTS_DUPLICATE,

@@ -32,11 +32,16 @@ from .snapshot import CampaignRow, Snapshot, add_channel_totals, add_histogram
 from .wilson import wilson_bounds
 
 EXPORTS = ("lean", "full")
+# Over the long horizons: counts of these (sales contacts are judged by response times, which
+# are trailing-window figures), and for the flight only revenue and spend (pacing and ROAS to
+# date): a campaign stays within 60 series with a plan.
+HORIZON_EVENT_TYPES = EVENT_TYPES[:4]
 LEAN_SERIES_PER_CAMPAIGN = (
     # 5 all-time + 3 windows x (5 events + revenue + spend + p50 + p95) + 3, the long horizons
-    # 4 x (5 events + revenue + spend), and with a plan at most 8 targets + 2 budgets + 1 info
-    # + 2 x 2 pacing + 1 projected spend
-    35 + 28 + 16
+    # 3 x (4 events + revenue + spend) + flight revenue and spend, and with a plan at most
+    # 8 targets + 2 budgets + 1 info + 2 x 2 budget figures + 1 day elapsed + 1 spend outside
+    # the flight (typically 2 targets, a daily budget: 6)
+    35 + 20 + 17
 )
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _KIND_INDEX = {name: kind for kind, name in enumerate(EVENT_TYPES)}
@@ -119,7 +124,8 @@ def _window_events(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
     return short + "".join(
         f'{m.WINDOW_EVENTS.name}{{campaign="{c}",event_type="{t}",window="{label}"}} {n}\n'
         for label, sums in row.horizons.items()
-        for t, n in zip(EVENT_TYPES, sums.counts)
+        if label != "flight"
+        for t, n in zip(HORIZON_EVENT_TYPES, sums.counts)
     )
 
 
@@ -179,6 +185,19 @@ def _pacing(field: str, daily: str, flight: str | None) -> Callable[..., str]:
         return "".join(out)
 
     return lines
+
+
+def _day_elapsed(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
+    if row.plan is None:
+        return ""
+    return f'{m.DAY_ELAPSED.name}{{campaign="{c}"}} {number(row.day_elapsed_s)}\n'
+
+
+def _spend_outside_flight(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
+    today = row.horizons.get("today")
+    if not row.outside_flight or today is None:
+        return ""
+    return f'{m.SPEND_OUTSIDE_FLIGHT.name}{{campaign="{c}"}} {today.spend_micros / 1_000_000!r}\n'
 
 
 def _projected_spend(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
@@ -285,7 +304,8 @@ _COMMON = [
         _pacing(m.BUDGET_USED.name, "budget_used_ratio", "flight_budget_used_ratio"),
     ),
     _Family(m.BUDGET_PACING, _pacing(m.BUDGET_PACING.name, "pacing_ratio", "flight_pacing_ratio")),
-    _Family(m.PROJECTED_SPEND, _projected_spend),
+    _Family(m.DAY_ELAPSED, _day_elapsed),
+    _Family(m.SPEND_OUTSIDE_FLIGHT, _spend_outside_flight),
 ]
 
 FAMILIES: dict[str, list[_Family]] = {
@@ -301,6 +321,7 @@ FAMILIES: dict[str, list[_Family]] = {
             for s, side in enumerate(("lower", "upper"))
         ),
         _Family(m.RESPONSE_SECONDS, _campaign_histogram),
+        _Family(m.PROJECTED_SPEND, _projected_spend),
     ],
 }
 

@@ -64,6 +64,8 @@ class CampaignRow:
     plan: Plan | None = None  # the effective plan (its own, filled from its channel's default)
     day_share: float = 0.0  # of the campaign's day elapsed, in its time zone
     flight_share: float | None = None  # of its flight elapsed (a flight with start and end)
+    day_elapsed_s: float = 0.0  # since the campaign's last midnight
+    outside_flight: bool = False  # today is before its plan's flight or after it
 
     def kind_totals(self) -> list[int]:
         return kind_totals(self.by_channel)
@@ -287,6 +289,11 @@ def _add_horizons(
         for name, span in spans.spans.items()
     }
     row.day_share = share_elapsed(now_ms, spans.day_start_ms, spans.day_end_ms)
+    row.day_elapsed_s = (now_ms - spans.day_start_ms) / 1000
+    row.outside_flight = plan is not None and (
+        (spans.flight_start_ms is not None and now_ms < spans.flight_start_ms)
+        or (spans.flight_end_ms is not None and now_ms >= spans.flight_end_ms)
+    )
     if spans.flight_start_ms is not None and spans.flight_end_ms is not None:
         row.flight_share = share_elapsed(now_ms, spans.flight_start_ms, spans.flight_end_ms)
 
@@ -418,6 +425,7 @@ def merge_rows(rows: list[CampaignRow]) -> CampaignRow:
         first.day_share,
         first.flight_share,
     )
+    merged.day_elapsed_s, merged.outside_flight = first.day_elapsed_s, first.outside_flight
     for name in first.horizons:
         sums = [r.horizons[name] for r in rows if name in r.horizons]
         merged.horizons[name] = WindowTotals(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from stream import changelog
 from stream.codec import decode_key
 from stream.events import ValidationRules, decode_message
-from stream.state import PartitionState, StateConfig
+from stream.state import PLANS, PartitionState, StateConfig
 from tests.factories import NOW_MS
 
 RULES = ValidationRules("USD", 300_000)
@@ -18,11 +18,13 @@ CONFIG = StateConfig(
 )
 
 Msg = tuple  # (kind, offset, value) or (kind, offset, value, Kafka timestamp ms)
+# The plans topic's messages: (PLAN_KIND, offset, (key, value)).
+PLAN_KIND = PLANS
 
 
 def as_messages(payloads: list[tuple[int, bytes]]) -> list[Msg]:
     """Give each (kind, value) the next offset of its topic."""
-    next_offset = [0] * 5
+    next_offset = [0] * (PLAN_KIND + 1)
     out = []
     for kind, value in payloads:
         out.append((kind, next_offset[kind], value))
@@ -43,6 +45,9 @@ def run(
     for start in range(0, len(messages), batch):
         for kind, offset, value, *timestamp in messages[start : start + batch]:
             if offset <= state.meta.checkpoint[kind]:
+                continue
+            if kind == PLAN_KIND:
+                state.apply_plan(offset, *value)
                 continue
             events, rejections = decode_message(value, kind, now_ms, RULES)
             state.apply_message(kind, offset, events, rejections, now_ms, *timestamp)

@@ -81,6 +81,29 @@ SILENCE = {
 }
 L2S = {"kpi": "lead_to_sale", "window": "1h", "op": ">", "threshold": 0.5, "confident": True}
 
+CPA_PLAN = {
+    "kpi": "cpa",
+    "window": "7d",
+    "op": ">",
+    "threshold": {"target": "cpa", "factor": 1.2},
+    "min_volume": {"event_type": "sale", "count": 5},
+}
+CTR_PLAN = {
+    "kpi": "ctr",
+    "window": "today",
+    "op": "<",
+    "threshold": {"target": "ctr", "factor": 0.5},
+    "confident": True,
+    "min_volume": {"event_type": "impression", "count": 2000},
+}
+PACING = {"kpi": "budget_pacing", "op": ">", "threshold": 1.5, "after": "3h"}
+OUTSIDE = {"kpi": "spend_outside_flight", "op": ">", "threshold": 0}
+
+
+def planned(windows: dict, targets=None, budget=None, day_elapsed_s=None) -> Figures:
+    return Figures(windows, 0, None, targets or {}, budget or {}, day_elapsed_s)
+
+
 # (name, rule fields, figures, holds)
 CASES = [
     ("ctr collapsed, sure, enough volume", CTR, Figures({"15m": win(3000, 6)}), True),
@@ -129,6 +152,82 @@ CASES = [
         "spend under",
         {"kpi": "spend", "window": "5m", "op": "<", "threshold": 0.5},
         Figures({"5m": win(spend=0.25)}),
+        True,
+    ),
+    # Against each campaign's own plan, over the long horizons.
+    (
+        "7d cpa over 120% of its target",
+        CPA_PLAN,
+        planned({"7d": win(sales=5, spend=250.5)}, {"cpa": 41.7}),
+        True,
+    ),
+    (
+        "7d cpa just within 120% of its target",
+        CPA_PLAN,
+        planned({"7d": win(sales=5, spend=250.0)}, {"cpa": 41.7}),
+        False,
+    ),
+    (
+        "the same cpa against a higher target",
+        CPA_PLAN,
+        planned({"7d": win(sales=5, spend=250.5)}, {"cpa": 60}),
+        False,
+    ),
+    ("no cpa target: not judged", CPA_PLAN, planned({"7d": win(sales=5, spend=900.0)}), False),
+    (
+        "7d cpa on too few sales",
+        CPA_PLAN,
+        planned({"7d": win(sales=4, spend=900.0)}, {"cpa": 10}),
+        False,
+    ),
+    (
+        "ctr today under half its target, sure",
+        CTR_PLAN,
+        planned({"today": win(4000, 20)}, {"ctr": 0.02}),
+        True,
+    ),
+    (
+        "display ctr normal for display",
+        CTR_PLAN,
+        planned({"today": win(4000, 12)}, {"ctr": 0.004}),
+        False,
+    ),
+    (
+        "30d roas under target",
+        dict(ROAS, window="30d", threshold={"target": "roas", "factor": 1}),
+        planned({"30d": win(clicks=300, revenue=290.0, spend=100.0)}, {"roas": 3}),
+        True,
+    ),
+    (
+        "overspend pacing after 3 hours",
+        PACING,
+        planned({}, {}, {"budget_pacing": 1.8}, 4 * 3600.0),
+        True,
+    ),
+    (
+        "overspend pacing in the first hours",
+        PACING,
+        planned({}, {}, {"budget_pacing": 4.0}, 1800.0),
+        False,
+    ),
+    ("no budget: no pacing", PACING, planned({}, {}, {}, 5 * 3600.0), False),
+    (
+        "under-delivery",
+        {"kpi": "budget_pacing", "op": "<", "threshold": 0.5, "after": "6h"},
+        planned({}, {}, {"budget_pacing": 0.3}, 7 * 3600.0),
+        True,
+    ),
+    (
+        "spend outside the flight",
+        OUTSIDE,
+        planned({}, {}, {"spend_outside_flight": 12.5}, 0.0),
+        True,
+    ),
+    ("inside the flight", OUTSIDE, planned({}, {}, {}, 0.0), False),
+    (
+        "flight pacing over",
+        {"kpi": "flight_pacing", "op": ">", "threshold": 1.2},
+        planned({}, {}, {"flight_pacing": 1.25}),
         True,
     ),
     (

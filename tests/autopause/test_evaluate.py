@@ -53,6 +53,19 @@ def _series(campaign: str, figures: Figures) -> list[dict]:
         for name, ms in (("p50", figs.p50_ms), ("p95", figs.p95_ms)):
             if ms is not None:
                 add(f"kpi_sales_response_{name}_seconds", w, ms / 1000)
+    for kpi, target in figures.targets.items():
+        add("kpi_plan_target", f',kpi="{kpi}"', target)
+    metric_of = {
+        "budget_used": ("kpi_budget_used_ratio", ',period="daily"'),
+        "budget_pacing": ("kpi_budget_pacing_ratio", ',period="daily"'),
+        "flight_budget_used": ("kpi_budget_used_ratio", ',period="flight"'),
+        "flight_pacing": ("kpi_budget_pacing_ratio", ',period="flight"'),
+        "spend_outside_flight": ("kpi_spend_outside_flight", ""),
+    }
+    for kpi, value in figures.budget.items():
+        add(*metric_of[kpi], value)
+    if figures.day_elapsed_s is not None:
+        add("kpi_day_elapsed_seconds", "", figures.day_elapsed_s)
     if figures.awaiting:
         add("kpi_leads_awaiting_contact", "", figures.awaiting)
     if figures.oldest_awaiting_age_s is not None:

@@ -253,3 +253,10 @@ def test_a_campaign_paused_again_after_retirement_gets_a_higher_seq(tmp_path, ta
     view.add(0, 2, first)  # a resend of the old decision changes nothing
     assert view.current["bad"]["ctr_collapse"] == second
     ledger.close()
+
+
+def test_a_runner_takes_every_shipped_rule():
+    """Each shipped rule names the event kinds its trust is judged on (budget rules: spend)."""
+    runner = Runner(load_rules(SETTINGS), SETTINGS)
+    assert set(runner.kinds) >= {"ctr_collapse", "overspend_pacing", "cpa_over_target"}
+    assert runner.kinds["overspend_pacing"][1] == frozenset({0, 1})  # impressions and clicks

@@ -45,6 +45,10 @@ def test_every_default_rule_is_shipped():
         "autopause_breaker_open",
         "campaign_split_across_partitions",
         "autopause_pauser_held",
+        "overspend_pacing",
+        "under_delivery",
+        "daily_budget_spent",
+        "spend_outside_flight",
     }
 
 
@@ -81,6 +85,25 @@ GOOD = {
         ({"may_pause": True, "max_cycles_per_day": 0}, "rule r.max_cycles_per_day"),
         ({"may_pause": True, "cooldown": "soon"}, "rule r.cooldown"),
         ({"kpi": "oldest_uncontacted_lead_age", "window": None, "settle": "10m"}, "rule r.settle"),
+        ({"threshold": {"target": "cpa", "factor": 1}}, "cpa is a target for cpa, not ctr"),
+        ({"threshold": {"target": "ctr", "factor": 0}}, "rule r.threshold.factor"),
+        ({"threshold": {"target": "reach"}}, "rule r.threshold.target"),
+        ({"threshold": {"factor": 2}}, "rule r.threshold"),
+        (
+            {"threshold": {"target": "ctr"}, "may_pause": True, "resume_threshold": 0.01},
+            "rule r.resume_threshold: the threshold is relative to ctr",
+        ),
+        (
+            {
+                "threshold": {"target": "ctr"},
+                "may_pause": True,
+                "resume_threshold": {"target": "ctr", "factor": 0.5},
+            },
+            "rule r.resume_threshold: must be at or above",
+        ),
+        ({"kpi": "response_p95", "window": "7d"}, "trailing windows only, not 7d"),
+        ({"window": "7d", "settle": "1h"}, "rule r.settle: the long horizons"),
+        ({"kpi": "budget_pacing", "window": None, "after": "25h"}, "rule r.after"),
     ],
 )
 def test_bad_rules_fail_naming_the_field(change, message):
@@ -92,7 +115,7 @@ def test_settle_reads_the_window_that_ended_that_long_ago():
     (rule,) = parse_rules(
         {"rules": [{**GOOD, "settle": "15m", "min_volume": {"event_type": "click", "count": 5}}]}
     )
-    assert rule.expr() == (
+    assert rule.condition() == (
         '(campaign:kpi_ctr_ratio{window="15m"} offset 15m < 0.01) and on (campaign) '
         '(kpi_window_events{event_type="click",window="15m"} offset 15m >= 5)'
     )
@@ -111,7 +134,7 @@ def test_confidence_and_volume_compile_to_promql():
             ]
         }
     )
-    assert rule.expr() == (
+    assert rule.condition() == (
         '(campaign:kpi_ctr_ratio_upper{window="15m",campaign=~"brand-.*"} < 0.01) and on (campaign) '
         '(kpi_window_events{event_type="impression",window="15m",campaign=~"brand-.*"} >= 2000)'
     )
@@ -346,3 +369,34 @@ def test_compose_file_is_valid_and_pins_every_image():
         assert image and re.search(r":[\w.-]+$", image) and not image.endswith(":latest"), name
     assert compose["services"]["kafka"]["image"].startswith("apache/kafka:")
     assert compose["services"]["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+
+
+def test_a_rule_against_the_plan_compares_per_campaign_with_its_target():
+    (rule,) = parse_rules(
+        {
+            "rules": [
+                {
+                    **GOOD,
+                    "kpi": "cpa",
+                    "window": "7d",
+                    "op": ">",
+                    "threshold": {"target": "cpa", "factor": 1.2},
+                }
+            ]
+        }
+    )
+    assert rule.target == "cpa" and rule.threshold == 1.2 and rule.window == "7d"
+    assert rule.condition() == (
+        'campaign:kpi_cpa{window="7d"} > on (campaign) group_left () '
+        '(1.2 * max by (campaign) (kpi_plan_target{kpi="cpa"}))'
+    )
+
+
+def test_a_pacing_rule_waits_for_the_first_hours_of_the_campaigns_day():
+    (rule,) = parse_rules(
+        {"rules": [{**GOOD, "kpi": "budget_pacing", "op": ">", "threshold": 1.5, "after": "3h"}]}
+    )
+    assert rule.condition() == (
+        '(kpi_budget_pacing_ratio{period="daily"} > 1.5) and on (campaign) '
+        "(kpi_day_elapsed_seconds >= 10800)"
+    )

@@ -7,7 +7,15 @@ from stream import expiry, sketch
 from stream.events import EVENT_TYPES
 from stream.state import KINDS, PartitionState, histogram_bin
 from tests.factories import NOW_MS, event, kind, raw
-from tests.state_harness import CONFIG, as_messages, buckets, canonical, restore, run
+from tests.state_harness import (
+    CONFIG,
+    PLAN_KIND,
+    as_messages,
+    buckets,
+    canonical,
+    restore,
+    run,
+)
 
 MIN = 60_000
 
@@ -261,17 +269,44 @@ def event_dicts(draw, *, max_age_ms=CONFIG.retention_ms + 10 * MIN):
 
 
 @st.composite
-def payload_lists(draw, **kw):
-    """Messages of one event, a batch of events, a bad payload, or an exact duplicate."""
+def plan_records(draw):
+    """A plans-topic record: a campaign's plan, a channel default, a tombstone, or a bad one."""
+    campaign = draw(st.sampled_from(CAMPAIGNS))
+    shape = draw(st.sampled_from(["plan", "plan", "default", "tombstone", "bad"]))
+    if shape == "default":
+        return (
+            b"\x00channel:search",
+            orjson.dumps({"channel": "search", "targets": {"ctr": 0.03}}),
+        )
+    if shape == "tombstone":
+        return (campaign.encode(), None)
+    if shape == "bad":
+        return (campaign.encode(), orjson.dumps({"campaign_id": campaign, "targets": {"cpa": -1}}))
+    plan = {
+        "campaign_id": campaign,
+        "targets": {"cpa": draw(st.sampled_from([10, 40.5]))},
+        "budget": {"daily": draw(st.sampled_from([50, 100]))},
+        "timezone": draw(st.sampled_from(["UTC", "Europe/Berlin", "America/New_York"])),
+    }
+    return (campaign.encode(), orjson.dumps(plan))
+
+
+@st.composite
+def payload_lists(draw, plans=True, **kw):
+    """Messages of one event, a batch of events, a bad payload, an exact duplicate, or (with
+    ``plans``) a record of the plans topic."""
     payloads: list[tuple[int, bytes]] = []
+    shapes = ["one", "one", "one", "batch", "bad", "dup"] + (["plan"] if plans else [])
     for _ in range(draw(st.integers(1, 40))):
-        shape = draw(st.sampled_from(["one", "one", "one", "batch", "bad", "dup"]))
+        shape = draw(st.sampled_from(shapes))
         if shape == "dup" and payloads:
             payloads.append(draw(st.sampled_from(payloads)))
         elif shape == "bad":
             payloads.append(
                 (draw(st.integers(0, 4)), draw(st.sampled_from([b"{", b"[]", b'{"a":1}'])))
             )
+        elif shape == "plan":
+            payloads.append((PLAN_KIND, draw(plan_records())))
         elif shape == "batch":
             items = draw(st.lists(event_dicts(**kw), min_size=1, max_size=4))
             k = kind(items[0]["event_type"])
@@ -303,7 +338,26 @@ def test_bucket_sums_equal_totals(payloads):
 
 
 @FAST
-@given(payload_lists(max_age_ms=5 * MIN), st.randoms(use_true_random=False), st.integers(1, 9))
+@given(payload_lists(max_age_ms=3 * 86_400_000))
+def test_hour_buckets_hold_every_event_of_the_long_horizon(payloads):
+    """Late conversions included: every counted event within the long retention is in its hour."""
+    state, _ = run(as_messages(payloads))
+    for k in range(KINDS):
+        in_totals = sum(c[k] for t in state.campaigns.values() for c in t.by_channel.values())
+        in_hours = sum(
+            b.counts[k]
+            for t in state.campaigns.values()
+            for _, b in t.hours.buckets(CONFIG.long_bucket_ms)
+        )
+        assert in_hours == in_totals
+
+
+@FAST
+@given(
+    payload_lists(plans=False, max_age_ms=5 * MIN),  # a plan's latest record wins: order matters
+    st.randoms(use_true_random=False),
+    st.integers(1, 9),
+)
 def test_arrival_order_does_not_change_results(payloads, rnd, batch):
     in_order, _ = run(as_messages(payloads))
     shuffled = list(payloads)
@@ -314,7 +368,7 @@ def test_arrival_order_does_not_change_results(payloads, rnd, batch):
 
 
 @FAST
-@given(payload_lists(), st.data(), st.integers(1, 9), st.integers(1, 9))
+@given(payload_lists(max_age_ms=2 * 86_400_000), st.data(), st.integers(1, 9), st.integers(1, 9))
 def test_crash_at_any_point_then_replay_is_exact(payloads, data, batch, replay_batch):
     """A restore of any prefix of the record log, then a replay from its checkpoints, is exact,
     with arrival (Kafka timestamps) jumping past the dedup horizon now and then."""
@@ -333,7 +387,7 @@ def test_crash_at_any_point_then_replay_is_exact(payloads, data, batch, replay_b
     pending = data.draw(st.permutations(pending), label="re-delivery order")
     pending.sort(key=lambda m: (m[0], m[1]))  # ... but each topic in offset order
     interleave = data.draw(
-        st.lists(st.integers(0, 4), min_size=len(pending), max_size=len(pending))
+        st.lists(st.integers(0, PLAN_KIND), min_size=len(pending), max_size=len(pending))
     )
     ordered = _interleave(pending, interleave)
     recovered, _ = run(ordered, state=survivor, batch=replay_batch)
@@ -346,10 +400,11 @@ def test_crash_at_any_point_then_replay_is_exact(payloads, data, batch, replay_b
 
 
 def _interleave(messages, choices):
-    queues = {k: [m for m in messages if m[0] == k] for k in range(KINDS)}
+    topics = PLAN_KIND + 1  # the five input topics and the plans topic
+    queues = {k: [m for m in messages if m[0] == k] for k in range(topics)}
     out = []
     for choice in choices:
-        for k in [(choice + i) % KINDS for i in range(KINDS)]:
+        for k in [(choice + i) % topics for i in range(topics)]:
             if queues[k]:
                 out.append(queues[k].pop(0))
                 break
