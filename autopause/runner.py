@@ -157,7 +157,8 @@ def plan_figures(row: CampaignRow) -> dict:
     today = row.horizons.get("today")
     if row.outside_flight and today is not None:
         budget["spend_outside_flight"] = today.spend_micros / 1_000_000
-    return {"targets": row.plan.targets, "budget": budget, "day_elapsed_s": row.day_elapsed_s}
+    elapsed = row.day_elapsed_s if row.plan.budgets else None  # exported with a budget only
+    return {"targets": row.plan.targets, "budget": budget, "day_elapsed_s": elapsed}
 
 
 def settled_figures(

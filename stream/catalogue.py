@@ -140,7 +140,7 @@ BUDGET_PACING = _spec(
 DAY_ELAPSED = _spec(
     "kpi_day_elapsed_seconds",
     "gauge",
-    "Time since the campaign's last midnight in its time zone (campaigns with a plan): rules on "
+    "Time since the campaign's last midnight in its time zone (campaigns with a budget): rules on "
     "pacing wait for the first hours of the day",
     "campaign",
 )

@@ -50,7 +50,9 @@ def finish_batch(state: PartitionState) -> list[Record]:
                 records.append(
                     (codec.key(p, BUCKET, campaign, start), codec.encode_bucket(*bucket))
                 )
-        for start in sorted(state.dirty_hours.get(campaign, ())):
+        minutes = state.dirty_buckets.get(campaign, ())
+        hours = state.dirty_hours.get(campaign, set()).union(s - s % long_ms for s in minutes)
+        for start in sorted(hours):
             bucket = campaign_state.hours.bucket(start, long_ms)
             if bucket is not None:
                 records.append((codec.key(p, HOUR, campaign, start), codec.encode_bucket(*bucket)))

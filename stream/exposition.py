@@ -188,7 +188,7 @@ def _pacing(field: str, daily: str, flight: str | None) -> Callable[..., str]:
 
 
 def _day_elapsed(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
-    if row.plan is None:
+    if row.plan is None or not row.plan.budgets:  # read by the budget rules (``after``) only
         return ""
     return f'{m.DAY_ELAPSED.name}{{campaign="{c}"}} {number(row.day_elapsed_s)}\n'
 

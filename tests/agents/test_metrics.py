@@ -90,7 +90,7 @@ def test_lean_export_stays_within_the_series_budget_per_campaign():
     planned = Tally(
         s.labels["campaign"] for f in families.values() for s in f.samples if "campaign" in s.labels
     )
-    assert planned["c0"] == 35 + 3 * 6 + 2 + 1 + 1 + 1 + 2 <= 60
+    assert planned["c0"] == 35 + 3 * 6 + 2 + 1 + 1 + 1 + 2 <= 60  # targets, budget, info, day
     _, full = scrape([state], Settings(export="full"))
     full_per_campaign = Tally(
         s.labels["campaign"] for f in full.values() for s in f.samples if "campaign" in s.labels
