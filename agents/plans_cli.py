@@ -2,10 +2,12 @@
 back.
 
 ``load`` reads a CSV, JSON-lines or YAML file (``stream.plan_files``), names every bad row with
-its line and reason, and publishes the good ones: a campaign's plan keyed by its campaign_id (so
-the default partitioner puts it in the campaign's partition), a channel default to every
-partition (each partition folds its own copy). ``show`` reads the topic to its end and prints the
-plans in force, validated as the workers validate them. ``remove`` publishes a tombstone.
+its line and reason, and publishes the good ones, keyed by campaign_id (a channel default by its
+own key), to every partition: each partition folds its own copy, so a campaign's plan is where
+its events are whatever partitioner their producers use (Java's murmur2, librdkafka's CRC32), and
+a channel default reaches every campaign of the channel. ``show`` reads the topic to its end and
+prints the plans in force, validated as the workers validate them. ``remove`` publishes a
+tombstone to every partition.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ async def publish(settings: Settings, plans: Iterable[Plan]) -> None:
         for plan in plans:
             value = orjson.dumps(plan.to_json())
             key = plan_key(plan)
-            for partition in [None] if plan.campaign is not None else partitions:
+            for partition in partitions:
                 await producer.send(topic, value, key=key, partition=partition)
         await producer.flush()
     finally:
@@ -96,10 +98,7 @@ async def remove(
     await producer.start()
     try:
         topic = settings.topics.plans
-        partitions = (
-            [None] if campaign is not None else sorted(await producer.partitions_for(topic))
-        )
-        for partition in partitions:
+        for partition in sorted(await producer.partitions_for(topic)):
             await producer.send(topic, None, key=key, partition=partition)
         await producer.flush()
     finally:

@@ -225,6 +225,7 @@ class Input(NamedTuple):
 
 
 _IDLE = Track()
+IDLE = _IDLE  # a campaign's track under a rule it is not in: nothing pending or in effect
 
 
 def tripped(

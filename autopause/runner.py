@@ -30,6 +30,7 @@ from . import records
 from .engine import (
     DAY_MS,
     HELD,
+    IDLE,
     PAUSED,
     RUNNING,
     Breaker,
@@ -323,8 +324,15 @@ class Runner:
                 evaluations: dict[str, Evaluation] = {}
                 resumes: dict[str, Evaluation | None] = {}
                 for rule in rules:
-                    if rule.target is not None and rule.target not in now_figures.targets:
-                        continue  # no target of its own or by default: not judged by the rule
+                    if (
+                        rule.target is not None
+                        and rule.target not in now_figures.targets
+                        and campaign.tracks.get(rule.name, IDLE) == IDLE
+                    ):
+                        # No target of its own or by default: not judged by the rule. A campaign
+                        # the rule already tracks (pending, paused) is stepped on (its condition
+                        # no longer holds, as in Prometheus): a pause waits for a human.
+                        continue
                     figures = (
                         now_figures
                         if rule.settle == "0s"

@@ -5,7 +5,8 @@ and a month of history.
 
 Folds, through the worker's own pipeline (``agents.pipeline.Pipeline``), one event per campaign
 and hour for ``--days`` days (the event type rotates, so every hour bucket of every campaign is
-filled, as a campaign with traffic every hour), with a plan per campaign. Prints events/s of the fold, the process's RSS, the changelog's
+filled, as a campaign with traffic every hour), with a plan per campaign, and runs the worker's
+expiry after each hour (lead records live for the lead TTL, 7 days). Prints events/s of the fold, the process's RSS, the changelog's
 compacted size, and the time to restore every partition from it (``stream.changelog.load``),
 which is the floor of a worker's restart with that state.
 """
@@ -61,16 +62,19 @@ def main() -> None:
     folded = 0
     fold_seconds = 0.0
 
+    def write(records) -> None:
+        for key, value in records:
+            value = value or b""  # a deletion (no live record is empty)
+            log.write(struct.pack("<II", len(key), len(value)) + key + value)
+            written[0] += 1
+            written[1] += len(key) + len(value)
+
     def fold(messages: list[Message]) -> None:
         nonlocal fold_seconds
         started = time.perf_counter()
         result = pipeline.process(messages)
         fold_seconds += time.perf_counter() - started
-        for key, value in result.records:
-            value = value or b""
-            log.write(struct.pack("<II", len(key), len(value)) + key + value)
-            written[0] += 1
-            written[1] += len(key) + len(value)
+        write(result.records)
 
     print(f"rss at start: {rss_mb():.0f} MB", flush=True)
     plans = []
@@ -112,6 +116,8 @@ def main() -> None:
                 offsets[p][kind] += 1
                 folded += len(events[start : start + 100])
         fold(messages)
+        # The worker's expiry timer: lead records past the lead TTL (7 days) go, a round at a time.
+        write(pipeline.expire())
         if hour % (24 * 5) == 0:
             print(f"  {hours - hour} of {hours} hours folded; rss {rss_mb():.0f} MB", flush=True)
     gc.collect()

@@ -169,7 +169,9 @@ def with_owner(expr: str) -> str:
     """``expr`` with the campaign's plan labels (owner, team) added where it has a plan, for
     routing its alerts (``kpi_plan_info`` is 1: the value is the KPI's); unchanged without."""
     labels = ", ".join(ROUTING_LABELS)
-    info = f"max by (campaign, {labels}) ({m.PLAN_INFO.name})"
+    # One label set per campaign even if two workers export different ones (a campaign split
+    # over partitions): topk picks one, so the join never fails as many-to-many.
+    info = f"topk by (campaign) (1, max by (campaign, {labels}) ({m.PLAN_INFO.name}))"
     return (
         f"(({expr}) * on (campaign) group_left ({labels}) {info}) "
         f"or (({expr}) unless on (campaign) {m.PLAN_INFO.name})"
@@ -195,7 +197,11 @@ def _selector(
 
 
 def _number(value: float | None) -> str:
-    return format(value, "g") if value is not None else "NaN"
+    """As short as it reads, but never rounded: PromQL must compare with the worker's number."""
+    if value is None:
+        return "NaN"
+    short = format(value, "g")
+    return short if float(short) == value else repr(value)
 
 
 def _duration(value: Any, where: str) -> str:
@@ -282,6 +288,7 @@ def _parse_rule(raw: dict, where: str) -> Rule:
             raise RuleError(
                 f"{where}.window: {kpi} is computed over the trailing windows only, not {window}"
             )
+        _check_horizon(kpi, source.event_type, window, f"{where}.window")
     op = raw.get("op")
     if op not in ("<", ">"):
         raise RuleError(f"{where}.op: '<' or '>', got {op!r}")
@@ -310,6 +317,9 @@ def _parse_rule(raw: dict, where: str) -> Rule:
         min_volume = MinVolume(
             mv["event_type"], mv["count"], _window(volume_window, f"{where}.min_volume.window")
         )
+        _check_horizon(
+            f"{mv['event_type']}s", mv["event_type"], min_volume.window, f"{where}.min_volume"
+        )
     campaigns = raw.get("campaigns")
     if campaigns is not None:
         try:
@@ -322,8 +332,14 @@ def _parse_rule(raw: dict, where: str) -> Rule:
     after = _duration(raw.get("after", "0s"), f"{where}.after")
     if parse_duration(after) >= 86400:
         raise RuleError(f"{where}.after: the part of a day to wait, under 24h, got {after}")
+    if after != "0s" and source.period is None:
+        raise RuleError(
+            f"{where}.after: only budget KPIs wait for the first hours of a day "
+            "(kpi_day_elapsed_seconds is exported for campaigns with a budget)"
+        )
     pause = _pause_fields(raw, where, may_pause, op, threshold, source.windowed, kpi, target)
-    if pause.get("settle", "0s") != "0s" and window in HORIZONS:
+    horizons = {window, min_volume.window if min_volume else None} & set(HORIZONS)
+    if pause.get("settle", "0s") != "0s" and horizons:
         raise RuleError(f"{where}.settle: the long horizons are judged as they stand")
     return Rule(
         kind="kpi",
@@ -340,6 +356,17 @@ def _parse_rule(raw: dict, where: str) -> Rule:
         **common,
         **pause,
     )
+
+
+def _check_horizon(kpi: str, event_type: str | None, window: str | None, where: str) -> None:
+    """What the workers export over the long horizons (``stream.exposition``): counts other
+    than sales contacts over today, 7d and 30d; over the flight, revenue and spend only."""
+    if window not in HORIZONS:
+        return
+    if window == "flight" and kpi not in ("revenue", "spend"):
+        raise RuleError(f"{where}: over the flight only revenue and spend are exported, not {kpi}")
+    if event_type == "sales_contact":
+        raise RuleError(f"{where}: sales contacts are not counted over {window}")
 
 
 def _window(value: Any, where: str) -> str:

@@ -32,7 +32,7 @@ class Span(NamedTuple):
 
 class Horizons(NamedTuple):
     spans: dict[str, Span]  # by horizon; ``flight`` only once the flight has begun
-    day_start_ms: int  # the campaign's last midnight
+    day_start_ms: int  # the campaign's last midnight (on the bucket grid: see ``midnight``)
     day_end_ms: int  # its next midnight
     flight_start_ms: int | None  # the midnight that starts the flight
     flight_end_ms: int | None  # the midnight after its last day
@@ -63,24 +63,24 @@ def horizons(
     today = local_date(now_ms, zone)
     current = now_ms - now_ms % long_bucket_ms
 
-    def span_from(midnight_ms: int) -> Span:
-        return Span(midnight_ms - midnight_ms % long_bucket_ms, current)
+    def midnight(day: date) -> int:
+        """The start of the hour bucket holding ``day``'s midnight: the instant itself where the
+        zone's offset is a whole number of buckets. Every boundary, the day's elapsed share
+        included, is on the same grid, so pacing compares what is summed with its share."""
+        instant = local_midnight_ms(day, zone)
+        return instant - instant % long_bucket_ms
 
     spans = {
-        name: span_from(local_midnight_ms(today - timedelta(days=back), zone))
+        name: Span(midnight(today - timedelta(days=back)), current)
         for name, back in _DAYS_BACK.items()
     }
     start_ms = end_ms = None
-    if flight_start is not None:
-        start_ms = local_midnight_ms(flight_start, zone)
-        if flight_start <= today:
-            spans["flight"] = span_from(start_ms)
     if flight_end is not None:
-        end_ms = local_midnight_ms(flight_end + timedelta(days=1), zone)
-    return Horizons(
-        spans,
-        local_midnight_ms(today, zone),
-        local_midnight_ms(today + timedelta(days=1), zone),
-        start_ms,
-        end_ms,
-    )
+        end_ms = midnight(flight_end + timedelta(days=1))
+    if flight_start is not None:
+        start_ms = midnight(flight_start)
+        if flight_start <= today:
+            # The flight's own days: after its end, nothing more counts in it.
+            last = current if end_ms is None else min(current, end_ms - long_bucket_ms)
+            spans["flight"] = Span(start_ms, last)
+    return Horizons(spans, midnight(today), midnight(today + timedelta(days=1)), start_ms, end_ms)

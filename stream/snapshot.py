@@ -23,7 +23,7 @@ from .pacing import Pacing, pacing, share_elapsed
 from .plans import Plan, effective_plan, main_channel
 from .state import FOLDED_CAMPAIGN, FOLDED_CHANNEL, PartitionState
 from .wilson import wilson_bounds
-from .windows import bucket_start
+from .windows import bucket_start, first_kept_start
 
 QUANTILES = (0.5, 0.95)
 
@@ -284,9 +284,12 @@ def _add_horizons(
         plan.flight_start if plan else None,
         plan.flight_end if plan else None,
     )
+    # A flight that began before the oldest kept hour would be summed in part: not reported.
+    kept_from = first_kept_start(now_ms, long_ms, state.config.long_retention_ms)
     row.horizons = {
         name: s.hours.sums_between(span.first, span.last, long_ms)
         for name, span in spans.spans.items()
+        if name != "flight" or span.first >= kept_from
     }
     row.day_share = share_elapsed(now_ms, spans.day_start_ms, spans.day_end_ms)
     row.day_elapsed_s = (now_ms - spans.day_start_ms) / 1000
@@ -294,8 +297,9 @@ def _add_horizons(
         (spans.flight_start_ms is not None and now_ms < spans.flight_start_ms)
         or (spans.flight_end_ms is not None and now_ms >= spans.flight_end_ms)
     )
-    if spans.flight_start_ms is not None and spans.flight_end_ms is not None:
-        row.flight_share = share_elapsed(now_ms, spans.flight_start_ms, spans.flight_end_ms)
+    start, end = spans.flight_start_ms, spans.flight_end_ms
+    if start is not None and end is not None and ("flight" in row.horizons or start > now_ms):
+        row.flight_share = share_elapsed(now_ms, start, end)
 
 
 _NO_RESPONSES: tuple[dict[int, int], float | None, float | None] = ({}, None, None)

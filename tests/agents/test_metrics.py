@@ -375,3 +375,12 @@ def test_a_plan_change_reaches_the_next_scrape():
     snapshot_json(metrics.snapshot())  # rows now cached
     state.apply_plan(0, b"c1", orjson.dumps({"campaign_id": "c1", "targets": {"cpa": 9}}))
     assert snapshot_json(metrics.snapshot())["campaigns"]["c1"]["plan"]["targets"] == {"cpa": 9.0}
+
+
+def test_a_flight_older_than_the_hour_buckets_is_not_reported_in_part():
+    state = state_of(event("click", cost=5))
+    plan = {"campaign_id": "c1", "budget": {"total": 100}, "flight": {"start": "2026-01-01"}}
+    state.apply_plan(0, b"c1", orjson.dumps(plan))
+    as_json = snapshot_json(exporter([state]).snapshot())["campaigns"]["c1"]
+    assert "flight" not in as_json["windows"] and "30d" in as_json["windows"]
+    assert as_json["pacing"]["flight_budget_used_ratio"] is None

@@ -104,6 +104,20 @@ GOOD = {
         ({"kpi": "response_p95", "window": "7d"}, "trailing windows only, not 7d"),
         ({"window": "7d", "settle": "1h"}, "rule r.settle: the long horizons"),
         ({"kpi": "budget_pacing", "window": None, "after": "25h"}, "rule r.after"),
+        ({"after": "3h"}, "only budget KPIs wait"),
+        ({"kpi": "cpa", "window": "flight"}, "over the flight only revenue and spend"),
+        ({"kpi": "sales_contacts", "window": "7d"}, "sales contacts are not counted over 7d"),
+        (
+            {
+                "window": "15m",
+                "min_volume": {"event_type": "click", "count": 5, "window": "flight"},
+            },
+            "rule r.min_volume: over the flight",
+        ),
+        (
+            {"settle": "10m", "min_volume": {"event_type": "click", "count": 5, "window": "7d"}},
+            "rule r.settle: the long horizons",
+        ),
     ],
 )
 def test_bad_rules_fail_naming_the_field(change, message):

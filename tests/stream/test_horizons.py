@@ -186,3 +186,21 @@ def test_the_effective_plan_fills_a_campaigns_gaps_from_its_channel_default():
 def test_main_channel_is_the_busiest_then_the_first_by_name():
     assert main_channel({"b": [1, 0, 0, 0, 0], "a": [0, 1, 0, 0, 0], "c": [0, 0, 0, 0, 0]}) == "a"
     assert main_channel({}) is None
+
+
+def test_in_a_half_hour_zone_the_day_and_its_share_start_on_the_same_bucket():
+    """Pacing compares the spend summed since the day's first bucket with the share of the day
+    since that same bucket (else India would read 3.5 hours of spend against 3)."""
+    now = ms("2026-06-10T21:30:00+00:00")  # 03:00 in Kolkata
+    h = horizons(now, "Asia/Kolkata", HOUR)
+    assert h.day_start_ms == h.spans["today"].first == ms("2026-06-10T18:00:00+00:00")
+    assert share_elapsed(now, h.day_start_ms, h.day_end_ms) == pytest.approx(3.5 / 24)
+
+
+def test_the_flight_horizon_stops_at_its_last_day():
+    now = ms("2026-07-05T12:00:00+00:00")
+    ended = horizons(now, "UTC", HOUR, date(2026, 6, 1), date(2026, 6, 30))
+    assert ended.spans["flight"] == (
+        ms("2026-06-01T00:00:00+00:00"),
+        ms("2026-06-30T23:00:00+00:00"),
+    )
