@@ -260,3 +260,52 @@ def test_a_runner_takes_every_shipped_rule():
     runner = Runner(load_rules(SETTINGS), SETTINGS)
     assert set(runner.kinds) >= {"ctr_collapse", "overspend_pacing", "cpa_over_target"}
     assert runner.kinds["overspend_pacing"][1] == frozenset({0, 1})  # impressions and clicks
+
+
+PLAN_RULES = parse_rules(
+    {
+        "rules": [
+            {
+                "name": "ctr_collapse",
+                "summary": "s",
+                "severity": "page",
+                "kpi": "ctr",
+                "window": "15m",
+                "op": "<",
+                "threshold": {"target": "ctr", "factor": 0.25},
+                "confident": True,
+                "for": "5m",
+                "may_pause": True,
+                "min_volume": {"event_type": "impression", "count": 2000},
+            }
+        ]
+    }
+)
+
+
+def test_a_rule_against_the_plan_judges_campaigns_with_the_target_only():
+    feed, runner = Feed(), Runner(PLAN_RULES, SETTINGS)
+    for offset, campaign in enumerate(("bad", "good")):
+        plan = {"campaign_id": campaign, "targets": {"ctr": 0.02}}
+        assert feed.state.apply_plan(offset, campaign.encode(), orjson.dumps(plan)) is None
+    issued = []
+    for t, traffic in incident(40):
+        now = NOW_MS + t * MIN
+        traffic = [*traffic, ("untargeted", 400, 1)]  # collapsed too, but no CTR target
+        feed.minute(now, traffic)
+        issued += [d for _, d in tick(runner, feed, now + 30_000).to_send]
+    assert [(d["campaign_id"], d["verdict"]) for d in issued] == [("bad", PAUSE)]
+    evidence = issued[0]["evidence"]
+    assert evidence["target"] == "ctr" and evidence["factor"] == 0.25
+    assert evidence["threshold"] == 0.25 * 0.02 and evidence["bound"] < evidence["threshold"]
+    assert "ctr_collapse" not in getattr(feed.state.autopause.get("untargeted"), "tracks", {})
+    assert issued[0]["campaigns_judged"] == 2  # bad and good; not the campaigns without a target
+
+    # Its plan removed, the paused campaign is still stepped (no resume without a human) and a
+    # round goes on without error.
+    feed.state.apply_plan(2, b"bad", None)
+    later = NOW_MS + 41 * MIN
+    feed.minute(later, [("bad", 400, 60)])
+    result = tick(runner, feed, later + 30_000)
+    assert result.to_send == []
+    assert feed.state.autopause["bad"].tracks["ctr_collapse"].phase != RUNNING  # still paused
