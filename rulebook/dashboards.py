@@ -242,47 +242,21 @@ def ops_dashboard(rules: list[Rule], view: View | None = None) -> dict:
     lay = _Layout()
     sel = 'campaign=~"$campaign",window="$window"'
     lay.row("Campaigns")
+    one = 'campaign=~"$campaign"'
     table_targets = [
-        _target(f"{CTR}{{{sel}}}", ref="CTR", instant=True, table=True),
-        _target(f"{CONVERSION}{{{sel}}}", ref="Conversion", instant=True, table=True),
-        _target(f"{P95}{{{sel}}}", ref="Response p95", instant=True, table=True),
-        _target(f"{ROAS}{{{sel}}}", ref="ROAS", instant=True, table=True),
-        _target(
-            f'{WINDOW_EVENTS}{{event_type="impression",{sel}}}',
-            ref="Impressions",
-            instant=True,
-            table=True,
-        ),
-        _target(
-            _per_campaign(TARGET, 'campaign=~"$campaign",kpi="cpa"'),
-            ref="CPA target",
-            instant=True,
-            table=True,
-        ),
-        _target(
-            _per_campaign(SPEND, 'campaign=~"$campaign",window="today"'),
-            ref="Spend today",
-            instant=True,
-            table=True,
-        ),
-        _target(
-            _per_campaign(PLAN_BUDGET, 'campaign=~"$campaign",period="daily"'),
-            ref="Daily budget",
-            instant=True,
-            table=True,
-        ),
-        _target(
-            _per_campaign(PACING, 'campaign=~"$campaign",period="daily"'),
-            ref="Pacing",
-            instant=True,
-            table=True,
-        ),
-        _target(
-            'count by (campaign) (ALERTS{alertstate="firing",campaign=~"$campaign"})',
-            ref="Firing",
-            instant=True,
-            table=True,
-        ),
+        _target(expr, ref=column, instant=True, table=True)
+        for column, expr in (
+            ("CTR", f"{CTR}{{{sel}}}"),
+            ("Conversion", f"{CONVERSION}{{{sel}}}"),
+            ("Response p95", f"{P95}{{{sel}}}"),
+            ("ROAS", f"{ROAS}{{{sel}}}"),
+            ("Impressions", f'{WINDOW_EVENTS}{{event_type="impression",{sel}}}'),
+            ("CPA target", _per_campaign(TARGET, f'{one},kpi="cpa"')),
+            ("Spend today", _per_campaign(SPEND, f'{one},window="today"')),
+            ("Daily budget", _per_campaign(PLAN_BUDGET, f'{one},period="daily"')),
+            ("Pacing", _per_campaign(PACING, f'{one},period="daily"')),
+            ("Firing", f'count by (campaign) (ALERTS{{alertstate="firing",{one}}})'),
+        )
     ]
     overrides = []
     for column, unit, kpi, below_is_bad in (

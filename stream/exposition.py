@@ -142,24 +142,18 @@ def _money(attr: str, name: str) -> Callable[[CampaignRow, str, tuple[str, ...]]
     return lines
 
 
-def _plan_targets(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
-    plan = row.plan
-    if plan is None:
-        return ""
-    return "".join(
-        f'{m.PLAN_TARGET.name}{{campaign="{c}",kpi="{kpi}"}} {number(value)}\n'
-        for kpi, value in sorted(plan.targets.items())
-    )
+def _plan_values(spec: MetricSpec, label: str, field: str) -> Callable[..., str]:
+    """Lines of one of the plan's mappings (targets by KPI, budgets by period)."""
 
+    def lines(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
+        if row.plan is None:
+            return ""
+        return "".join(
+            f'{spec.name}{{campaign="{c}",{label}="{key}"}} {number(value)}\n'
+            for key, value in sorted(getattr(row.plan, field).items())
+        )
 
-def _plan_budgets(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
-    plan = row.plan
-    if plan is None:
-        return ""
-    return "".join(
-        f'{m.PLAN_BUDGET.name}{{campaign="{c}",period="{period}"}} {number(value)}\n'
-        for period, value in sorted(plan.budgets.items())
-    )
+    return lines
 
 
 def _plan_info(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
@@ -296,8 +290,8 @@ _COMMON = [
     _Family(m.RESPONSE_P95, _quantile("p95_ms", m.RESPONSE_P95.name)),
     _Family(m.LEADS_AWAITING, _per_campaign(m.LEADS_AWAITING.name, lambda r: r.awaiting)),
     _Family(m.CONTACTS_UNMATCHED, _per_campaign(m.CONTACTS_UNMATCHED.name, lambda r: r.unmatched)),
-    _Family(m.PLAN_TARGET, _plan_targets),
-    _Family(m.PLAN_BUDGET, _plan_budgets),
+    _Family(m.PLAN_TARGET, _plan_values(m.PLAN_TARGET, "kpi", "targets")),
+    _Family(m.PLAN_BUDGET, _plan_values(m.PLAN_BUDGET, "period", "budgets")),
     _Family(m.PLAN_INFO, _plan_info),
     _Family(
         m.BUDGET_USED,

@@ -24,25 +24,20 @@ from tests.state_harness import CONFIG, restore
 MIN = 60_000
 SETTINGS = Settings()
 WINDOWS_MS = (300_000, 900_000, 3_600_000)
-RULES = parse_rules(
-    {
-        "rules": [
-            {
-                "name": "ctr_collapse",
-                "summary": "s",
-                "severity": "page",
-                "kpi": "ctr",
-                "window": "15m",
-                "op": "<",
-                "threshold": 0.005,
-                "confident": True,
-                "for": "5m",
-                "may_pause": True,
-                "min_volume": {"event_type": "impression", "count": 2000},
-            }
-        ]
-    }
-)
+CTR_RULE = {
+    "name": "ctr_collapse",
+    "summary": "s",
+    "severity": "page",
+    "kpi": "ctr",
+    "window": "15m",
+    "op": "<",
+    "threshold": 0.005,
+    "confident": True,
+    "for": "5m",
+    "may_pause": True,
+    "min_volume": {"event_type": "impression", "count": 2000},
+}
+RULES = parse_rules({"rules": [CTR_RULE]})
 
 
 class Feed:
@@ -262,25 +257,7 @@ def test_a_runner_takes_every_shipped_rule():
     assert runner.kinds["overspend_pacing"][1] == frozenset({0, 1})  # impressions and clicks
 
 
-PLAN_RULES = parse_rules(
-    {
-        "rules": [
-            {
-                "name": "ctr_collapse",
-                "summary": "s",
-                "severity": "page",
-                "kpi": "ctr",
-                "window": "15m",
-                "op": "<",
-                "threshold": {"target": "ctr", "factor": 0.25},
-                "confident": True,
-                "for": "5m",
-                "may_pause": True,
-                "min_volume": {"event_type": "impression", "count": 2000},
-            }
-        ]
-    }
-)
+PLAN_RULES = parse_rules({"rules": [{**CTR_RULE, "threshold": {"target": "ctr", "factor": 0.25}}]})
 
 
 def test_a_rule_against_the_plan_judges_campaigns_with_the_target_only():
