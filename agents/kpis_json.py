@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from stream.durations import format_duration
 from stream.events import EVENT_TYPES
-from stream.kpis import compute_kpis
 from stream.snapshot import Snapshot
 
 
@@ -25,12 +24,13 @@ def snapshot_json(snap: Snapshot) -> dict:
                 "sales_response_p50_seconds": None if win.p50_ms is None else win.p50_ms / 1000,
                 "sales_response_p95_seconds": None if win.p95_ms is None else win.p95_ms / 1000,
             }
+        horizon_kpis = row.horizon_kpis()
         for label, sums in row.horizons.items():
             windows[label] = {
                 "events": dict(zip(EVENT_TYPES, sums.counts)),
                 "revenue": sums.revenue_micros / 1_000_000,
                 "spend": sums.spend_micros / 1_000_000,
-                **compute_kpis(sums.counts, sums.revenue_micros, sums.spend_micros)._asdict(),
+                **horizon_kpis[label]._asdict(),
                 # Response quantiles come from the minute sketches: trailing windows only.
                 "sales_response_p50_seconds": None,
                 "sales_response_p95_seconds": None,

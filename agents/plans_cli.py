@@ -22,7 +22,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from stream.plan_files import FileRefused, format_of, read_plans
-from stream.plans import Plan, plan_key, validate_plan
+from stream.plans import Plan, channel_key, plan_key, validate_plan
 from stream.settings import Settings
 
 from .kafka_auth import aiokafka_kwargs
@@ -89,11 +89,7 @@ async def remove(
         print("kpi-monitor plans remove: set KPI_BROKER or --broker", file=sys.stderr)
         return 2
     await ensure_topics(settings)
-    key = (
-        campaign.encode()
-        if campaign is not None
-        else plan_key(Plan(None, channel, {}, {}, None, None, None, {}))
-    )
+    key = (campaign if campaign is not None else channel_key(channel or "")).encode()
     producer = _producer(settings)
     await producer.start()
     try:

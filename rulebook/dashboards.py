@@ -12,13 +12,15 @@ from typing import Any
 
 from stream import catalogue as m
 from stream.exposition import window_labels
+from stream.horizons import HORIZONS
 from stream.settings import Settings
 
 from .alerting import DATASOURCE_UID
 from .recording import recorded_ratio
 from .rules import Rule
 
-LONG_WINDOWS = ("today", "7d", "30d")
+# The long horizons with counts (the flight has revenue and spend only: stream.exposition).
+LONG_WINDOWS = tuple(h for h in HORIZONS if h != "flight")
 TARGETED = ("ctr", "conversion", "cpa", "roas", "response_p95")  # KPIs with plan targets shown
 CTR, CONVERSION, LEAD_RATE, LEAD_TO_SALE, ROAS, CPA, CPC = (
     recorded_ratio(k)

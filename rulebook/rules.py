@@ -13,6 +13,7 @@ from typing import Any
 from stream import catalogue as m
 from stream.durations import format_duration, parse_duration
 from stream.events import EVENT_TYPES
+from stream.exposition import HORIZON_EVENT_TYPES
 from stream.horizons import HORIZONS
 from stream.kpis import RATIOS
 from stream.plans import TARGETS as PLAN_TARGETS
@@ -53,8 +54,6 @@ KPIS: dict[str, KpiSource] = {
     **{f"{t}s": KpiSource(m.WINDOW_EVENTS.name, event_type=t) for t in EVENT_TYPES},
 }
 SEVERITIES = ("page", "ticket", "info")
-# The KPI a plan target is compared with, by target name (stream.plans.TARGETS).
-TARGET_KPI = {target: target for target in PLAN_TARGETS}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -365,7 +364,7 @@ def _check_horizon(kpi: str, event_type: str | None, window: str | None, where: 
         return
     if window == "flight" and kpi not in ("revenue", "spend"):
         raise RuleError(f"{where}: over the flight only revenue and spend are exported, not {kpi}")
-    if event_type == "sales_contact":
+    if event_type is not None and event_type not in HORIZON_EVENT_TYPES:
         raise RuleError(f"{where}: sales contacts are not counted over {window}")
 
 
@@ -385,8 +384,8 @@ def _threshold(value: Any, where: str, kpi: str, target: str | None) -> tuple[st
         name = value["target"]
         if name not in PLAN_TARGETS:
             raise RuleError(f"{where}.target: one of the plan targets {sorted(PLAN_TARGETS)}")
-        if TARGET_KPI[name] != kpi:
-            raise RuleError(f"{where}.target: {name} is a target for {TARGET_KPI[name]}, not {kpi}")
+        if name != kpi:  # a plan's targets are named by the KPI they are for
+            raise RuleError(f"{where}.target: {name} is a target for {name}, not {kpi}")
         if target is not None and name != target:
             raise RuleError(f"{where}.target: must be the rule's threshold target ({target})")
         factor = value.get("factor", 1)

@@ -34,26 +34,12 @@ def expire(state: PartitionState, now_ms: int, lead_budget: int = 2_000) -> list
     cutoff = first_kept_start(now_ms, config.bucket_ms, config.retention_ms)
     if cutoff != state.expired_cutoff:
         state.expired_cutoff = cutoff
-        for campaign, campaign_state in state.campaigns.items():
-            for start in campaign_state.drop_buckets_before(cutoff, config.bucket_ms):
-                state.dirty_buckets.get(campaign, set()).discard(start)
-                deletions.append((codec.key(p, BUCKET, campaign, start), None))
-                campaign_state.version += 1
-            if not campaign_state.holds_buckets:
-                candidates.add(campaign)
+        _drop_buckets(state, cutoff, config.bucket_ms, BUCKET, deletions, candidates)
         state.index.drop_sketches_before(cutoff)
-    long_ms = config.long_bucket_ms
-    long_cutoff = first_kept_start(now_ms, long_ms, config.long_retention_ms)
+    long_cutoff = first_kept_start(now_ms, config.long_bucket_ms, config.long_retention_ms)
     if long_cutoff != state.expired_long_cutoff:
         state.expired_long_cutoff = long_cutoff
-        for campaign, campaign_state in state.campaigns.items():
-            hours = campaign_state.hours
-            for start in hours.drop_buckets_before(long_cutoff, long_ms):
-                state.dirty_hours.get(campaign, set()).discard(start)
-                deletions.append((codec.key(p, HOUR, campaign, start), None))
-                campaign_state.version += 1
-            if not campaign_state.holds_buckets:
-                candidates.add(campaign)
+        _drop_buckets(state, long_cutoff, config.long_bucket_ms, HOUR, deletions, candidates)
     archived: dict[str, list[str]] = {}
     scanned, new_cycle = 0, False
     while scanned < lead_budget:
@@ -110,3 +96,26 @@ def expire(state: PartitionState, now_ms: int, lead_budget: int = 2_000) -> list
         # Admitted channels are those some campaign still counts (as after a restore).
         state.channels = {c for s in state.campaigns.values() for c in s.by_channel if c != OTHER}
     return records + deletions
+
+
+def _drop_buckets(
+    state: PartitionState,
+    cutoff: int,
+    bucket_ms: int,
+    tag: str,
+    deletions: list[Record],
+    candidates: set[str],
+) -> None:
+    """Drop every campaign's buckets of one resolution (``tag``: minute ``BUCKET`` or ``HOUR``)
+    starting before ``cutoff``, with their records; campaigns left with no bucket of either
+    resolution become retirement ``candidates``."""
+    hours = tag == HOUR
+    dirty = state.dirty_hours if hours else state.dirty_buckets
+    for campaign, campaign_state in state.campaigns.items():
+        series = campaign_state.hours if hours else campaign_state
+        for start in series.drop_buckets_before(cutoff, bucket_ms):
+            dirty.get(campaign, set()).discard(start)
+            deletions.append((codec.key(state.partition, tag, campaign, start), None))
+            campaign_state.version += 1
+        if not campaign_state.holds_buckets:
+            candidates.add(campaign)

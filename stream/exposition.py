@@ -25,7 +25,7 @@ from . import catalogue as m
 from .catalogue import MetricSpec
 from .durations import format_duration
 from .events import EVENT_TYPES
-from .kpis import RATIOS, Kpis, compute_kpis
+from .kpis import RATIOS, Kpis
 from .leads import HISTOGRAM_BINS, HISTOGRAM_BOUNDS_SECONDS
 from .plans import LABELS
 from .snapshot import CampaignRow, Snapshot, add_channel_totals, add_histogram
@@ -227,8 +227,9 @@ def _every_window(row: CampaignRow, w: tuple[str, ...]) -> Iterator[tuple[str, K
     """(label, KPIs, counts) of the trailing windows, then of the long horizons."""
     for win, label in zip(row.windows, w):
         yield label, win.kpis(), win.counts
+    kpis = row.horizon_kpis()
     for label, sums in row.horizons.items():
-        yield label, compute_kpis(sums.counts, sums.revenue_micros, sums.spend_micros), sums.counts
+        yield label, kpis[label], sums.counts
 
 
 def _ratio(index: int) -> Callable[[CampaignRow, str, tuple[str, ...]], str]:

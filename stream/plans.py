@@ -254,13 +254,13 @@ def plan_key(plan: Plan) -> bytes:
     if plan.campaign is not None:
         return plan.campaign.encode()
     assert plan.channel is not None
-    return b"\x00channel:" + plan.channel.encode()
+    return channel_key(plan.channel).encode()
 
 
 def decode_plan_record(key: bytes | None, value: bytes | None) -> tuple[str, Plan | None] | str:
     """A plans-topic record: (its key as text, the plan, or None for a tombstone), or why it is
-    refused. The key must be the plan's own (``plan_key``): a plan keyed otherwise would sit in
-    another campaign's partition."""
+    refused. The key must be the plan's own (``plan_key``): compaction keeps the latest record
+    per key, so a plan under another key would outlive its own tombstone."""
     if not key:
         return "a plan record needs a key"
     try:

@@ -22,7 +22,6 @@ from .leads import HISTOGRAM_BINS
 from .pacing import Pacing, pacing, share_elapsed
 from .plans import Plan, effective_plan, main_channel
 from .state import FOLDED_CAMPAIGN, FOLDED_CHANNEL, PartitionState
-from .wilson import wilson_bounds
 from .windows import bucket_start, first_kept_start
 
 QUANTILES = (0.5, 0.95)
@@ -44,9 +43,6 @@ class WindowRow:
             self._kpis = compute_kpis(self.counts, self.revenue_micros, self.spend_micros)
         return self._kpis
 
-    def wilson(self, successes: int, trials: int) -> tuple[float, float] | None:
-        return wilson_bounds(self.counts[successes], self.counts[trials])
-
 
 @dataclass(slots=True, eq=False)
 class CampaignRow:
@@ -66,6 +62,16 @@ class CampaignRow:
     flight_share: float | None = None  # of its flight elapsed (a flight with start and end)
     day_elapsed_s: float = 0.0  # since the campaign's last midnight
     outside_flight: bool = False  # today is before its plan's flight or after it
+    _horizon_kpis: dict[str, Kpis] | None = None
+
+    def horizon_kpis(self) -> dict[str, Kpis]:
+        """The KPIs of each long horizon, computed once per row (every format reads them)."""
+        if self._horizon_kpis is None:
+            self._horizon_kpis = {
+                label: compute_kpis(sums.counts, sums.revenue_micros, sums.spend_micros)
+                for label, sums in self.horizons.items()
+            }
+        return self._horizon_kpis
 
     def kind_totals(self) -> list[int]:
         return kind_totals(self.by_channel)
