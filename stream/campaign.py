@@ -3,10 +3,12 @@ for the short trailing windows, hours for the long horizons) and all-time totals
 
 Buckets are packed rows of one ``array('q')``, dense from the oldest kept bucket: row ``i`` is the
 bucket starting at ``first_start + i * bucket_ms``. A row is ``ROW`` int64s: five counts (by event
-kind), revenue and spend (micros), then five ``hw`` positions (see ``stream.state``). A row whose
-``hw`` are all -1 is a gap: no event of that bucket was folded. Kept buckets span at most the
-retention plus the future tolerance, so a campaign costs at most ~100 bytes per bucket of that
-span, instead of the ~550 of an object per bucket.
+kind), then revenue and spend (micros). A row whose counts are all 0 is a gap: no event of that
+bucket was folded. Kept buckets span at most the retention plus the future tolerance, so a campaign
+costs at most 56 bytes per bucket of that span (a month of hours: 43 KB), instead of the ~550 of an
+object per bucket. A row holds no positions: a bucket's record gets its ``hw`` when it is written
+(``stream.changelog``), and only rows restored ahead of their partition's checkpoint need theirs in
+memory (``PartitionState.replay_hw``).
 """
 
 from __future__ import annotations
@@ -16,17 +18,17 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 KINDS = 5
-REVENUE, SPEND, HW = 5, 6, 7
-ROW = HW + KINDS
-_GAP_ROW = array("q", [0] * HW + [-1] * KINDS)
+REVENUE, SPEND = 5, 6
+ROW = KINDS + 2
+_GAP_ROW = array("q", [0] * ROW)
 _INT64_MAX = (1 << 63) - 1
+_NOTHING_SEALED = -(1 << 62)
 
 
 class Bucket(NamedTuple):
     counts: list[int]
     revenue: int  # micros
     spend: int  # micros
-    hw: list[int]
 
 
 class WindowTotals(NamedTuple):
@@ -38,13 +40,21 @@ class WindowTotals(NamedTuple):
 
 
 class BucketRows:
-    """One resolution of a campaign's buckets: dense packed rows from ``first_start``."""
+    """One resolution of a campaign's buckets: dense packed rows from ``first_start``.
 
-    __slots__ = ("first_start", "rows")
+    Sums over long spans (a month of hours) are read far more often than the past changes, so
+    ``sums_between`` remembers the part of a span before the reader's current bucket (the
+    *sealed* part) until an event lands there: every fold of a bucket before ``sealed_before``
+    bumps ``epoch``, which drops what was remembered."""
+
+    __slots__ = ("epoch", "first_start", "rows", "sealed", "sealed_before")
 
     def __init__(self) -> None:
         self.rows = array("q")
         self.first_start = 0
+        self.sealed_before = _NOTHING_SEALED
+        self.epoch = 0
+        self.sealed: dict[tuple[int, int, int, int], WindowTotals] = {}
 
     def _row_of(self, start: int, bucket_ms: int) -> int:
         """Index of the row for ``start``, growing the dense span to hold it."""
@@ -63,20 +73,16 @@ class BucketRows:
             rows.extend(_GAP_ROW * missing)
         return index
 
-    def add(
-        self, kind: int, pos: int, start: int, amount: int, money_column: int, bucket_ms: int
-    ) -> bool:
-        """Fold one event into its bucket; False if the bucket already holds that position."""
+    def add(self, kind: int, start: int, amount: int, money_column: int, bucket_ms: int) -> None:
+        """Fold one event into its bucket."""
+        if start < self.sealed_before:
+            self.epoch += 1
         base = self._row_of(start, bucket_ms) * ROW
         rows = self.rows
-        if rows[base + HW + kind] >= pos:
-            return False
         rows[base + kind] += 1
         if amount:
             total = rows[base + money_column] + amount
             rows[base + money_column] = total if total <= _INT64_MAX else _INT64_MAX
-        rows[base + HW + kind] = pos
-        return True
 
     def bucket(self, start: int, bucket_ms: int) -> Bucket | None:
         index = (start - self.first_start) // bucket_ms
@@ -84,9 +90,18 @@ class BucketRows:
             return None
         base = index * ROW
         row = self.rows[base : base + ROW]
-        if max(row[HW:]) < 0:
+        if not any(row[:KINDS]):
             return None
-        return Bucket(list(row[:KINDS]), row[REVENUE], row[SPEND], list(row[HW:]))
+        return Bucket(list(row[:KINDS]), row[REVENUE], row[SPEND])
+
+    def row_values(self, start: int, bucket_ms: int) -> list[int] | None:
+        """The ``ROW`` values of bucket ``start`` as a list (counts, revenue, spend), or None if
+        it holds no event: ``bucket`` without the objects, for the changelog writer."""
+        index = (start - self.first_start) // bucket_ms
+        if index < 0:
+            return None
+        row = self.rows[index * ROW : index * ROW + ROW].tolist()
+        return row if row and any(row[:KINDS]) else None
 
     def buckets(self, bucket_ms: int) -> Iterator[tuple[int, Bucket]]:
         """(start, bucket) of every kept bucket, oldest first."""
@@ -97,10 +112,9 @@ class BucketRows:
                 yield start, bucket
 
     def put_bucket(self, start: int, bucket: Bucket, bucket_ms: int) -> None:
+        self.epoch += 1
         base = self._row_of(start, bucket_ms) * ROW
-        self.rows[base : base + ROW] = array(
-            "q", [*bucket.counts, bucket.revenue, bucket.spend, *bucket.hw]
-        )
+        self.rows[base : base + ROW] = array("q", [*bucket.counts, bucket.revenue, bucket.spend])
 
     def drop_buckets_before(self, cutoff_start: int, bucket_ms: int) -> list[int]:
         """Forget buckets starting before ``cutoff_start``; return the starts of those that held
@@ -110,10 +124,11 @@ class BucketRows:
         count = min(len(self.rows) // ROW, max(0, (cutoff_start - self.first_start) // bucket_ms))
         if count == 0:
             return []
+        self.epoch += 1
         dropped = [
             self.first_start + i * bucket_ms
             for i in range(count)
-            if max(self.rows[i * ROW + HW : (i + 1) * ROW]) >= 0
+            if any(self.rows[i * ROW : i * ROW + KINDS])
         ]
         del self.rows[: count * ROW]
         self.first_start += count * bucket_ms
@@ -136,29 +151,63 @@ class BucketRows:
         count = len(rows) // ROW
         hi = min(count, (current_start - self.first_start) // bucket_ms + 1) if count else 0
         out: dict[int, WindowTotals] = {}  # by window index
-        sums = [0] * HW  # counts by kind, revenue, spend
+        sums = [0] * ROW  # counts by kind, revenue, spend
         covered = max(0, hi)  # rows [covered, hi) are in ``sums``
         for i in sorted(range(len(windows_ms)), key=windows_ms.__getitem__):
             lo = max(0, (current_start - windows_ms[i] + bucket_ms - self.first_start) // bucket_ms)
             if lo < covered:
                 a, b = lo * ROW, covered * ROW
-                for column in range(HW):
+                for column in range(ROW):
                     sums[column] += sum(rows[a + column : b : ROW])
                 covered = lo
             out[i] = WindowTotals(sums[:KINDS], sums[REVENUE], sums[SPEND])
         return [out[i] for i in range(len(windows_ms))]
 
-    def sums_between(self, first: int, last: int, bucket_ms: int) -> WindowTotals:
+    def sums_between(
+        self, first: int, last: int, bucket_ms: int, current: int | None = None
+    ) -> WindowTotals:
         """Sums of the buckets starting in ``[first, last]`` (a calendar window: the long
-        horizons' ``today``, ``7d``, ``30d`` and ``flight``)."""
+        horizons' ``today``, ``7d``, ``30d`` and ``flight``). With ``current`` (the reader's
+        current bucket), the part before it is remembered until a fold changes it."""
+        if current is None or first >= current:
+            return self._sums_between(first, last, bucket_ms)
+        if self.sealed_before != current:
+            self.sealed_before = current
+            self.sealed = {}
+        sealed_last = min(last, current - bucket_ms)
+        key = (first, sealed_last, self.first_start, self.epoch)
+        past = self.sealed.get(key)
+        if past is None:
+            if len(self.sealed) > 16:  # stale epochs' entries
+                self.sealed = {}
+            past = self.sealed[key] = self._sums_between(first, sealed_last, bucket_ms)
+        if last < current:
+            return past
+        if last == current:  # the usual case: the current bucket alone, one row
+            row = self.row_values(current, bucket_ms)
+            if row is None:
+                return past
+            return WindowTotals(
+                [a + b for a, b in zip(past.counts, row)],
+                past.revenue_micros + row[REVENUE],
+                past.spend_micros + row[SPEND],
+            )
+        now = self._sums_between(current, last, bucket_ms)
+        return WindowTotals(
+            [a + b for a, b in zip(past.counts, now.counts)],
+            past.revenue_micros + now.revenue_micros,
+            past.spend_micros + now.spend_micros,
+        )
+
+    def _sums_between(self, first: int, last: int, bucket_ms: int) -> WindowTotals:
         rows = self.rows
         count = len(rows) // ROW
         lo = max(0, -(-(first - self.first_start) // bucket_ms))
         hi = min(count, (last - self.first_start) // bucket_ms + 1)
-        sums = [0] * HW
+        sums = [0] * ROW
         if lo < hi:
             a, b = lo * ROW, hi * ROW
-            for column in range(HW):
+            for column in range(ROW):
                 sums[column] = sum(rows[a + column : b : ROW])
         return WindowTotals(sums[:KINDS], sums[REVENUE], sums[SPEND])
 

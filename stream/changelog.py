@@ -22,7 +22,7 @@ from .events import LEAD as LEAD_KIND
 from .events import SALES_CONTACT
 from .leads import HISTOGRAM_BINS, LeadJoin
 from .plans import validate_plan
-from .state import OTHER, POSITION_BITS, Meta, PartitionState
+from .state import OTHER, POSITION_BITS, Meta, PartitionState, last_position
 
 
 def finish_batch(state: PartitionState) -> list[Record]:
@@ -40,22 +40,27 @@ def finish_batch(state: PartitionState) -> list[Record]:
     long_ms = state.config.long_bucket_ms
     dirty = state.dirty_buckets.keys() | state.dirty_hours.keys() | state.dirty_totals
     known = sorted(dirty - set(new) - {OTHER})
+    # A bucket record's hw is what the partition has folded (``stream.state``): one list for
+    # the batch, unless a restore left records ahead of the checkpoint.
+    through = list(state.folded_through)
+    replaying = bool(state.replay_hw)
     for campaign in [*known, *new, OTHER]:
         campaign_state = state.campaigns.get(campaign)
         if campaign_state is None:
             continue
-        for start in sorted(state.dirty_buckets.get(campaign, ())):
-            bucket = campaign_state.bucket(start, bucket_ms)
-            if bucket is not None:
-                records.append(
-                    (codec.key(p, BUCKET, campaign, start), codec.encode_bucket(*bucket))
-                )
         minutes = state.dirty_buckets.get(campaign, ())
-        hours = state.dirty_hours.get(campaign, set()).union(s - s % long_ms for s in minutes)
+        for start in sorted(minutes):
+            row = campaign_state.row_values(start, bucket_ms)
+            if row is not None:
+                hw = state.record_hw(BUCKET, campaign, start) if replaying else through
+                records.append((codec.key(p, BUCKET, campaign, start), codec.encode_row(row, hw)))
+        hours = {s - s % long_ms for s in minutes}
+        hours.update(state.dirty_hours.get(campaign, ()))
         for start in sorted(hours):
-            bucket = campaign_state.hours.bucket(start, long_ms)
-            if bucket is not None:
-                records.append((codec.key(p, HOUR, campaign, start), codec.encode_bucket(*bucket)))
+            row = campaign_state.hours.row_values(start, long_ms)
+            if row is not None:
+                hw = state.record_hw(HOUR, campaign, start) if replaying else through
+                records.append((codec.key(p, HOUR, campaign, start), codec.encode_row(row, hw)))
         if campaign in state.dirty_totals:
             records.append(totals_record(state, campaign))
     for campaign, lead_id in sorted(state.dirty_leads):
@@ -134,19 +139,35 @@ def _meta_record(state: PartitionState) -> Record:
 
 def load(state: PartitionState, records: Iterable[tuple[list, bytes]]) -> None:
     """Rebuild from restored records (decoded keys, raw values), in any order."""
+    records = records if isinstance(records, list) else list(records)
+    for key, value in records:
+        if key[1] == META:
+            m = codec.decode_meta(value)
+            state.meta = Meta(
+                m["ckpt"], m["wm"], m["rej"], m["late"], m["dup"], m["fold"], m["arr"]
+            )
+    # What the restored checkpoint covers; bucket records ahead of it keep their hw until the
+    # replay has passed them (``PartitionState.replay_hw``).
+    through = [last_position(offset) for offset in state.meta.checkpoint[:KINDS]]
+    state.folded_through = list(through)
+    replay_until = state.replay_until
     bucket_ms, long_ms = state.config.bucket_ms, state.config.long_bucket_ms
     leads = []
     chunks = []
     for key, value in records:
         tag = key[1]
-        if tag == BUCKET:
-            _ensure_campaign(state, key[2]).put_bucket(
-                key[3], Bucket(*codec.decode_bucket(value)), bucket_ms
+        if tag in (BUCKET, HOUR):
+            counts, revenue, spend, hw = codec.decode_bucket(value)
+            campaign_state = _ensure_campaign(state, key[2])
+            rows = campaign_state if tag == BUCKET else campaign_state.hours
+            rows.put_bucket(
+                key[3], Bucket(counts, revenue, spend), bucket_ms if tag == BUCKET else long_ms
             )
-        elif tag == HOUR:
-            _ensure_campaign(state, key[2]).hours.put_bucket(
-                key[3], Bucket(*codec.decode_bucket(value)), long_ms
-            )
+            if any(h > t for h, t in zip(hw, through)):
+                state.replay_hw[(tag, key[2], key[3])] = hw
+                for kind, h in enumerate(hw):
+                    if h > replay_until[kind]:
+                        replay_until[kind] = h
         elif tag == TOTALS:
             campaign_state = _ensure_campaign(state, key[2])
             (
@@ -167,11 +188,6 @@ def load(state: PartitionState, records: Iterable[tuple[list, bytes]]) -> None:
             plan = validate_plan(orjson.loads(value))
             if not isinstance(plan, str):  # validated when folded: a refusal is a newer schema
                 state.plans[key[2]] = plan
-        elif tag == META:
-            m = codec.decode_meta(value)
-            state.meta = Meta(
-                m["ckpt"], m["wm"], m["rej"], m["late"], m["dup"], m["fold"], m["arr"]
-            )
     for kind, (max_watermark, entries) in chunks:
         # Ids remembered by a batch whose Meta did not survive are forgotten: that batch is
         # replayed and remembers them again, and meanwhile they must not hide the entries the

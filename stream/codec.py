@@ -55,6 +55,11 @@ def encode_bucket(counts: list[int], revenue: int, spend: int, hw: list[int]) ->
     return _dumps([counts, revenue, spend, hw])
 
 
+def encode_row(row: list[int], hw: list[int]) -> bytes:
+    """``encode_bucket`` of a bucket row's values (five counts, revenue, spend)."""
+    return _dumps([row[:5], row[5], row[6], hw])
+
+
 def decode_bucket(raw: bytes) -> tuple[list[int], int, int, list[int]]:
     counts, revenue, spend, hw = orjson.loads(raw)
     return counts, revenue, spend, hw

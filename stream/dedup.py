@@ -103,9 +103,17 @@ class DedupIndex:
             return None
         return self._by_seq[locator >> _INDEX_BITS].entry(locator & _INDEX_MASK)
 
-    def is_duplicate(self, event_id: str, pos: int, watermark: int) -> bool:
+    def is_duplicate(
+        self,
+        event_id: str,
+        pos: int,
+        watermark: int,
+        _blake2b=hashlib.blake2b,
+        _from_bytes=int.from_bytes,
+    ) -> bool:
         """True if ``event_id`` was seen at another position within the horizon; else remember it."""
-        hashed = id_hash(event_id)
+        # ``id_hash`` inlined: this runs once per event.
+        hashed = _from_bytes(_blake2b(event_id.encode(), digest_size=8).digest(), "little") or 1
         table = self._table
         slot = table.find(hashed)
         locator = table.value_at(slot)

@@ -292,8 +292,9 @@ def _add_horizons(
     )
     # A flight that began before the oldest kept hour would be summed in part: not reported.
     kept_from = first_kept_start(now_ms, long_ms, state.config.long_retention_ms)
+    current = now_ms - now_ms % long_ms
     row.horizons = {
-        name: s.hours.sums_between(span.first, span.last, long_ms)
+        name: s.hours.sums_between(span.first, span.last, long_ms, current)
         for name, span in spans.spans.items()
         if name != "flight" or span.first >= kept_from
     }

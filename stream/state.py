@@ -22,8 +22,15 @@ lead record have expired.
 
 **Two resolutions.** Every event within reach lands in a minute bucket (the short trailing windows,
 kept ``retention_ms``) and in an hour bucket (the long horizons: today, 7d, 30d, flight, kept
-``long_retention_ms``), each with its own ``hw``: an event too old for the minute buckets still
-counts in its hour (and in ``Meta.late``, which is about the short windows).
+``long_retention_ms``): an event too old for the minute buckets still counts in its hour (and in
+``Meta.late``, which is about the short windows).
+
+**Bucket positions are the partition's.** A bucket record's ``hw`` is, per kind, the last position
+the partition had folded when it was written (``folded_through``): the record holds every event of
+its bucket up to there. So the rows in memory need no positions of their own (a month of hour
+buckets is most of the state): only after a restore do the rows whose record is ahead of the
+restored checkpoint (written by a batch whose ``Meta`` was lost) keep theirs, in ``replay_hw``,
+until the replay has passed them.
 
 Response times are derived from self-contained lead records (``stream.leads``). Only when a lead
 record is deleted (after the lead TTL) is its response folded into the campaign's persisted
@@ -36,8 +43,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .campaign import _INT64_MAX, HW, KINDS, REVENUE, ROW, SPEND, Bucket, CampaignState
-from .codec import Record
+from .campaign import _INT64_MAX, KINDS, REVENUE, ROW, SPEND, Bucket, CampaignState
+from .codec import BUCKET, HOUR, Record
 from .dedup import DedupIndex
 from .events import LEAD as LEAD_KIND
 from .events import SALE, SALES_CONTACT, Event, Rejection
@@ -70,6 +77,11 @@ def _fresh_hw() -> list[int]:
 
 def _fresh_checkpoint() -> list[int]:
     return [-1] * (KINDS + 1)  # the input topics, then the plans topic (PLANS)
+
+
+def last_position(offset: int) -> int:
+    """The highest position a message at ``offset`` can hold (-1 for no offset)."""
+    return -1 if offset < 0 else (offset << POSITION_BITS) | (MAX_EVENTS_PER_MESSAGE - 1)
 
 
 @dataclass(slots=True)
@@ -129,6 +141,14 @@ class PartitionState:
         # Plans in force: a campaign's by its id, a channel's default by its plans-topic key.
         self.plans: dict[str, Plan] = {}
         self.dirty_plans: set[str] = set()
+        # Per kind, the last position folded: a bucket record written now holds its bucket's
+        # events up to there (its ``hw``).
+        self.folded_through = _fresh_hw()
+        # (tag, campaign, start) -> hw of the restored bucket records ahead of the checkpoint,
+        # and per kind the highest of them: below it, the fold asks whether a bucket holds an
+        # event already.
+        self.replay_hw: dict[tuple[str, str, int], list[int]] = {}
+        self.replay_until = _fresh_hw()
         # Auto-pause state by campaign, owned by ``autopause.records`` (restored as plain JSON);
         # kept apart from ``campaigns``: a paused campaign's decisions outlive its buckets.
         self.autopause: dict[str, object] = {}
@@ -211,6 +231,25 @@ class PartitionState:
                 self.apply_event(event, base + index, now_ms)
         elif events:
             self._apply_counted(kind, base, events, now_ms)
+        if events:
+            last = base + len(events) - 1
+            if last > self.folded_through[kind]:
+                self.folded_through[kind] = last
+            if self.replay_hw and all(
+                f >= r for f, r in zip(self.folded_through, self.replay_until)
+            ):
+                self.replay_hw.clear()
+
+    def holds(self, tag: str, campaign: str, start: int, kind: int, pos: int) -> bool:
+        """Whether a restored bucket record ahead of the checkpoint already holds an event."""
+        held = self.replay_hw.get((tag, campaign, start))
+        return held is not None and held[kind] >= pos
+
+    def record_hw(self, tag: str, campaign: str, start: int) -> list[int]:
+        """The ``hw`` of a bucket record written now (see the module doc)."""
+        held = self.replay_hw.get((tag, campaign, start))
+        through = self.folded_through
+        return list(through) if held is None else [max(a, b) for a, b in zip(through, held)]
 
     def apply_plan(self, offset: int, key: bytes | None, value: bytes | None) -> Rejection | None:
         """Fold one record of the plans topic (the caller has checked it is past the plans
@@ -264,6 +303,8 @@ class PartitionState:
         dirty_hours = self.dirty_hours
         watermark = watermarks[kind]
         arrival = meta.arrival[kind]
+        replay_until = self.replay_until[kind]  # -1 unless a restore left records ahead
+        holds = self.holds
         for index, event in enumerate(events):
             pos = base + index
             occurred = event.occurred_ms
@@ -277,11 +318,17 @@ class PartitionState:
             if state is None:
                 name, state = self._campaign_for(name)
             changed = False
-            if state.hw[kind] < pos:
+            totals_hw = state.hw
+            if totals_hw[kind] < pos:
+                # ``state.count`` inlined.
                 channel = event.channel
-                state.count(
-                    kind, pos, channel if channel in channels else self._channel_for(channel)
-                )
+                if channel not in channels:
+                    channel = self._channel_for(channel)
+                per_channel = state.by_channel.get(channel)
+                if per_channel is None:
+                    per_channel = state.by_channel[channel] = [0] * KINDS
+                per_channel[kind] += 1
+                totals_hw[kind] = pos
                 dirty_totals.add(name)
                 changed = True
             start = occurred - occurred % bucket_ms
@@ -289,51 +336,49 @@ class PartitionState:
             in_minute = False
             if start < kept_from:
                 late[kind] += 1
-            else:
+            elif pos > replay_until or not holds(BUCKET, name, start, kind, pos):
                 # ``state.add`` inlined for a row that exists (nearly every event), as below.
                 rows = state.rows
                 at = (start - state.first_start) // bucket_ms * ROW
                 if rows and 0 <= at < len(rows):
-                    in_minute = rows[at + HW + kind] < pos
-                    if in_minute:
-                        rows[at + kind] += 1
-                        if amount:
-                            total = rows[at + money] + amount
-                            rows[at + money] = total if total <= _INT64_MAX else _INT64_MAX
-                        rows[at + HW + kind] = pos
+                    rows[at + kind] += 1
+                    if amount:
+                        total = rows[at + money] + amount
+                        rows[at + money] = total if total <= _INT64_MAX else _INT64_MAX
                 else:
-                    in_minute = state.add(kind, pos, start, amount, money, bucket_ms)
-                if in_minute:
-                    dirty = dirty_buckets.get(name)
-                    if dirty is None:
-                        dirty = dirty_buckets[name] = set()
-                    dirty.add(start)
-                    changed = True
+                    state.add(kind, start, amount, money, bucket_ms)
+                in_minute = True
+                dirty = dirty_buckets.get(name)
+                if dirty is None:
+                    dirty = dirty_buckets[name] = set()
+                dirty.add(start)
+                changed = True
             hour = occurred - occurred % long_ms
-            if hour >= long_kept_from:
+            if hour >= long_kept_from and (
+                pos > replay_until or not holds(HOUR, name, hour, kind, pos)
+            ):
                 # ``hours.add`` inlined for an hour row that exists (nearly every event): the
                 # second resolution costs one more increment, not a second method call.
                 hours = state.hours
                 rows = hours.rows
                 at = (hour - hours.first_start) // long_ms * ROW
                 if rows and 0 <= at < len(rows):
-                    added = rows[at + HW + kind] < pos
-                    if added:
-                        rows[at + kind] += 1
-                        if amount:
-                            total = rows[at + money] + amount
-                            rows[at + money] = total if total <= _INT64_MAX else _INT64_MAX
-                        rows[at + HW + kind] = pos
+                    if hour < hours.sealed_before:  # a late event: see ``BucketRows``
+                        hours.epoch += 1
+                    rows[at + kind] += 1
+                    if amount:
+                        total = rows[at + money] + amount
+                        rows[at + money] = total if total <= _INT64_MAX else _INT64_MAX
                 else:
-                    added = hours.add(kind, pos, hour, amount, money, long_ms)
+                    hours.add(kind, hour, amount, money, long_ms)
                 # A dirty minute bucket marks its hour dirty too (``changelog.finish_batch``):
                 # only an hour changed without its minute is noted here.
-                if added and not in_minute:
+                if not in_minute:
                     dirty = dirty_hours.get(name)
                     if dirty is None:
                         dirty = dirty_hours[name] = set()
                     dirty.add(hour)
-                    changed = True
+                changed = True
             if changed:
                 state.version += 1
 
@@ -377,27 +422,21 @@ class PartitionState:
             changed = True
 
         config = self.config
+        amount = event.amount_micros
+        money = REVENUE if kind == SALE else SPEND
         start = bucket_start(event.occurred_ms, config.bucket_ms)
         if is_expired(start, config.bucket_ms, now_ms, config.retention_ms):
             meta.late[kind] += 1
-        elif state.add(
-            kind,
-            pos,
-            start,
-            event.amount_micros,
-            REVENUE if kind == SALE else SPEND,
-            config.bucket_ms,
-        ):
-            dirty = self.dirty_buckets.get(campaign)
-            if dirty is None:
-                dirty = self.dirty_buckets[campaign] = set()
-            dirty.add(start)
+        elif not self.holds(BUCKET, campaign, start, kind, pos):
+            state.add(kind, start, amount, money, config.bucket_ms)
+            self.dirty_buckets.setdefault(campaign, set()).add(start)
             changed = True
         long_ms = config.long_bucket_ms
         hour = bucket_start(event.occurred_ms, long_ms)
-        if not is_expired(hour, long_ms, now_ms, config.long_retention_ms) and state.hours.add(
-            kind, pos, hour, event.amount_micros, REVENUE if kind == SALE else SPEND, long_ms
+        if not is_expired(hour, long_ms, now_ms, config.long_retention_ms) and not self.holds(
+            HOUR, campaign, hour, kind, pos
         ):
+            state.hours.add(kind, hour, amount, money, long_ms)
             self.dirty_hours.setdefault(campaign, set()).add(hour)
             changed = True
 

@@ -93,12 +93,12 @@ def canonical(state: PartitionState, *, with_positions: bool = True) -> dict:
             c: v.sketches.as_dict() for c, v in state.index.responses.items() if v.sketches
         },
         "buckets": {
-            (c, start): (b.counts, b.revenue, b.spend, hw(b.hw))
+            (c, start): (b.counts, b.revenue, b.spend)
             for c in state.campaigns
             for start, b in buckets(state, c).items()
         },
         "hours": {
-            (c, start): (b.counts, b.revenue, b.spend, hw(b.hw))
+            (c, start): (b.counts, b.revenue, b.spend)
             for c, s in state.campaigns.items()
             for start, b in s.hours.buckets(state.config.long_bucket_ms)
         },

@@ -109,11 +109,62 @@ def test_horizons_nest_and_today_holds_now(now, zone):
 def test_sums_between_are_exact_over_whole_hours():
     state = CampaignState(13)
     for hour in range(48):
-        state.hours.add(1, hour + 1, hour * HOUR, 2_000_000, 6, HOUR)
+        state.hours.add(1, hour * HOUR, 2_000_000, 6, HOUR)
     sums = state.hours.sums_between(10 * HOUR, 33 * HOUR, HOUR)
     assert sums.counts[1] == 24 and sums.spend_micros == 48_000_000
     assert state.hours.sums_between(100 * HOUR, 200 * HOUR, HOUR).counts == [0] * 5
     assert state.hours.sums_between(-5 * HOUR, 0, HOUR).counts[1] == 1
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(0, 60), st.integers(0, 4), st.integers(0, 10**6)),
+        st.tuples(st.just("read"), st.integers(0, 60), st.integers(0, 60), st.integers(0, 60)),
+        st.tuples(st.just("drop"), st.integers(0, 60), st.just(0), st.just(0)),
+    ),
+    max_size=80,
+)
+
+
+@given(_OPS)
+def test_remembered_past_sums_equal_a_fresh_sum(ops):
+    """What ``sums_between`` remembers of the sealed past is dropped by any late event, drop or
+    change of the reader's current bucket: the result is always a fresh sum's."""
+    rows = CampaignState(13).hours
+    for op, a, b, c in ops:
+        if op == "add":
+            rows.add(b, a * HOUR, c, 6, HOUR)
+        elif op == "drop":
+            rows.drop_buckets_before(a * HOUR, HOUR)
+        else:
+            first, last, current = a * HOUR, max(a, b) * HOUR, c * HOUR
+            assert rows.sums_between(first, last, HOUR, current) == rows.sums_between(
+                first, last, HOUR
+            )
+
+
+def test_a_late_event_folded_after_a_read_counts_in_the_next_one():
+    from stream.events import decode_message
+    from stream.state import PartitionState
+    from tests.factories import NOW_MS, event, kind, raw
+    from tests.state_harness import CONFIG, RULES
+
+    state = PartitionState(0, CONFIG)
+    current = NOW_MS - NOW_MS % HOUR
+    first = current - 5 * HOUR
+
+    def fold(offset, at_ms):
+        events, rejections = decode_message(
+            raw(event("click", at_ms=at_ms)), kind("click"), NOW_MS, RULES
+        )
+        state.apply_message(kind("click"), offset, events, rejections, NOW_MS)
+
+    fold(0, NOW_MS - 3 * HOUR)
+    fold(1, NOW_MS - 1 * HOUR)  # the rows between exist from now on
+    hours = state.campaigns["c1"].hours
+    assert hours.sums_between(first, current, HOUR, current).counts[kind("click")] == 2
+    fold(2, NOW_MS - 2 * HOUR)  # into the sealed past, through the fold's inlined path
+    assert hours.sums_between(first, current, HOUR, current).counts[kind("click")] == 3
 
 
 @pytest.mark.parametrize(

@@ -399,6 +399,30 @@ def test_crash_at_any_point_then_replay_is_exact(payloads, data, batch, replay_b
     assert recovered.meta.checkpoint == uninterrupted.meta.checkpoint
 
 
+@FAST
+@given(payload_lists(max_age_ms=2 * 86_400_000), st.data(), st.integers(1, 9), st.integers(1, 9))
+def test_a_crash_during_the_replay_of_a_crash_is_exact(payloads, data, batch, replay_batch):
+    """Two crashes: the replay after the first one writes records of buckets restored ahead of
+    the checkpoint, then stops at any point itself; the second restore and replay stay exact."""
+    messages = as_messages(payloads)
+    uninterrupted, log = run(messages, batch=batch)
+    cut = data.draw(st.integers(0, len(log)), label="records of the first run kept")
+    survivor = restore(log[:cut])
+    resume = survivor.resume_offsets()
+    pending = [m for m in messages if m[1] >= resume[m[0]]]
+    interleave = data.draw(
+        st.lists(st.integers(0, PLAN_KIND), min_size=len(pending), max_size=len(pending))
+    )
+    _, replay_log = run(_interleave(pending, interleave), state=survivor, batch=replay_batch)
+    cut2 = data.draw(st.integers(0, len(replay_log)), label="records of the replay kept")
+    second = restore(log[:cut] + replay_log[:cut2])
+    resume = second.resume_offsets()
+    recovered, _ = run([m for m in messages if m[1] >= resume[m[0]]], state=second, batch=batch)
+    assert canonical(recovered, with_positions=False) == canonical(
+        uninterrupted, with_positions=False
+    )
+
+
 def _interleave(messages, choices):
     topics = PLAN_KIND + 1  # the five input topics and the plans topic
     queues = {k: [m for m in messages if m[0] == k] for k in range(topics)}

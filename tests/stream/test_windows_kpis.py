@@ -25,7 +25,7 @@ def test_expiry_is_end_of_bucket_past_retention():
 def _campaign(buckets: dict[int, tuple[list[int], int, int]]) -> CampaignState:
     state = CampaignState(13)
     for start, (counts, revenue, spend) in buckets.items():
-        state.put_bucket(start, Bucket(counts, revenue, spend, [0] * 5), MIN)
+        state.put_bucket(start, Bucket(counts, revenue, spend), MIN)
     return state
 
 
@@ -88,8 +88,8 @@ def test_packed_rows_sum_like_the_definition(buckets, now, windows):
 def test_dropping_old_rows_keeps_the_rest(events, cutoff):
     state = CampaignState(13)
     expected: dict[int, list[int]] = {}
-    for pos, (k, minute, amount) in enumerate(events):
-        assert state.add(k, pos, minute * MIN, amount, 6, MIN)
+    for k, minute, amount in events:
+        state.add(k, minute * MIN, amount, 6, MIN)
         expected.setdefault(minute * MIN, [0] * 5)[k] += 1
     dropped = state.drop_buckets_before(cutoff * MIN, MIN)
     assert sorted(dropped) == sorted(s for s in expected if s < cutoff * MIN)
