@@ -138,11 +138,12 @@ async def plain_consumer(bootstrap: str, expect_events: int) -> float:
     return (seen - start_seen) / (time.monotonic() - start_at)
 
 
-def spawn(args: list[str], env: dict | None = None, log=None) -> subprocess.Popen:
+def spawn(args: list[str], env: dict | None = None, log=None, root: str = ROOT) -> subprocess.Popen:
+    extra = {} if root == ROOT else {"PYTHONPATH": root}
     return subprocess.Popen(
         [sys.executable, *args],
-        cwd=ROOT,
-        env=dict(os.environ, **(env or {})),
+        cwd=root,
+        env=dict(os.environ, **extra, **(env or {})),
         stdout=subprocess.PIPE if log is None else log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -241,7 +242,7 @@ def folded(port: int) -> int:
 
 
 def start_monitor(
-    broker: EmbeddedBroker, port: int, log, env: dict | None = None
+    broker: EmbeddedBroker, port: int, log, env: dict | None = None, root: str = ROOT
 ) -> subprocess.Popen:
     return spawn(
         [
@@ -257,12 +258,15 @@ def start_monitor(
         ],
         env={"KPI_APP_ID": f"bench-{time.time_ns()}", "KPI_SESSION_TIMEOUT": "6s", **(env or {})},
         log=log,
+        root=root,
     )
 
 
-def monitor_rate(broker: EmbeddedBroker, expect_events: int, log, env: dict | None = None) -> float:
+def monitor_rate(
+    broker: EmbeddedBroker, expect_events: int, log, env: dict | None = None, root: str = ROOT
+) -> float:
     port = free_port()
-    process = start_monitor(broker, port, log, env)
+    process = start_monitor(broker, port, log, env, root)
     try:
         first = None
         while True:
@@ -279,16 +283,18 @@ def monitor_rate(broker: EmbeddedBroker, expect_events: int, log, env: dict | No
         stop(process)
 
 
-def throughput_phase(per_message: int, n: int, campaigns: int, log) -> dict[str, float]:
+BEFORE = "kpi-monitor, --before-root"
+
+
+def throughput_phase(
+    per_message: int, n: int, campaigns: int, log, before_root: str | None = None
+) -> dict[str, float]:
     evs = events(n, campaigns)
     results = {}
-    for name in (
-        "plain aiokafka+orjson",
-        "do-nothing Faust agent",
-        QUIX,
-        FAUST_PATH,
-        "kpi-monitor",
-    ):
+    names = ["plain aiokafka+orjson", "do-nothing Faust agent", QUIX, FAUST_PATH, "kpi-monitor"]
+    if before_root:
+        names.insert(-1, BEFORE)
+    for name in names:
         with EmbeddedBroker() as broker:
             asyncio.run(create_topics(broker.bootstrap))
             t = time.monotonic()
@@ -306,6 +312,8 @@ def throughput_phase(per_message: int, n: int, campaigns: int, log) -> dict[str,
                 rate = quix_rate(broker, n)
             elif name == FAUST_PATH:
                 rate = monitor_rate(broker, n, log, {"KPI_INGEST": "faust"})
+            elif name == BEFORE:
+                rate = monitor_rate(broker, n, log, root=before_root)
             else:
                 rate = monitor_rate(broker, n, log)
             results[name] = rate
@@ -393,6 +401,11 @@ def main() -> None:
         "--campaigns-list", default="1000,5000,20000", help="campaign counts for the scrape phase"
     )
     parser.add_argument(
+        "--before-root",
+        default=None,
+        help="another checkout whose monitor the throughput phases also run (before/after)",
+    )
+    parser.add_argument(
         "--worker-root",
         default=ROOT,
         help="checkout to run the worker from in the scrape and memory phases",
@@ -409,12 +422,18 @@ def main() -> None:
                 flush=True,
             )
             measured.append(
-                ("1 event/message", throughput_phase(1, args.events, args.campaigns, log))
+                (
+                    "1 event/message",
+                    throughput_phase(1, args.events, args.campaigns, log, args.before_root),
+                )
             )
         if "batched" in phases:
             print(f"== 100 events per message, {args.events:,} events", flush=True)
             measured.append(
-                ("100 events/message", throughput_phase(100, args.events, args.campaigns, log))
+                (
+                    "100 events/message",
+                    throughput_phase(100, args.events, args.campaigns, log, args.before_root),
+                )
             )
         if "latency" in phases:
             half = args.latency_rate or (measured[0][1]["kpi-monitor"] / 2 if measured else 5000)
@@ -438,6 +457,11 @@ def main() -> None:
             f"monitor / {QUIX} = {monitor / results[QUIX]:.2f}x; "
             f"monitor / its Faust per-message path = {monitor / results[FAUST_PATH]:.2f}x; "
             f"monitor / plain aiokafka = {monitor / results['plain aiokafka+orjson']:.2f}x"
+            + (
+                f"; monitor / --before-root = {monitor / results[BEFORE]:.2f}x"
+                if BEFORE in results
+                else ""
+            )
         )
     if latencies:
         ordered = sorted(latencies)

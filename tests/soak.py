@@ -1,6 +1,8 @@
-"""Crash soak: a stream with late, duplicate, malformed and contact-before-lead events, workers
+"""Crash soak: a stream with late (minutes to 40 days), duplicate, malformed and contact-before-lead
+events and campaign plans that change mid-stream (budgets, time zones, removals), workers
 SIGKILLed at random points and restarted, a second worker joining and leaving; at the end every
-figure must equal the oracle's.
+figure must equal the oracle's: all-time counts, the 1h window, today / 7d / 30d in each
+campaign's time zone, the plans in force and their budgets' use.
 
     python -m tests.soak [--events 1000000] [--kills 10] [--joins 2] [--seconds 240] [--seed 1]
 
@@ -24,14 +26,21 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from agents.broker import EmbeddedBroker
+from agents.topics import ensure_topics
 from stream.events import EVENT_TYPES
-from stream.settings import Topics
+from stream.horizons import horizons
+from stream.settings import Settings, Topics
 from tests.e2e.harness import WorkerProcess
 from tests.scrape import Samples, total
 
 TOPICS = dict(zip(EVENT_TYPES, Topics().inputs()))  # event type -> default topic
 APP_ID = "soak"
 MIN = 60_000
+HOUR = 3_600_000
+DAY = 86_400_000
+PLANS_TOPIC = Topics().plans
+PLANNED = 20  # campaigns camp-000 .. camp-019 get plans
+ZONES = ("UTC", "America/New_York", "Asia/Tokyo", "Europe/Berlin")
 
 
 @dataclass
@@ -43,6 +52,19 @@ class Oracle:
     malformed: int = 0
     responses: int = 0  # leads with a first contact
     response_sum_ms: int = 0
+    # (campaign, type, UTC hour start) -> [events, spend micros]: what the long horizons sum.
+    hours: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
+    plans: dict[str, dict | None] = field(default_factory=dict)  # the last plan record of each
+
+
+def plan_record(rng: random.Random, campaign: str) -> dict:
+    return {
+        "campaign_id": campaign,
+        "targets": {"cpa": float(rng.randrange(10, 90))},
+        "budget": {"daily": float(rng.randrange(1, 40))},
+        "timezone": rng.choice(ZONES),
+        "labels": {"owner": f"owner-{rng.randrange(3)}"},
+    }
 
 
 def traffic(
@@ -73,8 +95,21 @@ def traffic(
             if roll < 0.97
             else "sale"
         )
+        if rng.random() < 0.003:  # a plan set, changed or removed mid-stream
+            planned = f"camp-{rng.randrange(PLANNED):03d}"
+            plan = None if rng.random() < 0.15 else plan_record(rng, planned)
+            messages.append((PLANS_TOPIC, planned.encode(), plan and orjson.dumps(plan)))
+            oracle.plans[planned] = plan
         late = rng.random() < 0.01
-        at = now - (80 * MIN + rng.randrange(10 * MIN) if late else rng.randrange(20 * MIN))
+        roll = rng.random()
+        # Leads and contacts stay within the lead TTL (7 days): their join is checked as is.
+        days_late = late and kind in ("impression", "click", "sale")
+        if days_late and roll < 0.3:  # a late conversion: days old, in 7d / 30d only
+            at = now - rng.randrange(DAY, 20 * DAY)
+        elif days_late and roll < 0.35:  # older than every horizon: all-time totals only
+            at = now - 40 * DAY
+        else:
+            at = now - (80 * MIN + rng.randrange(10 * MIN) if late else rng.randrange(20 * MIN))
         body: dict = {
             "event_id": uuid.UUID(int=rng.getrandbits(128)).hex,
             "event_type": kind,
@@ -104,6 +139,9 @@ def traffic(
         messages.append((TOPICS[kind], body["campaign_id"].encode(), raw))
         key = (body["campaign_id"], kind)
         oracle.events[key] = oracle.events.get(key, 0) + 1
+        hour = oracle.hours.setdefault((body["campaign_id"], kind, at - at % HOUR), [0, 0])
+        hour[0] += 1
+        hour[1] += 10_000 if "cost" in body else 0
         if late:
             oracle.late += 1
         else:
@@ -122,7 +160,11 @@ def traffic(
     return messages, oracle
 
 
-def produce_over(bootstrap: str, messages: list, seconds: float) -> threading.Thread:
+def produce_over(
+    bootstrap: str, messages: list, seconds: float, partitions: int
+) -> threading.Thread:
+    """Send ``messages`` spread over ``seconds``; a plan to every partition (as ``plans load``)."""
+
     async def run() -> None:
         producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024
@@ -132,7 +174,13 @@ def produce_over(bootstrap: str, messages: list, seconds: float) -> threading.Th
             start = time.monotonic()
             step = max(1, len(messages) // 200)
             for i in range(0, len(messages), step):
-                futures = [await producer.send(t, v, key=k) for t, k, v in messages[i : i + step]]
+                futures = []
+                for t, k, v in messages[i : i + step]:
+                    if t == PLANS_TOPIC:
+                        for p in range(partitions):
+                            futures.append(await producer.send(t, v, key=k, partition=p))
+                    else:
+                        futures.append(await producer.send(t, v, key=k))
                 await asyncio.gather(*futures)
                 delay = start + seconds * (i + step) / len(messages) - time.monotonic()
                 if delay > 0:
@@ -150,7 +198,7 @@ def lag_zero(metrics: Samples) -> bool:
     return bool(lag) and not any(lag)
 
 
-def compare(samples: list[Samples], oracle: Oracle) -> list[str]:
+def compare(samples: list[Samples], oracle: Oracle, now_ms: int) -> list[str]:
     def t(name: str, **labels: str) -> float:
         return sum(total(s, name, **labels) for s in samples)
 
@@ -178,6 +226,68 @@ def compare(samples: list[Samples], oracle: Oracle) -> list[str]:
         problems.append(
             f"response sum {response_sum * 1000:.0f} ms, expected {oracle.response_sum_ms}"
         )
+    return problems + compare_plans_and_horizons(samples, oracle, now_ms)
+
+
+def compare_plans_and_horizons(samples: list[Samples], oracle: Oracle, now_ms: int) -> list[str]:
+    """today / 7d / 30d per campaign in its plan's zone (UTC without), the plans in force and
+    the daily budget's use, against the oracle at the scrape's clock ``now_ms``."""
+
+    def t(name: str, **labels: str) -> float:
+        return sum(total(s, name, **labels) for s in samples)
+
+    def present(name: str, **labels: str) -> bool:
+        return any(
+            n == name and all(dict(ls).get(k) == v for k, v in labels.items())
+            for s in samples
+            for (n, ls) in s
+        )
+
+    problems = []
+    campaigns = sorted({c for c, _ in oracle.events})
+    for campaign in campaigns:
+        plan = oracle.plans.get(campaign)
+        zone = plan["timezone"] if plan else "UTC"
+        spans = horizons(now_ms, zone, HOUR).spans
+        spend_today = 0
+        for label in ("today", "7d", "30d"):
+            span = spans[label]
+            spend = 0
+            for kind in EVENT_TYPES[:4]:  # the horizons' event types
+                count = 0
+                for (c, k, hour), (n, micros) in oracle.hours.items():
+                    if c == campaign and k == kind and span.first <= hour <= span.last:
+                        count += n
+                        spend += micros
+                got = t("kpi_window_events", campaign=campaign, event_type=kind, window=label)
+                if got != count:
+                    problems.append(
+                        f"kpi_window_events{{{campaign},{kind},{label}}} = {got:g}, "
+                        f"expected {count} ({zone})"
+                    )
+            got = t("kpi_window_spend", campaign=campaign, window=label)
+            if round(got * 1_000_000) != spend:
+                problems.append(
+                    f"kpi_window_spend{{{campaign},{label}}} = {got}, expected {spend / 1e6}"
+                )
+            if label == "today":
+                spend_today = spend
+        if plan is None:
+            if present("kpi_plan_budget", campaign=campaign):
+                problems.append(f"{campaign}: a removed plan's budget is still exported")
+            continue
+        budget = plan["budget"]["daily"]
+        checks = [
+            ("kpi_plan_budget", {"period": "daily"}, budget),
+            ("kpi_plan_target", {"kpi": "cpa"}, plan["targets"]["cpa"]),
+            ("kpi_budget_used_ratio", {"period": "daily"}, spend_today / 1e6 / budget),
+        ]
+        for name, labels, expected in checks:
+            got = t(name, campaign=campaign, **labels)
+            if abs(got - expected) > 1e-9 * max(1.0, abs(expected)):
+                problems.append(f"{name}{{{campaign},{labels}}} = {got}, expected {expected}")
+        if not present("kpi_plan_info", campaign=campaign, timezone=zone):
+            problems.append(f"{campaign}: kpi_plan_info has not its zone {zone}")
     return problems
 
 
@@ -210,7 +320,8 @@ def soak(
         return process
 
     with EmbeddedBroker() as broker:
-        producer = produce_over(broker.bootstrap, messages, seconds)
+        partitions = asyncio.run(ensure_topics(Settings(broker=broker.url)))
+        producer = produce_over(broker.bootstrap, messages, seconds, partitions)
         main = worker()
         actions = sorted(
             [(rng.uniform(0.05, 0.95) * seconds, "kill") for _ in range(kills)]
@@ -260,7 +371,13 @@ def soak(
                     )
                     break
                 time.sleep(0.5)
-            problems = compare([main.metrics()], oracle)
+            for _ in range(2):  # again if a campaign's day ended while scraping
+                before = int(time.time() * 1000)
+                scraped = main.metrics()
+                after = int(time.time() * 1000)
+                if before // HOUR == after // HOUR:
+                    break
+            problems = compare([scraped], oracle, after)
         finally:
             for process in started:
                 process.stop()
@@ -275,7 +392,8 @@ def soak(
     print(
         f"exact: {sum(oracle.events.values()):,} events, {oracle.late} late, "
         f"{oracle.duplicates} duplicates, {oracle.malformed} rejected, {oracle.responses} "
-        f"responses"
+        f"responses; today / 7d / 30d and {sum(p is not None for p in oracle.plans.values())} "
+        f"plans in force ({len(oracle.plans)} campaigns planned) as the oracle's"
     )
     return 0
 

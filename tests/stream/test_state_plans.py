@@ -1,13 +1,18 @@
 """Plans folded into the partition state: in force, replaced, removed, refused, restored."""
 
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
 import orjson
 import pytest
 
 from stream import changelog
+from stream.events import decode_message
 from stream.plans import Plan, plan_key
-from stream.state import PLANS, PartitionState
+from stream.snapshot import campaign_row
+from stream.state import KINDS, PLANS, PartitionState
 from tests.factories import event, kind, raw
-from tests.state_harness import CONFIG, as_messages, canonical, restore, run
+from tests.state_harness import CONFIG, RULES, as_messages, canonical, restore, run
 
 
 def plan(campaign="c1", **fields) -> bytes:
@@ -120,3 +125,58 @@ def test_a_plan_record_lost_with_its_meta_is_folded_again_to_the_same_end():
         first = restored.meta.checkpoint[PLANS] + 1
         fold_plans(restored, records[first:], start=first)
         assert restored.plans == state.plans, cut
+
+
+HOUR = 3_600_000
+
+
+@pytest.mark.parametrize(
+    "now_iso, zones",
+    [
+        # Two campaigns, the same events, different zones: different days.
+        ("2026-06-10T15:20:00+00:00", {"tokyo": "Asia/Tokyo", "ny": "America/New_York"}),
+        # The US spring change (8 March 2026): New York's day has 23 hours.
+        ("2026-03-08T23:30:00+00:00", {"ny": "America/New_York", "utc": "UTC"}),
+        # The autumn change in Berlin (25 October 2026): 25 hours.
+        ("2026-10-25T21:10:00+00:00", {"berlin": "Europe/Berlin", "tokyo": "Asia/Tokyo"}),
+    ],
+)
+def test_today_is_each_campaigns_own_calendar_day_across_zones_and_dst(now_iso, zones):
+    """A click every hour for three days, folded for campaigns planned in different zones: each
+    row's today / 7d count the hours since its own local midnight(s)."""
+    now = int(datetime.fromisoformat(now_iso).timestamp() * 1000)
+    current = now - now % CONFIG.bucket_ms
+    state = PartitionState(0, CONFIG)
+    fold_plans(state, [(c.encode(), plan(c, timezone=z)) for c, z in zones.items()])
+    hours = [now - h * HOUR for h in range(72)]
+    offset = 0
+    for campaign in zones:
+        for at in hours:
+            messages = as_messages(
+                [(kind("click"), raw(event("click", at_ms=at, campaign=campaign)))]
+            )
+            ((k, _, value),) = messages
+            events, rejections = decode_message(value, k, now, RULES)
+            state.apply_message(k, offset, events, rejections, now)
+            offset += 1
+    for campaign, zone in zones.items():
+        row = campaign_row(state, campaign, current, CONFIG.bucket_ms, (3_600_000,))
+        tz = ZoneInfo(zone)
+        local_today = datetime.fromtimestamp(now / 1000, tz).date()
+        midnight = datetime.combine(local_today, datetime.min.time(), tzinfo=tz)
+        week_start = datetime.combine(
+            local_today - timedelta(days=6), datetime.min.time(), tzinfo=tz
+        )
+        expected_today = sum(1 for at in hours if at >= midnight.timestamp() * 1000)
+        expected_7d = sum(1 for at in hours if at >= week_start.timestamp() * 1000)
+        assert row.horizons["today"].counts[kind("click")] == expected_today, zone
+        assert row.horizons["7d"].counts[kind("click")] == expected_7d, zone
+        assert len(row.horizons["today"].counts) == KINDS
+    # The zones' days differ here: the same events give different todays.
+    todays = {
+        campaign_row(state, c, current, CONFIG.bucket_ms, (3_600_000,))
+        .horizons["today"]
+        .counts[kind("click")]
+        for c in zones
+    }
+    assert len(todays) == 2
