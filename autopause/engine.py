@@ -14,6 +14,11 @@ Per (campaign, rule) a ``Track`` goes through three phases:
   campaign's windows drain), so a campaign resumed by hand that collapses again is paused again.
 - ``held``: nothing more is issued for the rule until a human clears it (``clear``).
 
+A rule with ``pause_for: rest_of_day`` resumes by the clock: its pause carries the campaign's next
+midnight (its time zone), and the ``resume`` is issued then, trusted data or not. A rule with
+``action: notify`` issues ``notify`` where it would pause: the same timers and breaker, nothing
+acted on; it re-arms as a pause without ``resume_threshold`` does.
+
 Data that cannot be trusted (``Trust``: partition lagging, event time not advancing, too many
 late events) stops every timer: **unknown never pauses**; an ``unknown`` is issued once when it
 interrupts a pending pause or a paused campaign's resume.
@@ -36,7 +41,8 @@ from rulebook.rules import Rule
 from .evaluate import Evaluation
 
 PAUSE, RESUME, UNKNOWN, HOLD, SUPPRESSED = "pause", "resume", "unknown", "hold", "suppressed"
-VERDICTS = (PAUSE, RESUME, UNKNOWN, HOLD, SUPPRESSED)
+NOTIFY = "notify"  # a rule with ``action: notify``: recorded and reported, nothing acted on
+VERDICTS = (PAUSE, RESUME, UNKNOWN, HOLD, SUPPRESSED, NOTIFY)
 RUNNING, PAUSED, HELD = "running", "paused", "held"
 ALL_CAMPAIGNS = "*"  # the breaker scope over every campaign (the others are channels)
 DAY_MS = 86_400_000
@@ -52,6 +58,7 @@ class Track:
     last_action_ms: int | None = None  # the last pause / resume / hold issued
     pauses: tuple[int, ...] = ()  # pauses and holds issued in the last 24 h
     flag: str | None = None  # UNKNOWN or SUPPRESSED once issued, until the episode ends
+    until_ms: int | None = None  # paused for the rest of the day: resumed at this midnight
 
 
 class Trust(NamedTuple):
@@ -87,11 +94,27 @@ def step(
     trust: Trust,
     first_seen_ms: int,
     breaker_open: bool = False,
+    day_end_ms: int | None = None,
 ) -> Step:
     """One evaluation of ``rule`` for one campaign. ``resume`` is the resume condition's
-    evaluation (None without ``resume_threshold``)."""
+    evaluation (None without ``resume_threshold``); ``day_end_ms`` the campaign's next
+    midnight in its time zone (for ``pause_for: rest_of_day``)."""
     if track.phase == HELD:
         return Step(track, None)
+    if track.phase == PAUSED and track.until_ms is not None:
+        # Paused for the rest of the day: the clock ends it, whatever the data says.
+        if now_ms < track.until_ms:
+            return Step(track, None)
+        resumed = replace(
+            track,
+            phase=RUNNING,
+            until_ms=None,
+            breach_since=None,
+            clear_since=None,
+            last_action_ms=now_ms,
+            flag=None,
+        )
+        return Step(resumed, RESUME)
     for_ms = rule.for_seconds * 1000
     if not trust.trusted:
         resuming = track.phase == PAUSED and track.clear_since is not None and resume is not None
@@ -131,6 +154,7 @@ def step(
     recent = tuple(t for t in track.pauses if now_ms - t < DAY_MS)
     # A pause beyond the day's cycles goes to a human instead: counted the same, held.
     held = len(recent) >= rule.max_cycles_per_day
+    until = day_end_ms if rule.pause_for == "rest_of_day" and not held else None
     new = replace(
         track,
         phase=HELD if held else PAUSED,
@@ -139,8 +163,9 @@ def step(
         breach_since=None,
         clear_since=None,
         flag=None,
+        until_ms=until,
     )
-    return Step(new, HOLD if held else PAUSE)
+    return Step(new, HOLD if held else NOTIFY if rule.action == NOTIFY else PAUSE)
 
 
 def _paused(
@@ -213,6 +238,7 @@ class Decision(NamedTuple):
     seq: int
     issued_at_ms: int
     evidence: Evaluation
+    until_ms: int | None = None  # a pause for the rest of the day: the resume is due then
 
 
 class Input(NamedTuple):
@@ -222,6 +248,7 @@ class Input(NamedTuple):
     resumes: Mapping[str, Evaluation | None]
     trust: Mapping[str, Trust]  # by rule: the trust of the data the rule reads
     channel: str | None = None  # the campaign's main channel: the breaker also counts per channel
+    day_end_ms: int | None = None  # the campaign's next midnight, in its time zone
 
 
 _IDLE = Track()
@@ -317,13 +344,17 @@ def advance(
             trust,
             campaign.first_seen_ms,
             scopes.suppresses(rule.name, data.channel),
+            data.day_end_ms,
         )
         if new != track:
             campaign.tracks[rule.name] = new
             changed = True
         if verdict is not None:
             campaign.seq = next_seq(campaign.seq, now_ms)
-            decisions.append(Decision(name, rule.name, verdict, campaign.seq, now_ms, evaluation))
+            until = new.until_ms if verdict == PAUSE else None
+            decisions.append(
+                Decision(name, rule.name, verdict, campaign.seq, now_ms, evaluation, until)
+            )
     return decisions, changed
 
 

@@ -19,7 +19,8 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import NamedTuple
 
-from rulebook.rules import KPIS, Rule
+from rulebook.rules import KPIS, Condition, Rule
+from stream.durations import parse_duration
 from stream.events import EVENT_TYPES, MICROS
 from stream.kpis import RATIO_BY_KEY, ratio, source_value
 from stream.wilson import wilson_bounds
@@ -56,6 +57,7 @@ class Evaluation(NamedTuple):
     volume: int | None  # events of min_volume's type in its window, if the rule has one
     bounds: tuple[float, float] | None = None  # 95% Wilson (lower, upper), for a rate KPI
     threshold: float | None = None  # compared with: the rule's, or its factor x the target
+    parts: tuple[Evaluation, ...] = ()  # a compound rule's: each condition's, in order
 
 
 def kpi_value(kpi: str, window: WindowFigures | None, figures: Figures) -> float | None:
@@ -102,33 +104,52 @@ def evaluate(
     rule: Rule, figures: Figures, *, op: str | None = None, threshold: float | None = None
 ) -> Evaluation:
     """``rule`` on ``figures``. ``op`` and ``threshold`` replace the rule's own, for the resume
-    condition of a paused campaign (the opposite side of ``resume_threshold``)."""
-    op = op or rule.op
-    threshold = rule.threshold if threshold is None else threshold
-    assert rule.kind == "kpi" and rule.kpi is not None and op is not None and threshold is not None
-    if rule.target is not None:
-        target = figures.targets.get(rule.target)
-        if target is None:  # not judged by this rule (the runner skips such campaigns)
+    condition of a paused campaign (the opposite side of ``resume_threshold``; single-condition
+    rules only). A compound rule holds when all (``combine: all``) or any of its conditions do;
+    its evaluation is its first condition's, with every condition's in ``parts``."""
+    assert rule.kind == "kpi" and rule.conditions
+    if not rule.compound:
+        return evaluate_condition(rule.first, figures, op=op, threshold=threshold)
+    parts = tuple(evaluate_condition(c, figures) for c in rule.conditions)
+    held = [p.holds for p in parts]
+    holds = all(held) if rule.combine == "all" else any(held)
+    return parts[0]._replace(holds=holds, parts=parts)
+
+
+def evaluate_condition(
+    condition: Condition,
+    figures: Figures,
+    *,
+    op: str | None = None,
+    threshold: float | None = None,
+) -> Evaluation:
+    op = op or condition.op
+    threshold = condition.threshold if threshold is None else threshold
+    if condition.target is not None:
+        target = figures.targets.get(condition.target)
+        if target is None:  # no kpi_plan_target series: the comparison has nothing to hold on
             return Evaluation(False, None, None, None)
         threshold = threshold * target  # as PromQL's ``factor * kpi_plan_target``
-    window = figures.windows.get(rule.window) if rule.window else None
-    value = kpi_value(rule.kpi, window, figures)
+    window = figures.windows.get(condition.window) if condition.window else None
+    value = kpi_value(condition.kpi, window, figures)
     bound = bounds = None
-    ratio_def = RATIO_BY_KEY.get(rule.kpi)
+    ratio_def = RATIO_BY_KEY.get(condition.kpi)
     if ratio_def is not None and ratio_def.rate and window is not None:
         bounds = wilson_bounds(
             window.counts[_KIND[ratio_def.numerator]], window.counts[_KIND[ratio_def.denominator]]
         )
-    if rule.confident and bounds is not None:
+    if condition.confident and bounds is not None:
         bound = bounds[1] if op == "<" else bounds[0]
-    compared = bound if rule.confident else value
+    compared = bound if condition.confident else value
     holds = compared is not None and _beyond(compared, op, threshold)
     volume = None
-    if rule.min_volume is not None:
-        volume_window = figures.windows.get(rule.min_volume.window)
-        volume = volume_window.counts[_KIND[rule.min_volume.event_type]] if volume_window else 0
-        holds = holds and volume >= rule.min_volume.count
-    if rule.after != "0s":
+    if condition.min_volume is not None:
+        volume_window = figures.windows.get(condition.min_volume.window)
+        volume = (
+            volume_window.counts[_KIND[condition.min_volume.event_type]] if volume_window else 0
+        )
+        holds = holds and volume >= condition.min_volume.count
+    if condition.after != "0s":
         elapsed = figures.day_elapsed_s
-        holds = holds and elapsed is not None and elapsed >= rule.seconds("after")
+        holds = holds and elapsed is not None and elapsed >= parse_duration(condition.after)
     return Evaluation(holds, value, bound, volume, bounds, threshold)

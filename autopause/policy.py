@@ -111,6 +111,8 @@ def judge(
     if known.outcome is not None:
         return Action(SKIP, f"already handled: {known.outcome}")
     verdict = decision.get("verdict")
+    if verdict == "notify":  # a rule with action: notify: reported, never acted on
+        return Action(NOTE, f"notify: {decision['rule']} holds for {decision['campaign_id']}")
     if verdict not in ACTIONS:
         return Action(NOTE, f"verdict {verdict}: nothing to do")
     if now_ms > decision["valid_until_ms"]:

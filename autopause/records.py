@@ -15,10 +15,11 @@ import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
-from rulebook.rules import Rule
+from rulebook.rules import Condition, Rule
 from stream import codec
 
 from .engine import Campaign, Decision, Track
+from .evaluate import Evaluation
 
 SCHEMA = 1
 
@@ -30,8 +31,11 @@ def campaign_of(value: object, now_ms: int) -> Campaign:
     if not isinstance(value, dict):
         return Campaign(now_ms)
     tracks = {
-        name: Track(phase, breach, clear, last, tuple(pauses), flag)
-        for name, (phase, breach, clear, last, pauses, flag) in value.get("tracks", {}).items()
+        # A seventh field (the end of a pause for the rest of the day) since issue 16.
+        name: Track(phase, breach, clear, last, tuple(pauses), flag, *rest[:1])
+        for name, (phase, breach, clear, last, pauses, flag, *rest) in value.get(
+            "tracks", {}
+        ).items()
     }
     return Campaign(value["first"], value["seq"], tracks, list(value.get("outbox", ())))
 
@@ -50,6 +54,7 @@ def encode(campaign: Campaign) -> bytes:
                     t.last_action_ms,
                     list(t.pauses),
                     t.flag,
+                    *([t.until_ms] if t.until_ms is not None else []),
                 ]
                 for name, t in sorted(campaign.tracks.items())
             },
@@ -112,6 +117,9 @@ def decision_json(
         "issued_at_ms": decision.issued_at_ms,
         "valid_until": iso(decision.issued_at_ms + ttl_ms),
         "valid_until_ms": decision.issued_at_ms + ttl_ms,
+        # A pause for the rest of the day: its resume is issued at this (campaign) midnight.
+        "resume_at": None if decision.until_ms is None else iso(decision.until_ms),
+        "resume_at_ms": decision.until_ms,
         "mode": mode,
         "partition": partition,
         "evidence": {
@@ -132,6 +140,38 @@ def decision_json(
             "for": rule.for_,
             "volume": volume,
             "resume_threshold": rule.resume_threshold,
+            # A compound rule: each condition as it stood (the fields above are the first's).
+            "combine": rule.combine if rule.compound else None,
+            "conditions": [
+                _condition_evidence(condition, part)
+                for condition, part in zip(rule.conditions, evidence.parts)
+            ]
+            if rule.compound
+            else None,
             **context,
         },
+    }
+
+
+def _condition_evidence(condition: Condition, part: Evaluation) -> dict[str, Any]:
+    volume = condition.min_volume
+    return {
+        "kpi": condition.kpi,
+        "window": condition.window,
+        "value": part.value,
+        "op": condition.op,
+        "threshold": condition.threshold if part.threshold is None else part.threshold,
+        "target": condition.target,
+        "factor": condition.threshold if condition.target is not None else None,
+        "confident": condition.confident,
+        "bound": part.bound,
+        "volume": None
+        if volume is None
+        else {
+            "event_type": volume.event_type,
+            "window": volume.window,
+            "count": part.volume,
+            "required": volume.count,
+        },
+        "holds": part.holds,
     }

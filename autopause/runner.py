@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from rulebook.rules import KPIS, Rule, RuleError, parse_rules
+from rulebook.rules import KPIS, Condition, Rule, RuleError, parse_rules
 from stream.campaign import CampaignState
 from stream.codec import Record
 from stream.durations import parse_duration
@@ -59,23 +59,23 @@ def load_rules(settings: Settings) -> list[Rule]:
         raise SettingsError(f"KPI_RULES: cannot read {path}: {exc.strerror}") from None
     except (RuleError, yaml.YAMLError) as exc:
         raise SettingsError(f"KPI_RULES: {path}: {exc}") from None
-    pausing = [r for r in rules if r.kind == "kpi" and r.may_pause]
+    pausing = [r for r in rules if r.kind == "kpi" and r.decides]
     # The trailing windows of KPI_WINDOWS, and the long horizons every worker exports.
     exported = {*window_labels(w * 1000 for w in settings.windows_seconds), *HORIZONS}
     for rule in pausing:
-        for window in filter(None, (rule.window, rule.min_volume and rule.min_volume.window)):
+        for window in {w for c in rule.conditions for w in c.windows}:
             if window not in exported:
                 raise SettingsError(
                     f"KPI_RULES: rule {rule.name} reads the {window} window, which "
                     f"KPI_WINDOWS does not export ({', '.join(sorted(exported))})"
                 )
         if rule.settle != "0s":
-            if rule.kpi in ("response_p50", "response_p95"):
+            if any(c.kpi in ("response_p50", "response_p95") for c in rule.conditions):
                 raise SettingsError(
                     f"KPI_RULES: rule {rule.name}: settle applies to count and "
                     "money KPIs, not response quantiles"
                 )
-            read = [w for w in (rule.window, rule.min_volume and rule.min_volume.window) if w]
+            read = [w for c in rule.conditions for w in c.windows]
             oldest = rule.seconds("settle") + max(parse_duration(w) for w in read)
             if oldest > settings.retention_seconds:
                 raise SettingsError(
@@ -86,8 +86,15 @@ def load_rules(settings: Settings) -> list[Rule]:
 
 
 def rule_kinds(rule: Rule) -> tuple[int, frozenset[int]]:
-    """The event kind whose traffic drives the rule (volume, or denominator), and every kind
-    the rule reads."""
+    """The event kind whose traffic drives the rule (its first condition's volume, or
+    denominator), and every kind the rule's conditions read."""
+    driving, read = condition_kinds(rule.first)
+    for condition in rule.conditions[1:]:
+        read = read | condition_kinds(condition)[1]
+    return driving, read
+
+
+def condition_kinds(rule: Condition) -> tuple[int, frozenset[int]]:
 
     def kinds_of(source: str) -> set[int]:
         if source == REVENUE:
@@ -96,7 +103,7 @@ def rule_kinds(rule: Rule) -> tuple[int, frozenset[int]]:
             return {_KIND["impression"], _KIND["click"]}
         return {_KIND[source]}
 
-    kpi = rule.kpi or ""
+    kpi = rule.kpi
     if kpi in RATIO_BY_KEY:
         ratio = RATIO_BY_KEY[kpi]
         read = kinds_of(ratio.numerator) | kinds_of(ratio.denominator)
@@ -189,7 +196,7 @@ class TickResult:
 
 class Runner:
     def __init__(self, rules: list[Rule], settings: Settings) -> None:
-        self.rules = [r for r in rules if r.kind == "kpi" and r.may_pause]
+        self.rules = [r for r in rules if r.kind == "kpi" and r.decides]
         self.settings = settings
         self.windows_ms = tuple(sorted(w * 1000 for w in settings.windows_seconds))
         self.labels = window_labels(self.windows_ms)
@@ -325,8 +332,7 @@ class Runner:
                 resumes: dict[str, Evaluation | None] = {}
                 for rule in rules:
                     if (
-                        rule.target is not None
-                        and rule.target not in now_figures.targets
+                        not rule.judges(now_figures.targets)
                         and campaign.tracks.get(rule.name, IDLE) == IDLE
                     ):
                         # No target of its own or by default: not judged by the rule. A campaign
@@ -359,7 +365,9 @@ class Runner:
                             threshold=rule.resume_threshold,
                         )
                     )
-                inputs[name] = Input(evaluations, resumes, trust, _main_channel(row))
+                inputs[name] = Input(
+                    evaluations, resumes, trust, _main_channel(row), row.day_end_ms
+                )
                 done += 1
                 if done % STEP == 0:
                     yield

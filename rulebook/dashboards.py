@@ -171,7 +171,7 @@ def _steps(good: str, bad: str, threshold: float | None, below_is_bad: bool) -> 
 
 def _threshold(rules: list[Rule], kpi: str) -> float | None:
     for rule in rules:
-        if rule.kind == "kpi" and rule.kpi == kpi and rule.target is None:
+        if rule.kind == "kpi" and rule.kpi == kpi and rule.target is None and not rule.compound:
             return rule.threshold  # a rule against each campaign's plan has no one line
     return None
 

@@ -7,6 +7,7 @@ rule and the field, so a typo in the rules file fails the generator, not the pag
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,8 @@ KPIS: dict[str, KpiSource] = {
     "leads_awaiting_contact": KpiSource(m.LEADS_AWAITING.name, windowed=False),
     **{f"{t}s": KpiSource(m.WINDOW_EVENTS.name, event_type=t) for t in EVENT_TYPES},
 }
+# KPIs in the reporting currency: a money target of the plan may bound any of them.
+MONEY_KPIS = frozenset({"revenue", "spend", *(r.key for r in RATIOS if r.currency)})
 SEVERITIES = ("page", "ticket", "info")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -65,18 +68,76 @@ class MinVolume:
 
 
 @dataclass(frozen=True)
+class Condition:
+    """One comparison of a KPI rule: the KPI over a window against a threshold (fixed, or a
+    factor of the campaign's plan target), with its volume guard and time of day."""
+
+    kpi: str
+    window: str | None
+    op: str
+    threshold: float
+    confident: bool = False
+    min_volume: MinVolume | None = None
+    # Against each campaign's own plan: ``threshold`` is a factor of the plan's target of this
+    # name; a campaign without that target does not meet the condition.
+    target: str | None = None
+    after: str = "0s"  # only once this much of the campaign's day has passed (its time zone)
+
+    def promql(self, campaigns: str | None, settle: str = "0s") -> str:
+        source = KPIS[self.kpi]
+        metric = source.metric
+        if self.confident:
+            # "Collapsed" must hold for the whole 95% interval: below means its upper bound is.
+            metric += "_upper" if self.op == "<" else "_lower"
+        offset = f" offset {settle}" if settle != "0s" else ""
+        selector = _selector(
+            self.window if source.windowed else None, campaigns, source.event_type, source.period
+        )
+        if self.target is None:
+            expr = f"{metric}{selector}{offset} {self.op} {_number(self.threshold)}"
+        else:
+            # The campaign's own target (max: one value even if two workers export it).
+            target = f'max by (campaign) ({m.PLAN_TARGET.name}{{kpi="{self.target}"}})'
+            expr = (
+                f"{metric}{selector}{offset} {self.op} on (campaign) group_left () "
+                f"({_number(self.threshold)} * {target})"
+            )
+        if self.after != "0s":
+            expr = (
+                f"({expr}) and on (campaign) "
+                f"({m.DAY_ELAPSED.name} >= {_number(parse_duration(self.after))})"
+            )
+        if self.min_volume is not None:
+            volume = self.min_volume
+            volume_selector = _selector(volume.window, campaigns, volume.event_type) + offset
+            expr = (
+                f"({expr}) and on (campaign) "
+                f"({m.WINDOW_EVENTS.name}{volume_selector} >= {volume.count})"
+            )
+        return expr
+
+    @property
+    def windows(self) -> tuple[str, ...]:
+        """The windows it reads (its own and its volume guard's)."""
+        return tuple(w for w in (self.window, self.min_volume and self.min_volume.window) if w)
+
+
+COMBINE = ("all", "any")
+ACTIONS = ("pause", "notify")
+PAUSE_FOR = ("rest_of_day",)
+
+
+@dataclass(frozen=True)
 class Rule:
     name: str
     summary: str
     severity: str
     for_: str
     kind: str  # "kpi" or "pipeline"
-    kpi: str | None = None
-    window: str | None = None
-    op: str | None = None
-    threshold: float | None = None
-    confident: bool = False
-    min_volume: MinVolume | None = None
+    # A KPI rule's conditions, all of which (``combine: all``) or any of which must hold; the
+    # first one names the rule's KPI (its ``kpi`` label, its evidence's value).
+    conditions: tuple[Condition, ...] = ()
+    combine: str = "all"
     campaigns: str | None = None
     may_pause: bool = False
     expr_override: str | None = None
@@ -88,10 +149,56 @@ class Rule:
     max_cycles_per_day: int = 3  # pauses in 24 h before the campaign is put on hold for a human
     min_campaign_age: str = "0s"  # no decision while a campaign is younger (learning phase)
     settle: str = "0s"  # judge the window that ended this long ago: late sales have arrived
-    # Against each campaign's own plan: ``threshold`` (and ``resume_threshold``) are factors of
-    # the plan's target of this name; a campaign without that target is not judged.
-    target: str | None = None
-    after: str = "0s"  # only once this much of the campaign's day has passed (its time zone)
+    # What a decision does: ``pause`` (may_pause rules), or ``notify`` (recorded and reported,
+    # nothing acted on); ``pause_for: rest_of_day`` resumes at the campaign's next midnight.
+    action: str = "pause"
+    pause_for: str | None = None
+
+    @property
+    def decides(self) -> bool:
+        """Whether the workers make auto-pause decisions for it (pause or notify)."""
+        return self.may_pause or self.action == "notify"
+
+    # The first condition's fields: what a single-condition rule is.
+    @property
+    def first(self) -> Condition:
+        return self.conditions[0]
+
+    @property
+    def compound(self) -> bool:
+        return len(self.conditions) > 1
+
+    @property
+    def kpi(self) -> str | None:
+        return self.conditions[0].kpi if self.conditions else None
+
+    @property
+    def window(self) -> str | None:
+        return self.conditions[0].window if self.conditions else None
+
+    @property
+    def op(self) -> str | None:
+        return self.conditions[0].op if self.conditions else None
+
+    @property
+    def threshold(self) -> float | None:
+        return self.conditions[0].threshold if self.conditions else None
+
+    @property
+    def confident(self) -> bool:
+        return bool(self.conditions) and self.conditions[0].confident
+
+    @property
+    def min_volume(self) -> MinVolume | None:
+        return self.conditions[0].min_volume if self.conditions else None
+
+    @property
+    def target(self) -> str | None:
+        return self.conditions[0].target if self.conditions else None
+
+    @property
+    def after(self) -> str:
+        return self.conditions[0].after if self.conditions else "0s"
 
     @property
     def for_seconds(self) -> float:
@@ -112,42 +219,21 @@ class Rule:
         return with_owner(self.condition())
 
     def condition(self) -> str:
-        """The KPI rule's condition in PromQL, without the routing labels."""
-        assert self.kpi is not None  # a kpi rule has one (parse_rules)
-        source = KPIS[self.kpi]
-        metric = source.metric
-        if self.confident:
-            # "Collapsed" must hold for the whole 95% interval: below means its upper bound is.
-            metric += "_upper" if self.op == "<" else "_lower"
-        offset = f" offset {self.settle}" if self.settle != "0s" else ""
-        selector = _selector(
-            self.window if source.windowed else None,
-            self.campaigns,
-            source.event_type,
-            source.period,
+        """The KPI rule's condition in PromQL, without the routing labels. A compound rule's
+        conditions are reduced to one series per campaign each (``max by (campaign)``: the
+        first condition's value where it has one), then joined on the campaign."""
+        if not self.compound:
+            return self.first.promql(self.campaigns, self.settle)
+        joiner = " and on (campaign) " if self.combine == "all" else " or on (campaign) "
+        return joiner.join(
+            f"max by (campaign) ({c.promql(self.campaigns, self.settle)})" for c in self.conditions
         )
-        if self.target is None:
-            expr = f"{metric}{selector}{offset} {self.op} {_number(self.threshold)}"
-        else:
-            # The campaign's own target (max: one value even if two workers export it).
-            target = f'max by (campaign) ({m.PLAN_TARGET.name}{{kpi="{self.target}"}})'
-            expr = (
-                f"{metric}{selector}{offset} {self.op} on (campaign) group_left () "
-                f"({_number(self.threshold)} * {target})"
-            )
-        if self.after != "0s":
-            expr = (
-                f"({expr}) and on (campaign) "
-                f"({m.DAY_ELAPSED.name} >= {_number(self.seconds('after'))})"
-            )
-        if self.min_volume is not None:
-            volume = self.min_volume
-            volume_selector = _selector(volume.window, self.campaigns, volume.event_type) + offset
-            expr = (
-                f"({expr}) and on (campaign) "
-                f"({m.WINDOW_EVENTS.name}{volume_selector} >= {volume.count})"
-            )
-        return expr
+
+    def judges(self, targets: Mapping[str, float]) -> bool:
+        """Whether a campaign with these plan targets can meet the rule at all: a condition
+        against a missing target never holds (no ``kpi_plan_target`` series to compare with)."""
+        met = [c.target is None or c.target in targets for c in self.conditions]
+        return all(met) if self.combine == "all" else any(met)
 
     def labels(self) -> dict[str, str]:
         labels = {"severity": self.severity, "rule": self.name}
@@ -226,6 +312,9 @@ def parse_rules(document: dict) -> list[Rule]:
     return rules
 
 
+_CONDITION_FIELDS = ("kpi", "window", "op", "threshold", "confident", "min_volume", "after")
+
+
 def _parse_rule(raw: dict, where: str) -> Rule:
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
@@ -238,17 +327,14 @@ def _parse_rule(raw: dict, where: str) -> Rule:
         "severity",
         "for",
         "kind",
-        "kpi",
-        "window",
-        "op",
-        "threshold",
-        "confident",
-        "min_volume",
         "campaigns",
         "may_pause",
         "expr",
-        "after",
+        *COMBINE,
+        *_CONDITION_FIELDS,
         *_PAUSE_FIELDS,
+        "action",
+        "pause_for",
     }
     unknown = set(raw) - known
     if unknown:
@@ -274,6 +360,84 @@ def _parse_rule(raw: dict, where: str) -> Rule:
         return Rule(kind="pipeline", expr_override=" ".join(expr.split()), **common)
     if kind != "kpi":
         raise RuleError(f"{where}.kind: 'kpi' or 'pipeline', got {kind!r}")
+    combined = [c for c in COMBINE if c in raw]
+    if len(combined) > 1:
+        raise RuleError(f"{where}: either all: or any:, not both")
+    if combined:
+        combine = combined[0]
+        inline = sorted(f for f in _CONDITION_FIELDS if f in raw)
+        if inline:
+            raise RuleError(f"{where}: {inline} belong in the conditions of {combine}:")
+        listed = raw[combine]
+        if not isinstance(listed, list) or len(listed) < 2:
+            raise RuleError(f"{where}.{combine}: a list of two or more conditions")
+        conditions = []
+        for index, item in enumerate(listed):
+            here = f"{where}.{combine}[{index}]"
+            if not isinstance(item, dict):
+                raise RuleError(f"{here}: a mapping of {', '.join(_CONDITION_FIELDS)}")
+            extra = sorted(set(item) - set(_CONDITION_FIELDS))
+            if extra:
+                raise RuleError(f"{here}: unknown field(s) {extra}")
+            conditions.append(_parse_condition(item, here))
+    else:
+        combine = "all"
+        conditions = [_parse_condition(raw, where)]
+    campaigns = raw.get("campaigns")
+    if campaigns is not None:
+        try:
+            re.compile(campaigns)
+        except (re.error, TypeError) as exc:
+            raise RuleError(f"{where}.campaigns: not a regular expression: {exc}") from None
+        if '"' in campaigns or "\\" in campaigns:
+            raise RuleError(f"{where}.campaigns: quotes and backslashes are not supported")
+    may_pause = bool(raw.get("may_pause", False))
+    first = conditions[0]
+    if "resume_threshold" in raw and len(conditions) > 1:
+        raise RuleError(
+            f"{where}.resume_threshold: a compound rule is resumed by a human "
+            "(or pause_for), not by one KPI crossing back"
+        )
+    pause = _pause_fields(
+        raw,
+        where,
+        may_pause,
+        first.op,
+        first.threshold,
+        all(KPIS[c.kpi].windowed for c in conditions),
+        first.kpi,
+        first.target,
+    )
+    action = raw.get("action", "pause")
+    if action not in ACTIONS:
+        raise RuleError(f"{where}.action: one of {ACTIONS}, got {action!r}")
+    if action == "notify" and may_pause:
+        raise RuleError(f"{where}.action: a notify rule does not pause: drop may_pause")
+    pause_for = raw.get("pause_for")
+    if pause_for is not None:
+        if pause_for not in PAUSE_FOR:
+            raise RuleError(f"{where}.pause_for: one of {PAUSE_FOR}, got {pause_for!r}")
+        if not may_pause:
+            raise RuleError(f"{where}.pause_for: only a rule with may_pause: true pauses")
+        if "resume_threshold" in raw:
+            raise RuleError(f"{where}.pause_for: the pause ends at midnight; drop resume_threshold")
+    horizons = {w for c in conditions for w in c.windows} & set(HORIZONS)
+    if pause.get("settle", "0s") != "0s" and horizons:
+        raise RuleError(f"{where}.settle: the long horizons are judged as they stand")
+    return Rule(
+        kind="kpi",
+        conditions=tuple(conditions),
+        combine=combine,
+        campaigns=campaigns,
+        may_pause=may_pause,
+        action=action,
+        pause_for=pause_for,
+        **common,
+        **pause,
+    )
+
+
+def _parse_condition(raw: dict, where: str) -> Condition:
     kpi = raw.get("kpi")
     if kpi not in KPIS:
         raise RuleError(f"{where}.kpi: one of {sorted(KPIS)}, got {kpi!r}")
@@ -319,15 +483,6 @@ def _parse_rule(raw: dict, where: str) -> Rule:
         _check_horizon(
             f"{mv['event_type']}s", mv["event_type"], min_volume.window, f"{where}.min_volume"
         )
-    campaigns = raw.get("campaigns")
-    if campaigns is not None:
-        try:
-            re.compile(campaigns)
-        except (re.error, TypeError) as exc:
-            raise RuleError(f"{where}.campaigns: not a regular expression: {exc}") from None
-        if '"' in campaigns or "\\" in campaigns:
-            raise RuleError(f"{where}.campaigns: quotes and backslashes are not supported")
-    may_pause = bool(raw.get("may_pause", False))
     after = _duration(raw.get("after", "0s"), f"{where}.after")
     if parse_duration(after) >= 86400:
         raise RuleError(f"{where}.after: the part of a day to wait, under 24h, got {after}")
@@ -336,25 +491,7 @@ def _parse_rule(raw: dict, where: str) -> Rule:
             f"{where}.after: only budget KPIs wait for the first hours of a day "
             "(kpi_day_elapsed_seconds is exported for campaigns with a budget)"
         )
-    pause = _pause_fields(raw, where, may_pause, op, threshold, source.windowed, kpi, target)
-    horizons = {window, min_volume.window if min_volume else None} & set(HORIZONS)
-    if pause.get("settle", "0s") != "0s" and horizons:
-        raise RuleError(f"{where}.settle: the long horizons are judged as they stand")
-    return Rule(
-        kind="kpi",
-        kpi=kpi,
-        window=window,
-        op=op,
-        threshold=threshold,
-        confident=confident,
-        min_volume=min_volume,
-        campaigns=campaigns,
-        may_pause=may_pause,
-        target=target,
-        after=after,
-        **common,
-        **pause,
-    )
+    return Condition(kpi, window, op, threshold, confident, min_volume, target, after)
 
 
 def _check_horizon(kpi: str, event_type: str | None, window: str | None, where: str) -> None:
@@ -384,7 +521,10 @@ def _threshold(value: Any, where: str, kpi: str, target: str | None) -> tuple[st
         name = value["target"]
         if name not in PLAN_TARGETS:
             raise RuleError(f"{where}.target: one of the plan targets {sorted(PLAN_TARGETS)}")
-        if name != kpi:  # a plan's targets are named by the KPI they are for
+        # A plan's targets are named by the KPI they are for; a money target also bounds any
+        # money KPI (a stop-loss: spend today over twice the target CPA).
+        money = PLAN_TARGETS[name][0] == "money" and kpi in MONEY_KPIS
+        if name != kpi and not money:
             raise RuleError(f"{where}.target: {name} is a target for {name}, not {kpi}")
         if target is not None and name != target:
             raise RuleError(f"{where}.target: must be the rule's threshold target ({target})")
@@ -420,7 +560,8 @@ def _pause_fields(
     target: str | None,
 ) -> dict[str, Any]:
     pause_only = sorted(name for name in _PAUSE_FIELDS if name in raw and name != "settle")
-    if pause_only and not may_pause:
+    notify = raw.get("action") == "notify"
+    if pause_only and not may_pause and not (notify and "resume_threshold" not in pause_only):
         raise RuleError(f"{where}: {pause_only} only apply to rules with may_pause: true")
     out: dict[str, Any] = {}
     for name in ("resume_for", "cooldown", "min_campaign_age", "settle"):

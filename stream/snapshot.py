@@ -61,6 +61,7 @@ class CampaignRow:
     day_share: float = 0.0  # of the campaign's day elapsed, in its time zone
     flight_share: float | None = None  # of its flight elapsed (a flight with start and end)
     day_elapsed_s: float = 0.0  # since the campaign's last midnight
+    day_end_ms: int | None = None  # its next midnight
     outside_flight: bool = False  # today is before its plan's flight or after it
     _horizon_kpis: dict[str, Kpis] | None = None
 
@@ -300,6 +301,7 @@ def _add_horizons(
     }
     row.day_share = share_elapsed(now_ms, spans.day_start_ms, spans.day_end_ms)
     row.day_elapsed_s = (now_ms - spans.day_start_ms) / 1000
+    row.day_end_ms = spans.day_end_ms
     row.outside_flight = plan is not None and (
         (spans.flight_start_ms is not None and now_ms < spans.flight_start_ms)
         or (spans.flight_end_ms is not None and now_ms >= spans.flight_end_ms)
@@ -437,6 +439,7 @@ def merge_rows(rows: list[CampaignRow]) -> CampaignRow:
         first.flight_share,
     )
     merged.day_elapsed_s, merged.outside_flight = first.day_elapsed_s, first.outside_flight
+    merged.day_end_ms = first.day_end_ms
     for name in first.horizons:
         sums = [r.horizons[name] for r in rows if name in r.horizons]
         merged.horizons[name] = WindowTotals(

@@ -71,6 +71,13 @@ P95 = {
     "min_volume": {"event_type": "sales_contact", "count": 20},
 }
 OLDEST = {"kpi": "oldest_uncontacted_lead_age", "op": ">", "threshold": 1800}
+STOP_LOSS = {
+    "all": [
+        {"kpi": "spend", "window": "today", "op": ">", "threshold": {"target": "cpa", "factor": 2}},
+        {"kpi": "sales", "window": "today", "op": "<", "threshold": 1},
+    ]
+}
+CPA_OR_ROAS = {"any": [CPA, ROAS]}
 AWAITING_FEW = {"kpi": "leads_awaiting_contact", "op": "<", "threshold": 5}
 SILENCE = {
     "kpi": "impressions",
@@ -234,6 +241,55 @@ CASES = [
         "aov over",
         {"kpi": "aov", "window": "1h", "op": ">", "threshold": 100},
         Figures({"1h": win(sales=12, revenue=1234.56)}),
+        True,
+    ),
+    # Compound conditions: all of them (PromQL ``and``), any of them (``or``), matched per campaign.
+    (
+        "stop-loss: spent twice the target cpa today, no sale",
+        STOP_LOSS,
+        planned({"today": win(clicks=40, spend=90.0)}, {"cpa": 40}),
+        True,
+    ),
+    (
+        "stop-loss: a sale came",
+        STOP_LOSS,
+        planned({"today": win(clicks=40, sales=1, spend=90.0)}, {"cpa": 40}),
+        False,
+    ),
+    (
+        "stop-loss: under twice the target",
+        STOP_LOSS,
+        planned({"today": win(clicks=40, spend=70.0)}, {"cpa": 40}),
+        False,
+    ),
+    (
+        "stop-loss: no target cpa",
+        STOP_LOSS,
+        planned({"today": win(clicks=40, spend=900.0)}, {}),
+        False,
+    ),
+    (
+        "any: roas alone under",
+        CPA_OR_ROAS,
+        Figures({"1h": win(clicks=300, sales=5, revenue=50.0, spend=100.0)}),
+        True,
+    ),
+    (
+        "any: cpa alone over",
+        CPA_OR_ROAS,
+        Figures({"1h": win(clicks=100, sales=10, revenue=2000.0, spend=600.0)}),
+        True,
+    ),
+    (
+        "any: neither",
+        CPA_OR_ROAS,
+        Figures({"1h": win(clicks=300, sales=10, revenue=2000.0, spend=400.0)}),
+        False,
+    ),
+    (
+        "any: a condition without a target cannot hold, the other can",
+        {"any": [dict(STOP_LOSS["all"][0]), dict(ROAS)]},
+        Figures({"1h": win(clicks=300, revenue=50.0, spend=100.0)}),
         True,
     ),
 ]

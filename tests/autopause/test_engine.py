@@ -223,3 +223,73 @@ def test_a_new_owner_whose_clock_is_behind_still_issues_a_higher_seq():
     restored = Campaign(0, seq=DAY)  # the old owner's clock was a day ahead
     issued = _pauses_of_one_bad_campaign(r, {"c": restored}, MIN)
     assert [(d.verdict, d.seq) for d in issued] == [(PAUSE, DAY + 1)]
+
+
+# -- graduated actions: notify, pause for the rest of the day --------------------------------
+
+
+def run_days(r, timeline, day_end_ms_of):
+    """As ``run``, with the campaign's next midnight at each minute (its zone's)."""
+    track = Track()
+    issued = {}
+    for minute, evaluation in enumerate(timeline):
+        now = minute * MIN
+        track, verdict = step(
+            r, track, now, evaluation, None, TRUSTED, 0, False, day_end_ms_of(now)
+        )
+        if verdict:
+            issued[minute] = verdict
+    return issued, track
+
+
+def test_notify_is_issued_where_a_pause_would_be_and_re_arms():
+    from autopause.engine import NOTIFY
+
+    r = ctr_rule(action="notify", may_pause=False)
+    issued, _ = run(r, [BAD] * 7 + [GOOD] * 6 + [BAD] * 6)
+    assert issued == {5: NOTIFY, 18: NOTIFY}
+
+
+def test_a_rest_of_day_pause_resumes_at_the_campaigns_midnight_whatever_the_data():
+    r = ctr_rule(may_pause=True, pause_for="rest_of_day")
+    midnight = 30 * MIN  # the campaign's day ends half an hour in
+    timeline = [BAD] * 40  # still bad at midnight: resumed anyway, judged afresh after it
+    issued, track = run_days(r, timeline, lambda now: midnight if now < midnight else 2 * DAY)
+    assert issued == {5: PAUSE, 30: RESUME, 36: PAUSE}
+    assert track.phase == PAUSED and track.until_ms == 2 * DAY
+
+
+def test_a_rest_of_day_pause_resumes_through_lagging_data():
+    r = ctr_rule(may_pause=True, pause_for="rest_of_day")
+    track = Track(phase=PAUSED, until_ms=10 * MIN, last_action_ms=0)
+    track, verdict = step(r, track, 9 * MIN, BAD, None, LAGGING, 0, False, 10 * MIN)
+    assert verdict is None
+    track, verdict = step(r, track, 10 * MIN, BAD, None, LAGGING, 0, False, DAY)
+    assert verdict == RESUME and track.phase == RUNNING and track.until_ms is None
+
+
+@pytest.mark.parametrize(
+    "zone, now_iso, midnight_iso",
+    [
+        # New York's spring-forward night (8 March 2026): the day is 23 hours long.
+        ("America/New_York", "2026-03-08T20:00:00-04:00", "2026-03-09T00:00:00-04:00"),
+        ("America/New_York", "2026-03-07T20:00:00-05:00", "2026-03-08T00:00:00-05:00"),
+        ("Asia/Tokyo", "2026-03-08T20:00:00+09:00", "2026-03-09T00:00:00+09:00"),
+    ],
+)
+def test_the_rest_of_day_ends_at_the_zones_midnight_across_dst(zone, now_iso, midnight_iso):
+    from datetime import datetime
+
+    from stream.horizons import horizons
+
+    now = int(datetime.fromisoformat(now_iso).timestamp() * 1000)
+    midnight = int(datetime.fromisoformat(midnight_iso).timestamp() * 1000)
+    day_end = horizons(now, zone, 3_600_000).day_end_ms
+    assert day_end == midnight
+    r = ctr_rule(may_pause=True, pause_for="rest_of_day", **{"for": "0s"})
+    track, verdict = step(r, Track(), now, BAD, None, TRUSTED, 0, False, day_end)
+    assert verdict == PAUSE and track.until_ms == midnight
+    _, verdict = step(r, track, midnight - 1, BAD, None, TRUSTED, 0, False, day_end)
+    assert verdict is None
+    _, verdict = step(r, track, midnight, BAD, None, TRUSTED, 0, False, day_end)
+    assert verdict == RESUME

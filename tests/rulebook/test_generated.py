@@ -49,6 +49,7 @@ def test_every_default_rule_is_shipped():
         "under_delivery",
         "daily_budget_spent",
         "spend_outside_flight",
+        "stop_loss",
     }
 
 
@@ -123,6 +124,69 @@ GOOD = {
 def test_bad_rules_fail_naming_the_field(change, message):
     with pytest.raises(RuleError, match=re.escape(message)):
         parse_rules({"rules": [{**GOOD, **change}]})
+
+
+_ONE = {"kpi": "ctr", "window": "15m", "op": "<", "threshold": 0.01}
+_TWO = {"kpi": "clicks", "window": "1h", "op": ">", "threshold": 100}
+_HEAD = {"name": "r", "summary": "s", "severity": "page"}
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"all": [_ONE, _TWO], "any": [_ONE, _TWO]}, "either all: or any:"),
+        ({"all": [_ONE]}, "rule r.all: a list of two or more conditions"),
+        ({"all": [_ONE, _TWO], "kpi": "ctr"}, "['kpi'] belong in the conditions of all:"),
+        ({"any": [_ONE, "ctr < 1"]}, "rule r.any[1]: a mapping"),
+        ({"all": [_ONE, {**_TWO, "for": "5m"}]}, "rule r.all[1]: unknown field(s) ['for']"),
+        ({"all": [_ONE, {**_TWO, "op": "="}]}, "rule r.all[1].op"),
+        (
+            {"all": [_ONE, _TWO], "may_pause": True, "resume_threshold": 0.02},
+            "a compound rule is resumed by a human",
+        ),
+        ({**_ONE, "action": "stop"}, "rule r.action: one of"),
+        ({**_ONE, "action": "notify", "may_pause": True}, "a notify rule does not pause"),
+        ({**_ONE, "pause_for": "rest_of_day"}, "only a rule with may_pause: true pauses"),
+        ({**_ONE, "may_pause": True, "pause_for": "1h"}, "rule r.pause_for: one of"),
+        (
+            {**_ONE, "may_pause": True, "pause_for": "rest_of_day", "resume_threshold": 0.02},
+            "the pause ends at midnight",
+        ),
+        (
+            {"kpi": "ctr", "window": "15m", "op": "<", "threshold": {"target": "cpa"}},
+            "cpa is a target for cpa, not ctr",
+        ),
+    ],
+)
+def test_bad_compound_rules_and_actions_fail_naming_the_field(fields, message):
+    with pytest.raises(RuleError, match=re.escape(message)):
+        parse_rules({"rules": [{**_HEAD, **fields}]})
+
+
+def test_compound_rules_compile_to_one_series_per_campaign_joined_on_it():
+    (both,) = parse_rules({"rules": [{**_HEAD, "all": [_ONE, _TWO]}]})
+    assert both.condition() == (
+        'max by (campaign) (campaign:kpi_ctr_ratio{window="15m"} < 0.01) and on (campaign) '
+        'max by (campaign) (kpi_window_events{event_type="click",window="1h"} > 100)'
+    )
+    (either,) = parse_rules({"rules": [{**_HEAD, "any": [_ONE, _TWO]}]})
+    assert " or on (campaign) " in either.condition()
+    assert either.kpi == "ctr" and either.labels()["kpi"] == "ctr"
+    # A money target bounds any money KPI: spend against the target CPA.
+    (stop,) = parse_rules(
+        {
+            "rules": [
+                {
+                    **_HEAD,
+                    "kpi": "spend",
+                    "window": "today",
+                    "op": ">",
+                    "threshold": {"target": "cpa", "factor": 2},
+                }
+            ]
+        }
+    )
+    assert stop.target == "cpa" and 'kpi_plan_target{kpi="cpa"}' in stop.condition()
 
 
 def test_settle_reads_the_window_that_ended_that_long_ago():
