@@ -59,15 +59,13 @@ def finish_batch(state: PartitionState) -> list[Record]:
         for start in sorted(hours):
             row = hour_rows.row_values(start, long_ms)
             if row is not None:
-                hw = state.record_hw(HOUR, campaign, start) if replaying else through
-                records.append((codec.key(p, HOUR, campaign, start), codec.encode_row(row, hw)))
+                records.append(bucket_record(state, HOUR, campaign, start, row))
         for start in minutes:
             row = campaign_state.row_values(start, bucket_ms)
             if row is None:
                 continue
             if replaying:  # rows may hold different hw: each record its own
-                hw = state.record_hw(BUCKET, campaign, start)
-                records.append((codec.key(p, BUCKET, campaign, start), codec.encode_row(row, hw)))
+                records.append(bucket_record(state, BUCKET, campaign, start, row))
                 continue
             # The minute's record carries its hour's row: one record, not two, per change.
             hour_row = hour_rows.row_values(start - start % long_ms, long_ms)
@@ -130,6 +128,14 @@ def _evict_dedup(state: PartitionState) -> None:
         state.evicted_chunks.append((codec.key(p, DEDUP, kind, oldest.first_pos), None))
 
 
+def bucket_record(
+    state: PartitionState, tag: str, campaign: str, start: int, row: list[int]
+) -> Record:
+    """The record of one bucket (``tag``: minute or hour) alone, with its own ``hw``."""
+    hw = state.record_hw(tag, campaign, start)
+    return codec.key(state.partition, tag, campaign, start), codec.encode_row(row, hw)
+
+
 def totals_record(state: PartitionState, campaign: str) -> Record:
     s = state.campaigns[campaign]
     return (
@@ -153,18 +159,29 @@ def _meta_record(state: PartitionState) -> Record:
 def load(state: PartitionState, records: Iterable[tuple[list, bytes]]) -> None:
     """Rebuild from restored records (decoded keys, raw values), in any order."""
     records = records if isinstance(records, list) else list(records)
+    bucket_ms, long_ms = state.config.bucket_ms, state.config.long_bucket_ms
+    # First the checkpoint, and the hour rows that minute records carry: an hour's row is in
+    # its own record and in those of its minutes; the latest wins, the one whose hw is
+    # furthest (hw only grow, per kind, record to record).
+    carried: dict[tuple[str, int], tuple[int, list[int], list[int]]] = {}
     for key, value in records:
         if key[1] == META:
             m = codec.decode_meta(value)
             state.meta = Meta(
                 m["ckpt"], m["wm"], m["rej"], m["late"], m["dup"], m["fold"], m["arr"]
             )
+        elif key[1] == BUCKET:
+            *_, hw, hour_row = codec.decode_bucket(value)
+            if hour_row is not None:
+                where = (key[2], key[3] - key[3] % long_ms)
+                latest = carried.get(where)
+                if latest is None or sum(hw) > latest[0]:
+                    carried[where] = (sum(hw), hw, hour_row)
     # What the restored checkpoint covers; bucket records ahead of it keep their hw until the
     # replay has passed them (``PartitionState.replay_hw``).
     through = [last_position(offset) for offset in state.meta.checkpoint[:KINDS]]
     state.folded_through = list(through)
     replay_until = state.replay_until
-    bucket_ms, long_ms = state.config.bucket_ms, state.config.long_bucket_ms
 
     def hold(tag: str, campaign: str, start: int, hw: list[int]) -> None:
         if any(h > t for h, t in zip(hw, through)):
@@ -173,17 +190,6 @@ def load(state: PartitionState, records: Iterable[tuple[list, bytes]]) -> None:
                 if h > replay_until[kind]:
                     replay_until[kind] = h
 
-    # An hour's row is in its own record and in the records of its minutes that carried it:
-    # the latest wins, the one whose hw is furthest (hw only grow, per kind, record to record).
-    carried: dict[tuple[str, int], tuple[int, list[int], list[int]]] = {}
-    for key, value in records:
-        if key[1] == BUCKET:
-            *_, hw, hour_row = codec.decode_bucket(value)
-            if hour_row is not None:
-                where = (key[2], key[3] - key[3] % long_ms)
-                latest = carried.get(where)
-                if latest is None or sum(hw) > latest[0]:
-                    carried[where] = (sum(hw), hw, hour_row)
     leads = []
     chunks = []
     for key, value in records:

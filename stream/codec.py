@@ -52,13 +52,10 @@ def partition_of_key(raw: bytes) -> int:
 # restore unchanged.
 
 
-def encode_bucket(counts: list[int], revenue: int, spend: int, hw: list[int]) -> bytes:
-    return _dumps([counts, revenue, spend, hw])
-
-
 def encode_row(row: list[int], hw: list[int], hour: list[int] | None = None) -> bytes:
-    """``encode_bucket`` of a bucket row's values (five counts, revenue, spend); a minute
-    bucket's record may carry its hour bucket's row too (same ``hw``: see ``stream.changelog``)."""
+    """A bucket record's value from its row's values (five counts, revenue, spend) and ``hw``;
+    a minute bucket's record may carry its hour bucket's row too (same ``hw``: see
+    ``stream.changelog``)."""
     return _dumps(
         [row[:5], row[5], row[6], hw] if hour is None else [row[:5], row[5], row[6], hw, hour]
     )

@@ -6,7 +6,7 @@ short windows' retention, hour buckets after the long horizons'), lead records p
 from __future__ import annotations
 
 from . import codec
-from .changelog import totals_record
+from .changelog import bucket_record, totals_record
 from .codec import BUCKET, HOUR, LEAD, TOTALS, Record
 from .leads import LeadJoin, histogram_bin
 from .state import OTHER, PartitionState
@@ -127,12 +127,6 @@ def _drop_buckets(
                 sealed.add(hour)
                 row = campaign_state.hours.row_values(hour, long_ms)
                 if row is not None:
-                    hw = state.record_hw(HOUR, campaign, hour)
-                    seals.append(
-                        (
-                            codec.key(state.partition, HOUR, campaign, hour),
-                            codec.encode_row(row, hw),
-                        )
-                    )
+                    seals.append(bucket_record(state, HOUR, campaign, hour, row))
         if not campaign_state.holds_buckets:
             candidates.add(campaign)
