@@ -48,19 +48,30 @@ def finish_batch(state: PartitionState) -> list[Record]:
         campaign_state = state.campaigns.get(campaign)
         if campaign_state is None:
             continue
-        minutes = state.dirty_buckets.get(campaign, ())
-        for start in sorted(minutes):
-            row = campaign_state.row_values(start, bucket_ms)
-            if row is not None:
-                hw = state.record_hw(BUCKET, campaign, start) if replaying else through
-                records.append((codec.key(p, BUCKET, campaign, start), codec.encode_row(row, hw)))
-        hours = {s - s % long_ms for s in minutes}
-        hours.update(state.dirty_hours.get(campaign, ()))
+        hour_rows = campaign_state.hours
+        minutes = sorted(state.dirty_buckets.get(campaign, ()))
+        # Hours in records of their own: changed without their minute, or, while rows may hold
+        # different hw, every one. Before the minutes: a minute record rewritten without its
+        # hour must not leave a prefix of the log with neither.
+        hours = set(state.dirty_hours.get(campaign, ()))
+        of_minutes = {s - s % long_ms for s in minutes}
+        hours = hours | of_minutes if replaying else hours - of_minutes
         for start in sorted(hours):
-            row = campaign_state.hours.row_values(start, long_ms)
+            row = hour_rows.row_values(start, long_ms)
             if row is not None:
-                hw = state.record_hw(HOUR, campaign, start) if replaying else through
-                records.append((codec.key(p, HOUR, campaign, start), codec.encode_row(row, hw)))
+                records.append(bucket_record(state, HOUR, campaign, start, row))
+        for start in minutes:
+            row = campaign_state.row_values(start, bucket_ms)
+            if row is None:
+                continue
+            if replaying:  # rows may hold different hw: each record its own
+                records.append(bucket_record(state, BUCKET, campaign, start, row))
+                continue
+            # The minute's record carries its hour's row: one record, not two, per change.
+            hour_row = hour_rows.row_values(start - start % long_ms, long_ms)
+            records.append(
+                (codec.key(p, BUCKET, campaign, start), codec.encode_row(row, through, hour_row))
+            )
         if campaign in state.dirty_totals:
             records.append(totals_record(state, campaign))
     for campaign, lead_id in sorted(state.dirty_leads):
@@ -117,6 +128,14 @@ def _evict_dedup(state: PartitionState) -> None:
         state.evicted_chunks.append((codec.key(p, DEDUP, kind, oldest.first_pos), None))
 
 
+def bucket_record(
+    state: PartitionState, tag: str, campaign: str, start: int, row: list[int]
+) -> Record:
+    """The record of one bucket (``tag``: minute or hour) alone, with its own ``hw``."""
+    hw = state.record_hw(tag, campaign, start)
+    return codec.key(state.partition, tag, campaign, start), codec.encode_row(row, hw)
+
+
 def totals_record(state: PartitionState, campaign: str) -> Record:
     s = state.campaigns[campaign]
     return (
@@ -140,34 +159,57 @@ def _meta_record(state: PartitionState) -> Record:
 def load(state: PartitionState, records: Iterable[tuple[list, bytes]]) -> None:
     """Rebuild from restored records (decoded keys, raw values), in any order."""
     records = records if isinstance(records, list) else list(records)
+    bucket_ms, long_ms = state.config.bucket_ms, state.config.long_bucket_ms
+    # First the checkpoint, and the hour rows that minute records carry: an hour's row is in
+    # its own record and in those of its minutes; the latest wins, the one whose hw is
+    # furthest (hw only grow, per kind, record to record).
+    carried: dict[tuple[str, int], tuple[int, list[int], list[int]]] = {}
     for key, value in records:
         if key[1] == META:
             m = codec.decode_meta(value)
             state.meta = Meta(
                 m["ckpt"], m["wm"], m["rej"], m["late"], m["dup"], m["fold"], m["arr"]
             )
+        elif key[1] == BUCKET:
+            *_, hw, hour_row = codec.decode_bucket(value)
+            if hour_row is not None:
+                where = (key[2], key[3] - key[3] % long_ms)
+                latest = carried.get(where)
+                if latest is None or sum(hw) > latest[0]:
+                    carried[where] = (sum(hw), hw, hour_row)
     # What the restored checkpoint covers; bucket records ahead of it keep their hw until the
     # replay has passed them (``PartitionState.replay_hw``).
     through = [last_position(offset) for offset in state.meta.checkpoint[:KINDS]]
     state.folded_through = list(through)
     replay_until = state.replay_until
-    bucket_ms, long_ms = state.config.bucket_ms, state.config.long_bucket_ms
+
+    def hold(tag: str, campaign: str, start: int, hw: list[int]) -> None:
+        if any(h > t for h, t in zip(hw, through)):
+            state.replay_hw[(tag, campaign, start)] = hw
+            for kind, h in enumerate(hw):
+                if h > replay_until[kind]:
+                    replay_until[kind] = h
+
     leads = []
     chunks = []
     for key, value in records:
         tag = key[1]
-        if tag in (BUCKET, HOUR):
-            counts, revenue, spend, hw = codec.decode_bucket(value)
-            campaign_state = _ensure_campaign(state, key[2])
-            rows = campaign_state if tag == BUCKET else campaign_state.hours
-            rows.put_bucket(
-                key[3], Bucket(counts, revenue, spend), bucket_ms if tag == BUCKET else long_ms
+        if tag == BUCKET:
+            counts, revenue, spend, hw, _ = codec.decode_bucket(value)
+            _ensure_campaign(state, key[2]).put_bucket(
+                key[3], Bucket(counts, revenue, spend), bucket_ms
             )
-            if any(h > t for h, t in zip(hw, through)):
-                state.replay_hw[(tag, key[2], key[3])] = hw
-                for kind, h in enumerate(hw):
-                    if h > replay_until[kind]:
-                        replay_until[kind] = h
+            hold(BUCKET, key[2], key[3], hw)
+        elif tag == HOUR:
+            counts, revenue, spend, hw, _ = codec.decode_bucket(value)
+            latest = carried.get((key[2], key[3]))
+            if latest is not None and latest[0] > sum(hw):
+                continue  # a minute's record carries a later row (put below)
+            carried.pop((key[2], key[3]), None)
+            _ensure_campaign(state, key[2]).hours.put_bucket(
+                key[3], Bucket(counts, revenue, spend), long_ms
+            )
+            hold(HOUR, key[2], key[3], hw)
         elif tag == TOTALS:
             campaign_state = _ensure_campaign(state, key[2])
             (
@@ -188,6 +230,11 @@ def load(state: PartitionState, records: Iterable[tuple[list, bytes]]) -> None:
             plan = validate_plan(orjson.loads(value))
             if not isinstance(plan, str):  # validated when folded: a refusal is a newer schema
                 state.plans[key[2]] = plan
+    for (campaign, start), (_, hw, row) in carried.items():
+        _ensure_campaign(state, campaign).hours.put_bucket(
+            start, Bucket(row[:KINDS], row[KINDS], row[KINDS + 1]), long_ms
+        )
+        hold(HOUR, campaign, start, hw)
     for kind, (max_watermark, entries) in chunks:
         # Ids remembered by a batch whose Meta did not survive are forgotten: that batch is
         # replayed and remembers them again, and meanwhile they must not hide the entries the

@@ -4,7 +4,8 @@ Keys are JSON lists that start with the source partition (``[p, tag, ...]``), so
 a record is known without a full parse. Values are compact JSON lists, readable with Kafka tools.
 The state logic (``stream.state``) never sees bytes; this module never sees state logic.
 
-Tags: ``b`` bucket (campaign, bucket start), ``h`` hour bucket (campaign, start), ``t`` campaign totals, ``l`` lead join record
+Tags: ``b`` bucket (campaign, bucket start; it may carry its hour bucket's row), ``h`` hour bucket
+(campaign, start), ``t`` campaign totals, ``l`` lead join record
 (campaign, lead id), ``d`` dedup chunk (kind, first position), ``m`` the partition's Meta, ``a`` a
 campaign's auto-pause state (campaign; see ``autopause.records``), ``p`` a plan in force (its
 plans-topic key; the value is the plan's JSON, ``stream.plans``).
@@ -51,18 +52,19 @@ def partition_of_key(raw: bytes) -> int:
 # restore unchanged.
 
 
-def encode_bucket(counts: list[int], revenue: int, spend: int, hw: list[int]) -> bytes:
-    return _dumps([counts, revenue, spend, hw])
+def encode_row(row: list[int], hw: list[int], hour: list[int] | None = None) -> bytes:
+    """A bucket record's value from its row's values (five counts, revenue, spend) and ``hw``;
+    a minute bucket's record may carry its hour bucket's row too (same ``hw``: see
+    ``stream.changelog``)."""
+    return _dumps(
+        [row[:5], row[5], row[6], hw] if hour is None else [row[:5], row[5], row[6], hw, hour]
+    )
 
 
-def encode_row(row: list[int], hw: list[int]) -> bytes:
-    """``encode_bucket`` of a bucket row's values (five counts, revenue, spend)."""
-    return _dumps([row[:5], row[5], row[6], hw])
-
-
-def decode_bucket(raw: bytes) -> tuple[list[int], int, int, list[int]]:
-    counts, revenue, spend, hw = orjson.loads(raw)
-    return counts, revenue, spend, hw
+def decode_bucket(raw: bytes) -> tuple[list[int], int, int, list[int], list[int] | None]:
+    """(counts, revenue, spend, hw, the hour row it carries or None)."""
+    counts, revenue, spend, hw, *hour = orjson.loads(raw)
+    return counts, revenue, spend, hw, hour[0] if hour else None
 
 
 def encode_totals(

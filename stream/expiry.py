@@ -6,7 +6,7 @@ short windows' retention, hour buckets after the long horizons'), lead records p
 from __future__ import annotations
 
 from . import codec
-from .changelog import totals_record
+from .changelog import bucket_record, totals_record
 from .codec import BUCKET, HOUR, LEAD, TOTALS, Record
 from .leads import LeadJoin, histogram_bin
 from .state import OTHER, PartitionState
@@ -34,7 +34,7 @@ def expire(state: PartitionState, now_ms: int, lead_budget: int = 2_000) -> list
     cutoff = first_kept_start(now_ms, config.bucket_ms, config.retention_ms)
     if cutoff != state.expired_cutoff:
         state.expired_cutoff = cutoff
-        _drop_buckets(state, cutoff, config.bucket_ms, BUCKET, deletions, candidates)
+        _drop_buckets(state, cutoff, config.bucket_ms, BUCKET, deletions, candidates, records)
         state.index.drop_sketches_before(cutoff)
     long_cutoff = first_kept_start(now_ms, config.long_bucket_ms, config.long_retention_ms)
     if long_cutoff != state.expired_long_cutoff:
@@ -105,17 +105,28 @@ def _drop_buckets(
     tag: str,
     deletions: list[Record],
     candidates: set[str],
+    seals: list[Record] | None = None,
 ) -> None:
     """Drop every campaign's buckets of one resolution (``tag``: minute ``BUCKET`` or ``HOUR``)
     starting before ``cutoff``, with their records; campaigns left with no bucket of either
-    resolution become retirement ``candidates``."""
+    resolution become retirement ``candidates``. A minute record carries its hour's row
+    (``stream.changelog``): before it is deleted, the hour gets a record of its own (``seals``,
+    written before the deletions)."""
     hours = tag == HOUR
     dirty = state.dirty_hours if hours else state.dirty_buckets
+    long_ms = state.config.long_bucket_ms
     for campaign, campaign_state in state.campaigns.items():
         series = campaign_state.hours if hours else campaign_state
+        sealed: set[int] = set()
         for start in series.drop_buckets_before(cutoff, bucket_ms):
             dirty.get(campaign, set()).discard(start)
             deletions.append((codec.key(state.partition, tag, campaign, start), None))
             campaign_state.version += 1
+            hour = start - start % long_ms
+            if seals is not None and hour not in sealed:
+                sealed.add(hour)
+                row = campaign_state.hours.row_values(hour, long_ms)
+                if row is not None:
+                    seals.append(bucket_record(state, HOUR, campaign, hour, row))
         if not campaign_state.holds_buckets:
             candidates.add(campaign)

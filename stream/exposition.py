@@ -26,6 +26,7 @@ from .campaign import WindowTotals
 from .catalogue import MetricSpec
 from .durations import format_duration
 from .events import EVENT_TYPES
+from .horizons import DAY_HORIZONS
 from .kpis import RATIOS, Kpis
 from .leads import HISTOGRAM_BINS, HISTOGRAM_BOUNDS_SECONDS
 from .plans import LABELS
@@ -107,17 +108,14 @@ def _templates(c: str, w: tuple[str, ...]) -> dict[str, str]:
         out[name] = "".join(f'{name}{{campaign="{c}",window="{label}"}} %r\n' for label in w)
     out["long_events"] = "".join(
         f'{m.WINDOW_EVENTS.name}{{campaign="{c}",event_type="{t}",window="{label}"}} %d\n'
-        for label in _DAY_HORIZONS
+        for label in DAY_HORIZONS
         for t in HORIZON_EVENT_TYPES
     )
     for name in (m.WINDOW_REVENUE.name, m.WINDOW_SPEND.name):
         out["long_" + name] = "".join(
-            f'{name}{{campaign="{c}",window="{label}"}} %r\n' for label in _DAY_HORIZONS
+            f'{name}{{campaign="{c}",window="{label}"}} %r\n' for label in DAY_HORIZONS
         )
     return out
-
-
-_DAY_HORIZONS = ("today", "7d", "30d")  # every row has them; ``flight`` only some
 
 
 def _events_by_type(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
@@ -136,9 +134,9 @@ def _window_events(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
     templates = _templates(c, w)
     short = templates["window_events"] % tuple(n for win in row.windows for n in win.counts)
     horizons = row.horizons
-    if all(label in horizons for label in _DAY_HORIZONS):
+    if all(label in horizons for label in DAY_HORIZONS):
         return short + templates["long_events"] % tuple(
-            n for label in _DAY_HORIZONS for n in horizons[label].counts[: len(HORIZON_EVENT_TYPES)]
+            n for label in DAY_HORIZONS for n in horizons[label].counts[: len(HORIZON_EVENT_TYPES)]
         )
     return short + "".join(
         f'{m.WINDOW_EVENTS.name}{{campaign="{c}",event_type="{t}",window="{label}"}} {n}\n'
@@ -154,11 +152,11 @@ def _money(attr: str, name: str) -> Callable[[CampaignRow, str, tuple[str, ...]]
         short = templates[name] % tuple(getattr(win, attr) / 1_000_000 for win in row.windows)
         horizons = row.horizons
         rest: Iterable[tuple[str, WindowTotals]] = horizons.items()
-        if all(label in horizons for label in _DAY_HORIZONS):
+        if all(label in horizons for label in DAY_HORIZONS):
             short += templates["long_" + name] % tuple(
-                getattr(horizons[label], attr) / 1_000_000 for label in _DAY_HORIZONS
+                getattr(horizons[label], attr) / 1_000_000 for label in DAY_HORIZONS
             )
-            rest = [(label, sums) for label, sums in rest if label not in _DAY_HORIZONS]
+            rest = [(label, sums) for label, sums in rest if label not in DAY_HORIZONS]
         return short + "".join(
             f'{name}{{campaign="{c}",window="{label}"}} {getattr(sums, attr) / 1_000_000!r}\n'
             for label, sums in rest

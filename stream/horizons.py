@@ -19,8 +19,9 @@ from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-HORIZONS = ("today", "7d", "30d", "flight")
 _DAYS_BACK = {"today": 0, "7d": 6, "30d": 29}
+DAY_HORIZONS = tuple(_DAYS_BACK)  # every campaign has them; ``flight`` only a planned one
+HORIZONS = (*DAY_HORIZONS, "flight")
 
 
 class Span(NamedTuple):

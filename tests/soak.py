@@ -28,7 +28,8 @@ from aiokafka import AIOKafkaProducer
 from agents.broker import EmbeddedBroker
 from agents.topics import ensure_topics
 from stream.events import EVENT_TYPES
-from stream.horizons import horizons
+from stream.exposition import HORIZON_EVENT_TYPES
+from stream.horizons import DAY_HORIZONS, horizons
 from stream.settings import Settings, Topics
 from tests.e2e.harness import WorkerProcess
 from tests.scrape import Samples, total
@@ -245,18 +246,21 @@ def compare_plans_and_horizons(samples: list[Samples], oracle: Oracle, now_ms: i
 
     problems = []
     campaigns = sorted({c for c, _ in oracle.events})
+    by_campaign: dict[tuple[str, str], dict[int, list[int]]] = {}
+    for (c, k, hour), sums in oracle.hours.items():
+        by_campaign.setdefault((c, k), {})[hour] = sums
     for campaign in campaigns:
         plan = oracle.plans.get(campaign)
         zone = plan["timezone"] if plan else "UTC"
         spans = horizons(now_ms, zone, HOUR).spans
         spend_today = 0
-        for label in ("today", "7d", "30d"):
+        for label in DAY_HORIZONS:
             span = spans[label]
             spend = 0
-            for kind in EVENT_TYPES[:4]:  # the horizons' event types
+            for kind in HORIZON_EVENT_TYPES:
                 count = 0
-                for (c, k, hour), (n, micros) in oracle.hours.items():
-                    if c == campaign and k == kind and span.first <= hour <= span.last:
+                for hour, (n, micros) in by_campaign.get((campaign, kind), {}).items():
+                    if span.first <= hour <= span.last:
                         count += n
                         spend += micros
                 got = t("kpi_window_events", campaign=campaign, event_type=kind, window=label)

@@ -3,13 +3,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import expiry, sketch
-from stream.events import EVENT_TYPES
+from stream import changelog, expiry, sketch
+from stream.codec import decode_key
+from stream.events import EVENT_TYPES, decode_message
 from stream.state import KINDS, PartitionState, histogram_bin
 from tests.factories import NOW_MS, event, kind, raw
 from tests.state_harness import (
     CONFIG,
     PLAN_KIND,
+    RULES,
     as_messages,
     buckets,
     canonical,
@@ -181,9 +183,12 @@ def test_expire_drops_old_buckets_and_dead_leads():
             event("lead", lead_id="old", at_ms=NOW_MS - 10 * MIN),
         )
     )
-    deletions = expiry.expire(state, NOW_MS + CONFIG.retention_ms)
+    expired = expiry.expire(state, NOW_MS + CONFIG.retention_ms)
     assert buckets(state, "c1") == {}
-    assert all(value is None for _, value in deletions)
+    # The minute records go; their hour, which they carried, gets a record of its own first.
+    kept = [decode_key(key) for key, value in expired if value is not None]
+    assert [k[1] for k in kept] == ["h"]
+    assert all(value is None for _, value in expired[len(kept) :])
     assert "old" in state.index.awaiting_contact["c1"]  # a pending lead lives for the lead TTL
     assert total(state, "c1", "click") == 1  # totals live while the campaign has buckets or leads
     records = expiry.expire(state, NOW_MS + CONFIG.lead_ttl_ms)
@@ -563,3 +568,51 @@ def test_an_event_older_than_the_long_horizon_counts_in_totals_only():
     state, _ = run(msgs(event("click", at_ms=ancient)))
     assert total(state, "c1", "click") == 1
     assert not state.campaigns["c1"].hours.rows and not state.campaigns["c1"].rows
+
+
+@FAST
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("event"), st.integers(0, 3 * 60), st.sampled_from(EVENT_TYPES)),
+            st.tuples(st.just("tick"), st.integers(1, 50), st.just("")),
+        ),
+        max_size=40,
+    ),
+    st.data(),
+)
+def test_hours_carried_by_minute_records_survive_their_expiry_and_any_crash(ops, data):
+    """Minute records carry their hour's row; expiry seals the hour in a record of its own
+    before deleting them. With the clock moving (events up to 3 hours old, expiry as it goes),
+    a restore of any prefix of the log, then the replay, holds the same hours as the live run."""
+    state = PartitionState(0, CONFIG)
+    log: list = []
+    now = NOW_MS
+    messages = []  # (kind, offset, value, now) as folded
+    offsets = [0] * KINDS
+    for op, value, event_type in ops:
+        if op == "tick":
+            now += value * MIN
+            log.extend(expiry.expire(state, now))
+            continue
+        k = kind(event_type)
+        body = {"lead_id": "L"} if event_type in ("lead", "sales_contact") else {}
+        payload = raw(event(event_type, at_ms=now - value * MIN, **body))
+        events, rejections = decode_message(payload, k, now, RULES)
+        state.apply_message(k, offsets[k], events, rejections, now)
+        messages.append((k, offsets[k], payload, now))
+        offsets[k] += 1
+        log.extend(changelog.finish_batch(state))
+    cut = data.draw(st.integers(0, len(log)), label="records kept")
+    survivor = restore(log[:cut])
+    resume = survivor.resume_offsets()
+    for k, offset, payload, at in messages:
+        if offset >= resume[k]:
+            events, rejections = decode_message(payload, k, at, RULES)
+            survivor.apply_message(k, offset, events, rejections, at)
+    expiry.expire(survivor, now)
+
+    def hours(s):
+        return {c: dict(cs.hours.buckets(CONFIG.long_bucket_ms)) for c, cs in s.campaigns.items()}
+
+    assert hours(survivor) == hours(state)
