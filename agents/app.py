@@ -27,6 +27,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from autopause.runner import baselines_read
 from stream.settings import Settings
 
 from .auth import bearer_token_required
@@ -161,7 +162,9 @@ def create_app(
             pipeline.resume_positions(), app.consumer.assignment(), app.consumer.highwater
         )
 
-    exporter = KpiExporter(lambda: list(pipeline.states.values()), settings, clock)
+    exporter = KpiExporter(
+        lambda: list(pipeline.states.values()), settings, clock, baselines_read(settings)
+    )
     registry.register(
         WorkerCollector(lambda: len(pipeline.states), lag, pipeline.campaigns_in_several_partitions)
     )

@@ -73,6 +73,27 @@ def main(argv: list[str] | None = None) -> int:
     rules.add_argument("action", choices=["generate", "check"])
     rules.add_argument("--root", default=".", help="project root holding ops/ and grafana/")
 
+    backtest = commands.add_parser(
+        "backtest",
+        help="what a rules file would have decided over the events on the topics (nothing "
+        "is written); with --compare, only what differs from another rules file",
+    )
+    backtest.add_argument("--rules", required=True, help="the rules file to judge by")
+    backtest.add_argument("--compare", help="an older rules file: print only the differences")
+    backtest.add_argument(
+        "--plans", help="a plan file (CSV, JSON lines, YAML) instead of the plans topic"
+    )
+    backtest.add_argument(
+        "--since", default="7d", help="judge the events of this last period (default 7d)"
+    )
+    backtest.add_argument(
+        "--tick",
+        help="judge every this long of event time (default: the bucket, or "
+        "KPI_DECISION_INTERVAL if longer)",
+    )
+    backtest.add_argument("--json", action="store_true", help="one decision per line, as JSON")
+    backtest.add_argument("--broker", help="kafka://host:port (env KPI_BROKER)")
+
     sink = commands.add_parser(
         "alert-sink", help="print alerts POSTed to /alerts (webhook receiver)"
     )
@@ -174,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(send_file(settings, args.file))
         if args.command == "plans":
             return run_plans(args)
+        if args.command == "backtest":
+            return run_backtest(args)
         if args.command == "alert-sink":
             from .alert_sink import run as run_sink
 
@@ -221,6 +244,26 @@ def run_plans(args: argparse.Namespace) -> int:
         print("kpi-monitor plans remove: a CAMPAIGN or --channel NAME", file=sys.stderr)
         return 2
     return asyncio.run(plans_cli.remove(settings, args.target, args.channel))
+
+
+def run_backtest(args: argparse.Namespace) -> int:
+    from . import backtest_cli
+
+    settings = settings_from_env(broker=args.broker)
+    if settings.broker is None:
+        print("kpi-monitor backtest: set KPI_BROKER or --broker", file=sys.stderr)
+        return 2
+    return asyncio.run(
+        backtest_cli.run(
+            settings,
+            args.rules,
+            since=args.since,
+            compare=args.compare,
+            plans=args.plans,
+            tick=args.tick,
+            as_json=args.json,
+        )
+    )
 
 
 def run_pauser(args: argparse.Namespace) -> int:

@@ -44,6 +44,13 @@ def snapshot_json(snap: Snapshot) -> dict:
             pace = row.pacing()
             if pace is not None:
                 entry["pacing"] = pace._asdict()
+        baselines = row.baselines()
+        if baselines:
+            # By KPI, window and baseline; null: none yet (cold start: its rules do not judge).
+            entry["baselines"] = [
+                {"kpi": kpi, "window": window, "baseline": label, "value": value}
+                for (kpi, window, label), value in baselines.items()
+            ]
         if row.awaiting:
             entry["leads_awaiting_contact"] = row.awaiting
             entry["oldest_uncontacted_lead_age_seconds"] = row.oldest_awaiting_age_seconds(

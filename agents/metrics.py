@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from stream import catalogue as m
 from stream import exposition
+from stream.baselines import BaselineRef
 from stream.catalogue import MetricSpec
 from stream.settings import Settings
 from stream.snapshot import RowCache, Snapshot, build_rows, snapshot_header
@@ -75,9 +76,14 @@ class KpiExporter(Collector):
     """The KPI snapshot of the owned partitions, as rows, text exposition, or metric families."""
 
     def __init__(
-        self, states: Callable[[], list], settings: Settings, clock: Callable[[], int]
+        self,
+        states: Callable[[], list],
+        settings: Settings,
+        clock: Callable[[], int],
+        baselines: tuple[BaselineRef, ...] = (),
     ) -> None:
         self._states = states
+        self._baselines = baselines  # that the rules read (kpi_baseline)
         self._settings = settings
         self._clock = clock
         self._cache = RowCache()
@@ -99,6 +105,7 @@ class KpiExporter(Collector):
             self._windows_ms,
             self._cache,
             self._settings.timezone,
+            self._baselines,
         )
         return snap, rows
 

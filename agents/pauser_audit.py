@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from autopause.ledger import Ledger
 from autopause.policy import ACT, WAIT, judge
+from autopause.records import explain
 from stream.durations import parse_duration
 from stream.settings import Settings
 
@@ -23,18 +24,14 @@ def history(ledger_path: str, campaign: str | None, limit: int, out=sys.stdout) 
     ledger = Ledger(ledger_path)
     try:
         for entry in ledger.history(campaign, limit):
-            evidence = entry.decision.get("evidence")
-            evidence = evidence if isinstance(evidence, dict) else {}
-            why = (
-                f"{evidence.get('kpi')}={evidence.get('value')!r} {evidence.get('op')} "
-                f"{evidence.get('threshold')} on {evidence.get('window')}"
-                if evidence.get("kpi")
-                else ""
-            )
+            why = explain(entry.decision.get("evidence"))
+            # A pause for the rest of the day: the worker issues its resume then.
+            until = entry.decision.get("resume_at")
+            until = f"  until {until}" if isinstance(until, str) else ""
             print(
                 f"{entry.decision.get('issued_at', '?')}  {entry.decision_id}  {entry.campaign}  "
                 f"{entry.rule}  {entry.verdict} -> {entry.outcome}"
-                f"{' (' + entry.reason + ')' if entry.reason else ''}  {why}",
+                f"{' (' + entry.reason + ')' if entry.reason else ''}{until}  {why}",
                 file=out,
             )
     finally:
@@ -46,6 +43,13 @@ async def undo(config: PauserConfig, decision_id: str) -> int:
     ledger = Ledger(config.ledger)
     try:
         entry = ledger.get(decision_id)
+        if entry is not None and entry.verdict == "notify":
+            print(
+                f"kpi-monitor pauser: nothing to undo for {decision_id}: a notify decision "
+                "acts on nothing",
+                file=sys.stderr,
+            )
+            return 1
         if entry is None or entry.outcome != "done" or entry.prior_state is None:
             state = "not in the ledger" if entry is None else f"recorded as {entry.outcome}"
             print(
@@ -73,6 +77,9 @@ async def undo(config: PauserConfig, decision_id: str) -> int:
             attempts=entry.attempts,
         )
         print(f"undone {decision_id}: {action} campaign {entry.campaign}")
+        if action == "resume" and entry.decision.get("resume_at"):
+            # The worker still issues the midnight resume; the command answers "already".
+            print(f"  (it was paused until {entry.decision['resume_at']}; resumed now instead)")
         return 0
     finally:
         ledger.close()

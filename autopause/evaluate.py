@@ -3,7 +3,8 @@ rule that ``rulebook`` generates from it.
 
 The generated expression is ``KPI{window} op threshold`` (for a ``confident`` rule, the Wilson
 bound on the far side: ``_upper`` for ``<``, ``_lower`` for ``>``; for a rule against the plan,
-``op on(campaign) factor * kpi_plan_target{kpi}``), joined with
+``op on(campaign) factor * kpi_plan_target{kpi}``; against its own normal, ``factor *
+kpi_baseline{kpi, window, baseline}``), joined with
 ``kpi_window_events{event_type, window} >= count`` for ``min_volume`` and with
 ``kpi_day_elapsed_seconds >= after`` for ``after``. A KPI with no value (a
 zero denominator, no response in the window, nothing awaiting) has no series, so the rule does not
@@ -48,6 +49,8 @@ class Figures(NamedTuple):
     targets: Mapping[str, float] = _NONE  # the effective plan's targets (kpi_plan_target)
     budget: Mapping[str, float] = _NONE  # budget figures by KPI name (budget_pacing, ...)
     day_elapsed_s: float | None = None  # with a plan: since the campaign's midnight
+    # Its own normals (kpi_baseline) by (kpi, window, baseline label); None: none yet.
+    baselines: Mapping[tuple[str, str, str], float | None] = MappingProxyType({})
 
 
 class Evaluation(NamedTuple):
@@ -130,6 +133,12 @@ def evaluate_condition(
         if target is None:  # no kpi_plan_target series: the comparison has nothing to hold on
             return Evaluation(False, None, None, None)
         threshold = threshold * target  # as PromQL's ``factor * kpi_plan_target``
+    ref = condition.baseline_ref
+    if ref is not None:
+        normal = figures.baselines.get(ref.key)
+        if normal is None:  # cold start: no kpi_baseline series to compare with
+            return Evaluation(False, None, None, None)
+        threshold = threshold * normal  # as PromQL's ``factor * kpi_baseline``
     window = figures.windows.get(condition.window) if condition.window else None
     value = kpi_value(condition.kpi, window, figures)
     bound = bounds = None

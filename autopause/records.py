@@ -129,7 +129,9 @@ def decision_json(
             # A rule against the plan compares with its factor times the campaign's target.
             "threshold": rule.threshold if evidence.threshold is None else evidence.threshold,
             "target": rule.target,
-            "factor": rule.threshold if rule.target is not None else None,
+            # ... or with its factor times the campaign's own normal (stream.baselines).
+            "baseline": rule.first.baseline.label if rule.first.baseline else None,
+            "factor": rule.threshold if rule.target or rule.first.baseline else None,
             "confident": rule.confident,
             "bound": evidence.bound,
             "wilson": None
@@ -162,7 +164,8 @@ def _condition_evidence(condition: Condition, part: Evaluation) -> dict[str, Any
         "op": condition.op,
         "threshold": condition.threshold if part.threshold is None else part.threshold,
         "target": condition.target,
-        "factor": condition.threshold if condition.target is not None else None,
+        "baseline": condition.baseline.label if condition.baseline else None,
+        "factor": condition.threshold if condition.target or condition.baseline else None,
         "confident": condition.confident,
         "bound": part.bound,
         "volume": None
@@ -175,3 +178,27 @@ def _condition_evidence(condition: Condition, part: Evaluation) -> dict[str, Any
         },
         "holds": part.holds,
     }
+
+
+def explain(evidence: object) -> str:
+    """A decision's evidence in one line, as ``history`` and ``backtest`` print it: each
+    condition's KPI and value against its threshold (and the target or baseline it is a factor
+    of), joined as the rule combines them."""
+    if not isinstance(evidence, dict) or not evidence.get("kpi"):
+        return ""
+    parts = evidence.get("conditions") or [evidence]
+    said = []
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        of = ""
+        if part.get("target"):
+            of = f" ({part.get('factor')} x target {part['target']})"
+        elif part.get("baseline"):
+            of = f" ({part.get('factor')} x {part['baseline']})"
+        window = f" on {part['window']}" if part.get("window") else ""
+        said.append(
+            f"{part.get('kpi')}={part.get('value')!r} {part.get('op')} "
+            f"{part.get('threshold')}{of}{window}"
+        )
+    return (" or " if evidence.get("combine") == "any" else " and ").join(said)

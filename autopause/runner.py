@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from rulebook.rules import KPIS, Condition, Rule, RuleError, parse_rules
+from stream.baselines import BaselineRef
 from stream.campaign import CampaignState
 from stream.codec import Record
 from stream.durations import parse_duration
@@ -45,20 +46,50 @@ from .evaluate import Evaluation, Figures, WindowFigures, evaluate, selects
 SHIPPED_RULES = Path(__file__).resolve().parent.parent / "ops" / "kpi-rules.yaml"
 _KIND = {name: kind for kind, name in enumerate(EVENT_TYPES)}
 _OPPOSITE = {"<": ">", ">": "<"}
-STATES = ("pending", "paused", "held", "unknown", "suppressed")  # kpi_autopause_campaigns{state}
+# kpi_autopause_campaigns{state}; no_baseline: campaigns a baseline rule cannot judge yet.
+STATES = ("pending", "paused", "held", "unknown", "suppressed", "no_baseline")
 STEP = 200  # campaigns judged between two yields of ``Runner.tick_steps``
 
 
-def load_rules(settings: Settings) -> list[Rule]:
-    """The may_pause rules of ``KPI_RULES`` (default: the shipped file), checked against the
-    settings; raises SettingsError naming KPI_RULES."""
+def read_rules(settings: Settings) -> list[Rule]:
+    """Every rule of ``KPI_RULES`` (default: the shipped file); raises SettingsError naming it."""
     path = Path(settings.rules_path) if settings.rules_path else SHIPPED_RULES
     try:
-        rules = parse_rules(yaml.safe_load(path.read_text()))
+        return parse_rules(yaml.safe_load(path.read_text()))
     except OSError as exc:
         raise SettingsError(f"KPI_RULES: cannot read {path}: {exc.strerror}") from None
     except (RuleError, yaml.YAMLError) as exc:
         raise SettingsError(f"KPI_RULES: {path}: {exc}") from None
+
+
+def baselines_read(settings: Settings, rules: list[Rule] | None = None) -> tuple[BaselineRef, ...]:
+    """The baselines the KPI rules read, which the workers export (``kpi_baseline``) for the
+    Prometheus rules and judge by; checked against the hour buckets kept."""
+    rules = read_rules(settings) if rules is None else rules
+    refs: dict[tuple[str, str, str], BaselineRef] = {}
+    long_ms = settings.long_bucket_seconds * 1000
+    for rule in rules:
+        for ref in rule.baselines if rule.kind == "kpi" else ():
+            if ref.window_ms % long_ms:
+                raise SettingsError(
+                    f"KPI_RULES: rule {rule.name}: a baseline of {ref.window} needs whole "
+                    f"KPI_LONG_BUCKET buckets ({settings.long_bucket_seconds}s)"
+                )
+            back = ref.baseline.span_ms + ref.window_ms + long_ms
+            if back > settings.long_retention_seconds * 1000:
+                raise SettingsError(
+                    f"KPI_RULES: rule {rule.name}: its baseline reads {back // 3_600_000}h "
+                    f"back, beyond KPI_LONG_RETENTION ({settings.long_retention_seconds}s)"
+                )
+            refs.setdefault(ref.key, ref)
+    return tuple(refs[k] for k in sorted(refs))
+
+
+def load_rules(settings: Settings) -> list[Rule]:
+    """The rules of ``KPI_RULES`` that decide (may_pause or notify), checked against the
+    settings; raises SettingsError naming KPI_RULES."""
+    rules = read_rules(settings)
+    baselines_read(settings, rules)
     pausing = [r for r in rules if r.kind == "kpi" and r.decides]
     # The trailing windows of KPI_WINDOWS, and the long horizons every worker exports.
     exported = {*window_labels(w * 1000 for w in settings.windows_seconds), *HORIZONS}
@@ -143,6 +174,7 @@ def figures_of(row: CampaignRow, labels: tuple[str, ...], now_ms: int) -> Figure
         row.awaiting,
         row.oldest_awaiting_age_seconds(now_ms),
         **plan_figures(row),
+        baselines=row.baselines(),
     )
 
 
@@ -301,6 +333,7 @@ class Runner:
         inputs: dict[str, Input] = {}
         trust_of: dict[int, dict[str, Trust]] = {}
         remember_new = any(r.min_campaign_age != "0s" for r in self.rules)
+        cold: dict[str, int] = {}  # rule -> campaigns without the baseline it reads (yet)
         done = 0
         for state in states:
             trust = trust_of[state.partition] = {
@@ -331,8 +364,10 @@ class Runner:
                 evaluations: dict[str, Evaluation] = {}
                 resumes: dict[str, Evaluation | None] = {}
                 for rule in rules:
+                    if any(now_figures.baselines.get(r.key) is None for r in rule.baselines):
+                        cold[rule.name] = cold.get(rule.name, 0) + 1
                     if (
-                        not rule.judges(now_figures.targets)
+                        not rule.judges(now_figures.targets, now_figures.baselines)
                         and campaign.tracks.get(rule.name, IDLE) == IDLE
                     ):
                         # No target of its own or by default: not judged by the rule. A campaign
@@ -352,6 +387,7 @@ class Runner:
                             targets=now_figures.targets,
                             budget=now_figures.budget,
                             day_elapsed_s=now_figures.day_elapsed_s,
+                            baselines=now_figures.baselines,
                         )
                     )
                     evaluations[rule.name] = evaluate(rule, figures)
@@ -419,12 +455,10 @@ class Runner:
         kept = [s for s in states if owned(s)]
         out = self._changed_records(kept, now_ms)
         self._dirty = {k for k in self._dirty if k[0] in {s.partition for s in kept}}
-        return TickResult(
-            out,
-            to_send,
-            {r.name: scopes.open(r.name) for r in self.rules},
-            self._counts(states, now_ms),
-        )
+        counts = self._counts(states, now_ms)
+        for rule_name, n in cold.items():
+            counts[(rule_name, "no_baseline")] = n
+        return TickResult(out, to_send, {r.name: scopes.open(r.name) for r in self.rules}, counts)
 
     def sent(self, states: Iterable[PartitionState], sent: Iterable[dict]) -> list[Record]:
         """After the decisions topic acknowledged ``sent``: drop them from the outboxes."""

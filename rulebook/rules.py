@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from stream import catalogue as m
+from stream.baselines import (
+    BASELINE_KPIS,
+    Baseline,
+    BaselineError,
+    BaselineRef,
+    check_window,
+    parse_baseline,
+)
 from stream.durations import format_duration, parse_duration
 from stream.events import EVENT_TYPES
 from stream.exposition import HORIZON_EVENT_TYPES
@@ -82,6 +90,17 @@ class Condition:
     # name; a campaign without that target does not meet the condition.
     target: str | None = None
     after: str = "0s"  # only once this much of the campaign's day has passed (its time zone)
+    # Against the campaign's own normal: ``threshold`` is a factor of this baseline of the KPI
+    # over the same window (``kpi_baseline``); a campaign with none yet does not meet it.
+    baseline: Baseline | None = None
+
+    @property
+    def baseline_ref(self) -> BaselineRef | None:
+        if self.baseline is None or self.window is None:
+            return None
+        return BaselineRef(
+            self.kpi, self.window, int(parse_duration(self.window) * 1000), self.baseline
+        )
 
     def promql(self, campaigns: str | None, settle: str = "0s") -> str:
         source = KPIS[self.kpi]
@@ -93,7 +112,19 @@ class Condition:
         selector = _selector(
             self.window if source.windowed else None, campaigns, source.event_type, source.period
         )
-        if self.target is None:
+        ref = self.baseline_ref
+        if ref is not None:
+            kpi, window, label = ref.key
+            # The campaign's own normal (max: one value even if two workers export it).
+            normal = (
+                f"max by (campaign) ({m.BASELINE.name}"
+                f'{{kpi="{kpi}",window="{window}",baseline="{label}"}})'
+            )
+            expr = (
+                f"{metric}{selector}{offset} {self.op} on (campaign) group_left () "
+                f"({_number(self.threshold)} * {normal})"
+            )
+        elif self.target is None:
             expr = f"{metric}{selector}{offset} {self.op} {_number(self.threshold)}"
         else:
             # The campaign's own target (max: one value even if two workers export it).
@@ -229,11 +260,26 @@ class Rule:
             f"max by (campaign) ({c.promql(self.campaigns, self.settle)})" for c in self.conditions
         )
 
-    def judges(self, targets: Mapping[str, float]) -> bool:
-        """Whether a campaign with these plan targets can meet the rule at all: a condition
-        against a missing target never holds (no ``kpi_plan_target`` series to compare with)."""
-        met = [c.target is None or c.target in targets for c in self.conditions]
+    def judges(
+        self,
+        targets: Mapping[str, float],
+        baselines: Mapping[tuple[str, str, str], float | None] | None = None,
+    ) -> bool:
+        """Whether a campaign with these plan targets and baselines can meet the rule at all: a
+        condition against a missing target, or a baseline it has none of yet (cold start), never
+        holds (no ``kpi_plan_target`` or ``kpi_baseline`` series to compare with)."""
+        baselines = baselines or {}
+        met = [
+            (c.target is None or c.target in targets)
+            and (c.baseline_ref is None or baselines.get(c.baseline_ref.key) is not None)
+            for c in self.conditions
+        ]
         return all(met) if self.combine == "all" else any(met)
+
+    @property
+    def baselines(self) -> tuple[BaselineRef, ...]:
+        """The baselines its conditions read."""
+        return tuple(c.baseline_ref for c in self.conditions if c.baseline_ref is not None)
 
     def labels(self) -> dict[str, str]:
         labels = {"severity": self.severity, "rule": self.name}
@@ -405,8 +451,7 @@ def _parse_rule(raw: dict, where: str) -> Rule:
         first.op,
         first.threshold,
         all(KPIS[c.kpi].windowed for c in conditions),
-        first.kpi,
-        first.target,
+        first,
     )
     action = raw.get("action", "pause")
     if action not in ACTIONS:
@@ -424,6 +469,8 @@ def _parse_rule(raw: dict, where: str) -> Rule:
     horizons = {w for c in conditions for w in c.windows} & set(HORIZONS)
     if pause.get("settle", "0s") != "0s" and horizons:
         raise RuleError(f"{where}.settle: the long horizons are judged as they stand")
+    if pause.get("settle", "0s") != "0s" and any(c.baseline for c in conditions):
+        raise RuleError(f"{where}.settle: a baseline is judged against the current window")
     return Rule(
         kind="kpi",
         conditions=tuple(conditions),
@@ -455,7 +502,17 @@ def _parse_condition(raw: dict, where: str) -> Condition:
     op = raw.get("op")
     if op not in ("<", ">"):
         raise RuleError(f"{where}.op: '<' or '>', got {op!r}")
-    target, threshold = _threshold(raw.get("threshold"), f"{where}.threshold", kpi, None)
+    target, baseline, threshold = _threshold(raw.get("threshold"), f"{where}.threshold", kpi)
+    if baseline is not None:
+        if kpi not in BASELINE_KPIS:
+            raise RuleError(
+                f"{where}.threshold.baseline: a baseline is of sums over buckets "
+                f"({', '.join(sorted(BASELINE_KPIS))}), not {kpi}"
+            )
+        try:
+            check_window(baseline, None if window in HORIZONS else _millis(window))
+        except BaselineError as exc:
+            raise RuleError(f"{where}.window: {exc}") from None
     confident = bool(raw.get("confident", False))
     if confident and not source.rate:
         raise RuleError(
@@ -491,7 +548,11 @@ def _parse_condition(raw: dict, where: str) -> Condition:
             f"{where}.after: only budget KPIs wait for the first hours of a day "
             "(kpi_day_elapsed_seconds is exported for campaigns with a budget)"
         )
-    return Condition(kpi, window, op, threshold, confident, min_volume, target, after)
+    return Condition(kpi, window, op, threshold, confident, min_volume, target, after, baseline)
+
+
+def _millis(window: str | None) -> int | None:
+    return None if window is None else int(parse_duration(window) * 1000)
 
 
 def _check_horizon(kpi: str, event_type: str | None, window: str | None, where: str) -> None:
@@ -512,12 +573,32 @@ def _window(value: Any, where: str) -> str:
     return _duration(value, where)
 
 
-def _threshold(value: Any, where: str, kpi: str, target: str | None) -> tuple[str | None, float]:
-    """(target, number): a fixed threshold, or ``{target: cpa, factor: 1.2}``, a factor of the
-    campaign's own target. ``target`` given: the form must name that target."""
+def _threshold(
+    value: Any, where: str, kpi: str, relative: Condition | None = None
+) -> tuple[str | None, Baseline | None, float]:
+    """(target, baseline, number): a fixed threshold; ``{target: cpa, factor: 1.2}``, a factor
+    of the campaign's own target; or ``{baseline: {same_hour_of_week: 4w}, factor: 0.5}``, a
+    factor of its own normal. With ``relative`` (a resume threshold): the same form as its."""
+    want_target = relative.target if relative else None
+    want_baseline = relative.baseline if relative else None
     if isinstance(value, dict):
-        if set(value) - {"target", "factor"} or "target" not in value:
-            raise RuleError(f"{where}: a number, or {{target: <plan target>, factor: <number>}}")
+        kinds = [k for k in ("target", "baseline") if k in value]
+        if set(value) - {"target", "baseline", "factor"} or len(kinds) != 1:
+            raise RuleError(
+                f"{where}: a number, {{target: <plan target>, factor: <number>}} or "
+                "{baseline: {same_hour_of_week: 4w}, factor: <number>}"
+            )
+        factor = value.get("factor", 1)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+            raise RuleError(f"{where}.factor: a number above 0 is required")
+        if kinds == ["baseline"]:
+            try:
+                baseline = parse_baseline(value["baseline"])
+            except BaselineError as exc:
+                raise RuleError(f"{where}.baseline: {exc}") from None
+            if relative is not None and baseline != want_baseline:
+                raise RuleError(f"{where}.baseline: must be the threshold's baseline")
+            return None, baseline, float(factor)
         name = value["target"]
         if name not in PLAN_TARGETS:
             raise RuleError(f"{where}.target: one of the plan targets {sorted(PLAN_TARGETS)}")
@@ -526,17 +607,20 @@ def _threshold(value: Any, where: str, kpi: str, target: str | None) -> tuple[st
         money = PLAN_TARGETS[name][0] == "money" and kpi in MONEY_KPIS
         if name != kpi and not money:
             raise RuleError(f"{where}.target: {name} is a target for {name}, not {kpi}")
-        if target is not None and name != target:
-            raise RuleError(f"{where}.target: must be the rule's threshold target ({target})")
-        factor = value.get("factor", 1)
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
-            raise RuleError(f"{where}.factor: a number above 0 is required")
-        return name, float(factor)
-    if target is not None:
-        raise RuleError(f"{where}: the threshold is relative to {target}: give {{target, factor}}")
+        if relative is not None and name != want_target:
+            raise RuleError(f"{where}.target: must be the rule's threshold target ({want_target})")
+        return name, None, float(factor)
+    if want_target is not None or want_baseline is not None:
+        if want_target is not None:
+            raise RuleError(
+                f"{where}: the threshold is relative to {want_target}: give {{target, factor}}"
+            )
+        raise RuleError(
+            f"{where}: the threshold is relative to a baseline: give {{baseline, factor}}"
+        )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RuleError(f"{where}: a number is required")
-    return None, float(value)
+    return None, None, float(value)
 
 
 _PAUSE_FIELDS = (
@@ -556,8 +640,7 @@ def _pause_fields(
     op: str,
     threshold: float,
     windowed: bool,
-    kpi: str,
-    target: str | None,
+    first: Condition,
 ) -> dict[str, Any]:
     pause_only = sorted(name for name in _PAUSE_FIELDS if name in raw and name != "settle")
     notify = raw.get("action") == "notify"
@@ -575,7 +658,9 @@ def _pause_fields(
             raise RuleError(f"{where}.max_cycles_per_day: a whole number >= 1 is required")
         out["max_cycles_per_day"] = cycles
     if "resume_threshold" in raw:
-        _, resume = _threshold(raw["resume_threshold"], f"{where}.resume_threshold", kpi, target)
+        _, _, resume = _threshold(
+            raw["resume_threshold"], f"{where}.resume_threshold", first.kpi, first
+        )
         # Hysteresis: resuming must need a KPI at least as good as the one that paused.
         if (op == "<" and resume < threshold) or (op == ">" and resume > threshold):
             side = "at or above" if op == "<" else "at or below"

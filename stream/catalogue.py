@@ -144,6 +144,17 @@ DAY_ELAPSED = _spec(
     "pacing wait for the first hours of the day",
     "campaign",
 )
+BASELINE = _spec(
+    "kpi_baseline",
+    "gauge",
+    "The campaign's own normal for a KPI over a window, as the rules read it (stream.baselines): "
+    "same_hour_of_week_Nw is the median of the same hours in the last N weeks, trailing_Nd the "
+    "KPI over the N days before the window; no series before the campaign has one (cold start)",
+    "campaign",
+    "kpi",
+    "window",
+    "baseline",
+)
 SPEND_OUTSIDE_FLIGHT = _spec(
     "kpi_spend_outside_flight",
     "gauge",
@@ -256,7 +267,8 @@ BREAKER_OPEN = _spec(
 AUTOPAUSE_CAMPAIGNS = _spec(
     "kpi_autopause_campaigns",
     "gauge",
-    "Campaigns by auto-pause state (pending, paused, held, unknown, suppressed), by rule",
+    "Campaigns by auto-pause state (pending, paused, held, unknown, suppressed; no_baseline: "
+    "not judged, no baseline of its own yet), by rule",
     "rule",
     "state",
 )
@@ -324,6 +336,7 @@ CATALOGUE: dict[str, MetricSpec] = {
         BUDGET_PACING,
         PROJECTED_SPEND,
         DAY_ELAPSED,
+        BASELINE,
         SPEND_OUTSIDE_FLIGHT,
         EVENTS_REJECTED,
         EVENTS_LATE,

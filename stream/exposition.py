@@ -210,6 +210,15 @@ def _day_elapsed(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
     return f'{m.DAY_ELAPSED.name}{{campaign="{c}"}} {number(row.day_elapsed_s)}\n'
 
 
+def _baselines(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
+    return "".join(
+        f'{m.BASELINE.name}{{campaign="{c}",kpi="{kpi}",window="{window}",baseline="{label}"}} '
+        f"{number(value)}\n"
+        for (kpi, window, label), value in row.baselines().items()
+        if value is not None
+    )
+
+
 def _spend_outside_flight(row: CampaignRow, c: str, w: tuple[str, ...]) -> str:
     today = row.horizons.get("today")
     if not row.outside_flight or today is None:
@@ -323,6 +332,7 @@ _COMMON = [
     ),
     _Family(m.BUDGET_PACING, _pacing(m.BUDGET_PACING.name, "pacing_ratio", "flight_pacing_ratio")),
     _Family(m.DAY_ELAPSED, _day_elapsed),
+    _Family(m.BASELINE, _baselines),
     _Family(m.SPEND_OUTSIDE_FLIGHT, _spend_outside_flight),
 ]
 

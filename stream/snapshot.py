@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from . import baselines as base
 from . import sketch as qsketch
 from .campaign import KINDS, CampaignState, WindowTotals, kind_totals
 from .horizons import horizons
@@ -63,6 +64,11 @@ class CampaignRow:
     day_elapsed_s: float = 0.0  # since the campaign's last midnight
     day_end_ms: int | None = None  # its next midnight
     outside_flight: bool = False  # today is before its plan's flight or after it
+    # The baselines the rules read (stream.baselines), as their spans' sums and whether the
+    # campaign's history covers each span: additive, so a split campaign's rows merge exactly.
+    baseline_parts: dict[base.BaselineRef, tuple[list[WindowTotals], list[bool]]] = field(
+        default_factory=dict
+    )
     _horizon_kpis: dict[str, Kpis] | None = None
 
     def horizon_kpis(self) -> dict[str, Kpis]:
@@ -76,6 +82,13 @@ class CampaignRow:
 
     def kind_totals(self) -> list[int]:
         return kind_totals(self.by_channel)
+
+    def baselines(self) -> dict[tuple[str, str, str], float | None]:
+        """Each baseline's value by (kpi, window, baseline label); None: none yet (cold start)."""
+        return {
+            ref.key: base.value(ref, sums, covered)
+            for ref, (sums, covered) in self.baseline_parts.items()
+        }
 
     def pacing(self) -> Pacing | None:
         """Spend against the plan's budgets; None without a budget."""
@@ -217,6 +230,7 @@ def build_rows(
     windows_ms: tuple[int, ...],
     cache: RowCache | None = None,
     zone: str = "UTC",
+    baselines: tuple[base.BaselineRef, ...] = (),
 ) -> Iterator[CampaignRow]:
     """One row per campaign label, in label order; ``zone`` is the day of campaigns whose plan
     names no time zone (``KPI_TIMEZONE``)."""
@@ -233,7 +247,9 @@ def build_rows(
                 continue
             row = cache.get(state.partition, campaign, campaign_state, current) if cache else None
             if row is None:
-                row = campaign_row(state, campaign, current, bucket_ms, windows_ms, cache, zone)
+                row = campaign_row(
+                    state, campaign, current, bucket_ms, windows_ms, cache, zone, baselines
+                )
                 if cache is not None:
                     cache.put(state.partition, campaign, campaign_state, current, row)
             rows.append(row)
@@ -251,6 +267,7 @@ def campaign_row(
     windows_ms: tuple[int, ...],
     cache: RowCache | None = None,
     zone: str = "UTC",
+    baselines: tuple[base.BaselineRef, ...] = (),
 ) -> CampaignRow:
     s = state.campaigns[campaign]
     responses = _response_windows(state, campaign, current, bucket_ms, windows_ms, cache)
@@ -274,6 +291,14 @@ def campaign_row(
         state.index.unmatched_contacts.get(campaign, 0),
     )
     _add_horizons(row, state, s, current, zone)
+    long_ms = state.config.long_bucket_ms
+    hours = s.hours
+    for ref in baselines:
+        spans = base.spans(ref, current, long_ms)
+        row.baseline_parts[ref] = (
+            [hours.sums_between(span.first, span.last, long_ms) for span in spans],
+            [hours.has_buckets and hours.first_start <= span.first for span in spans],
+        )
     return row
 
 
@@ -440,6 +465,12 @@ def merge_rows(rows: list[CampaignRow]) -> CampaignRow:
     )
     merged.day_elapsed_s, merged.outside_flight = first.day_elapsed_s, first.outside_flight
     merged.day_end_ms = first.day_end_ms
+    for ref, (sums, covered) in first.baseline_parts.items():
+        for other in rows[1:]:
+            more, reached = other.baseline_parts[ref]
+            sums = [base.add_sums(a, b) for a, b in zip(sums, more)]
+            covered = [a or b for a, b in zip(covered, reached)]
+        merged.baseline_parts[ref] = (sums, covered)
     for name in first.horizons:
         sums = [r.horizons[name] for r in rows if name in r.horizons]
         merged.horizons[name] = WindowTotals(

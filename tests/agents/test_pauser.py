@@ -152,6 +152,43 @@ def test_undo_restores_the_prior_state_and_history_tells_why(tmp_path):
     assert any("c2-1" in line and "unknown -> noted" in line for line in lines)
 
 
+def test_history_and_undo_understand_notify_and_rest_of_day_pauses(tmp_path):
+    cfg = config(tmp_path, command(tmp_path))
+    ledger = Ledger(cfg.ledger)
+    stop_loss = decision("burner")
+    stop_loss["resume_at"] = "2026-12-04T00:00:00.000Z"
+    stop_loss["evidence"] = {
+        "kpi": "spend",
+        "combine": "all",
+        "conditions": [
+            {
+                "kpi": "spend",
+                "value": 90.0,
+                "op": ">",
+                "threshold": 80.0,
+                "target": "cpa",
+                "factor": 2.0,
+                "window": "today",
+            },
+            {"kpi": "sales", "value": 0, "op": "<", "threshold": 1.0, "window": "today"},
+        ],
+    }
+    notice = decision("quiet", verdict="notify")
+    asyncio.run(pauser.handle(cfg, ledger, stop_loss))
+    asyncio.run(pauser.handle(cfg, ledger, notice))
+    ledger.close()
+    out = io.StringIO()
+    pauser_audit.history(cfg.ledger, None, 10, out)
+    text = out.getvalue()
+    assert "until 2026-12-04T00:00:00.000Z" in text
+    assert "spend=90.0 > 80.0 (2.0 x target cpa) on today and sales=0 < 1.0 on today" in text
+    assert "quiet-1" in text and "notify -> noted" in text
+    assert [c.split()[:2] for c in calls(tmp_path)] == [["pause", "burner"]]  # notify: nothing
+    assert asyncio.run(pauser_audit.undo(cfg, "quiet-1")) == 1
+    assert asyncio.run(pauser_audit.undo(cfg, "burner-1")) == 0
+    assert calls(tmp_path)[-1].split()[:2] == ["resume", "burner"]
+
+
 def test_command_line(tmp_path, capsys):
     from agents.cli import main
 

@@ -111,6 +111,29 @@ def planned(windows: dict, targets=None, budget=None, day_elapsed_s=None) -> Fig
     return Figures(windows, 0, None, targets or {}, budget or {}, day_elapsed_s)
 
 
+# Against the campaign's own normal (kpi_baseline): half its usual CTR for this hour of the week.
+NORMAL_CTR = {
+    "kpi": "ctr",
+    "window": "1h",
+    "op": "<",
+    "threshold": {"baseline": {"same_hour_of_week": "4w"}, "factor": 0.5},
+    "confident": True,
+    "min_volume": {"event_type": "impression", "count": 1000},
+}
+NORMAL_KEY = ("ctr", "1h", "same_hour_of_week_4w")
+NORMAL_SPEND = {
+    "kpi": "spend",
+    "window": "1h",
+    "op": ">",
+    "threshold": {"baseline": {"trailing": "7d"}, "factor": 3},
+}
+SPEND_KEY = ("spend", "1h", "trailing_7d")
+
+
+def normal(windows: dict, baselines: dict) -> Figures:
+    return Figures(windows, baselines=baselines)
+
+
 # (name, rule fields, figures, holds)
 CASES = [
     ("ctr collapsed, sure, enough volume", CTR, Figures({"15m": win(3000, 6)}), True),
@@ -241,6 +264,54 @@ CASES = [
         "aov over",
         {"kpi": "aov", "window": "1h", "op": ">", "threshold": 100},
         Figures({"1h": win(sales=12, revenue=1234.56)}),
+        True,
+    ),
+    # Against the campaign's own normal: a display campaign at 0.4% that halves is caught, one at
+    # its usual 0.3% is not, and one with no baseline yet (cold start) is not judged.
+    (
+        "ctr under half its normal, sure",
+        NORMAL_CTR,
+        normal({"1h": win(20000, 20)}, {NORMAL_KEY: 0.004}),
+        True,
+    ),
+    (
+        "ctr at its normal",
+        NORMAL_CTR,
+        normal({"1h": win(20000, 60)}, {NORMAL_KEY: 0.003}),
+        False,
+    ),
+    (
+        "ctr under half its normal but inside the Wilson bound",
+        NORMAL_CTR,
+        normal({"1h": win(1500, 2)}, {NORMAL_KEY: 0.004}),
+        False,
+    ),
+    (
+        "ctr collapsed, no baseline yet",
+        NORMAL_CTR,
+        normal({"1h": win(20000, 1)}, {}),
+        False,
+    ),
+    (
+        "spend over three times its trailing normal",
+        NORMAL_SPEND,
+        normal({"1h": win(clicks=10, spend=31.0)}, {SPEND_KEY: 10.0}),
+        True,
+    ),
+    (
+        "spend three times its normal exactly",
+        NORMAL_SPEND,
+        normal({"1h": win(clicks=10, spend=30.0)}, {SPEND_KEY: 10.0}),
+        False,
+    ),
+    (
+        "all: ctr under its normal and cpa over target",
+        {"all": [dict(NORMAL_CTR), dict(CPA_PLAN, window="1h", min_volume=None)]},
+        Figures(
+            {"1h": win(20000, 20, sales=2, spend=200.0)},
+            targets={"cpa": 50},
+            baselines={NORMAL_KEY: 0.004},
+        ),
         True,
     ),
     # Compound conditions: all of them (PromQL ``and``), any of them (``or``), matched per campaign.

@@ -55,6 +55,9 @@ def _series(campaign: str, figures: Figures) -> list[dict]:
                 add(f"kpi_sales_response_{name}_seconds", w, ms / 1000)
     for kpi, target in figures.targets.items():
         add("kpi_plan_target", f',kpi="{kpi}"', target)
+    for (kpi, window, label), value in figures.baselines.items():
+        if value is not None:
+            add("kpi_baseline", f',kpi="{kpi}",window="{window}",baseline="{label}"', value)
     metric_of = {
         "budget_used": ("kpi_budget_used_ratio", ',period="daily"'),
         "budget_pacing": ("kpi_budget_pacing_ratio", ',period="daily"'),

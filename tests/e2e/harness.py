@@ -28,6 +28,9 @@ class WorkerProcess:
     process: subprocess.Popen | None = None
     env: dict[str, str] = field(default_factory=dict)  # extra KPI_* settings
     token: str = ""  # KPI_WEB_TOKEN: every request then carries it
+    # The worker's clock this far ahead of the machine's (libfaketime: Debian ``faketime``), for
+    # what happens at a campaign's midnight without waiting for one.
+    clock_ahead_s: float = 0.0
 
     def start(self) -> WorkerProcess:
         env = dict(
@@ -41,8 +44,10 @@ class WorkerProcess:
         if self.token:
             env["KPI_WEB_TOKEN"] = self.token
         self._log = open(self.log_path, "ab")
+        ahead = ["faketime", "-f", f"+{self.clock_ahead_s:.3f}s"] if self.clock_ahead_s else []
         self.process = subprocess.Popen(
             [
+                *ahead,
                 sys.executable,
                 "-m",
                 "agents.cli",

@@ -30,9 +30,15 @@ def broker():
 def workers(tmp_path):
     started: list[WorkerProcess] = []
 
-    def start(broker_url: str, app_id: str, **env: str) -> WorkerProcess:
+    def start(
+        broker_url: str, app_id: str, clock_ahead_s: float = 0.0, **env: str
+    ) -> WorkerProcess:
         worker = WorkerProcess(
-            broker_url, app_id, str(tmp_path / f"worker-{len(started)}.log"), env=env
+            broker_url,
+            app_id,
+            str(tmp_path / f"worker-{len(started)}.log"),
+            env=env,
+            clock_ahead_s=clock_ahead_s,
         ).start()
         started.append(worker)
         return worker

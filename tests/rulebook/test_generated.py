@@ -50,6 +50,7 @@ def test_every_default_rule_is_shipped():
         "daily_budget_spent",
         "spend_outside_flight",
         "stop_loss",
+        "ctr_below_normal",
     }
 
 
@@ -103,6 +104,43 @@ GOOD = {
             "rule r.resume_threshold: must be at or above",
         ),
         ({"kpi": "response_p95", "window": "7d"}, "trailing windows only, not 7d"),
+        (
+            {"threshold": {"baseline": {"same_hour_of_week": "6w"}, "factor": 0.5}},
+            "rule r.threshold.baseline: same_hour_of_week: 1w to 4w",
+        ),
+        (
+            {"threshold": {"baseline": {"trailing": "7d"}, "target": "ctr"}},
+            "rule r.threshold: a number, {target",
+        ),
+        (
+            {"window": "15m", "threshold": {"baseline": {"trailing": "7d"}}},
+            "rule r.window: a baseline compares a trailing window of whole hours",
+        ),
+        (
+            {"window": "today", "threshold": {"baseline": {"trailing": "7d"}}},
+            "rule r.window: a baseline compares",
+        ),
+        (
+            {"kpi": "response_p95", "window": "1h", "threshold": {"baseline": {"trailing": "7d"}}},
+            "rule r.threshold.baseline: a baseline is of sums",
+        ),
+        (
+            {
+                "window": "1h",
+                "threshold": {"baseline": {"trailing": "7d"}, "factor": 0.5},
+                "may_pause": True,
+                "resume_threshold": 0.01,
+            },
+            "rule r.resume_threshold: the threshold is relative to a baseline",
+        ),
+        (
+            {
+                "window": "1h",
+                "threshold": {"baseline": {"trailing": "7d"}, "factor": 0.5},
+                "settle": "10m",
+            },
+            "rule r.settle: a baseline is judged",
+        ),
         ({"window": "7d", "settle": "1h"}, "rule r.settle: the long horizons"),
         ({"kpi": "budget_pacing", "window": None, "after": "25h"}, "rule r.after"),
         ({"after": "3h"}, "only budget KPIs wait"),
