@@ -50,6 +50,7 @@ AUTOPAUSE_CAMPAIGNS, DECISIONS, BREAKER_OPEN = (
 )
 SPLIT, PAUSER_HELD = m.CAMPAIGNS_SPLIT.name, m.PAUSER_HELD.name
 TARGET, PLAN_BUDGET, PACING = m.PLAN_TARGET.name, m.PLAN_BUDGET.name, m.BUDGET_PACING.name
+BASELINE = m.BASELINE.name
 
 
 def _per_campaign(metric: str, selector: str) -> str:
@@ -171,8 +172,14 @@ def _steps(good: str, bad: str, threshold: float | None, below_is_bad: bool) -> 
 
 def _threshold(rules: list[Rule], kpi: str) -> float | None:
     for rule in rules:
-        if rule.kind == "kpi" and rule.kpi == kpi and rule.target is None and not rule.compound:
-            return rule.threshold  # a rule against each campaign's plan has no one line
+        if (
+            rule.kind == "kpi"
+            and rule.kpi == kpi
+            and rule.target is None
+            and rule.first.baseline is None
+            and not rule.compound
+        ):
+            return rule.threshold  # a rule against each campaign's plan or normal has no one line
     return None
 
 
@@ -637,6 +644,8 @@ def campaign_dashboard(rules: list[Rule], view: View | None = None) -> dict:
                 _target(f"{CTR_LOWER}{{{sel}}}", "lower", ref="B"),
                 _target(f"{CTR_UPPER}{{{sel}}}", "upper", ref="C"),
                 _target(f'{TARGET}{{{plan},kpi="ctr"}}', "target", ref="D"),
+                # Its own normal, where a rule reads one (kpi_baseline; none before it has one).
+                _target(f'{BASELINE}{{{plan},kpi="ctr"}}', "normal ({{baseline}})", ref="E"),
             ],
             "percentunit",
             _steps("green", "red", _threshold(rules, "ctr"), True),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the real ops tools the tests run: Prometheus + promtool, Alertmanager (+ amtool), and
+# Install the real ops tools the tests run: Prometheus + promtool, Alertmanager (+ amtool), faketime, and
 # docker-compose (only to validate docker-compose.yml offline; no engine is needed or started).
 # Debian packages; idempotent; needs root (or sudo).
 set -euo pipefail
@@ -8,6 +8,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 \
   || need+=(prometheus-alertmanager)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# libfaketime: an end-to-end test runs a worker with its clock ahead, to a campaign's midnight.
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -14,8 +14,8 @@ import orjson
 import pytest
 import yaml
 
-from agents.topics import Topics
 from autopause.runner import SHIPPED_RULES
+from stream.settings import Topics
 from tests.e2e.harness import read_topic, total, wait_for
 from tests.e2e.test_e2e import broker, ev, msg, produce, workers  # noqa: F401 (fixtures)
 
@@ -114,10 +114,16 @@ def test_a_stop_loss_pauses_for_the_rest_of_the_day_and_revives_at_midnight(
     ]
     asyncio.run(produce(broker.bootstrap, plans))
     at = int((time.time() + ahead) * 1000)  # the worker's now
-    spend = [msg([ev("click", c, at, cost=10.0) for _ in range(10)]) for c in ("burner", "selling")]
+    spend = [
+        msg([ev(kind, c, at, cost=cost) for _ in range(10)])
+        for c in ("burner", "selling")
+        for kind, cost in (("impression", 0.01), ("click", 10.0))
+    ]
     sale = [msg([ev("sale", "selling", at, value=25.0, currency="USD")])]
     asyncio.run(produce(broker.bootstrap, plans + spend + sale))
-    (pause,) = _decisions(broker, 1, 45)
+    decided = _decisions(broker, 1, 45)
+    assert decided, worker.get("/kpis").decode()[:3000]
+    (pause,) = decided
     assert (pause["campaign_id"], pause["verdict"], pause["rule"]) == (
         "burner",
         "pause",
