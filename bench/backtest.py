@@ -201,7 +201,8 @@ def main() -> None:
     end_ms = (int(time.time() * 1000) // MIN) * MIN
     print(
         f"== backtest: {args.events:,} events of {args.campaigns:,} planned campaigns over "
-        f"{args.minutes} minutes of event time, the shipped rules, a round per minute"
+        f"{args.minutes} minutes of event time, the shipped rules, a round per minute",
+        flush=True,
     )
     results = {}
     for name in args.phases.split(","):
@@ -236,7 +237,8 @@ def main() -> None:
         extra = f", {result['rounds']} rounds" if result.get("rounds") else ""
         print(
             f"  {name:<7} {result['seconds']:6.2f}s  {rate:>10,.0f} events/s{ratio}  "
-            f"peak RSS {result['rss_mb']:,.0f} MB{extra}, {result['decisions']} decisions"
+            f"peak RSS {result['rss_mb']:,.0f} MB{extra}, {result['decisions']} decisions",
+            flush=True,
         )
         if result.get("said"):
             print(f"          ({result['said']})")
