@@ -48,7 +48,7 @@ class Backtest:
     ) -> None:
         self.settings = settings
         self.now_ms = 0
-        self.pipeline = Pipeline(settings, lambda: self.now_ms)
+        self.pipeline = Pipeline(settings, lambda: self.now_ms, persist=False)
         self.pipeline.assign(partitions, [])
         self.runners = {name: Runner(rules, settings) for name, rules in rule_sets.items()}
         every_rule = [r for rules in rule_sets.values() for r in rules]
