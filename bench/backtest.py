@@ -29,9 +29,9 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agents.pipeline import Message  # noqa: E402
-from stream.events import EVENT_TYPES  # noqa: E402
-from stream.settings import Settings  # noqa: E402
+from agents.pipeline import Message
+from stream.events import EVENT_TYPES
+from stream.settings import Settings
 
 MIN = 60_000
 # Shares of the events by type: what an ad funnel looks like.
