@@ -48,7 +48,7 @@ class Backtest:
     ) -> None:
         self.settings = settings
         self.now_ms = 0
-        self.pipeline = Pipeline(settings, lambda: self.now_ms)
+        self.pipeline = Pipeline(settings, lambda: self.now_ms, persist=False)
         self.pipeline.assign(partitions, [])
         self.runners = {name: Runner(rules, settings) for name, rules in rule_sets.items()}
         every_rule = [r for rules in rule_sets.values() for r in rules]
@@ -74,8 +74,12 @@ class Backtest:
 
     def feed(self, messages: Iterable[Message]) -> None:
         """Fold ``messages`` (in timestamp order), judging at each tick their clock passes."""
+        plans_topic = self.pipeline.plans_topic
         for message in messages:
             at = message.timestamp or 0
+            if message.topic == plans_topic and self.next_tick is None:
+                self._batch.append(message)  # plans before the stream: no clock from them
+                continue
             if self.next_tick is None:
                 start = max(at, self.judge_from_ms)
                 self.next_tick = start - start % self.tick_ms + self.tick_ms

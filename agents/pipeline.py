@@ -72,8 +72,13 @@ def state_config(settings: Settings) -> StateConfig:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, clock: Callable[[], int]) -> None:
+    def __init__(
+        self, settings: Settings, clock: Callable[[], int], *, persist: bool = True
+    ) -> None:
         self.settings = settings
+        # False: no changelog records are encoded (the backtest writes nothing); the state
+        # after each batch is the same (``changelog.discard_batch``).
+        self.persist = persist
         self.clock = clock
         self.inputs = settings.topics.inputs()
         self.plans_topic = settings.topics.plans
@@ -210,7 +215,10 @@ class Pipeline:
             if timer() > deadline - slice_seconds / 2:
                 yield
                 deadline = timer() + slice_seconds
-            records += changelog.finish_batch(touched[p])
+            if self.persist:
+                records += changelog.finish_batch(touched[p])
+            else:
+                changelog.discard_batch(touched[p])
         self.events_folded += events
         return BatchResult(records, dead, events, replayed, unowned)
 

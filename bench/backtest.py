@@ -60,14 +60,15 @@ def messages(events: int, campaigns: int, minutes: int, end_ms: int) -> list[Mes
         at = start + (m * minutes * MIN) // count
         campaign = rng.randrange(campaigns)
         body = []
+        # Keyed by campaign, as producers do: a message is a batch of one campaign's events.
+        c = f"camp-{campaign:05d}"
         for i in range(per_message):
-            c = f"camp-{(campaign + i) % campaigns:05d}"
             event = {
                 "event_id": f"{m}-{i}",
                 "event_type": event_type,
                 "occurred_at": at - rng.randrange(5_000),
                 "campaign_id": c,
-                "channel": "search" if (campaign + i) % 3 else "display",
+                "channel": "search" if campaign % 3 else "display",
             }
             if event_type in ("impression", "click"):
                 event["cost"] = 0.002 if event_type == "impression" else 0.4
@@ -201,7 +202,8 @@ def main() -> None:
     end_ms = (int(time.time() * 1000) // MIN) * MIN
     print(
         f"== backtest: {args.events:,} events of {args.campaigns:,} planned campaigns over "
-        f"{args.minutes} minutes of event time, the shipped rules, a round per minute"
+        f"{args.minutes} minutes of event time, the shipped rules, a round per minute",
+        flush=True,
     )
     results = {}
     for name in args.phases.split(","):
@@ -236,7 +238,8 @@ def main() -> None:
         extra = f", {result['rounds']} rounds" if result.get("rounds") else ""
         print(
             f"  {name:<7} {result['seconds']:6.2f}s  {rate:>10,.0f} events/s{ratio}  "
-            f"peak RSS {result['rss_mb']:,.0f} MB{extra}, {result['decisions']} decisions"
+            f"peak RSS {result['rss_mb']:,.0f} MB{extra}, {result['decisions']} decisions",
+            flush=True,
         )
         if result.get("said"):
             print(f"          ({result['said']})")

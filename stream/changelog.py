@@ -93,6 +93,23 @@ def finish_batch(state: PartitionState) -> list[Record]:
     return records
 
 
+def discard_batch(state: PartitionState) -> None:
+    """What ``finish_batch`` does to the state, without encoding its records: for a reader
+    that persists nothing (the backtest). The state after it is the same."""
+    state.pending_deletions.clear()
+    state.dirty_plans.clear()
+    state.evicted_chunks = []
+    for index in state.dedup:
+        index.close_batch()
+    _evict_dedup(state)
+    state.evicted_chunks = []
+    state.dirty_buckets.clear()
+    state.dirty_hours.clear()
+    state.dirty_totals.clear()
+    state.dirty_leads.clear()
+    state.admitted_in_batch.clear()
+
+
 def _dedup_records(state: PartitionState) -> list[Record]:
     """New chunks of this batch, and the deletions of the chunks evicted after the previous
     batch. Deletions wait one batch: a restore that lacks this batch's Meta replays the batch,

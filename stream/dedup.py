@@ -138,9 +138,13 @@ class DedupIndex:
     def seal_batch(self) -> list[tuple[Chunk, list[tuple[int, int, int]]]]:
         """Close the ids of this batch into chunks; each with its entries, to persist."""
         sealed = [(chunk, chunk.entries()) for chunk in self._open]
+        self.close_batch()
+        return sealed
+
+    def close_batch(self) -> None:
+        """``seal_batch`` for a reader that persists nothing."""
         self.chunks.extend(self._open)
         self._open = []
-        return sealed
 
     def load_chunk(self, max_watermark: int, entries: list) -> None:
         """Take one restored chunk; call ``sort_chunks`` when all are in."""

@@ -164,3 +164,16 @@ def test_the_recorded_incident_gives_decisions_at_all():
     assert ("camp-0", "ctr_low", "resume") in verdicts
     assert ("camp-2", "quiet_and_cheap", "notify") in verdicts
     assert decisions == live(messages, [], until)
+
+
+def test_plans_given_before_the_stream_do_not_start_its_clock():
+    """``--plans`` records come first, stamped 0: the rounds still start with the stream."""
+    plan = Message(
+        SETTINGS.topics.plans, 0, 0, orjson.dumps({"campaign_id": "camp-0"}), 0, b"camp-0"
+    )
+    messages = recorded([((100, 5), (0, 0), (0, 0))] * 3)
+    replay = Backtest(SETTINGS, {"new": RULES}, [0, 1], tick_ms=TICK)
+    replay.feed([plan, *messages])
+    replay.finish(START + 5 * MIN)
+    assert replay.verdicts["new"].rounds <= 6
+    assert "camp-0" in replay.pipeline.states[0].plans
