@@ -77,13 +77,32 @@ class Monitor:
         return [*await self.exporter.parts_async(), generate_latest(self.registry)]
 
 
+# Applied when the worker creates the changelog (Faust already makes it compacted). Kafka never
+# compacts the active segment (by default it rolls at 1 GB or 7 days), so a busy changelog would
+# be read nearly whole by a cold restore for days: roll it hourly, and clean once a tenth of the
+# log is superseded records.
+CHANGELOG_TOPIC_CONFIG = {
+    "segment.ms": str(3_600_000),
+    "min.cleanable.dirty.ratio": "0.1",
+    "delete.retention.ms": str(86_400_000),
+}
+
+
+def data_dir(settings: Settings) -> str:
+    return settings.data_dir or f"/tmp/kpi-monitor-{settings.app_id}-{settings.web_port}"
+
+
+def changelog_topic(settings: Settings) -> str:
+    return f"{settings.app_id}-{STATE_TABLE}-changelog"
+
+
 def faust_app(settings: Settings) -> KpiApp:
     """The Faust app with kpi-monitor's settings (no agents, tables or pages yet)."""
     return app_class(int(settings.fetch_max_wait_seconds * 1000))(
         settings.app_id,
         broker=settings.broker,
         store="memory://",
-        datadir=settings.data_dir or f"/tmp/kpi-monitor-{settings.app_id}-{settings.web_port}",
+        datadir=data_dir(settings),
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,
@@ -147,6 +166,8 @@ def create_app(
         partitions=settings.partitions,
         key_type=bytes,
         value_type=bytes,
+        local_store=settings.local_store,
+        extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
     )
     app.tables.add(table)
     # One fold, expiry, rebalance or decision round at a time: a fold yields to the event loop
@@ -366,6 +387,9 @@ def _pages(monitor: Monitor) -> None:
             "campaigns_in_several_partitions": pipeline.campaigns_in_several_partitions(),
             "loop_lag_worst_seconds": loop_lag.take_worst(),
             "last_metrics_render_seconds": last_render["seconds"],
+            # The last restore: live records, and how many of them the changelog gave (the rest
+            # came from the local store's file).
+            "restored": monitor.table.restored,
         }
         return web_view.bytes(orjson.dumps(body), content_type="application/json")
 

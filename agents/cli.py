@@ -371,6 +371,11 @@ def run_worker(settings: Settings, *, demo: bool = False, loglevel: str = "info"
     try:
         partitions = asyncio.run(ensure_topics(settings))
         settings = settings.replace(partitions=partitions)
+        if settings.local_store:
+            from .app import STATE_TABLE, changelog_topic, data_dir
+            from .local_store import local_path, verify
+
+            verify(settings, changelog_topic(settings), local_path(data_dir(settings), STATE_TABLE))
         monitor = create_app(settings)
         if demo:
             traffic = subprocess.Popen(

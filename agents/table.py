@@ -18,13 +18,18 @@ commit, and Faust's recovery reads the changelog as usual.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
-from faust.types import TP
+from faust.types import TP, StoreT
 
 from stream.codec import partition_of_key
+
+from .local_store import LocalStore, record_digest
+
+log = logging.getLogger(__name__)
 
 # Sends one changelog partition's records; returns what to await for their acknowledgement.
 ChangelogSink = Callable[[str, int, list], Awaitable[list[Awaitable] | None]]
@@ -33,14 +38,38 @@ ChangelogSink = Callable[[str, int, list], Awaitable[list[Awaitable] | None]]
 class PartitionedStateTable(faust.Table):
     on_recovered: Callable[[PartitionedStateTable], Awaitable[None]] | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, local_store: bool = False, **kwargs: Any) -> None:
+        # Set before Faust builds the store (``data``): with it, restores read a local file
+        # plus the changelog's tail (agents.local_store).
+        self.use_local_store = local_store
         super().__init__(*args, **kwargs)
+        self._mirrored: asyncio.Future | None = None  # the last write's mirroring, for order
+        self._unmirrored: set[int] = set()  # partitions whose mirroring failed: left to recovery
+        # The last hand-over: live records restored, and how many recovery read from the
+        # changelog for them (None: all of them, without a local store).
+        self.restored: dict[str, int | None] = {"records": 0, "read_from_changelog": None}
         # Where records go; tests without a broker capture them instead.
         self.changelog_sink: ChangelogSink = self._send_batches
         # The agent and the expiry timer both write. Records are encoded synchronously just
         # before ``write`` is awaited, and the lock is FIFO, so the log keeps encoding order.
         self._write_lock = asyncio.Lock()
         self.newly_assigned: set[TP] = set()
+
+    def _new_store(self) -> StoreT:
+        if self.use_local_store:
+            return LocalStore(
+                "memory://",
+                self.app,
+                self,
+                table_name=self.name,
+                key_type=self.key_type,
+                key_serializer=self.key_serializer,
+                value_serializer=self.value_serializer,
+                value_type=self.value_type,
+                loop=self.loop,
+                options=self.options,
+            )
+        return super()._new_store()
 
     def partition_for_key(self, key: Any) -> int | None:
         return partition_of_key(key)
@@ -59,13 +88,23 @@ class PartitionedStateTable(faust.Table):
         self.newly_assigned = set()
 
     def take_records(self, partitions: set[int]) -> list[tuple[bytes, bytes]]:
-        """Remove and return the restored records of ``partitions`` from the store."""
+        """Remove and return the restored records of ``partitions`` from the store (with a local
+        store: read them from its file, where they stay)."""
         store = self.data
+        if isinstance(store, LocalStore):
+            records = store.take_records(partitions)
+            self.restored = {
+                "records": len(records),
+                "read_from_changelog": store.read_from_changelog,
+            }
+            store.read_from_changelog = 0
+            return records
         taken = [(k, v) for k, v in store.items() if partition_of_key(k) in partitions]
         key_partition = getattr(store, "_key_partition", {})
         for key, _ in taken:
             del store[key]
             key_partition.pop(key, None)
+        self.restored = {"records": len(taken), "read_from_changelog": None}
         return taken
 
     async def write(
@@ -87,22 +126,62 @@ class PartitionedStateTable(faust.Table):
         topic = self.changelog_topic.get_topic_name()
         deliveries: list[Awaitable] = []
         for partition, items in by_partition.items():
-            deliveries += await self.changelog_sink(topic, partition, items) or []
+            sent = await self.changelog_sink(topic, partition, items) or []
+            deliveries += sent
+            if sent and isinstance(self.data, LocalStore):
+                self._mirror(topic, partition, items, sent)
         return deliveries
+
+    def _mirror(
+        self, topic: str, partition: int, items: list[tuple[bytes, bytes | None]], sent: list
+    ) -> None:
+        """Once the broker has acknowledged ``items``, apply them to the local store, after the
+        writes before them (one chain: the file never holds a write without those before)."""
+        previous = self._mirrored
+        store = self.data
+        assert isinstance(store, LocalStore) and store.local is not None
+        local = store.local
+
+        async def mirror() -> None:
+            if previous is not None:
+                await asyncio.shield(previous)
+            try:
+                last = (await asyncio.gather(*sent))[-1]
+                if partition in self._unmirrored:
+                    return
+                key, value = items[-1]
+                local.apply(topic, partition, items, last, record_digest(key, value))
+            except Exception as exc:  # the file is a cache: recovery reads more
+                if partition not in self._unmirrored:
+                    log.warning("local store: partition %s no longer mirrored: %r", partition, exc)
+                    self._unmirrored.add(partition)
+                    local.drop(topic, partition)
+
+        self._mirrored = asyncio.ensure_future(mirror())
 
     async def _send_batches(
         self, topic: str, partition: int, items: list[tuple[bytes, bytes | None]]
     ) -> list[Awaitable]:
         # The aiokafka producer behind Faust's: a private attribute, untyped in Faust.
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        deliveries = []
+        deliveries: list[Awaitable] = []
         batch = producer.create_batch()
         for key, value in items:
             if batch.append(key=key, value=value, timestamp=None) is None:
-                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                count = batch.record_count()
+                sent = await producer.send_batch(batch, topic, partition=partition)
+                deliveries.append(asyncio.ensure_future(_last_offset(sent, count)))
                 batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"state record {key[:80]!r} is larger than a producer batch")
         if batch.record_count():
-            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+            count = batch.record_count()
+            sent = await producer.send_batch(batch, topic, partition=partition)
+            deliveries.append(asyncio.ensure_future(_last_offset(sent, count)))
         return deliveries
+
+
+async def _last_offset(delivery: Awaitable, count: int) -> int:
+    """The offset of a sent batch's last record, once acknowledged (the result is its first)."""
+    metadata = await delivery
+    return int(metadata.offset) + count - 1

@@ -75,6 +75,9 @@ class Settings:
     session_timeout_seconds: float = 10.0
     fetch_max_wait_seconds: float = 0.1
     data_dir: str = ""
+    # The state table's local store (agents.local_store): a restart reads its own file in
+    # data_dir plus the changelog's tail; off: every restart reads the whole changelog.
+    local_store: bool = True
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
     sasl_mechanism: str = "PLAIN"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
     sasl_username: str = ""
@@ -340,6 +343,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         "ssl_keyfile": env.get("KPI_SSL_KEYFILE") or "",
         "rules_path": env.get("KPI_RULES") or "",
         "decisions": _read(env, "KPI_DECISIONS", _switch, base.decisions),
+        "local_store": _read(env, "KPI_LOCAL_STORE", _switch, base.local_store),
         "decision_interval_seconds": _read(
             env, "KPI_DECISION_INTERVAL", parse_duration, base.decision_interval_seconds
         ),

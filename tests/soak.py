@@ -194,6 +194,16 @@ def produce_over(
     return thread
 
 
+def restored_of(worker: WorkerProcess) -> str:
+    """What the restart restored: its live records, and how many the changelog gave."""
+    try:
+        restored = orjson.loads(worker.get("/health"))["restored"]
+    except (OSError, KeyError, ValueError):
+        return ""
+    read = restored.get("read_from_changelog")
+    return f" ({restored['records']:,} records restored, {'all' if read is None else f'{read:,}'} read from the changelog)"
+
+
 def lag_zero(metrics: Samples) -> bool:
     lag = [v for (n, _), v in metrics.items() if n == "kpi_consumer_lag_messages"]
     return bool(lag) and not any(lag)
@@ -316,9 +326,9 @@ def soak(
     env = {"KPI_DECISIONS": "off"}
     started: list[WorkerProcess] = []
 
-    def worker() -> WorkerProcess:
+    def worker(data_dir: str = "") -> WorkerProcess:
         process = WorkerProcess(
-            broker.url, APP_ID, f"{log_dir}/worker-{len(started)}.log", env=env
+            broker.url, APP_ID, f"{log_dir}/worker-{len(started)}.log", env=env, data_dir=data_dir
         ).start()
         started.append(process)
         return process
@@ -326,7 +336,9 @@ def soak(
     with EmbeddedBroker() as broker:
         partitions = asyncio.run(ensure_topics(Settings(broker=broker.url)))
         producer = produce_over(broker.bootstrap, messages, seconds, partitions)
-        main = worker()
+        # The restarted worker is the same host: its data dir (the local store's file) stays.
+        main_data = f"{log_dir}/main-data"
+        main = worker(main_data)
         actions = sorted(
             [(rng.uniform(0.05, 0.95) * seconds, "kill") for _ in range(kills)]
             + [(rng.uniform(0.1, 0.8) * seconds, "join") for _ in range(joins)]
@@ -339,7 +351,7 @@ def soak(
                 if action == "kill":
                     main.kill()
                     restarted_at = time.monotonic()
-                    main = worker()
+                    main = worker(main_data)
                     deadline = restarted_at + 120
                     while time.monotonic() < deadline and not lag_zero(main.try_metrics()):
                         time.sleep(0.2)
@@ -347,9 +359,11 @@ def soak(
                         time.monotonic() - restarted_at if time.monotonic() < deadline else None
                     )
                     catch_up.append(caught)
+                    restored = restored_of(main)
                     print(
                         f"  t={time.monotonic() - t0:6.1f}s SIGKILL + restart: caught up in "
-                        f"{f'{caught:.1f}s' if caught is not None else '>120s'}",
+                        f"{f'{caught:.1f}s' if caught is not None else '>120s'}"
+                        f"{restored}",
                         flush=True,
                     )
                 else:

@@ -31,13 +31,14 @@ class WorkerProcess:
     # The worker's clock this far ahead of the machine's (libfaketime: Debian ``faketime``), for
     # what happens at a campaign's midnight without waiting for one.
     clock_ahead_s: float = 0.0
+    data_dir: str = ""  # KPI_DATA_DIR (the local store's file): default, one of its own
 
     def start(self) -> WorkerProcess:
         env = dict(
             os.environ,
             KPI_APP_ID=self.app_id,
             KPI_SESSION_TIMEOUT="6s",
-            KPI_DATA_DIR=f"/tmp/kpi-e2e-{self.app_id}-{self.port}",
+            KPI_DATA_DIR=self.data_dir or f"/tmp/kpi-e2e-{self.app_id}-{self.port}",
             PYTHONUNBUFFERED="1",
             **self.env,
         )

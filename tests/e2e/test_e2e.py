@@ -31,7 +31,7 @@ def workers(tmp_path):
     started: list[WorkerProcess] = []
 
     def start(
-        broker_url: str, app_id: str, clock_ahead_s: float = 0.0, **env: str
+        broker_url: str, app_id: str, clock_ahead_s: float = 0.0, data_dir: str = "", **env: str
     ) -> WorkerProcess:
         worker = WorkerProcess(
             broker_url,
@@ -39,6 +39,7 @@ def workers(tmp_path):
             str(tmp_path / f"worker-{len(started)}.log"),
             env=env,
             clock_ahead_s=clock_ahead_s,
+            data_dir=data_dir,
         ).start()
         started.append(worker)
         return worker
@@ -256,7 +257,7 @@ def test_two_workers_share_partitions_and_totals(broker, workers):
     assert only_a and only_b and not (only_a & only_b)  # each campaign exported by one worker
 
 
-def test_sigkill_mid_stream_then_restart_is_exact(broker, workers):
+def test_sigkill_mid_stream_then_restart_is_exact(broker, workers, tmp_path):
     # Enough events that the batch path (~100k events/s here) is still folding when it is killed.
     messages, expected, _ = campaign_traffic(100, 2000, seed=5)
     rng = random.Random(9)
@@ -269,8 +270,9 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, workers):
 
     app_id = "e2e-crash"
     kills = []
+    local = str(tmp_path / "crash-data")  # every restart reads the local store's file and the tail
     for fraction in (0.25, 0.6):
-        worker = workers(broker.url, app_id)
+        worker = workers(broker.url, app_id, data_dir=local)
         seen = wait_for(
             lambda f=fraction, w=worker: (
                 lambda m: (
@@ -284,7 +286,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(broker, workers):
         )
         worker.kill()
         kills.append(seen)
-    worker = workers(broker.url, app_id)
+    worker = workers(broker.url, app_id, data_dir=local)
     m = wait_for(lambda: fully_processed(worker, expected_events), 240, "all events after restarts")
     time.sleep(3)  # anything replayed twice would show up now
     m = worker.metrics()
@@ -310,6 +312,50 @@ def test_clean_restart_is_exact_despite_short_changelog_restore(broker, workers)
     )
     time.sleep(2)
     assert per_campaign([second.metrics()]) == expected
+
+
+def test_a_restart_reads_its_local_file_and_the_changelog_tail(broker, workers, tmp_path):
+    """SIGKILLed after folding everything, restarted on the same data dir: the records come from
+    the local store's file (the changelog gives what the file lacks), exactly."""
+    messages, expected, _ = campaign_traffic(30, 200, seed=13)
+    asyncio.run(produce(broker.bootstrap, messages))
+    local = str(tmp_path / "data")
+    first = workers(broker.url, "e2e-local", data_dir=local)
+    wait_for(lambda: fully_processed(first, sum(expected.values())), 120, "first run folded all")
+    time.sleep(1)  # the last batch's records acknowledged and mirrored
+    first.kill()
+    more, expected_more, _ = campaign_traffic(30, 50, seed=14)
+    asyncio.run(produce(broker.bootstrap, more))
+    for campaign, count in expected_more.items():
+        expected[campaign] = expected.get(campaign, 0) + count
+    second = workers(broker.url, "e2e-local", data_dir=local)
+    wait_for(lambda: fully_processed(second, sum(expected.values())), 120, "restarted, caught up")
+    time.sleep(2)
+    assert per_campaign([second.metrics()]) == expected
+    restored = orjson.loads(second.get("/health"))["restored"]
+    assert restored["records"] > 0
+    assert restored["read_from_changelog"] < restored["records"] / 10, restored
+
+
+def test_a_local_file_the_changelog_does_not_continue_is_not_used(workers, tmp_path):
+    """The broker reset under a worker's data dir (a recreated changelog): the file is dropped,
+    and the new broker's events alone are counted."""
+    local = str(tmp_path / "data")
+    with EmbeddedBroker() as old:
+        messages, expected_old, _ = campaign_traffic(10, 100, seed=15)
+        asyncio.run(produce(old.bootstrap, messages))
+        worker = workers(old.url, "e2e-reset", data_dir=local)
+        wait_for(lambda: fully_processed(worker, sum(expected_old.values())), 120, "first broker")
+        time.sleep(1)
+        worker.stop()
+    with EmbeddedBroker() as new:
+        messages, expected, _ = campaign_traffic(10, 30, seed=16)
+        asyncio.run(produce(new.bootstrap, messages))
+        worker = workers(new.url, "e2e-reset", data_dir=local)
+        wait_for(lambda: fully_processed(worker, sum(expected.values())), 120, "second broker")
+        time.sleep(2)
+        assert per_campaign([worker.metrics()]) == expected
+        worker.stop()
 
 
 async def committed_offsets(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:

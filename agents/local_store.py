@@ -1,0 +1,297 @@
+"""The state table's local store: the changelog's latest record per key, on disk, with the offset
+it is complete to, so that a restart reads its own file plus the changelog's tail.
+
+SQLite (standard library, one file per worker in ``KPI_DATA_DIR``): a table of records keyed by
+the state key (with its partition), and the changelog offset each partition's records are
+complete to. Two writers, each committing records and offset in one transaction:
+
+* Faust's changelog recovery (``apply_changelog_batch``): the tail of an active partition before
+  it is handed over, and every record of a standby partition as it comes;
+* the worker's own writes, once the broker has acknowledged them (``mirror``): the live state's
+  records are not read back from the changelog.
+
+Faust starts each partition's recovery after ``persisted_offset`` instead of at 0, so a restart
+costs the live records of the worker's partitions plus what was written since its last mirrored
+batch, not the whole history. The file is only a cache of the changelog: ``verify`` (before the
+worker starts) drops a partition whose file is ahead of the changelog or disagrees with the
+record at its offset (a recreated topic, a reset broker), and a corrupt file is set aside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from faust.stores import memory
+from faust.types import TP
+
+from stream.codec import partition_of_key
+
+log = logging.getLogger(__name__)
+SCHEMA = 1
+
+
+def record_digest(key: bytes, value: bytes | None) -> bytes:
+    """What identifies a changelog record at an offset (checked against the broker's)."""
+    return hashlib.blake2b(key + b"\x00" + (value or b""), digest_size=12).digest()
+
+
+class LocalRecords:
+    """The SQLite file: records by key, and per partition the offset they are complete to."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = self._open()
+        except sqlite3.DatabaseError as exc:
+            aside = self.path.with_suffix(f".corrupt-{int(time.time())}")
+            log.warning("local store %s unreadable (%s): set aside as %s", self.path, exc, aside)
+            os.replace(self.path, aside)
+            self.db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # a crash loses the last commits, never order
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS records (key BLOB PRIMARY KEY, partition INTEGER "
+            "NOT NULL, value BLOB NOT NULL) WITHOUT ROWID"
+        )
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS offsets (topic TEXT NOT NULL, partition INTEGER NOT "
+            "NULL, offset INTEGER NOT NULL, digest BLOB, PRIMARY KEY (topic, partition))"
+        )
+        db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER)")
+        db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA,))
+        (schema,) = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        if schema != SCHEMA:
+            raise sqlite3.DatabaseError(f"schema {schema}, this version reads {SCHEMA}")
+        return db
+
+    def offset(self, topic: str, partition: int) -> tuple[int, bytes | None] | None:
+        row = self.db.execute(
+            "SELECT offset, digest FROM offsets WHERE topic = ? AND partition = ?",
+            (topic, partition),
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def partitions(self, topic: str) -> dict[int, tuple[int, bytes | None]]:
+        return {
+            p: (o, d)
+            for p, o, d in self.db.execute(
+                "SELECT partition, offset, digest FROM offsets WHERE topic = ?", (topic,)
+            )
+        }
+
+    def apply(
+        self,
+        topic: str,
+        partition: int,
+        records: Iterable[tuple[bytes, bytes | None]],
+        last_offset: int,
+        last_digest: bytes | None,
+    ) -> None:
+        """Records of one changelog partition, complete to ``last_offset``, in one commit."""
+        upserts, deletes = [], []
+        for key, value in records:
+            if value is None:
+                deletes.append((key,))
+            else:
+                upserts.append((key, partition, value))
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            if deletes:
+                db.executemany("DELETE FROM records WHERE key = ?", deletes)
+            if upserts:
+                db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", upserts)
+            db.execute(
+                "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?, ?)",
+                (topic, partition, last_offset, last_digest),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def records(self, partitions: Iterable[int]) -> list[tuple[bytes, bytes]]:
+        wanted = sorted(set(partitions))
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        return self.db.execute(
+            f"SELECT key, value FROM records WHERE partition IN ({marks})", wanted
+        ).fetchall()
+
+    def drop(self, topic: str, partition: int) -> None:
+        """Forget a partition (its file disagrees with the changelog)."""
+        db = self.db
+        db.execute("BEGIN")
+        db.execute("DELETE FROM records WHERE partition = ?", (partition,))
+        db.execute("DELETE FROM offsets WHERE topic = ? AND partition = ?", (topic, partition))
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class LocalStore(memory.Store):
+    """Faust's store for the state table: recovery writes to disk (``LocalRecords``), not to a
+    dict, and starts where the file is complete to."""
+
+    local: LocalRecords | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.local = LocalRecords(local_path(str(self.app.conf.datadir), self.table_name))
+        self.read_from_changelog = 0  # records recovery read since the last hand-over
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        assert self.local is not None
+        found = self.local.offset(tp.topic, tp.partition)
+        return None if found is None else found[0]
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        """Faust's own write path (unused: the table writes its batches itself)."""
+
+    def apply_changelog_batch(
+        self,
+        batch: Iterable[Any],
+        to_key: Callable[[Any], Any],
+        to_value: Callable[[Any], Any],
+    ) -> None:
+        assert self.local is not None
+        by_tp: dict[tuple[str, int], list] = {}
+        for event in batch:
+            message = event.message
+            by_tp.setdefault((message.topic, message.partition), []).append(message)
+            self.read_from_changelog += 1
+        for (topic, partition), messages in by_tp.items():
+            last = messages[-1]
+            self.local.apply(
+                topic,
+                partition,
+                ((m.key, m.value) for m in messages),
+                last.offset,
+                record_digest(last.key, last.value),
+            )
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Nothing in memory to drop: standby partitions stay on disk for a takeover."""
+
+    def take_records(self, partitions: set[int]) -> list[tuple[bytes, bytes]]:
+        assert self.local is not None
+        return self.local.records(partitions)
+
+    def reset_state(self) -> None:
+        if self.local is not None:
+            path = self.local.path
+            self.local.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+            self.local = LocalRecords(path)
+
+
+def local_path(datadir: str, table_name: str) -> Path:
+    return Path(datadir) / f"{table_name}.state.sqlite"
+
+
+def partition_records(
+    records: Iterable[tuple[bytes, bytes | None]],
+) -> dict[int, list[tuple[bytes, bytes | None]]]:
+    out: dict[int, list[tuple[bytes, bytes | None]]] = {}
+    for key, value in records:
+        out.setdefault(partition_of_key(key), []).append((key, value))
+    return out
+
+
+def verify(settings: Any, topic: str, path: str | Path, timeout_s: float = 10.0) -> list[int]:
+    """Before the worker starts: drop every partition of the local file that the changelog does
+    not continue (the record at its offset is not the one the file was complete to: a topic
+    recreated or a broker reset; or the offset is past the changelog's end). Returns them."""
+    if not Path(path).exists():
+        return []
+    return asyncio.run(_verify(settings, topic, path, timeout_s))
+
+
+async def _verify(settings: Any, topic: str, path: str | Path, timeout_s: float) -> list[int]:
+    local = LocalRecords(path)
+    try:
+        held = local.partitions(topic)
+        if not held:
+            return []
+        try:
+            confirmed = await _continued(settings, topic, held, timeout_s)
+        except Exception as exc:  # the broker could not say: read the changelog whole
+            log.warning("local store: could not check %s against %s: %r", path, topic, exc)
+            confirmed = set()
+        dropped = sorted(set(held) - confirmed)
+        for partition in dropped:
+            log.warning(
+                "local store: partition %s of %s does not continue the changelog: read whole",
+                partition,
+                topic,
+            )
+            local.drop(topic, partition)
+        return dropped
+    finally:
+        local.close()
+
+
+async def _continued(
+    settings: Any, topic: str, held: dict[int, tuple[int, bytes | None]], timeout_s: float
+) -> set[int]:
+    """The partitions whose changelog holds, at the file's offset, the record the file ends with."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from .kafka_auth import aiokafka_kwargs
+    from .topics import bootstrap_servers
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings.broker or ""),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="latest",  # past the end: nothing comes, and the high watermark says so
+        **aiokafka_kwargs(settings),
+    )
+    await consumer.start()
+    confirmed: set[int] = set()
+    try:
+        known = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(held) if p in known]
+        if not tps:
+            return confirmed
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, held[tp.partition][0])
+        pending = set(tps)
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            batches = await consumer.getmany(*pending, timeout_ms=500, max_records=len(tps))
+            for tp, records in batches.items():
+                offset, digest = held[tp.partition]
+                first = records[0]
+                if (
+                    first.offset == offset
+                    and record_digest(first.key or b"", first.value) == digest
+                ):
+                    confirmed.add(tp.partition)
+                pending.discard(tp)
+            for tp in list(pending):
+                mark = consumer.highwater(tp)
+                if mark is not None and mark <= held[tp.partition][0]:
+                    pending.discard(tp)  # the changelog ends before the file's offset
+    finally:
+        try:
+            await consumer.stop()
+        except (Exception, asyncio.CancelledError) as exc:
+            log.debug("local store check: stopping the consumer: %r", exc)
+    return confirmed

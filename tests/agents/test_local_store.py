@@ -1,0 +1,159 @@
+"""The local store (agents.local_store): a restore from its file plus the changelog's tail is the
+restore from the whole changelog, at any point the file was complete to; the worker's writes reach
+it only once acknowledged, in order; a file that the changelog does not continue is not used."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from agents.app import create_app
+from agents.local_store import LocalRecords, record_digest
+from stream.codec import decode_key
+from stream.settings import Settings
+from tests.agents.test_app import deliver, until
+from tests.factories import NOW_MS, event, raw
+from tests.state_harness import as_messages, canonical, restore, run
+from tests.stream.test_state import payload_lists
+
+TOPIC = "app-kpi-state-changelog"
+
+
+def offsets(log: list) -> list[tuple[int, bytes, bytes | None]]:
+    return [(offset, key, value) for offset, (key, value) in enumerate(log)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(payload_lists(max_age_ms=2 * 86_400_000), st.data())
+def test_the_file_plus_the_tail_restores_what_the_whole_changelog_restores(
+    tmp_path_factory, payloads, data
+):
+    _, log = run(as_messages(payloads))
+    if not log:
+        return
+    written = offsets(log)
+    # The file complete to some offset, written in acknowledged chunks of any size.
+    complete_to = data.draw(st.integers(-1, len(written) - 1))
+    local = LocalRecords(tmp_path_factory.mktemp("local") / "state.sqlite")
+    start = 0
+    while start <= complete_to:
+        end = min(complete_to + 1, start + data.draw(st.integers(1, 9)))
+        chunk = written[start:end]
+        last = chunk[-1]
+        local.apply(
+            TOPIC, 0, [(k, v) for _, k, v in chunk], last[0], record_digest(last[1], last[2])
+        )
+        start = end
+    found = local.offset(TOPIC, 0)
+    assert (found[0] if found else -1) == complete_to
+    # Recovery: the tail after the file's offset, applied over the file (as the store does).
+    tail = written[complete_to + 1 :]
+    last = tail[-1] if tail else None
+    if last is not None:
+        local.apply(TOPIC, 0, [(k, v) for _, k, v in tail], last[0], None)
+    restored = local.records([0])
+    state = restore(restored)
+    assert canonical(state) == canonical(restore(log))
+    local.close()
+
+
+def test_records_and_offsets_survive_a_reopen_and_a_corrupt_file_is_set_aside(tmp_path):
+    path = tmp_path / "state.sqlite"
+    local = LocalRecords(path)
+    local.apply(TOPIC, 3, [(b"k1", b"v1"), (b"k2", b"v2"), (b"k1", None)], 41, b"d")
+    local.close()
+    again = LocalRecords(path)
+    assert again.offset(TOPIC, 3) == (41, b"d")
+    assert again.partitions(TOPIC) == {3: (41, b"d")}
+    again.drop(TOPIC, 3)
+    assert again.offset(TOPIC, 3) is None
+    again.close()
+    path.write_bytes(b"not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"state.sqlite{suffix}").unlink(missing_ok=True)
+    fresh = LocalRecords(path)
+    assert fresh.partitions(TOPIC) == {}
+    assert [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    fresh.close()
+
+
+def test_a_failed_write_is_never_half_applied(tmp_path):
+    local = LocalRecords(tmp_path / "state.sqlite")
+    local.apply(TOPIC, 0, [(b"a", b"1")], 0, None)
+    with pytest.raises(sqlite3.Error):
+        local.apply(TOPIC, 0, [(b"b", b"2"), (None, b"3")], 2, None)  # type: ignore[list-item]
+    assert local.records([0]) == [(b"a", b"1")]
+    assert local.offset(TOPIC, 0) == (0, None)
+    local.close()
+
+
+# -- the worker's writes, mirrored once acknowledged ---------------------------------------------
+
+
+@pytest.fixture
+def mirrored(tmp_path):
+    settings_ = Settings(broker="kafka://127.0.0.1:9", web_port=16198, data_dir=str(tmp_path))
+    monitor = create_app(settings_, clock=lambda: NOW_MS, registry=CollectorRegistry())
+    monitor.pipeline.assign(range(settings_.partitions), [])
+    monitor.changelog = []
+    monitor.acks = []  # futures for the "broker" to resolve (or fail)
+    next_offset: dict[int, int] = {}
+
+    async def sink(topic, partition, items):
+        monitor.changelog.append((topic, partition, items))
+        first = next_offset.get(partition, 0)
+        next_offset[partition] = first + len(items)
+        ack = asyncio.get_running_loop().create_future()
+        monitor.acks.append((ack, first + len(items) - 1))
+        return [ack]
+
+    monitor.table.changelog_sink = sink
+    return monitor, settings_
+
+
+async def test_writes_reach_the_file_once_acknowledged_and_restore_the_live_state(mirrored):
+    monitor, settings_ = mirrored
+    store = monitor.table.data
+    topics = settings_.topics
+    async with monitor.app.agents["ingest"].test_context() as agent:
+        for offset in range(3):
+            await deliver(
+                agent, topics.clicks, 0, offset, raw(event("click", at_ms=NOW_MS - offset))
+            )
+        await until(lambda: monitor.pipeline.states[0].meta.checkpoint[1] == 2)
+    assert store.take_records({0}) == []  # nothing acknowledged yet: nothing in the file
+    for ack, last in monitor.acks:
+        ack.set_result(last)
+    await monitor.table._mirrored
+    records = store.take_records({0})
+    live = canonical(monitor.pipeline.states[0])
+    state = restore(records, monitor.pipeline.config)
+    assert canonical(state) == live
+    assert {decode_key(k)[0] for k, _ in records} == {0}
+
+
+async def test_a_write_that_fails_stops_the_partitions_mirror_and_forgets_its_offset(mirrored):
+    monitor, settings_ = mirrored
+    store = monitor.table.data
+    topics = settings_.topics
+    async with monitor.app.agents["ingest"].test_context() as agent:
+        await deliver(agent, topics.clicks, 0, 0, raw(event("click")))
+        await until(lambda: monitor.pipeline.states[0].meta.checkpoint[1] == 0)
+        first = len(monitor.acks)
+        await deliver(agent, topics.clicks, 0, 1, raw(event("click")))
+        await until(lambda: monitor.pipeline.states[0].meta.checkpoint[1] == 1)
+    acks = monitor.acks
+    acks[0][0].set_result(acks[0][1])
+    for ack, _ in acks[1:first]:
+        ack.set_result(0)
+    for ack, _ in acks[first:]:
+        ack.set_exception(RuntimeError("not acknowledged"))
+    await monitor.table._mirrored
+    topic = monitor.table.changelog_topic.get_topic_name()
+    assert store.local.offset(topic, 0) is None  # the next restore reads the whole changelog
+    assert store.take_records({0}) == []
