@@ -6,7 +6,9 @@ changelog partitions. Keeping a partition's records in one changelog partition, 
 is what makes a restored prefix consistent (see ``stream.state``).
 
 The live state is the pipeline's decoded ``PartitionState``; the store holds records only between
-Faust's changelog recovery and ``take_records``, so a worker does not keep its state twice.
+Faust's changelog recovery and ``take_records``, so a worker does not keep its state twice in
+memory. With the local store (``agents.local_store``) the records stay on disk, the worker's own
+writes are mirrored there once acknowledged, and a restart reads the file plus the changelog tail.
 
 Records are sent as native producer batches, one per changelog
 partition, instead of one ``publish_message`` per key: Faust's per-record path cost more than
