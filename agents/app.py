@@ -126,6 +126,7 @@ def faust_app(settings: Settings) -> KpiApp:
         # fold and hold the event loop (heartbeats, scrapes) for seconds.
         broker_max_poll_records=settings.batch_size,
         broker_credentials=faust_credentials(settings),
+        consumer_group_instance_id=settings.instance_id or None,
     )
 
 

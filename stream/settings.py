@@ -78,6 +78,10 @@ class Settings:
     # The state table's local store (agents.local_store): a restart reads its own file in
     # data_dir plus the changelog's tail; off: every restart reads the whole changelog.
     local_store: bool = True
+    # Static group membership (Kafka's group.instance.id): a worker restarted with the same id
+    # takes its own place in the group at once, instead of after the dead member's session
+    # timeout. One id per worker (e.g. its host name); empty: dynamic membership.
+    instance_id: str = ""
     security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
     sasl_mechanism: str = "PLAIN"  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
     sasl_username: str = ""
@@ -344,6 +348,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         "rules_path": env.get("KPI_RULES") or "",
         "decisions": _read(env, "KPI_DECISIONS", _switch, base.decisions),
         "local_store": _read(env, "KPI_LOCAL_STORE", _switch, base.local_store),
+        "instance_id": env.get("KPI_INSTANCE_ID") or base.instance_id,
         "decision_interval_seconds": _read(
             env, "KPI_DECISION_INTERVAL", parse_duration, base.decision_interval_seconds
         ),

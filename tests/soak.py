@@ -326,9 +326,10 @@ def soak(
     env = {"KPI_DECISIONS": "off"}
     started: list[WorkerProcess] = []
 
-    def worker(data_dir: str = "") -> WorkerProcess:
+    def worker(data_dir: str = "", instance: str = "") -> WorkerProcess:
+        slot = {**env, "KPI_INSTANCE_ID": instance} if instance else env
         process = WorkerProcess(
-            broker.url, APP_ID, f"{log_dir}/worker-{len(started)}.log", env=env, data_dir=data_dir
+            broker.url, APP_ID, f"{log_dir}/worker-{len(started)}.log", env=slot, data_dir=data_dir
         ).start()
         started.append(process)
         return process
@@ -338,7 +339,8 @@ def soak(
         producer = produce_over(broker.bootstrap, messages, seconds, partitions)
         # The restarted worker is the same host: its data dir (the local store's file) stays.
         main_data = f"{log_dir}/main-data"
-        main = worker(main_data)
+        # ... and its place in the group (static membership): no wait for the dead one's session.
+        main = worker(main_data, "main")
         actions = sorted(
             [(rng.uniform(0.05, 0.95) * seconds, "kill") for _ in range(kills)]
             + [(rng.uniform(0.1, 0.8) * seconds, "join") for _ in range(joins)]
@@ -351,7 +353,7 @@ def soak(
                 if action == "kill":
                     main.kill()
                     restarted_at = time.monotonic()
-                    main = worker(main_data)
+                    main = worker(main_data, "main")
                     deadline = restarted_at + 120
                     while time.monotonic() < deadline and not lag_zero(main.try_metrics()):
                         time.sleep(0.2)
