@@ -100,8 +100,9 @@ class LocalRecords:
         last_digest: bytes | None,
     ) -> None:
         """Records of one changelog partition, complete to ``last_offset``, in one commit."""
+        latest = dict(records)  # a key written twice (then deleted, say): its last record
         upserts, deletes = [], []
-        for key, value in records:
+        for key, value in latest.items():
             if value is None:
                 deletes.append((key,))
             else:
