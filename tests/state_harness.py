@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from stream import changelog
 from stream.codec import decode_key
 from stream.events import ValidationRules, decode_message
@@ -39,7 +41,9 @@ def run(
     batch: int = 7,
     config: StateConfig = CONFIG,
     now_ms: int = NOW_MS,
+    finish: Callable[[PartitionState], list | None] = changelog.finish_batch,
 ) -> tuple[PartitionState, list]:
+    """Fold ``messages`` in batches; ``finish`` ends each (its records make the log)."""
     state = state or PartitionState(0, config)
     log: list = []
     for start in range(0, len(messages), batch):
@@ -51,7 +55,7 @@ def run(
                 continue
             events, rejections = decode_message(value, kind, now_ms, RULES)
             state.apply_message(kind, offset, events, rejections, now_ms, *timestamp)
-        log.extend(changelog.finish_batch(state))
+        log.extend(finish(state) or [])
     return state, log
 
 
