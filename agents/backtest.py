@@ -20,7 +20,7 @@ from autopause.runner import Runner, baselines_read
 from rulebook.rules import Rule
 from stream.baselines import BaselineRef
 from stream.settings import Settings
-from stream.snapshot import build_rows
+from stream.snapshot import RowCache, build_rows
 
 from .pipeline import Message, Pipeline
 
@@ -69,6 +69,8 @@ class Backtest:
         self.events = 0
         self.dead_letters = 0
         self._batch: list[Message] = []
+        # As the worker's exporter keeps them: a row is rebuilt only where its sums moved.
+        self.rows = RowCache()
 
     # -- the clock --------------------------------------------------------------------------
 
@@ -125,6 +127,7 @@ class Backtest:
                 now_ms,
                 self.settings.bucket_seconds * 1000,
                 self.windows_ms,
+                self.rows,
                 zone=self.settings.timezone,
                 baselines=self.baselines,
             )

@@ -163,12 +163,19 @@ def condition_kinds(rule: Condition) -> tuple[int, frozenset[int]]:
 
 
 def figures_of(row: CampaignRow, labels: tuple[str, ...], now_ms: int) -> Figures:
-    windows = {
-        label: WindowFigures(tuple(w.counts), w.revenue_micros, w.spend_micros, w.p50_ms, w.p95_ms)
-        for label, w in zip(labels, row.windows)
-    }
-    for label, sums in row.horizons.items():
-        windows[label] = WindowFigures(tuple(sums.counts), sums.revenue_micros, sums.spend_micros)
+    key = ("figures", labels)
+    windows: dict[str, WindowFigures] | None = row.derived.get(key)  # type: ignore[assignment]
+    if windows is None:
+        windows = row.derived[key] = {
+            label: WindowFigures(
+                tuple(w.counts), w.revenue_micros, w.spend_micros, w.p50_ms, w.p95_ms
+            )
+            for label, w in zip(labels, row.windows)
+        }
+        for label, sums in row.horizons.items():
+            windows[label] = WindowFigures(
+                tuple(sums.counts), sums.revenue_micros, sums.spend_micros
+            )
     return Figures(
         windows,
         row.awaiting,
@@ -218,6 +225,50 @@ def settled_figures(
     )
 
 
+def row_static(rule: Rule) -> bool:
+    """Whether ``rule`` judges a campaign by its row's sums alone: no settled window, no KPI
+    that moves with the clock (budget figures, the oldest lead's age), no time of day."""
+    return rule.settle == "0s" and all(
+        (KPIS[c.kpi].windowed or c.kpi == "leads_awaiting_contact") and c.after == "0s"
+        for c in rule.conditions
+    )
+
+
+def holding_conditions(
+    rules: list[Rule], evaluations: Mapping[str, Evaluation]
+) -> tuple[dict, ...]:
+    """The conditions that hold under the rules whose evaluation holds: each with its KPI,
+    window, value and the threshold it was compared with."""
+    out = []
+    for rule in rules:
+        evaluation = evaluations.get(rule.name)
+        if evaluation is None or not evaluation.holds:
+            continue
+        parts = evaluation.parts or (evaluation,)
+        for condition, part in zip(rule.conditions, parts):
+            if part.holds:
+                out.append(
+                    {
+                        "rule": rule.name,
+                        "kpi": condition.kpi,
+                        "window": condition.window,
+                        "value": part.value,
+                        "threshold": part.threshold,
+                    }
+                )
+    return tuple(out)
+
+
+def _evaluations(rule: Rule, figures: Figures) -> tuple[Evaluation, Evaluation | None]:
+    """The rule's evaluation, and its resume condition's (None without a resume threshold)."""
+    resume = (
+        None
+        if rule.resume_threshold is None
+        else evaluate(rule, figures, op=_OPPOSITE[rule.op or "<"], threshold=rule.resume_threshold)
+    )
+    return evaluate(rule, figures), resume
+
+
 @dataclass
 class TickResult:
     records: list[Record]  # to write (and have acknowledged) before sending
@@ -239,8 +290,15 @@ class Runner:
             settings.breaker_window_seconds * 1000,
         )
         self.kinds = {r.name: rule_kinds(r) for r in self.rules}
+        # Rules whose evaluation reads only a row's sums (no clock figure, no settled window):
+        # evaluated once per row, however many rounds judge it (rows are carried while their
+        # sums stand: ``stream.snapshot.RowCache``).
+        self._row_static = {r.name: row_static(r) for r in self.rules}
         self._late_seen: tuple[list[int], list[int]] | None = None  # (late, totals) by kind
         self._dirty: set[tuple[int, str]] = set()  # (partition, campaign) to write
+        # The last round's campaigns whose condition holds under some rule, with what holds
+        # (the live page colours them): campaign -> ({rule, kpi, window, value, threshold}, ...)
+        self.holding: dict[str, tuple[dict, ...]] = {}
 
     # -- trust ----------------------------------------------------------------------------------
 
@@ -334,6 +392,7 @@ class Runner:
         trust_of: dict[int, dict[str, Trust]] = {}
         remember_new = any(r.min_campaign_age != "0s" for r in self.rules)
         cold: dict[str, int] = {}  # rule -> campaigns without the baseline it reads (yet)
+        holding: dict[str, tuple[dict, ...]] = {}
         done = 0
         for state in states:
             trust = trust_of[state.partition] = {
@@ -390,23 +449,26 @@ class Runner:
                             baselines=now_figures.baselines,
                         )
                     )
-                    evaluations[rule.name] = evaluate(rule, figures)
-                    resumes[rule.name] = (
-                        None
-                        if rule.resume_threshold is None
-                        else evaluate(
-                            rule,
-                            figures,
-                            op=_OPPOSITE[rule.op or "<"],
-                            threshold=rule.resume_threshold,
-                        )
-                    )
+                    both: tuple[Evaluation, Evaluation | None]
+                    if self._row_static[rule.name]:
+                        cached_key = ("evaluations", id(rule))
+                        cached = row.derived.get(cached_key)
+                        if cached is None:
+                            cached = row.derived[cached_key] = _evaluations(rule, figures)
+                        both = cached  # type: ignore[assignment]
+                    else:
+                        both = _evaluations(rule, figures)
+                    evaluations[rule.name], resumes[rule.name] = both
                 inputs[name] = Input(
                     evaluations, resumes, trust, _main_channel(row), row.day_end_ms
                 )
+                breaching = holding_conditions(self.rules, evaluations)
+                if breaching:
+                    holding[name] = breaching
                 done += 1
                 if done % STEP == 0:
                     yield
+        self.holding = holding
         judged: dict[tuple[int, str], int] = {}  # (partition, rule) -> campaigns judged
         for name, data in inputs.items():
             for rule_name in data.evaluations:

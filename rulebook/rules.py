@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from stream import catalogue as m
@@ -94,7 +95,7 @@ class Condition:
     # over the same window (``kpi_baseline``); a campaign with none yet does not meet it.
     baseline: Baseline | None = None
 
-    @property
+    @cached_property  # read per campaign per round
     def baseline_ref(self) -> BaselineRef | None:
         if self.baseline is None or self.window is None:
             return None
@@ -276,7 +277,7 @@ class Rule:
         ]
         return all(met) if self.combine == "all" else any(met)
 
-    @property
+    @cached_property
     def baselines(self) -> tuple[BaselineRef, ...]:
         """The baselines its conditions read."""
         return tuple(c.baseline_ref for c in self.conditions if c.baseline_ref is not None)

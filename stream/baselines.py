@@ -108,10 +108,14 @@ def check_window(baseline: Baseline, window_ms: int | None, long_bucket_ms: int 
         )
 
 
+def nearest_boundary(now_ms: int, long_bucket_ms: int) -> int:
+    """The long-bucket boundary nearest ``now_ms``: where the baselines' spans end."""
+    return (now_ms + long_bucket_ms // 2) // long_bucket_ms * long_bucket_ms
+
+
 def spans(ref: BaselineRef, now_ms: int, long_bucket_ms: int) -> tuple[Span, ...]:
     """The spans of hour buckets (bucket starts, inclusive) whose KPI makes the baseline."""
-    half = long_bucket_ms // 2
-    end = (now_ms + half) // long_bucket_ms * long_bucket_ms  # the nearest bucket boundary
+    end = nearest_boundary(now_ms, long_bucket_ms)
     b = ref.baseline
     if b.method == "same_hour_of_week":
         return tuple(

@@ -138,6 +138,16 @@ class BucketRows:
     def has_buckets(self) -> bool:
         return bool(self.rows)
 
+    def any_between(self, first: int, last: int, bucket_ms: int) -> bool:
+        """Whether a bucket starting in ``[first, last]`` holds an event."""
+        rows = self.rows
+        if not rows or last < first:
+            return False
+        count = len(rows) // ROW
+        lo = max(0, -(-(first - self.first_start) // bucket_ms))
+        hi = min(count, (last - self.first_start) // bucket_ms + 1)
+        return any(any(rows[base : base + KINDS]) for base in range(lo * ROW, hi * ROW, ROW))
+
     def window_totals(
         self, current_start: int, windows_ms: tuple[int, ...], bucket_ms: int
     ) -> list[WindowTotals]:

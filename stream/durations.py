@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 
 
+@lru_cache(maxsize=1024)  # rules name a few durations and read them every round
 def parse_duration(text: str) -> float:
     """Seconds in ``text``; a bare number means seconds. Raises ValueError on anything else."""
     match = _PATTERN.match(text)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from . import baselines as base
 from . import sketch as qsketch
 from .campaign import KINDS, CampaignState, WindowTotals, kind_totals
-from .horizons import horizons
+from .horizons import Horizons, horizons
 from .kpis import Kpis, compute_kpis
 from .leads import HISTOGRAM_BINS
 from .pacing import Pacing, pacing, share_elapsed
@@ -70,6 +70,10 @@ class CampaignRow:
         default_factory=dict
     )
     _horizon_kpis: dict[str, Kpis] | None = None
+    _baselines: dict[tuple[str, str, str], float | None] | None = None
+    # Readers' cache of what they derive from the row's sums (never from its clock figures,
+    # which a carried row has set anew), by the reader's key.
+    derived: dict[object, object] = field(default_factory=dict)
 
     def horizon_kpis(self) -> dict[str, Kpis]:
         """The KPIs of each long horizon, computed once per row (every format reads them)."""
@@ -85,10 +89,12 @@ class CampaignRow:
 
     def baselines(self) -> dict[tuple[str, str, str], float | None]:
         """Each baseline's value by (kpi, window, baseline label); None: none yet (cold start)."""
-        return {
-            ref.key: base.value(ref, sums, covered)
-            for ref, (sums, covered) in self.baseline_parts.items()
-        }
+        if self._baselines is None:
+            self._baselines = {
+                ref.key: base.value(ref, sums, covered)
+                for ref, (sums, covered) in self.baseline_parts.items()
+            }
+        return self._baselines
 
     def pacing(self) -> Pacing | None:
         """Spend against the plan's budgets; None without a budget."""
@@ -157,7 +163,7 @@ class RowCache:
         self._rows: dict[tuple[int, str], tuple[CampaignState, int, int, CampaignRow]] = {}
         self._responses: dict[tuple[int, str], tuple[object, int, int, list]] = {}
         self._seen: set[tuple[int, str]] = set()
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.carries = 0
 
     def responses(
         self, partition: int, campaign: str, view: object, version: int
@@ -189,6 +195,44 @@ class RowCache:
             return entry[3]
         self.misses += 1
         return None
+
+    def carried(
+        self,
+        partition_state: PartitionState,
+        campaign: str,
+        state: CampaignState,
+        current: int,
+        bucket_ms: int,
+        windows_ms: tuple[int, ...],
+        zone: str,
+    ) -> CampaignRow | None:
+        """The row built at an earlier bucket of the same hour, brought to ``current`` if nothing
+        it sums has moved since: the campaign unchanged (its version), no bucket holding events
+        or responses entered or left a window, and its day not ended. Only the clock's figures
+        (the day and flight elapsed) are set anew, and its text dropped if they moved."""
+        key = (partition_state.partition, campaign)
+        entry = self._rows.get(key)
+        if entry is None or entry[0] is not state or entry[1] != state.version:
+            return None
+        then, row = entry[2], entry[3]
+        long_ms = partition_state.config.long_bucket_ms
+        if not (
+            then < current
+            and then - then % long_ms == current - current % long_ms
+            and (row.day_end_ms is None or current < row.day_end_ms)
+            and (
+                not row.baseline_parts
+                or base.nearest_boundary(then, long_ms) == base.nearest_boundary(current, long_ms)
+            )
+            and _quiet(partition_state, campaign, state, then, current, bucket_ms, windows_ms)
+        ):
+            return None
+        self.carries += 1
+        moved = set_clock(row, current, long_ms, zone)
+        if moved:
+            row.formatted.clear()
+        self._rows[key] = (state, state.version, current, row)
+        return row
 
     def put(
         self, partition: int, campaign: str, state: CampaignState, current: int, row: CampaignRow
@@ -246,6 +290,10 @@ def build_rows(
             if campaign_state is None:  # retired while the caller yielded
                 continue
             row = cache.get(state.partition, campaign, campaign_state, current) if cache else None
+            if row is None and cache is not None:
+                row = cache.carried(
+                    state, campaign, campaign_state, current, bucket_ms, windows_ms, zone
+                )
             if row is None:
                 row = campaign_row(
                     state, campaign, current, bucket_ms, windows_ms, cache, zone, baselines
@@ -309,13 +357,7 @@ def _add_horizons(
     clock is the row's bucket, so a cached row stays what it was built as."""
     plan = row.plan = effective_plan(state.plans, row.campaign, main_channel(s.by_channel))
     long_ms = state.config.long_bucket_ms
-    spans = horizons(
-        now_ms,
-        (plan.timezone if plan else None) or zone,
-        long_ms,
-        plan.flight_start if plan else None,
-        plan.flight_end if plan else None,
-    )
+    spans = _spans(plan, now_ms, long_ms, zone)
     # A flight that began before the oldest kept hour would be summed in part: not reported.
     kept_from = first_kept_start(now_ms, long_ms, state.config.long_retention_ms)
     current = now_ms - now_ms % long_ms
@@ -324,6 +366,31 @@ def _add_horizons(
         for name, span in spans.spans.items()
         if name != "flight" or span.first >= kept_from
     }
+    set_clock(row, now_ms, long_ms, zone)
+
+
+def _spans(plan: Plan | None, now_ms: int, long_ms: int, zone: str) -> Horizons:
+    return horizons(
+        now_ms,
+        (plan.timezone if plan else None) or zone,
+        long_ms,
+        plan.flight_start if plan else None,
+        plan.flight_end if plan else None,
+    )
+
+
+def set_clock(row: CampaignRow, now_ms: int, long_ms: int, zone: str) -> bool:
+    """The row's figures that move with the clock alone (the shares of its day and flight
+    elapsed, whether today is outside its flight), at ``now_ms``; whether any moved."""
+    plan = row.plan
+    spans = _spans(plan, now_ms, long_ms, zone)
+    before = (
+        row.day_share,
+        row.day_elapsed_s,
+        row.day_end_ms,
+        row.outside_flight,
+        row.flight_share,
+    )
     row.day_share = share_elapsed(now_ms, spans.day_start_ms, spans.day_end_ms)
     row.day_elapsed_s = (now_ms - spans.day_start_ms) / 1000
     row.day_end_ms = spans.day_end_ms
@@ -332,8 +399,44 @@ def _add_horizons(
         or (spans.flight_end_ms is not None and now_ms >= spans.flight_end_ms)
     )
     start, end = spans.flight_start_ms, spans.flight_end_ms
+    row.flight_share = None
     if start is not None and end is not None and ("flight" in row.horizons or start > now_ms):
         row.flight_share = share_elapsed(now_ms, start, end)
+    return before != (
+        row.day_share,
+        row.day_elapsed_s,
+        row.day_end_ms,
+        row.outside_flight,
+        row.flight_share,
+    )
+
+
+def _quiet(
+    state: PartitionState,
+    campaign: str,
+    s: CampaignState,
+    then: int,
+    current: int,
+    bucket_ms: int,
+    windows_ms: tuple[int, ...],
+) -> bool:
+    """Whether the trailing windows at ``current`` sum what they summed at ``then``: no bucket
+    holding events (or responses) entered them (accepted future events) or left them."""
+    if s.any_between(then + bucket_ms, current, bucket_ms):
+        return False
+    for window in windows_ms:
+        if s.any_between(then - window + bucket_ms, current - window, bucket_ms):
+            return False
+    view = state.index.responses.get(campaign)
+    if view is not None and view.sketches:
+        sketches = view.sketches
+        for start in range(then + bucket_ms, current + 1, bucket_ms):
+            if start in sketches:
+                return False
+            for window in windows_ms:
+                if start - window in sketches:
+                    return False
+    return True
 
 
 _NO_RESPONSES: tuple[dict[int, int], float | None, float | None] = ({}, None, None)

@@ -132,7 +132,7 @@ def fold(states: list[PartitionState], events: list[tuple[int, str]], now: int) 
 
 def oracle(r: b.BaselineRef, events: list[tuple[int, str]], now: int) -> float | None:
     """Sums of the events themselves, by the definition in stream.baselines' docstring."""
-    end = round(now / HOUR) * HOUR
+    end = (now + HOUR // 2) // HOUR * HOUR  # the nearest hour, half up (round() is to even)
     first = min(at - at % HOUR for at, _ in events) if events else None
     if r.baseline.method == "trailing":
         windows = [(end - r.window_ms - r.baseline.span_ms, end - r.window_ms)]
