@@ -3,31 +3,80 @@
 Anything that holds the loop (a large batch, a scrape) delays every other task: the consumer's
 heartbeats, fetches and the web server. The ticker's lateness is that delay, observed into a
 histogram, and the worst one since the last read is kept for the cheap ``/health`` probe.
+
+What held it: a watchdog thread looks every ``interval`` at when the ticker last ran; once that is
+``trace_after`` late, it takes the loop thread's stack (``sys._current_frames``), so the worst
+stall comes with the code that was running in it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable
+
+STACK_FRAMES = 12  # innermost frames kept of a stalled loop's stack
 
 
 class LoopLagMonitor:
-    def __init__(self, observe: Callable[[float], None], interval: float = 0.01) -> None:
+    def __init__(
+        self, observe: Callable[[float], None], interval: float = 0.01, trace_after: float = 0.05
+    ) -> None:
         self._observe = observe
         self.interval = interval
+        self.trace_after = trace_after
         self._worst = 0.0
+        self._worst_cpu = 0.0
+        self._worst_stack: list[str] = []
+        self._beat = time.perf_counter()
+        self._stack: list[str] = []  # of the stall in progress, taken by the watchdog
+        self._loop_thread: int | None = None
 
     def take_worst(self) -> float:
         """The longest stall (seconds) since the last call."""
         worst, self._worst = self._worst, 0.0
         return worst
 
-    async def run(self) -> None:
+    def take_worst_stack(self) -> list[str]:
+        """Where the loop's thread was during that stall (innermost last), if it lasted past
+        ``trace_after``."""
+        worst, self._worst_stack = self._worst_stack, []
+        return worst
+
+    def _watch(self) -> None:
         while True:
-            started = time.perf_counter()
+            time.sleep(self.interval)
+            thread = self._loop_thread
+            if thread is None or self._stack:
+                continue
+            if time.perf_counter() - self._beat > self.interval + self.trace_after:
+                frame = sys._current_frames().get(thread)
+                if frame is not None:
+                    self._stack = [
+                        f"{f.filename}:{f.lineno} {f.name}"
+                        for f in traceback.extract_stack(frame)[-STACK_FRAMES:]
+                    ]
+
+    def take_worst_cpu(self) -> float:
+        """CPU time the loop's thread used during that stall: near the stall, the loop was busy
+        (work on it held it); far below, the process was not running (a busy host)."""
+        worst, self._worst_cpu = self._worst_cpu, 0.0
+        return worst
+
+    async def run(self) -> None:
+        self._loop_thread = threading.get_ident()
+        threading.Thread(target=self._watch, name="loop-lag-watchdog", daemon=True).start()
+        while True:
+            started = self._beat = time.perf_counter()
+            started_cpu = time.thread_time()
             await asyncio.sleep(self.interval)
             lag = max(0.0, time.perf_counter() - started - self.interval)
             self._observe(lag)
             if lag > self._worst:
                 self._worst = lag
+                self._worst_cpu = time.thread_time() - started_cpu
+                self._worst_stack = self._stack
+            self._stack = []

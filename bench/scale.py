@@ -284,7 +284,8 @@ def scrape_phase(
             print(f"\r  worker folded {events:,} events in {took:.0f}s", flush=True)
             live_traffic(broker.bootstrap, campaigns, live_rate, stop_traffic)
             worker.get("/metrics")  # the first, cold scrape is reported apart
-            renders, walls, stalls = [], [], []
+            renders, walls, stalls, stall_cpu, gc_pauses = [], [], [], [], []
+            stall_stacks: list[list[str]] = []
             series = size = 0
             per_campaign: Counter = Counter()
             ended = time.monotonic() + seconds
@@ -296,6 +297,17 @@ def scrape_phase(
                 walls.append(time.monotonic() - started)
                 health = worker.health()
                 stalls.append(health.get("loop_lag_worst_seconds", float("nan")))
+                stall_cpu.append(health.get("loop_lag_worst_cpu_seconds", float("nan")))
+                stall_stacks.append(health.get("loop_lag_worst_stack") or [])
+                worst_gc = health.get("gc_pause_worst") or {}
+                gc_pauses.append(
+                    (
+                        worst_gc.get("seconds", float("nan")),
+                        worst_gc.get("generation"),
+                        worst_gc.get("cpu_seconds"),
+                        worst_gc.get("collected"),
+                    )
+                )
                 renders.append(health.get("last_metrics_render_seconds", walls[-1]))
                 if first is None:
                     first = body
@@ -322,6 +334,12 @@ def scrape_phase(
         "render_max": max(renders),
         "scrape_wall_max": max(walls),
         "stall_max": max(stalls),
+        "stall_cpu": stall_cpu[stalls.index(max(stalls))],
+        "stall_stack": stall_stacks[stalls.index(max(stalls))],
+        "gc_pause_max": max(gc_pauses, key=lambda p: p[0])[0],
+        "gc_pause_generation": max(gc_pauses, key=lambda p: p[0])[1],
+        "gc_pause_cpu": max(gc_pauses, key=lambda p: p[0])[2] or 0.0,
+        "gc_pause_collected": max(gc_pauses, key=lambda p: p[0])[3],
         "scrapes": len(renders),
         "rss_mb": rss[0],
     }
@@ -329,10 +347,18 @@ def scrape_phase(
         f"  {campaigns:>6,} campaigns ({tracked:,} tracked): {series:,} series "
         f"({result['series_per_campaign']} per campaign), {size / 1e6:.1f} MB; render p50 "
         f"{result['render_p50'] * 1000:.0f} ms, max {result['render_max'] * 1000:.0f} ms over "
-        f"{len(renders)} scrapes; worst loop stall {result['stall_max'] * 1000:.0f} ms; "
+        f"{len(renders)} scrapes; worst loop stall {result['stall_max'] * 1000:.0f} ms "
+        f"({result['stall_cpu'] * 1000:.0f} ms of it on the CPU; worst "
+        f"garbage collection {result['gc_pause_max'] * 1000:.0f} ms, generation "
+        f"{result['gc_pause_generation']}, {result['gc_pause_cpu'] * 1000:.0f} ms of CPU, {result['gc_pause_collected']} "
+        "objects freed); "
         f"RSS {rss[0]:.0f} MB",
         flush=True,
     )
+    if result["stall_stack"]:
+        print("  the loop's thread during the worst stall (innermost last):")
+        for frame in result["stall_stack"]:
+            print(f"    {frame}")
     return result
 
 

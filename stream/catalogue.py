@@ -244,6 +244,12 @@ LOOP_LAG_SECONDS = _spec(
     "histogram",
     "How late the worker's event loop ran a 10 ms ticker: time it was blocked",
 )
+GC_PAUSE_SECONDS = _spec(
+    "kpi_gc_pause_seconds",
+    "histogram",
+    "Time one cyclic garbage collection held the worker's event loop, by generation",
+    "generation",
+)
 RENDER_SECONDS = _spec(
     "kpi_metrics_render_seconds",
     "histogram",
@@ -354,6 +360,7 @@ CATALOGUE: dict[str, MetricSpec] = {
         BATCH_SECONDS,
         DEAD_LETTERS,
         LOOP_LAG_SECONDS,
+        GC_PAUSE_SECONDS,
         RENDER_SECONDS,
         DECISIONS,
         BREAKER_OPEN,

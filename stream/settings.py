@@ -78,6 +78,9 @@ class Settings:
     # The state table's local store (agents.local_store): a restart reads its own file in
     # data_dir plus the changelog's tail; off: every restart reads the whole changelog.
     local_store: bool = True
+    # gc.freeze() after each restore: the restored state leaves the cyclic collector's walks
+    # (agents.gc_pauses); off: the collector keeps walking it in every full collection.
+    gc_freeze: bool = True
     # Static group membership (Kafka's group.instance.id): a worker restarted with the same id
     # takes its own place in the group at once, instead of after the dead member's session
     # timeout. One id per worker (e.g. its host name); empty: dynamic membership.
@@ -348,6 +351,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, **overrides: object)
         "rules_path": env.get("KPI_RULES") or "",
         "decisions": _read(env, "KPI_DECISIONS", _switch, base.decisions),
         "local_store": _read(env, "KPI_LOCAL_STORE", _switch, base.local_store),
+        "gc_freeze": _read(env, "KPI_GC_FREEZE", _switch, base.gc_freeze),
         "instance_id": env.get("KPI_INSTANCE_ID") or base.instance_id,
         "decision_interval_seconds": _read(
             env, "KPI_DECISION_INTERVAL", parse_duration, base.decision_interval_seconds
