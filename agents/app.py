@@ -30,11 +30,12 @@ from prometheus_client import (
 from autopause.runner import baselines_read
 from stream.settings import Settings
 
+from . import page as live_page
 from .auth import bearer_token_required
 from .decisions import DecisionFeed, DecisionLoop
 from .decisions import install as install_decisions
+from .gc_pauses import GcPauseMonitor, freeze_long_lived
 from .kafka_auth import faust_credentials
-from .kpis_json import snapshot_json
 from .loop_lag import LoopLagMonitor
 from .memory import release_free_memory
 from .metrics import (
@@ -202,6 +203,7 @@ def create_app(
         web = cast(AiohttpWeb, app.web)  # the aiohttp driver: Faust's only web driver here
         web.web_app.middlewares.append(bearer_token_required(settings.web_token))
     _pages(monitor)
+    live_page.install(monitor, lag)
     return monitor
 
 
@@ -221,6 +223,11 @@ def _own_partitions_of_the_state(
         new = {tp.partition for tp in tbl.newly_assigned if tp.topic in input_topics}
         async with state_lock:
             pipeline.assign(partitions, tbl.take_records(partitions), kept=partitions - new)
+            if settings.gc_freeze:
+                # Before the worker serves: one full collection now, instead of the collector
+                # walking the restored state again in later full collections.
+                frozen = freeze_long_lived()
+                log.info("froze %d long-lived objects out of the cyclic collector", frozen)
         log.info(
             "owning partitions %s; resuming at %s", sorted(partitions), pipeline.resume_positions()
         )
@@ -335,7 +342,7 @@ def _ingest(
 
 
 def _pages(monitor: Monitor) -> None:
-    """/metrics, /health and /kpis, and the tasks behind them (the loop-lag ticker, the row
+    """/metrics and /health (``/``, ``/kpis``: ``agents.page``), and the tasks behind them (the loop-lag ticker, the row
     refresh after bucket boundaries)."""
     app, pipeline, exporter, metrics = (
         monitor.app,
@@ -344,11 +351,20 @@ def _pages(monitor: Monitor) -> None:
         monitor.metrics,
     )
     loop_lag = LoopLagMonitor(metrics.loop_lag_seconds.observe)
+    gc_pauses = GcPauseMonitor(
+        lambda generation, seconds: metrics.gc_pause_seconds.labels(str(generation)).observe(
+            seconds
+        )
+    )
     last_render = {"seconds": 0.0}
 
     @app.task
     async def watch_event_loop() -> None:
-        await loop_lag.run()
+        gc_pauses.install()
+        try:
+            await loop_lag.run()
+        finally:
+            gc_pauses.uninstall()
 
     @app.task
     async def refresh_rows_after_boundaries() -> None:
@@ -387,19 +403,18 @@ def _pages(monitor: Monitor) -> None:
             "campaigns": sum(s.admitted_campaigns for s in pipeline.states.values()),
             "campaigns_in_several_partitions": pipeline.campaigns_in_several_partitions(),
             "loop_lag_worst_seconds": loop_lag.take_worst(),
+            "loop_lag_worst_cpu_seconds": loop_lag.take_worst_cpu(),
+            "loop_lag_worst_stack": loop_lag.take_worst_stack(),
+            # The longest cyclic garbage collection since the previous probe: a stall's share.
+            "gc_pause_worst": dict(
+                zip(("seconds", "generation", "cpu_seconds", "collected"), gc_pauses.take_worst())
+            ),
             "last_metrics_render_seconds": last_render["seconds"],
             # The last restore: live records, and how many of them the changelog gave (the rest
             # came from the local store's file).
             "restored": monitor.table.restored,
         }
         return web_view.bytes(orjson.dumps(body), content_type="application/json")
-
-    @app.page("/kpis")
-    async def kpis_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return web_view.bytes(
-            orjson.dumps(snapshot_json(await exporter.snapshot_async())),
-            content_type="application/json",
-        )
 
 
 def dead_letter_key(letter) -> bytes:

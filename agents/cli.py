@@ -412,8 +412,8 @@ def run_worker(settings: Settings, *, demo: bool = False, loglevel: str = "info"
                     )
                 )
         print(
-            f"kpi-monitor: metrics at http://{settings.web_host}:{settings.web_port}/metrics, "
-            f"JSON at /kpis",
+            f"kpi-monitor: live page at http://{settings.web_host}:{settings.web_port}/ "
+            f"(metrics at /metrics, JSON at /kpis and /decisions)",
             flush=True,
         )
         worker.run(monitor.app, loglevel=loglevel)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 from faust.sensors import Monitor as FaustMonitor
@@ -30,7 +30,7 @@ from stream import exposition
 from stream.baselines import BaselineRef
 from stream.catalogue import MetricSpec
 from stream.settings import Settings
-from stream.snapshot import RowCache, Snapshot, build_rows, snapshot_header
+from stream.snapshot import CampaignRow, RowCache, Snapshot, build_rows, snapshot_header
 
 log = logging.getLogger("kpi_monitor")
 
@@ -48,6 +48,7 @@ class PipelineMetrics:
     batch_seconds: Histogram
     dead_letters: Counter
     loop_lag_seconds: Histogram
+    gc_pause_seconds: Histogram  # by generation
     scrape_seconds: Histogram
 
 
@@ -56,7 +57,7 @@ def build_pipeline_metrics(registry: CollectorRegistry) -> PipelineMetrics:
         return Counter(spec.name, spec.doc, registry=registry)
 
     def histogram(spec: MetricSpec, buckets: tuple[float, ...]) -> Histogram:
-        return Histogram(spec.name, spec.doc, buckets=buckets, registry=registry)
+        return Histogram(spec.name, spec.doc, spec.labels, buckets=buckets, registry=registry)
 
     seconds = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
     return PipelineMetrics(
@@ -68,6 +69,9 @@ def build_pipeline_metrics(registry: CollectorRegistry) -> PipelineMetrics:
         ),
         dead_letters=counter(m.DEAD_LETTERS),
         loop_lag_seconds=histogram(m.LOOP_LAG_SECONDS, seconds),
+        gc_pause_seconds=histogram(
+            m.GC_PAUSE_SECONDS, (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+        ),
         scrape_seconds=histogram(m.RENDER_SECONDS, seconds),
     )
 
@@ -108,6 +112,28 @@ class KpiExporter(Collector):
             self._baselines,
         )
         return snap, rows
+
+    async def rows_of(self, campaigns: Collection[str]) -> tuple[Snapshot, list[CampaignRow]]:
+        """The header of a snapshot and the rows of ``campaigns`` alone (from the row cache)."""
+        async with self._lock:
+            states = list(self._states())
+            snap = snapshot_header(states, self._clock(), self._windows_ms)
+            rows = list(
+                build_rows(
+                    states,
+                    snap.now_ms,
+                    self._settings.bucket_seconds * 1000,
+                    self._windows_ms,
+                    self._cache,
+                    self._settings.timezone,
+                    self._baselines,
+                    only=campaigns,
+                )
+            )
+            return snap, rows
+
+    def states(self) -> list:
+        return list(self._states())
 
     def snapshot(self) -> Snapshot:
         snap, rows = self._start()

@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from time import monotonic
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import aiokafka
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from faust.web import drivers as web_drivers
 
 ResumePositions = Callable[[], Mapping[tuple[str, int], int]]
 
@@ -52,6 +53,15 @@ class KpiApp(faust.App):
     resume_positions: ResumePositions | None = None
     # Whole fetched batches of its topics go here, past Faust's per-message path; None: Faust's.
     batch_handler: BatchHandler | None = None
+
+    def _new_web(self) -> Any:
+        driver = web_drivers.by_url(self.conf.web)
+
+        class Web(driver):  # type: ignore[valid-type,misc]
+            # Faust's placeholder index ({"status": "OK"}) would hold "/": the live page does.
+            production_blueprints: ClassVar[list] = []
+
+        return Web(self)
 
 
 class KpiConsumer(faust_aiokafka.Consumer):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the real ops tools the tests run: Prometheus + promtool, Alertmanager (+ amtool), faketime, and
+# Install the real ops tools the tests run: Prometheus + promtool, Alertmanager (+ amtool), faketime, Chromium, and
 # docker-compose (only to validate docker-compose.yml offline; no engine is needed or started).
 # Debian packages; idempotent; needs root (or sudo).
 set -euo pipefail
@@ -10,6 +10,8 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 # libfaketime: an end-to-end test runs a worker with its clock ahead, to a campaign's midnight.
 command -v faketime >/dev/null 2>&1 || need+=(faketime)
+# Headless Chromium: the live page's end-to-end test drives it (Playwright with its executable_path).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -11,7 +11,7 @@ every partition that folded events, and a misrouted campaign in several: their r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import baselines as base
@@ -275,15 +275,17 @@ def build_rows(
     cache: RowCache | None = None,
     zone: str = "UTC",
     baselines: tuple[base.BaselineRef, ...] = (),
+    only: Collection[str] | None = None,
 ) -> Iterator[CampaignRow]:
     """One row per campaign label, in label order; ``zone`` is the day of campaigns whose plan
-    names no time zone (``KPI_TIMEZONE``)."""
+    names no time zone (``KPI_TIMEZONE``). With ``only``, the rows of those campaigns alone (the
+    cache then keeps the others' rows)."""
     current = bucket_start(now_ms, bucket_ms)
     holders: dict[str, list[PartitionState]] = {}
     for state in sorted(states, key=lambda s: s.partition):
         for campaign in list(state.campaigns):
             holders.setdefault(campaign, []).append(state)
-    for campaign in sorted(holders):
+    for campaign in sorted(holders if only is None else holders.keys() & set(only)):
         rows = []
         for state in holders[campaign]:
             campaign_state = state.campaigns.get(campaign)
@@ -303,7 +305,7 @@ def build_rows(
             rows.append(row)
         if rows:
             yield rows[0] if len(rows) == 1 else merge_rows(rows)
-    if cache is not None:
+    if cache is not None and only is None:
         cache.sweep()
 
 

@@ -4,6 +4,7 @@ HTTP clients encode header values, so only raw bytes can send what a broken clie
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import pytest
 from aiohttp import web
@@ -28,7 +29,9 @@ async def server():
     await server.close()
 
 
-async def get(server: TestServer, header_lines: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+async def get(
+    server: TestServer, header_lines: bytes
+) -> tuple[int, dict[bytes, list[bytes]], bytes]:
     """GET /metrics with ``header_lines`` (raw, CRLF-terminated) added; status, headers, body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(
@@ -41,7 +44,9 @@ async def get(server: TestServer, header_lines: bytes) -> tuple[int, dict[bytes,
     writer.close()
     head, _, body = response.partition(b"\r\n\r\n")
     status_line, *lines = head.split(b"\r\n")
-    headers = {n.strip().lower(): v.strip() for n, _, v in (ln.partition(b":") for ln in lines)}
+    headers: dict[bytes, list[bytes]] = {}
+    for name, _, value in (line.partition(b":") for line in lines):
+        headers.setdefault(name.strip().lower(), []).append(value.strip())
     return int(status_line.split()[1]), headers, body
 
 
@@ -50,12 +55,19 @@ def authorization(value: bytes) -> bytes:
 
 
 RIGHT = TOKEN.encode()
+
+
+def basic(user_and_password: bytes) -> bytes:
+    return authorization(b"Basic " + base64.b64encode(user_and_password))
+
+
 CASES = [
     ("missing", b"", REFUSED),
     ("empty", authorization(b""), REFUSED),
     ("scheme only", authorization(b"Bearer"), REFUSED),
     ("scheme and spaces only", authorization(b"Bearer   "), REFUSED),
-    ("wrong scheme", authorization(b"Basic " + RIGHT), REFUSED),
+    ("wrong scheme", authorization(b"Digest " + RIGHT), REFUSED),
+    ("basic with the raw token", authorization(b"Basic " + RIGHT), REFUSED),
     ("no space after the scheme", authorization(b"Bearer" + RIGHT), REFUSED),
     ("tab after the scheme", authorization(b"Bearer\t" + RIGHT), REFUSED),
     ("lower-case scheme", authorization(b"bearer " + RIGHT), OK),
@@ -70,6 +82,15 @@ CASES = [
     ("token with trailing junk", authorization(b"Bearer " + RIGHT + b" junk"), REFUSED),
     ("token with a trailing character", authorization(b"Bearer " + RIGHT + b"x"), REFUSED),
     ("token twice", authorization(b"Bearer " + RIGHT) * 2, REFUSED),
+    # A browser's: Basic credentials whose password is the token, whatever the user name.
+    ("basic, token as password", basic(b"ops:" + RIGHT), OK),
+    ("basic, empty user name", basic(b":" + RIGHT), OK),
+    ("basic, lower-case scheme", authorization(b"basic " + base64.b64encode(b"u:" + RIGHT)), OK),
+    ("basic, wrong password", basic(b"ops:" + RIGHT[:-1] + b"X"), REFUSED),
+    ("basic, token as user name", basic(RIGHT + b":"), REFUSED),
+    ("basic, no colon", basic(RIGHT), REFUSED),
+    ("basic, not base64", authorization(b"Basic %%%" + RIGHT), REFUSED),
+    ("basic, twice", basic(b"ops:" + RIGHT) * 2, REFUSED),
 ]
 
 
@@ -82,5 +103,9 @@ async def test_every_class_of_authorization_header(server, header_lines, expecte
     if expected == OK:
         assert body == b"hello"
     else:
-        assert headers[b"www-authenticate"] == b'Bearer realm="kpi-monitor"'
+        # Scripts read the first challenge; a browser picks Basic and asks for the password.
+        assert headers[b"www-authenticate"] == [
+            b'Bearer realm="kpi-monitor"',
+            b'Basic realm="kpi-monitor", charset="UTF-8"',
+        ]
         assert b"KPI_WEB_TOKEN" in body and b"Traceback" not in body
