@@ -118,11 +118,11 @@ def _dedup_records(state: PartitionState) -> list[Record]:
     records: list[Record] = state.evicted_chunks
     state.evicted_chunks = []
     for kind, index in enumerate(state.dedup):
-        for chunk, entries in index.seal_batch():
+        for chunk in index.seal_batch():
             records.append(
                 (
                     codec.key(p, DEDUP, kind, chunk.first_pos),
-                    codec.encode_chunk(chunk.max_watermark, entries),
+                    codec.encode_chunk(chunk.max_watermark, chunk.data),
                 )
             )
     _evict_dedup(state)

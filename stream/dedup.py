@@ -135,9 +135,9 @@ class DedupIndex:
         self._next_seq += 1
         return chunk
 
-    def seal_batch(self) -> list[tuple[Chunk, list[tuple[int, int, int]]]]:
-        """Close the ids of this batch into chunks; each with its entries, to persist."""
-        sealed = [(chunk, chunk.entries()) for chunk in self._open]
+    def seal_batch(self) -> list[Chunk]:
+        """Close the ids of this batch into chunks, to persist."""
+        sealed = self._open
         self.close_batch()
         return sealed
 

@@ -1,9 +1,14 @@
 """The dedup index against a plain model: ids -> (position, watermark, chunk), chunks evicted whole."""
 
+from array import array
+
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream import dedup
+from stream.codec import decode_chunk, encode_chunk
 from stream.dedup import DedupIndex, id_hash
 
 HORIZON = 100
@@ -92,15 +97,15 @@ def test_a_restore_from_the_persisted_chunks_remembers_the_same(script):
             watermark += step
             index.is_duplicate(f"e{event}", pos, watermark)
         elif op in ("seal", "evict_oldest"):
-            for chunk, entries in index.seal_batch():
-                persisted[chunk.first_pos] = (chunk.max_watermark, entries)
+            for chunk in index.seal_batch():  # as the changelog holds them
+                persisted[chunk.first_pos] = encode_chunk(chunk.max_watermark, chunk.data)
             if op == "evict_oldest" and index.chunks:
                 del persisted[index.evict_oldest().first_pos]
-    for chunk, entries in index.seal_batch():
-        persisted[chunk.first_pos] = (chunk.max_watermark, entries)
+    for chunk in index.seal_batch():
+        persisted[chunk.first_pos] = encode_chunk(chunk.max_watermark, chunk.data)
     restored = DedupIndex(HORIZON)
-    for max_watermark, entries in reversed(list(persisted.values())):  # any order
-        restored.load_chunk(max_watermark, entries)
+    for raw in reversed(list(persisted.values())):  # any order
+        restored.load_chunk(*decode_chunk(raw))
     restored.sort_chunks()
     assert {h: restored.seen_at(h) for h in restored.ids()} == {
         h: index.seen_at(h) for h in index.ids()
@@ -114,5 +119,32 @@ def test_a_batch_over_the_chunk_size_is_split(monkeypatch):
     for pos in range(7):
         index.is_duplicate(f"id{pos}", pos, 0)
     sealed = index.seal_batch()
-    assert [len(entries) for _, entries in sealed] == [3, 3, 1]
-    assert [c.first_pos for c, _ in sealed] == [0, 3, 6]
+    assert [len(c.entries()) for c in sealed] == [3, 3, 1]
+    assert [c.first_pos for c in sealed] == [0, 3, 6]
+
+
+@given(
+    st.integers(-1, 2**62),
+    st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**62), st.integers(0, 2**62))),
+)
+def test_a_chunk_record_round_trips(max_watermark, entries):
+    data = array("Q", [v for entry in entries for v in entry])
+    raw = encode_chunk(max_watermark, data)
+    assert len(raw) == 9 + 24 * len(entries)  # the JSON form took ~47 bytes an entry
+    assert decode_chunk(raw) == (max_watermark, entries)
+
+
+def test_chunks_written_as_json_before_are_still_read():
+    entries = [[12345678901234567890, 17, 1_790_000_000_000], ["e-7", 18, 0]]  # and the first
+    max_watermark, read = decode_chunk(orjson.dumps([1_790_000_000_000, entries]))
+    assert (max_watermark, read) == (1_790_000_000_000, entries)
+    index = DedupIndex(HORIZON)
+    index.load_chunk(max_watermark, read)
+    index.sort_chunks()
+    assert index.seen_at(12345678901234567890) is not None
+
+
+@pytest.mark.parametrize("raw", [b"\x02" + bytes(8), b"\x01" + bytes(8) + bytes(5)])
+def test_a_malformed_chunk_is_refused(raw):
+    with pytest.raises(ValueError, match="not a dedup chunk"):
+        decode_chunk(raw)
