@@ -34,7 +34,12 @@ from . import page as live_page
 from .auth import bearer_token_required
 from .decisions import DecisionFeed, DecisionLoop
 from .decisions import install as install_decisions
-from .gc_pauses import GcPauseMonitor, freeze_long_lived
+from .gc_pauses import (
+    YOUNG_COLLECTION_SECONDS,
+    GcPauseMonitor,
+    collect_young_every,
+    freeze_long_lived,
+)
 from .kafka_auth import faust_credentials
 from .loop_lag import LoopLagMonitor
 from .memory import release_free_memory
@@ -365,6 +370,10 @@ def _pages(monitor: Monitor) -> None:
             await loop_lag.run()
         finally:
             gc_pauses.uninstall()
+
+    @app.task
+    async def collect_young_objects() -> None:
+        await collect_young_every(YOUNG_COLLECTION_SECONDS)
 
     @app.task
     async def refresh_rows_after_boundaries() -> None:

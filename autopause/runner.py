@@ -48,7 +48,7 @@ _KIND = {name: kind for kind, name in enumerate(EVENT_TYPES)}
 _OPPOSITE = {"<": ">", ">": "<"}
 # kpi_autopause_campaigns{state}; no_baseline: campaigns a baseline rule cannot judge yet.
 STATES = ("pending", "paused", "held", "unknown", "suppressed", "no_baseline")
-STEP = 200  # campaigns judged between two yields of ``Runner.tick_steps``
+STEP = 50  # campaigns judged between two yields of ``Runner.tick_steps``
 
 
 def read_rules(settings: Settings) -> list[Rule]:
@@ -294,6 +294,7 @@ class Runner:
         # evaluated once per row, however many rounds judge it (rows are carried while their
         # sums stand: ``stream.snapshot.RowCache``).
         self._row_static = {r.name: row_static(r) for r in self.rules}
+        self._selected: dict[str, list[Rule]] = {}  # campaign -> the rules that select it
         self._late_seen: tuple[list[int], list[int]] | None = None  # (late, totals) by kind
         self._dirty: set[tuple[int, str]] = set()  # (partition, campaign) to write
         # The last round's campaigns whose condition holds under some rule, with what holds
@@ -402,7 +403,11 @@ class Runner:
                 row = row_of.get(name)
                 if name == OTHER or row is None or name in owner:
                     continue  # a campaign in two partitions (keyed otherwise): the first decides
-                rules = [r for r in self.rules if selects(r, name)]
+                rules = self._selected.get(name)
+                if rules is None:
+                    if len(self._selected) > 4 * len(row_of) + 1000:  # retired campaigns
+                        self._selected = {}
+                    rules = self._selected[name] = [r for r in self.rules if selects(r, name)]
                 if not rules:
                     continue
                 owner[name] = state
@@ -423,12 +428,17 @@ class Runner:
                 evaluations: dict[str, Evaluation] = {}
                 resumes: dict[str, Evaluation | None] = {}
                 for rule in rules:
-                    if any(now_figures.baselines.get(r.key) is None for r in rule.baselines):
+                    judged_key = ("judged", id(rule))
+                    reach: tuple[bool, bool] | None = row.derived.get(judged_key)  # type: ignore[assignment]
+                    if reach is None:  # from the row's plan and baselines: once per row
+                        reach = row.derived[judged_key] = (
+                            any(now_figures.baselines.get(r.key) is None for r in rule.baselines),
+                            rule.judges(now_figures.targets, now_figures.baselines),
+                        )
+                    is_cold, can_judge = reach
+                    if is_cold:
                         cold[rule.name] = cold.get(rule.name, 0) + 1
-                    if (
-                        not rule.judges(now_figures.targets, now_figures.baselines)
-                        and campaign.tracks.get(rule.name, IDLE) == IDLE
-                    ):
+                    if not can_judge and campaign.tracks.get(rule.name, IDLE) == IDLE:
                         # No target of its own or by default: not judged by the rule. A campaign
                         # the rule already tracks (pending, paused) is stepped on (its condition
                         # no longer holds, as in Prometheus): a pause waits for a human.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from statistics import median
 
 from .campaign import WindowTotals
@@ -57,7 +58,7 @@ class Baseline:
         """Weeks with a value that a same-hour-of-week median needs: more than half."""
         return self.weeks // 2 + 1
 
-    @property
+    @cached_property  # read per campaign per round
     def label(self) -> str:
         """The ``baseline`` label of ``kpi_baseline``: ``same_hour_of_week_4w``, ``trailing_7d``."""
         if self.method == "same_hour_of_week":
@@ -74,7 +75,7 @@ class BaselineRef:
     window_ms: int
     baseline: Baseline
 
-    @property
+    @cached_property
     def key(self) -> tuple[str, str, str]:
         return (self.kpi, self.window, self.baseline.label)
 

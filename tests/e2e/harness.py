@@ -102,6 +102,48 @@ class WorkerProcess:
             self._log.close()
 
 
+# The shipped CTR rule on windows short enough for a test (10 s buckets, a 1-minute window): each
+# campaign against its plan (the demo publishes a CTR target per channel).
+CTR_COLLAPSE_TEST_RULES = """
+rules:
+  - name: ctr_collapse
+    summary: CTR collapsed
+    kpi: ctr
+    window: 1m
+    op: "<"
+    threshold: {target: ctr, factor: 0.25}
+    confident: true
+    min_volume: {event_type: impression, count: 600}
+    for: 10s
+    severity: page
+    may_pause: true
+"""
+
+
+def demo_traffic(broker_url: str, log, incident_after_s: int = 30) -> subprocess.Popen:
+    """``kpi-monitor demo-traffic`` at 6x its scale: its incidents after ``incident_after_s``."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "agents.cli",
+            "demo-traffic",
+            "--broker",
+            broker_url,
+            "--scale",
+            "6",
+            "--incident-after",
+            str(incident_after_s),
+            "--seconds",
+            "600",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     while True:

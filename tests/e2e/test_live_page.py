@@ -9,8 +9,6 @@ last screenshot is saved as a test artefact (``KPI_TEST_ARTIFACTS``, default tes
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,27 +17,18 @@ import pytest
 
 from agents.broker import EmbeddedBroker
 from agents.demo import CTR_COLLAPSE_CAMPAIGN
-from tests.e2e.harness import ROOT, WorkerProcess, wait_for
+from tests.e2e.harness import (
+    CTR_COLLAPSE_TEST_RULES,
+    ROOT,
+    WorkerProcess,
+    demo_traffic,
+    wait_for,
+)
 from tests.tools import tool
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "page-token-0123456789"
-# The shipped CTR rule on windows short enough for a test (as tests/e2e/test_ops_live.py).
-TEST_RULES = """
-rules:
-  - name: ctr_collapse
-    summary: CTR collapsed
-    kpi: ctr
-    window: 1m
-    op: "<"
-    threshold: {target: ctr, factor: 0.25}
-    confident: true
-    min_volume: {event_type: impression, count: 600}
-    for: 10s
-    severity: page
-    may_pause: true
-"""
 ARTIFACTS = Path(os.environ.get("KPI_TEST_ARTIFACTS", Path(ROOT) / "tests" / "artifacts"))
 
 
@@ -47,7 +36,7 @@ ARTIFACTS = Path(os.environ.get("KPI_TEST_ARTIFACTS", Path(ROOT) / "tests" / "ar
 def worker_with_traffic(tmp_path):
     with EmbeddedBroker() as broker:
         rules = tmp_path / "kpi-rules.yaml"
-        rules.write_text(TEST_RULES)
+        rules.write_text(CTR_COLLAPSE_TEST_RULES)
         worker = WorkerProcess(
             broker.url,
             "live-page",
@@ -61,26 +50,7 @@ def worker_with_traffic(tmp_path):
             },
         ).start()
         traffic_log = open(tmp_path / "traffic.log", "w")
-        traffic = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agents.cli",
-                "demo-traffic",
-                "--broker",
-                broker.url,
-                "--scale",
-                "6",
-                "--incident-after",
-                "30",
-                "--seconds",
-                "600",
-            ],
-            cwd=ROOT,
-            stdout=traffic_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        traffic = demo_traffic(broker.url, traffic_log)
         try:
             yield worker
         finally:

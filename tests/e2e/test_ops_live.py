@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -24,28 +22,19 @@ from agents.demo import CTR_COLLAPSE_CAMPAIGN
 from rulebook.alerting import prometheus_rule_file
 from rulebook.generate import DASHBOARDS, GRAFANA_ALERTING, PROMETHEUS_RULES
 from rulebook.rules import parse_rules
-from tests.e2e.harness import ROOT, WorkerProcess, wait_for
+from tests.e2e.harness import (
+    CTR_COLLAPSE_TEST_RULES,
+    ROOT,
+    WorkerProcess,
+    demo_traffic,
+    wait_for,
+)
 from tests.e2e.ops_harness import Webhook, query, start_alertmanager, start_prometheus
 
 pytestmark = pytest.mark.e2e
 TOKEN = "e2e-token-0123456789"
 
-# The shipped CTR rule, on windows short enough for a test: 10 s buckets, a 1-minute window;
-# each campaign against its plan (the demo publishes a CTR target per channel).
-TEST_RULES = """
-rules:
-  - name: ctr_collapse
-    summary: CTR collapsed
-    kpi: ctr
-    window: 1m
-    op: "<"
-    threshold: {target: ctr, factor: 0.25}
-    confident: true
-    min_volume: {event_type: impression, count: 600}
-    for: 10s
-    severity: page
-    may_pause: true
-"""
+TEST_RULES = CTR_COLLAPSE_TEST_RULES
 
 
 def dashboard_queries() -> list[str]:
@@ -135,26 +124,7 @@ def test_ctr_collapse_reaches_the_webhook_and_every_expression_runs(stack, tmp_p
     )
     started.append(prometheus)
     traffic_log = open(tmp_path / "traffic.log", "w")
-    traffic = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agents.cli",
-            "demo-traffic",
-            "--broker",
-            broker.url,
-            "--scale",
-            "6",
-            "--incident-after",
-            "30",
-            "--seconds",
-            "600",
-        ],
-        cwd=ROOT,
-        stdout=traffic_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    traffic = demo_traffic(broker.url, traffic_log)
     try:
         incident_at = wait_for(
             lambda: _incident_time(tmp_path / "traffic.log"), 60, "demo traffic start"
