@@ -371,6 +371,10 @@ def _pages(monitor: Monitor) -> None:
         finally:
             gc_pauses.uninstall()
 
+    @app.timer(interval=1.0)
+    async def observe_collections() -> None:
+        gc_pauses.drain()
+
     @app.task
     async def collect_young_objects() -> None:
         await collect_young_every(YOUNG_COLLECTION_SECONDS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections import deque
 from collections.abc import Callable
 
 
@@ -23,6 +24,12 @@ class GcPauseMonitor:
         self._worst_generation: int | None = None
         self._worst_cpu = 0.0
         self._worst_collected = 0
+        self._pending: deque[tuple[int, float]] = deque(maxlen=10_000)
+
+    def drain(self) -> None:
+        """Observe the collections timed since the last call (call it from ordinary code)."""
+        while self._pending:
+            self._observe(*self._pending.popleft())
 
     def install(self) -> GcPauseMonitor:
         if self._callback not in gc.callbacks:
@@ -49,7 +56,9 @@ class GcPauseMonitor:
             return
         seconds = time.perf_counter() - self._started
         generation = info.get("generation", 2)
-        self._observe(generation, seconds)
+        # Observed later (``drain``): a metric's lock may be held by the code the collection
+        # interrupted, on this same thread.
+        self._pending.append((generation, seconds))
         if seconds > self._worst:
             self._worst, self._worst_generation = seconds, generation
             self._worst_cpu = time.thread_time() - self._started_cpu
@@ -75,7 +84,12 @@ async def collect_young_every(seconds: float) -> None:
 def freeze_long_lived() -> int:
     """Move every object alive now out of the collector's sight (``gc.freeze``): after a restore
     they are the state, which lives as long as the process and holds no garbage cycles, and a
-    full collection would otherwise walk all of them again and again. Returns how many."""
+    full collection would otherwise walk all of them again and again. Returns how many.
+
+    What an earlier freeze held is collected first (``unfreeze``): an object frozen alive that
+    later became part of a garbage cycle (a task, a future of that rebalance) is freed now, so
+    rebalances do not add up to a leak."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

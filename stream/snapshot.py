@@ -12,7 +12,7 @@ every partition that folded events, and a misrouted campaign in several: their r
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import baselines as base
 from . import sketch as qsketch
@@ -224,15 +224,21 @@ class RowCache:
                 not row.baseline_parts
                 or base.nearest_boundary(then, long_ms) == base.nearest_boundary(current, long_ms)
             )
+            and (  # where a flight's sums stop being reported (a retention off the hour grid)
+                first_kept_start(then, long_ms, partition_state.config.long_retention_ms)
+                == first_kept_start(current, long_ms, partition_state.config.long_retention_ms)
+            )
             and _quiet(partition_state, campaign, state, then, current, bucket_ms, windows_ms)
         ):
             return None
         self.carries += 1
-        moved = set_clock(row, current, long_ms, zone)
-        if moved:
-            row.formatted.clear()
-        self._rows[key] = (state, state.version, current, row)
-        return row
+        # A copy: a reader may still hold the row as it was (a decision round judged in slices,
+        # a page rendered after the build). Its sums and the caches derived from them are shared.
+        carried = replace(row)
+        if set_clock(carried, current, long_ms, zone) and carried.plan is not None:
+            carried.formatted = {}  # its budget and flight lines moved with the clock
+        self._rows[key] = (state, state.version, current, carried)
+        return carried
 
     def put(
         self, partition: int, campaign: str, state: CampaignState, current: int, row: CampaignRow

@@ -186,5 +186,24 @@ def test_a_quiet_campaign_is_carried_not_rebuilt():
     assert cache.carries == 3
 
 
+def test_a_carried_row_is_a_copy_the_earlier_reader_keeps():
+    """A decision round or a page may still read the row it was given when the next bucket's
+    build carries it: that row keeps its own clock."""
+    now = START + 10 * MIN
+    pipeline = Pipeline(SETTINGS, lambda: now)
+    pipeline.assign(range(SETTINGS.partitions), [])
+    plans = [Message(SETTINGS.topics.plans, 0, 0, orjson.dumps(PLANS[0]), now, _key(PLANS[0]))]
+    body = {"event_id": "x", "event_type": "impression", "occurred_at": now, "campaign_id": "a"}
+    pipeline.process([*plans, Message(TOPICS["impression"], 0, 0, orjson.dumps(body), now)])
+    cache = RowCache()
+    states = list(pipeline.states.values())
+    (first,) = build_rows(states, now, MIN, WINDOWS_MS, cache)
+    elapsed = first.day_elapsed_s
+    (second,) = build_rows(states, now + MIN, MIN, WINDOWS_MS, cache)
+    assert cache.carries == 1 and second is not first
+    assert first.day_elapsed_s == elapsed and second.day_elapsed_s == elapsed + 60
+    assert second.windows is first.windows  # the sums are shared, not rebuilt
+
+
 def _key(plan: dict) -> bytes:
     return (plan["campaign_id"] if "campaign_id" in plan else "\x00" + plan["channel"]).encode()
