@@ -215,10 +215,19 @@ class Pipeline:
             if timer() > deadline - slice_seconds / 2:
                 yield
                 deadline = timer() + slice_seconds
-            if self.persist:
-                records += changelog.finish_batch(touched[p])
-            else:
+            if not self.persist:
                 changelog.discard_batch(touched[p])
+                continue
+            steps = changelog.finish_batch_steps(touched[p])
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    records += done.value
+                    break
+                if timer() > deadline:
+                    yield
+                    deadline = timer() + slice_seconds
         self.events_folded += events
         return BatchResult(records, dead, events, replayed, unowned)
 

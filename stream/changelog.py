@@ -11,7 +11,7 @@ mid-write, exact.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 
 import orjson
 
@@ -24,6 +24,8 @@ from .leads import HISTOGRAM_BINS, LeadJoin
 from .plans import validate_plan
 from .state import OTHER, POSITION_BITS, Meta, PartitionState, last_position
 
+FINISH_STEP = 250  # campaigns encoded between two yields of ``finish_batch_steps``
+
 
 def finish_batch(state: PartitionState) -> list[Record]:
     """Changed records, in the order that keeps any log prefix consistent (see module doc).
@@ -32,6 +34,18 @@ def finish_batch(state: PartitionState) -> list[Record]:
     and ``__other__`` last: a prefix then holds a prefix of the admissions, so a replay in
     the same order admits the same campaigns.
     """
+    steps = finish_batch_steps(state)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def finish_batch_steps(state: PartitionState) -> Generator[None, None, list[Record]]:
+    """``finish_batch`` as a generator that yields every ``FINISH_STEP`` campaigns (a batch that
+    touched thousands held a worker's event loop ~50-70 ms). The state must not change until
+    it returns: it reads the batch's dirty sets and clears them at the end."""
     p = state.partition
     bucket_ms = state.config.bucket_ms
     records: list[Record] = [(key, None) for key in state.pending_deletions]
@@ -44,7 +58,9 @@ def finish_batch(state: PartitionState) -> list[Record]:
     # the batch, unless a restore left records ahead of the checkpoint.
     through = list(state.folded_through)
     replaying = bool(state.replay_hw)
-    for campaign in [*known, *new, OTHER]:
+    for done, campaign in enumerate([*known, *new, OTHER], 1):
+        if done % FINISH_STEP == 0:
+            yield
         campaign_state = state.campaigns.get(campaign)
         if campaign_state is None:
             continue

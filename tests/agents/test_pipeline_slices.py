@@ -71,3 +71,20 @@ def test_the_plans_topic_is_folded_with_its_keys_and_a_bad_record_is_a_dead_lett
     again = pipe.process([Message(topic, 0, 1, good, NOW_MS, b"c2")])
     assert again.dead_letters == [] and again.replayed == 1
     assert pipe.resume_positions()[(topic, 0)] == 2
+
+
+def test_a_batch_of_many_campaigns_writes_its_records_in_slices_in_the_same_order():
+    """A batch that touched more campaigns than ``FINISH_STEP`` yields while its records are
+    encoded, and they come out as one pass writes them."""
+    from stream.changelog import FINISH_STEP
+
+    topic = Settings().topics.clicks
+    campaigns = 3 * FINISH_STEP + 7
+    many = orjson.dumps([event("click", campaign=f"c{i:04d}") for i in range(campaigns)])
+    messages = [Message(topic, 0, 0, many, NOW_MS)]
+    sliced, one_pass = pipeline(), pipeline()
+    result, yields = drive(sliced, messages)
+    whole = one_pass.process(messages)
+    assert result.records == whole.records and len(whole.records) > campaigns
+    assert yields >= 3 + campaigns // 500  # the fold's slices and the records' (every step)
+    assert canonical(sliced.states[0]) == canonical(one_pass.states[0])
