@@ -96,7 +96,7 @@ class KpiExporter(Collector):
         self._built_at_collection = 0
         self._lock = asyncio.Lock()  # one sliced build at a time: they share the row cache
         self._windows_ms = tuple(sorted(w * 1000 for w in settings.windows_seconds))
-        self._window_labels = exposition.window_labels(self._windows_ms)
+        self.window_labels = exposition.window_labels(self._windows_ms)
 
     @property
     def export(self) -> str:
@@ -139,7 +139,7 @@ class KpiExporter(Collector):
             slice_end = time.perf_counter() + RENDER_SLICE_SECONDS
             for row in rows:
                 if render:
-                    exposition.render_row(row, self.export, self._window_labels)
+                    exposition.render_row(row, self.export, self.window_labels)
                 snap.rows.append(row)
                 if time.perf_counter() > slice_end:
                     self._collect_young_rows()
@@ -155,7 +155,7 @@ class KpiExporter(Collector):
         allocations net of frees: its own young collection came only once some 200,000 row
         objects were young, and walked them in one go (~230 ms at 5,000 campaigns). Here it
         walks a few hundred rows' worth (the survivors go straight to the old generation)."""
-        built = self._cache.misses
+        built = self._cache.misses - self._cache.carries  # rows built, not carried
         if built - self._built_at_collection >= YOUNG_ROWS:
             self._built_at_collection = built
             gc.collect(1)

@@ -20,6 +20,7 @@ import faust
 import orjson
 
 from stream import campaign_table as tables
+from stream.campaign import kind_totals
 from stream.events import EVENT_TYPES
 from stream.exposition import window_labels
 from stream.series import campaign_series
@@ -64,9 +65,8 @@ def pipeline_figures(
     totals = [0] * len(EVENT_TYPES)
     for state in states:
         for campaign in state.campaigns.values():
-            for counts in campaign.by_channel.values():
-                for kind, count in enumerate(counts):
-                    totals[kind] += count
+            for kind, count in enumerate(kind_totals(campaign.by_channel)):
+                totals[kind] += count
     return {
         "events_total": dict(zip(EVENT_TYPES, totals)),
         "late_total": dict(zip(EVENT_TYPES, snap.late)),
@@ -99,7 +99,7 @@ def install(monitor: Monitor, lag: Callable[[], Mapping[tuple[str, int], int]]) 
     async def kpis_page(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         query = request.query
         if query.get("view") == "table":
-            labels = window_labels(tuple(sorted(w * 1000 for w in settings.windows_seconds)))
+            labels = exporter.window_labels
             try:
                 wanted = tables.parse_query(query, labels)
             except ValueError as exc:

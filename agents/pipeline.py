@@ -15,6 +15,7 @@ from stream.codec import Record, decode_key, partition_of_key
 from stream.events import Event, Rejection, ValidationRules, parse_message, validate_elements
 from stream.settings import Settings
 from stream.state import OTHER, PLANS, PartitionState, StateConfig
+from stream.steps import run_to_end
 
 # A fold yields to the event loop after this much work; a slice of a message is checked against
 # it, and a slice of 500 events costs ~5 ms here.
@@ -135,12 +136,7 @@ class Pipeline:
 
     def process(self, messages: Iterable[Message]) -> BatchResult:
         """Fold a batch of messages in one go (see ``process_steps``)."""
-        steps = self.process_steps(messages)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
+        return run_to_end(self.process_steps(messages))
 
     def process_steps(
         self, messages: Iterable[Message], slice_seconds: float = SLICE_SECONDS

@@ -25,6 +25,7 @@ from stream.kpis import RATIO_BY_KEY, REVENUE, SPEND
 from stream.settings import Settings, SettingsError
 from stream.snapshot import CampaignRow
 from stream.state import OTHER, PartitionState
+from stream.steps import run_to_end
 from stream.windows import bucket_start
 
 from . import records
@@ -360,12 +361,7 @@ class Runner:
         owned: Callable[[PartitionState], bool] = lambda state: True,
     ) -> TickResult:
         """``tick_steps`` in one go."""
-        steps = self.tick_steps(now_ms, states, rows, lag, mode=mode, owned=owned)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                return done.value
+        return run_to_end(self.tick_steps(now_ms, states, rows, lag, mode=mode, owned=owned))
 
     def tick_steps(
         self,
@@ -472,7 +468,7 @@ class Runner:
                 inputs[name] = Input(
                     evaluations, resumes, trust, _main_channel(row), row.day_end_ms
                 )
-                breaching = holding_conditions(self.rules, evaluations)
+                breaching = holding_conditions(rules, evaluations)
                 if breaching:
                     holding[name] = breaching
                 done += 1

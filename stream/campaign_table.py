@@ -8,7 +8,7 @@ The worker formats only the page it returns, so the cost of a request is the sor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from .events import EVENT_TYPES
@@ -211,14 +211,15 @@ def select(
     order, and the page's counts (``total``, ``matched``, ``channels``, ``owners``)."""
     assert not needs_rows(query)
     counts, matched = _filtered(items, query)
-    if query.sort == ATTENTION:
-        matched.sort(
-            key=lambda c: (attention(flags.get(c.campaign, NO_FLAGS)), c.campaign),
-            reverse=query.descending,
-        )
-    else:
-        matched.sort(key=lambda c: c.campaign, reverse=query.descending)
+    matched.sort(key=_name_order(query, flags), reverse=query.descending)
     return [c.campaign for c in matched[query.offset : query.offset + query.limit]], counts
+
+
+def _name_order(query: TableQuery, flags: Mapping[str, Flags]) -> Callable[[Any], tuple]:
+    """The sort key of an order that reads no figure, for rows and candidates alike."""
+    if query.sort == ATTENTION:
+        return lambda item: (attention(flags.get(item.campaign, NO_FLAGS)), item.campaign)
+    return lambda item: (item.campaign,)
 
 
 def _filtered(items: Iterable[Any], query: TableQuery) -> tuple[dict[str, Any], list[Any]]:
@@ -266,19 +267,16 @@ def table(
     sorts last either way. ``channels`` and ``owners`` list what the filters can take."""
     counts, matched = _filtered(rows, query)
 
-    def key(row: CampaignRow) -> tuple:
-        level = attention(flags.get(row.campaign, NO_FLAGS))
-        if query.sort == ATTENTION:
-            return (level, row.campaign)
-        if query.sort == CAMPAIGN:
-            return (row.campaign,)
+    def by_figure(row: CampaignRow) -> tuple:
         value = _sort_value(row, query.sort, labels, now_ms)
         if value is None:
             return (1, 0, row.campaign)
         return (0, -value if query.descending else value, row.campaign)
 
-    reverse = query.descending and not needs_rows(query)
-    matched.sort(key=key, reverse=reverse)
+    if needs_rows(query):
+        matched.sort(key=by_figure)
+    else:
+        matched.sort(key=_name_order(query, flags), reverse=query.descending)
     page = matched[query.offset : query.offset + query.limit]
     return page_body(page, labels, now_ms, flags, query, counts)
 

@@ -23,6 +23,7 @@ from .events import SALES_CONTACT
 from .leads import HISTOGRAM_BINS, LeadJoin
 from .plans import validate_plan
 from .state import OTHER, POSITION_BITS, Meta, PartitionState, last_position
+from .steps import run_to_end
 
 FINISH_STEP = 250  # campaigns encoded between two yields of ``finish_batch_steps``
 
@@ -34,12 +35,7 @@ def finish_batch(state: PartitionState) -> list[Record]:
     and ``__other__`` last: a prefix then holds a prefix of the admissions, so a replay in
     the same order admits the same campaigns.
     """
-    steps = finish_batch_steps(state)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return run_to_end(finish_batch_steps(state))
 
 
 def finish_batch_steps(state: PartitionState) -> Generator[None, None, list[Record]]:

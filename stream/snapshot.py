@@ -180,23 +180,33 @@ class RowCache:
         self._responses[(partition, campaign)] = (view, version, current, windows)
 
     def get(
-        self, partition: int, campaign: str, state: CampaignState, current: int
+        self,
+        partition_state: PartitionState,
+        campaign: str,
+        state: CampaignState,
+        current: int,
+        bucket_ms: int,
+        windows_ms: tuple[int, ...],
+        zone: str,
     ) -> CampaignRow | None:
-        key = (partition, campaign)
+        """The cached row of (partition, campaign) at bucket ``current``: the one built there
+        (``hits``), or else (``misses``) one carried from an earlier bucket (``carries``), or
+        None: the caller builds it."""
+        key = (partition_state.partition, campaign)
         self._seen.add(key)
         entry = self._rows.get(key)
-        if (
-            entry is not None
-            and entry[0] is state
-            and entry[1] == state.version
-            and entry[2] == current
-        ):
-            self.hits += 1
-            return entry[3]
+        if entry is not None and entry[0] is state and entry[1] == state.version:
+            if entry[2] == current:
+                self.hits += 1
+                return entry[3]
+            self.misses += 1
+            return self._carried(
+                partition_state, campaign, state, current, bucket_ms, windows_ms, zone
+            )
         self.misses += 1
         return None
 
-    def carried(
+    def _carried(
         self,
         partition_state: PartitionState,
         campaign: str,
@@ -211,10 +221,7 @@ class RowCache:
         or responses entered or left a window, and its day not ended. Only the clock's figures
         (the day and flight elapsed) are set anew, and its text dropped if they moved."""
         key = (partition_state.partition, campaign)
-        entry = self._rows.get(key)
-        if entry is None or entry[0] is not state or entry[1] != state.version:
-            return None
-        then, row = entry[2], entry[3]
+        _, _, then, row = self._rows[key]  # the campaign's version unchanged: ``get``
         long_ms = partition_state.config.long_bucket_ms
         if not (
             then < current
@@ -297,11 +304,11 @@ def build_rows(
             campaign_state = state.campaigns.get(campaign)
             if campaign_state is None:  # retired while the caller yielded
                 continue
-            row = cache.get(state.partition, campaign, campaign_state, current) if cache else None
-            if row is None and cache is not None:
-                row = cache.carried(
-                    state, campaign, campaign_state, current, bucket_ms, windows_ms, zone
-                )
+            row = (
+                cache.get(state, campaign, campaign_state, current, bucket_ms, windows_ms, zone)
+                if cache
+                else None
+            )
             if row is None:
                 row = campaign_row(
                     state, campaign, current, bucket_ms, windows_ms, cache, zone, baselines
