@@ -7,7 +7,10 @@ Phases, each in its own process (its peak RSS is its own), on the same messages:
 1. fold: the workers' fold alone (``Pipeline.process``), the baseline of this run;
 2. replay: ``agents.backtest`` in process: the fold and a decision round per minute of event time;
 3. cli: the whole command on the embedded broker: offsets for times, the timestamp-ordered merge of
-   the partitions, the replay and the report (the messages are produced first, not timed).
+   the partitions, the replay and the report (the messages are produced first, not timed);
+4. floor (not in the default phases): the CPU time of the work every replay must do per event
+   before any bucket or decision, the workers' own decoding, validation and dedup, each alone:
+   the speed no replay of these events can pass on one core.
 Speeds are printed as events/s and as a ratio to the fold of the same run.
 """
 
@@ -98,6 +101,40 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def floor(settings: Settings, stream: list[Message], now_ms: int) -> dict:
+    from agents.pipeline import validation_rules
+    from stream.dedup import DedupIndex
+    from stream.events import Parsed, parse_message, validate_elements
+
+    rules = validation_rules(settings)
+    kinds = {topic: kind for kind, topic in enumerate(settings.topics.inputs())}
+    index = DedupIndex(settings.dedup_horizon_seconds * 1000)
+    clock = time.process_time
+    decode = validate = dedup = 0.0
+    pos = 0
+    for m in stream:  # message by message, as the fold goes: the parts' costs timed apart
+        started = clock()
+        parsed = parse_message(m.value or b"", rules)
+        decoded = clock()
+        assert isinstance(parsed, Parsed)
+        valid: list = []
+        validate_elements(parsed, 0, len(parsed.items), kinds[m.topic], now_ms, rules, valid, [])
+        validated = clock()
+        for event in valid:
+            index.is_duplicate(event.event_id, pos, now_ms)
+            pos += 1
+        done = clock()
+        decode += decoded - started
+        validate += validated - decoded
+        dedup += done - validated
+    return {
+        "seconds": decode + validate + dedup,
+        "rss_mb": _rss_mb(),
+        "decisions": 0,
+        "said": f"CPU: decode {decode:.2f} s, validate {validate:.2f} s, dedup {dedup:.2f} s",
+    }
+
+
 def phase(name: str, args: argparse.Namespace, plans_path: str) -> dict:
     from agents.backtest import Backtest
     from agents.backtest_cli import plan_messages, read_rule_file
@@ -120,6 +157,8 @@ def phase(name: str, args: argparse.Namespace, plans_path: str) -> dict:
             pipeline.process(stream[i : i + 500])
         seconds = time.perf_counter() - started
         return {"seconds": seconds, "rss_mb": _rss_mb(), "rounds": 0, "decisions": 0}
+    if name == "floor":
+        return floor(settings, stream, end_ms)
     if name == "replay":
         replay = Backtest(settings, {"new": rules}, partitions, tick_ms=MIN)
         started = time.perf_counter()
