@@ -418,6 +418,8 @@ def _pages(monitor: Monitor) -> None:
             "loop_lag_worst_seconds": loop_lag.take_worst(),
             "loop_lag_worst_cpu_seconds": loop_lag.take_worst_cpu(),
             "loop_lag_worst_stack": loop_lag.take_worst_stack(),
+            # Every 10 ms of that stall once 30 ms late: the pieces of work it was made of.
+            "loop_lag_worst_samples": loop_lag.take_worst_samples(),
             # The longest cyclic garbage collection since the previous probe: a stall's share.
             "gc_pause_worst": dict(
                 zip(("seconds", "generation", "cpu_seconds", "collected"), gc_pauses.take_worst())

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,10 +45,15 @@ def record_digest(key: bytes, value: bytes | None) -> bytes:
 
 
 class LocalRecords:
-    """The SQLite file: records by key, and per partition the offset they are complete to."""
+    """The SQLite file: records by key, and per partition the offset they are complete to.
+
+    Safe to call from several threads: one lock around each call (the worker writes its mirrored
+    batches from a thread of their own while recovery and hand-overs read on the event loop; a
+    transaction on a shared connection must not see another's statements)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = self._open()
@@ -77,19 +83,21 @@ class LocalRecords:
         return db
 
     def offset(self, topic: str, partition: int) -> tuple[int, bytes | None] | None:
-        row = self.db.execute(
-            "SELECT offset, digest FROM offsets WHERE topic = ? AND partition = ?",
-            (topic, partition),
-        ).fetchone()
+        with self._lock:
+            row = self.db.execute(
+                "SELECT offset, digest FROM offsets WHERE topic = ? AND partition = ?",
+                (topic, partition),
+            ).fetchone()
         return None if row is None else (row[0], row[1])
 
     def partitions(self, topic: str) -> dict[int, tuple[int, bytes | None]]:
-        return {
-            p: (o, d)
-            for p, o, d in self.db.execute(
-                "SELECT partition, offset, digest FROM offsets WHERE topic = ?", (topic,)
-            )
-        }
+        with self._lock:
+            return {
+                p: (o, d)
+                for p, o, d in self.db.execute(
+                    "SELECT partition, offset, digest FROM offsets WHERE topic = ?", (topic,)
+                )
+            }
 
     def apply(
         self,
@@ -107,6 +115,18 @@ class LocalRecords:
                 deletes.append((key,))
             else:
                 upserts.append((key, partition, value))
+        with self._lock:
+            self._apply(topic, partition, upserts, deletes, last_offset, last_digest)
+
+    def _apply(
+        self,
+        topic: str,
+        partition: int,
+        upserts: list[tuple[bytes, int, bytes]],
+        deletes: list[tuple[bytes]],
+        last_offset: int,
+        last_digest: bytes | None,
+    ) -> None:
         db = self.db
         db.execute("BEGIN")
         try:
@@ -128,20 +148,23 @@ class LocalRecords:
         if not wanted:
             return []
         marks = ",".join("?" * len(wanted))
-        return self.db.execute(
-            f"SELECT key, value FROM records WHERE partition IN ({marks})", wanted
-        ).fetchall()
+        with self._lock:
+            return self.db.execute(
+                f"SELECT key, value FROM records WHERE partition IN ({marks})", wanted
+            ).fetchall()
 
     def drop(self, topic: str, partition: int) -> None:
         """Forget a partition (its file disagrees with the changelog)."""
-        db = self.db
-        db.execute("BEGIN")
-        db.execute("DELETE FROM records WHERE partition = ?", (partition,))
-        db.execute("DELETE FROM offsets WHERE topic = ? AND partition = ?", (topic, partition))
-        db.execute("COMMIT")
+        with self._lock:
+            db = self.db
+            db.execute("BEGIN")
+            db.execute("DELETE FROM records WHERE partition = ?", (partition,))
+            db.execute("DELETE FROM offsets WHERE topic = ? AND partition = ?", (topic, partition))
+            db.execute("COMMIT")
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            self.db.close()
 
 
 class LocalStore(memory.Store):

@@ -19,7 +19,7 @@ from stream.steps import run_to_end
 
 # A fold yields to the event loop after this much work; a slice of a message is checked against
 # it, and a slice of 500 events costs ~5 ms here.
-SLICE_SECONDS = 0.02
+SLICE_SECONDS = 0.01
 ELEMENTS_PER_SLICE = 500
 
 

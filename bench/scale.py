@@ -286,6 +286,7 @@ def scrape_phase(
             worker.get("/metrics")  # the first, cold scrape is reported apart
             renders, walls, stalls, stall_cpu, gc_pauses = [], [], [], [], []
             stall_stacks: list[list[str]] = []
+            stall_samples: list[list[list[str]]] = []
             series = size = 0
             per_campaign: Counter = Counter()
             ended = time.monotonic() + seconds
@@ -299,6 +300,7 @@ def scrape_phase(
                 stalls.append(health.get("loop_lag_worst_seconds", float("nan")))
                 stall_cpu.append(health.get("loop_lag_worst_cpu_seconds", float("nan")))
                 stall_stacks.append(health.get("loop_lag_worst_stack") or [])
+                stall_samples.append(health.get("loop_lag_worst_samples") or [])
                 worst_gc = health.get("gc_pause_worst") or {}
                 gc_pauses.append(
                     (
@@ -336,6 +338,7 @@ def scrape_phase(
         "stall_max": max(stalls),
         "stall_cpu": stall_cpu[stalls.index(max(stalls))],
         "stall_stack": stall_stacks[stalls.index(max(stalls))],
+        "stall_samples": stall_samples[stalls.index(max(stalls))],
         "gc_pause_max": max(gc_pauses, key=lambda p: p[0])[0],
         "gc_pause_generation": max(gc_pauses, key=lambda p: p[0])[1],
         "gc_pause_cpu": max(gc_pauses, key=lambda p: p[0])[2] or 0.0,
@@ -359,7 +362,17 @@ def scrape_phase(
         print("  the loop's thread during the worst stall (innermost last):")
         for frame in result["stall_stack"]:
             print(f"    {frame}")
+    if result["stall_samples"]:
+        print("  sampled every 10 ms once 30 ms late (the innermost frames of the project):")
+        for sample in result["stall_samples"]:
+            print(f"    {_own_frames(sample)}")
     return result
+
+
+def _own_frames(stack: list[str], keep: int = 3) -> str:
+    """The innermost frames of a stack, each as folder/file:line function."""
+    own = ["/".join(f.split("site-packages/", 1)[-1].rsplit("/", 2)[-2:]) for f in stack]
+    return " > ".join(own[-keep:])
 
 
 def memory_phase(name: str, batches, root: str, log, env: dict[str, str]) -> dict:

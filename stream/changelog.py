@@ -25,7 +25,7 @@ from .plans import validate_plan
 from .state import OTHER, POSITION_BITS, Meta, PartitionState, last_position
 from .steps import run_to_end
 
-FINISH_STEP = 250  # campaigns encoded between two yields of ``finish_batch_steps``
+FINISH_STEP = 100  # campaigns encoded between two yields of ``finish_batch_steps``
 
 
 def finish_batch(state: PartitionState) -> list[Record]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -157,3 +158,33 @@ async def test_a_write_that_fails_stops_the_partitions_mirror_and_forgets_its_of
     topic = monitor.table.changelog_topic.get_topic_name()
     assert store.local.offset(topic, 0) is None  # the next restore reads the whole changelog
     assert store.take_records({0}) == []
+
+
+async def test_mirrored_writes_run_off_the_event_loop_and_in_write_order(mirrored, monkeypatch):
+    monitor, settings_ = mirrored
+    store = monitor.table.data
+    topics = settings_.topics
+    applied: list[tuple[str, int]] = []  # (thread, last offset)
+    real_apply = store.local.apply
+
+    def apply(topic, partition, items, last_offset, digest):
+        applied.append((threading.current_thread().name, last_offset))
+        real_apply(topic, partition, items, last_offset, digest)
+
+    monkeypatch.setattr(store.local, "apply", apply)
+    async with monitor.app.agents["ingest"].test_context() as agent:
+        for offset in range(6):
+            await deliver(
+                agent, topics.clicks, 0, offset, raw(event("click", at_ms=NOW_MS - offset))
+            )
+            await until(lambda o=offset: monitor.pipeline.states[0].meta.checkpoint[1] == o)
+    for ack, last in reversed(monitor.acks):  # acknowledged last first: the file keeps order
+        ack.set_result(last)
+    await monitor.table._mirrored
+    loop_thread = threading.current_thread().name
+    assert len(applied) == len(monitor.acks) >= 6
+    assert all(thread != loop_thread for thread, _ in applied)
+    assert [last for _, last in applied] == sorted(last for _, last in applied)
+    assert canonical(restore(store.take_records({0}), monitor.pipeline.config)) == canonical(
+        monitor.pipeline.states[0]
+    )
