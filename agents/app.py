@@ -343,7 +343,9 @@ def _ingest(
     async def expire_old_state() -> None:
         async with state_lock:
             await table.write(pipeline.expire())
-        release_free_memory()
+        # On a thread: ctypes lets the GIL go during the call, and a trim of a large heap held
+        # the event loop (seen in a stalled loop's stack).
+        await asyncio.to_thread(release_free_memory)
 
 
 def _pages(monitor: Monitor) -> None:
@@ -428,6 +430,8 @@ def _pages(monitor: Monitor) -> None:
             # The last restore: live records, and how many of them the changelog gave (the rest
             # came from the local store's file).
             "restored": monitor.table.restored,
+            # The last rebalance's hand-over: assigned, then serving the restored state.
+            "handover": monitor.table.handover,
         }
         return web_view.bytes(orjson.dumps(body), content_type="application/json")
 

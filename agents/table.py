@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -54,6 +55,14 @@ class PartitionedStateTable(faust.Table):
         # The last hand-over: live records restored, and how many recovery read from the
         # changelog for them (None: all of them, without a local store).
         self.restored: dict[str, int | None] = {"records": 0, "read_from_changelog": None}
+        # The last hand-over's clock (wall ms): the group's assignment, and the state served
+        # (restored and handed to the pipeline); what a takeover costs after a rebalance.
+        self.handover: dict[str, float | None] = {
+            "assigned_at_ms": None,
+            "serving_at_ms": None,
+            "seconds": None,
+        }
+        self._assigned_at: float | None = None
         # Where records go; tests without a broker capture them instead.
         self.changelog_sink: ChangelogSink = self._send_batches
         # The agent and the expiry timer both write. Records are encoded synchronously just
@@ -85,6 +94,7 @@ class PartitionedStateTable(faust.Table):
     ) -> None:
         # Faust's own diff of assignments (the revoke signal names every partition, eagerly).
         self.newly_assigned |= set(newly_assigned)
+        self._assigned_at = time.time()
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
@@ -92,6 +102,14 @@ class PartitionedStateTable(faust.Table):
         if self.on_recovered is not None:
             await self.on_recovered(self)
         self.newly_assigned = set()
+        assigned_at = self._assigned_at
+        if assigned_at is not None:
+            served = time.time()
+            self.handover = {
+                "assigned_at_ms": round(assigned_at * 1000),
+                "serving_at_ms": round(served * 1000),
+                "seconds": round(served - assigned_at, 3),
+            }
 
     def take_records(self, partitions: set[int]) -> list[tuple[bytes, bytes]]:
         """Remove and return the restored records of ``partitions`` from the store (with a local

@@ -204,6 +204,23 @@ def restored_of(worker: WorkerProcess) -> str:
     return f" ({restored['records']:,} records restored, {'all' if read is None else f'{read:,}'} read from the changelog)"
 
 
+def phases_of(worker: WorkerProcess, restarted_ms: float, caught: float | None) -> str:
+    """Where a restart's time went: start to the group's assignment, the assignment to serving
+    the restored state (the worker's /health hand-over), serving to caught up."""
+    try:
+        handover = orjson.loads(worker.get("/health"))["handover"]
+    except (OSError, KeyError, ValueError):
+        return ""
+    if handover.get("assigned_at_ms") is None or caught is None:
+        return ""
+    assigned = (handover["assigned_at_ms"] - restarted_ms) / 1000
+    serving = handover["seconds"]
+    return (
+        f"; start -> assigned {assigned:.1f}s, -> serving {serving:.1f}s, -> caught up "
+        f"{caught - assigned - serving:.1f}s"
+    )
+
+
 def lag_zero(metrics: Samples) -> bool:
     lag = [v for (n, _), v in metrics.items() if n == "kpi_consumer_lag_messages"]
     return bool(lag) and not any(lag)
@@ -353,6 +370,7 @@ def soak(
                 if action == "kill":
                     main.kill()
                     restarted_at = time.monotonic()
+                    restarted_ms = time.time() * 1000
                     main = worker(main_data, "main")
                     deadline = restarted_at + 120
                     while time.monotonic() < deadline and not lag_zero(main.try_metrics()):
@@ -365,7 +383,7 @@ def soak(
                     print(
                         f"  t={time.monotonic() - t0:6.1f}s SIGKILL + restart: caught up in "
                         f"{f'{caught:.1f}s' if caught is not None else '>120s'}"
-                        f"{restored}",
+                        f"{restored}{phases_of(main, restarted_ms, caught)}",
                         flush=True,
                     )
                 else:

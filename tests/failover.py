@@ -1,0 +1,142 @@
+"""Failover: two workers share the partitions (each keeps a standby of the other's state in its
+local store); mid-stream one is SIGKILLed and not restarted, and the survivor takes its
+partitions. At the end every figure must equal the oracle's, as in the soak.
+
+    python -m tests.failover [--events 1000000] [--seconds 300] [--kill-at 0.6] [--seed 1]
+
+Prints the takeover's clock: the kill to the group's rebalance (the dead member's session
+timeout), the rebalance to serving the taken partitions' restored state (the survivor's
+``/health`` hand-over), and the rebalance to serving them caught up (lag 0 on every partition:
+exact figures in ``/metrics``), with what the hand-over restored and read from the changelog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+
+import orjson
+
+from agents.broker import EmbeddedBroker
+from agents.topics import ensure_topics
+from stream.settings import Settings
+from tests.e2e.harness import WorkerProcess
+from tests.scrape import total
+from tests.soak import APP_ID, HOUR, compare, lag_zero, produce_over, traffic
+
+
+def health(worker: WorkerProcess) -> dict:
+    try:
+        return orjson.loads(worker.get("/health", timeout=2))
+    except (OSError, ValueError):
+        return {}
+
+
+def failover(events: int, seconds: float, kill_at: float, seed: int, campaigns: int = 200) -> int:
+    messages, oracle = traffic(events, campaigns, seed)
+    log_dir = tempfile.mkdtemp(prefix="kpi-failover-")
+    print(
+        f"failover: {events:,} events in {len(messages):,} messages over {seconds:.0f}s, "
+        f"one of two workers SIGKILLed at {kill_at:.0%} of it; logs in {log_dir}",
+        flush=True,
+    )
+    env = {"KPI_DECISIONS": "off"}
+    with EmbeddedBroker() as broker:
+        partitions = asyncio.run(ensure_topics(Settings(broker=broker.url)))
+        workers = {
+            name: WorkerProcess(
+                broker.url,
+                APP_ID,
+                f"{log_dir}/{name}.log",
+                env={**env, "KPI_INSTANCE_ID": name},
+                data_dir=f"{log_dir}/{name}-data",
+            ).start()
+            for name in ("a", "b")
+        }
+        a, b = workers["a"], workers["b"]
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # both own their share before the stream
+                owned = [health(w).get("partitions") or [] for w in (a, b)]
+                if all(owned) and sum(map(len, owned)) == partitions:
+                    break
+                time.sleep(0.5)
+            else:
+                print("the two workers did not share the partitions within 120 s")
+                return 1
+            taken = health(a)["partitions"]
+            producer = produce_over(broker.bootstrap, messages, seconds, partitions)
+            time.sleep(kill_at * seconds)
+            before = (health(b).get("handover") or {}).get("assigned_at_ms")
+            a.kill()
+            killed_ms = time.time() * 1000
+            print(f"  SIGKILLed worker a (partitions {taken}); b takes them", flush=True)
+            handover: dict = {}
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                seen = health(b)
+                handover = seen.get("handover") or {}
+                if (
+                    handover.get("assigned_at_ms") != before
+                    and len(seen.get("partitions") or []) == partitions
+                ):
+                    break
+                time.sleep(0.1)
+            else:
+                print("  b did not serve every partition within 120 s of the kill")
+                return 1
+            while time.monotonic() < deadline and not lag_zero(b.try_metrics()):
+                time.sleep(0.1)
+            caught_ms = time.time() * 1000
+            restored = seen.get("restored") or {}
+            assigned = handover["assigned_at_ms"]
+            print(
+                f"  kill -> rebalance {(assigned - killed_ms) / 1000:.1f}s; rebalance -> "
+                f"serving {handover['seconds']:.2f}s ({restored.get('records', 0):,} records "
+                f"restored, {restored.get('read_from_changelog')} read from the changelog); "
+                f"rebalance -> caught up {(caught_ms - assigned) / 1000:.2f}s",
+                flush=True,
+            )
+            producer.join()
+            expected = sum(oracle.events.values())
+            deadline = time.monotonic() + 300
+            while True:
+                got = b.try_metrics()
+                if lag_zero(got) and total(got, "kpi_events_total") == expected:
+                    break
+                if time.monotonic() > deadline:
+                    print(f"not caught up: {total(got, 'kpi_events_total'):g} of {expected}")
+                    break
+                time.sleep(0.5)
+            for _ in range(2):  # again if a campaign's day ended while scraping
+                start = int(time.time() * 1000)
+                scraped = b.metrics()
+                after = int(time.time() * 1000)
+                if start // HOUR == after // HOUR:
+                    break
+            problems = compare([scraped], oracle, after)
+        finally:
+            for worker in workers.values():
+                worker.stop()
+    if problems:
+        print("NOT EXACT:\n  " + "\n  ".join(problems[:20]))
+        return 1
+    print(f"exact: {expected:,} events on the survivor, as the oracle's")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=float, default=300)
+    parser.add_argument("--kill-at", type=float, default=0.6, help="share of the stream")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    return failover(args.events, args.seconds, args.kill_at, args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
