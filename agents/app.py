@@ -227,7 +227,7 @@ def _own_partitions_of_the_state(
         partitions = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_topics}
         new = {tp.partition for tp in tbl.newly_assigned if tp.topic in input_topics}
         async with state_lock:
-            pipeline.assign(partitions, tbl.take_records(partitions), kept=partitions - new)
+            pipeline.assign(partitions, await tbl.take_records(partitions), kept=partitions - new)
             if settings.gc_freeze:
                 # Before the worker serves: one full collection now, instead of the collector
                 # walking the restored state again in later full collections.

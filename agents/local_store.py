@@ -27,6 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -169,16 +170,25 @@ class LocalRecords:
 
 class LocalStore(memory.Store):
     """Faust's store for the state table: recovery writes to disk (``LocalRecords``), not to a
-    dict, and starts where the file is complete to."""
+    dict, and starts where the file is complete to.
+
+    Every write goes through one thread of its own (``writer``), in the order it was handed
+    over, off the event loop: the worker's mirrored batches and recovery's batches, which for a
+    standby partition arrive all the time (up to 10,000 records a batch). A read that must see
+    them (a hand-over's ``take_records``) runs on the same thread, after them."""
 
     local: LocalRecords | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.local = LocalRecords(local_path(str(self.app.conf.datadir), self.table_name))
-        self.read_from_changelog = 0  # records recovery read since the last hand-over
+        self.read_from_changelog = 0  # records recovery read since the last assignment
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="local-store")
+        self.failed: dict[int, str] = {}  # partition -> a write that did not reach the file
 
     def persisted_offset(self, tp: TP) -> int | None:
+        """Where the file is complete to. A write still queued is not counted: recovery then
+        reads its records again, and applies them after it (the same records, in order)."""
         assert self.local is not None
         found = self.local.offset(tp.topic, tp.partition)
         return None if found is None else found[0]
@@ -186,13 +196,42 @@ class LocalStore(memory.Store):
     def set_persisted_offset(self, tp: TP, offset: int) -> None:
         """Faust's own write path (unused: the table writes its batches itself)."""
 
+    def write(
+        self,
+        topic: str,
+        partition: int,
+        items: list[tuple[bytes, bytes | None]],
+        last_offset: int,
+        last_digest: bytes | None,
+    ) -> Future:
+        """Queue one partition's records, complete to ``last_offset``, for the file."""
+        local = self.local
+        assert local is not None
+
+        def apply() -> None:
+            if partition in self.failed:  # a gap before these: the file cannot hold them
+                return
+            try:
+                local.apply(topic, partition, items, last_offset, last_digest)
+            except Exception as exc:
+                log.error("local store: partition %s not written: %r", partition, exc)
+                self.failed[partition] = repr(exc)
+                local.drop(topic, partition)  # the next start reads it whole
+
+        return self.writer.submit(apply)
+
+    def forget(self, topic: str, partition: int) -> Future:
+        """Queue dropping a partition from the file: its next restore reads the changelog."""
+        local = self.local
+        assert local is not None
+        return self.writer.submit(local.drop, topic, partition)
+
     def apply_changelog_batch(
         self,
         batch: Iterable[Any],
         to_key: Callable[[Any], Any],
         to_value: Callable[[Any], Any],
     ) -> None:
-        assert self.local is not None
         by_tp: dict[tuple[str, int], list] = {}
         for event in batch:
             message = event.message
@@ -200,10 +239,10 @@ class LocalStore(memory.Store):
             self.read_from_changelog += 1
         for (topic, partition), messages in by_tp.items():
             last = messages[-1]
-            self.local.apply(
+            self.write(
                 topic,
                 partition,
-                ((m.key, m.value) for m in messages),
+                [(m.key, m.value) for m in messages],
                 last.offset,
                 record_digest(last.key, last.value),
             )
@@ -212,16 +251,26 @@ class LocalStore(memory.Store):
         """Nothing in memory to drop: standby partitions stay on disk for a takeover."""
 
     def take_records(self, partitions: set[int]) -> list[tuple[bytes, bytes]]:
+        """The file's records of ``partitions`` (on the writer thread: after the queued writes)."""
         assert self.local is not None
+        broken = sorted(set(partitions) & set(self.failed))
+        if broken:
+            raise RuntimeError(
+                f"local store: partitions {broken} could not be written to "
+                f"{self.local.path} ({self.failed[broken[0]]}); restart the worker: it then "
+                "reads them from the changelog"
+            )
         return self.local.records(partitions)
 
     def reset_state(self) -> None:
         if self.local is not None:
             path = self.local.path
+            self.writer.submit(lambda: None).result()  # the queued writes first
             self.local.close()
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             self.local = LocalRecords(path)
+            self.failed = {}
 
 
 def local_path(datadir: str, table_name: str) -> Path:

@@ -23,7 +23,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
@@ -49,9 +48,6 @@ class PartitionedStateTable(faust.Table):
         super().__init__(*args, **kwargs)
         self._mirrored: asyncio.Future | None = None  # the last write's mirroring, for order
         self._unmirrored: set[int] = set()  # partitions whose mirroring failed: left to recovery
-        # One thread writes the mirrored batches, off the event loop (a batch's SQLite commit was
-        # what the stall watchdog found the loop doing at 5,000 campaigns); one, to keep order.
-        self._mirror_thread: ThreadPoolExecutor | None = None
         # The last hand-over: live records restored, and how many recovery read from the
         # changelog for them (None: all of them, without a local store).
         self.restored: dict[str, int | None] = {"records": 0, "read_from_changelog": None}
@@ -95,6 +91,8 @@ class PartitionedStateTable(faust.Table):
         # Faust's own diff of assignments (the revoke signal names every partition, eagerly).
         self.newly_assigned |= set(newly_assigned)
         self._assigned_at = time.time()
+        if isinstance(self.data, LocalStore):  # what this hand-over reads, not the standbys' flow
+            self.data.read_from_changelog = 0
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
@@ -111,12 +109,14 @@ class PartitionedStateTable(faust.Table):
                 "seconds": round(served - assigned_at, 3),
             }
 
-    def take_records(self, partitions: set[int]) -> list[tuple[bytes, bytes]]:
+    async def take_records(self, partitions: set[int]) -> list[tuple[bytes, bytes]]:
         """Remove and return the restored records of ``partitions`` from the store (with a local
-        store: read them from its file, where they stay)."""
+        store: read them from its file, where they stay, once its queued writes are in, on its
+        writer thread)."""
         store = self.data
         if isinstance(store, LocalStore):
-            records = store.take_records(partitions)
+            loop = asyncio.get_running_loop()  # one thread, in order: after the queued writes
+            records = await loop.run_in_executor(store.writer, store.take_records, partitions)
             self.restored = {
                 "records": len(records),
                 "read_from_changelog": store.read_from_changelog,
@@ -159,35 +159,29 @@ class PartitionedStateTable(faust.Table):
     def _mirror(
         self, topic: str, partition: int, items: list[tuple[bytes, bytes | None]], sent: list
     ) -> None:
-        """Once the broker has acknowledged ``items``, apply them to the local store, after the
-        writes before them (one chain: the file never holds a write without those before), on
-        the mirror's own thread."""
+        """Once the broker has acknowledged ``items``, queue them for the local store's file,
+        after the writes before them (one chain: the file never holds a write without those
+        before); the store's writer thread writes them, off the event loop."""
         previous = self._mirrored
         store = self.data
-        assert isinstance(store, LocalStore) and store.local is not None
-        local = store.local
-        if self._mirror_thread is None:
-            self._mirror_thread = ThreadPoolExecutor(1, thread_name_prefix="local-store")
-        thread = self._mirror_thread
-        loop = asyncio.get_running_loop()
+        assert isinstance(store, LocalStore)
 
         async def mirror() -> None:
             if previous is not None:
                 await asyncio.shield(previous)
+            if partition in self._unmirrored:
+                return
             try:
                 last = (await asyncio.gather(*sent))[-1]
-                if partition in self._unmirrored:
-                    return
-                key, value = items[-1]
-                digest = record_digest(key, value)
-                await loop.run_in_executor(
-                    thread, local.apply, topic, partition, items, last, digest
-                )
             except Exception as exc:  # the file is a cache: recovery reads more
-                if partition not in self._unmirrored:
-                    log.warning("local store: partition %s no longer mirrored: %r", partition, exc)
-                    self._unmirrored.add(partition)
-                    local.drop(topic, partition)
+                log.warning("local store: partition %s no longer mirrored: %r", partition, exc)
+                self._unmirrored.add(partition)
+                await asyncio.wrap_future(store.forget(topic, partition))
+                return
+            key, value = items[-1]
+            await asyncio.wrap_future(
+                store.write(topic, partition, items, last, record_digest(key, value))
+            )
 
         self._mirrored = asyncio.ensure_future(mirror())
 

@@ -35,9 +35,16 @@ def health(worker: WorkerProcess) -> dict:
         return {}
 
 
-def failover(events: int, seconds: float, kill_at: float, seed: int, campaigns: int = 200) -> int:
+def failover(
+    events: int,
+    seconds: float,
+    kill_at: float,
+    seed: int,
+    campaigns: int = 200,
+    log_dir: str | None = None,
+) -> int:
     messages, oracle = traffic(events, campaigns, seed)
-    log_dir = tempfile.mkdtemp(prefix="kpi-failover-")
+    log_dir = log_dir or tempfile.mkdtemp(prefix="kpi-failover-")
     print(
         f"failover: {events:,} events in {len(messages):,} messages over {seconds:.0f}s, "
         f"one of two workers SIGKILLed at {kill_at:.0%} of it; logs in {log_dir}",
@@ -88,7 +95,13 @@ def failover(events: int, seconds: float, kill_at: float, seed: int, campaigns: 
             else:
                 print("  b did not serve every partition within 120 s of the kill")
                 return 1
-            while time.monotonic() < deadline and not lag_zero(b.try_metrics()):
+            drain = []  # (seconds after the rebalance, messages behind) until caught up
+            while time.monotonic() < deadline:
+                got = b.try_metrics()
+                behind = sum(v for (n, _), v in got.items() if n == "kpi_consumer_lag_messages")
+                drain.append((time.time() - handover["assigned_at_ms"] / 1000, int(behind)))
+                if lag_zero(got):
+                    break
                 time.sleep(0.1)
             caught_ms = time.time() * 1000
             restored = seen.get("restored") or {}
@@ -98,6 +111,11 @@ def failover(events: int, seconds: float, kill_at: float, seed: int, campaigns: 
                 f"serving {handover['seconds']:.2f}s ({restored.get('records', 0):,} records "
                 f"restored, {restored.get('read_from_changelog')} read from the changelog); "
                 f"rebalance -> caught up {(caught_ms - assigned) / 1000:.2f}s",
+                flush=True,
+            )
+            print(
+                "  lag after the rebalance: "
+                + ", ".join(f"{t:.1f}s {n:,}" for t, n in drain[:: max(1, len(drain) // 12)]),
                 flush=True,
             )
             producer.join()

@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
+from types import SimpleNamespace
 
 import pytest
+from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -188,3 +191,54 @@ async def test_mirrored_writes_run_off_the_event_loop_and_in_write_order(mirrore
     assert canonical(restore(store.take_records({0}), monitor.pipeline.config)) == canonical(
         monitor.pipeline.states[0]
     )
+
+
+def _changelog_events(topic: str, partition: int, records: list[tuple[bytes, bytes | None]]):
+    return [
+        SimpleNamespace(
+            message=SimpleNamespace(
+                topic=topic, partition=partition, offset=offset, key=key, value=value
+            )
+        )
+        for offset, (key, value) in enumerate(records)
+    ]
+
+
+async def test_recovery_batches_are_written_off_the_loop_before_a_hand_over_reads_them(
+    mirrored, monkeypatch
+):
+    monitor, _ = mirrored
+    store, table = monitor.table.data, monitor.table
+    topic = table.changelog_topic.get_topic_name()
+    threads: list[str] = []
+    real_apply = store.local.apply
+
+    def apply(*args):
+        threads.append(threading.current_thread().name)
+        time.sleep(0.05)  # a slow disk: the hand-over must still see the batch
+        real_apply(*args)
+
+    monkeypatch.setattr(store.local, "apply", apply)
+    records = [(b"\x00k%d" % i, b"v%d" % i) for i in range(5)] + [(b"\x00k1", None)]
+    store.apply_changelog_batch(_changelog_events(topic, 2, records), None, None)
+    taken = dict(await table.take_records({2}))
+    assert threads and threading.current_thread().name not in threads
+    assert taken == {b"\x00k%d" % i: b"v%d" % i for i in (0, 2, 3, 4)}
+    assert store.persisted_offset(TP(topic, 2)) == len(records) - 1
+
+
+async def test_a_recovery_batch_that_cannot_be_written_is_never_handed_over(mirrored, monkeypatch):
+    monitor, _ = mirrored
+    store, table = monitor.table.data, monitor.table
+    topic = table.changelog_topic.get_topic_name()
+    store.apply_changelog_batch(_changelog_events(topic, 1, [(b"\x00a", b"1")]), None, None)
+    await table.take_records({1})
+    monkeypatch.setattr(store.local, "apply", lambda *args: (_ for _ in ()).throw(OSError("full")))
+    store.apply_changelog_batch(_changelog_events(topic, 1, [(b"\x00b", b"2")]), None, None)
+    await table.take_records({0})  # after the queued write: it has failed
+    monkeypatch.undo()
+    store.apply_changelog_batch(_changelog_events(topic, 1, [(b"\x00c", b"3")]), None, None)
+    with pytest.raises(RuntimeError, match=r"partitions \[1\] could not be written"):
+        await table.take_records({1})
+    assert store.persisted_offset(TP(topic, 1)) is None  # the next start reads it whole
+    assert await table.take_records({0}) == []  # the other partitions are served
