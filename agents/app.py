@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
@@ -77,6 +77,8 @@ class Monitor:
     metrics: PipelineMetrics
     decisions: DecisionLoop | None = None
     feed: DecisionFeed | None = None
+    # Where a start's time went before Faust ran (``agents.cli``): wall ms and seconds.
+    startup: dict[str, float] = field(default_factory=dict)
 
     async def metrics_parts(self) -> list[bytes]:
         """The /metrics page in pieces, in order."""
@@ -432,6 +434,7 @@ def _pages(monitor: Monitor) -> None:
             "restored": monitor.table.restored,
             # The last rebalance's hand-over: assigned, then serving the restored state.
             "handover": monitor.table.handover,
+            "startup": monitor.startup,
         }
         return web_view.bytes(orjson.dumps(body), content_type="application/json")
 

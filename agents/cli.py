@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 from stream.durations import parse_duration
 from stream.settings import Settings, SettingsError, settings_from_env
@@ -369,14 +370,23 @@ def run_worker(settings: Settings, *, demo: bool = False, loglevel: str = "info"
             flush=True,
         )
     try:
+        began = time.time()
         partitions = asyncio.run(ensure_topics(settings))
         settings = settings.replace(partitions=partitions)
+        topics_done = time.time()
         if settings.local_store:
             from .app import STATE_TABLE, changelog_topic, data_dir
             from .local_store import local_path, verify
 
             verify(settings, changelog_topic(settings), local_path(data_dir(settings), STATE_TABLE))
+        checked = time.time()
         monitor = create_app(settings)
+        monitor.startup = {
+            "began_at_ms": round(began * 1000),
+            "topics_seconds": round(topics_done - began, 3),
+            "store_check_seconds": round(checked - topics_done, 3),
+            "app_created_at_ms": round(time.time() * 1000),
+        }
         if demo:
             traffic = subprocess.Popen(
                 [

@@ -9,6 +9,8 @@
   make a changelog restore stop short), and then events would be lost; or behind it (commits lag),
   and then work is repeated. So right after Faust's own seek the consumer seeks again to where the
   state says it is complete: ``KpiApp.resume_positions``.
+- **Seeks on the consumer's thread.** Faust seeks from the app's thread, racing aiokafka's fetcher
+  on the consumer thread.
 """
 
 from __future__ import annotations
@@ -163,6 +165,14 @@ class KpiConsumer(faust_aiokafka.Consumer):
                     acked_index.add(offset)
                     acked.append(offset)
                     self._n_acked += 1
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        # On the consumer's own thread: Faust calls aiokafka's seek from the app's thread, and
+        # the seek deletes the partition's fetched records while the consumer thread may be
+        # draining them (a worker taking over partitions crashed with KeyError in aiokafka's
+        # fetched_records; robinhood/aiokafka#19).
+        thread = self._thread
+        await thread.call_thread(thread._ensure_consumer().seek, partition, offset)
 
     async def perform_seek(self) -> None:
         await super().perform_seek()

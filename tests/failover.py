@@ -102,7 +102,7 @@ def failover(
                 drain.append((time.time() - handover["assigned_at_ms"] / 1000, int(behind)))
                 if lag_zero(got):
                     break
-                time.sleep(0.1)
+                time.sleep(0.25)  # a scrape costs the worker CPU: not back to back
             caught_ms = time.time() * 1000
             restored = seen.get("restored") or {}
             assigned = handover["assigned_at_ms"]

@@ -205,19 +205,24 @@ def restored_of(worker: WorkerProcess) -> str:
 
 
 def phases_of(worker: WorkerProcess, restarted_ms: float, caught: float | None) -> str:
-    """Where a restart's time went: start to the group's assignment, the assignment to serving
-    the restored state (the worker's /health hand-over), serving to caught up."""
+    """Where a restart's time went, from the worker's /health: the process start (Python and
+    imports), the topics' check, the local store's check against the changelog, Faust's start
+    and the group's assignment, the hand-over (restore), and the catch-up to lag 0."""
     try:
-        handover = orjson.loads(worker.get("/health"))["handover"]
+        health = orjson.loads(worker.get("/health"))
+        handover, startup = health["handover"], health["startup"]
     except (OSError, KeyError, ValueError):
         return ""
-    if handover.get("assigned_at_ms") is None or caught is None:
+    if handover.get("assigned_at_ms") is None or not startup or caught is None:
         return ""
     assigned = (handover["assigned_at_ms"] - restarted_ms) / 1000
     serving = handover["seconds"]
+    process = (startup["began_at_ms"] - restarted_ms) / 1000
+    joined = (handover["assigned_at_ms"] - startup["app_created_at_ms"]) / 1000
     return (
-        f"; start -> assigned {assigned:.1f}s, -> serving {serving:.1f}s, -> caught up "
-        f"{caught - assigned - serving:.1f}s"
+        f"; process {process:.1f}s, topics {startup['topics_seconds']:.1f}s, store check "
+        f"{startup['store_check_seconds']:.1f}s, Faust start + group {joined:.1f}s, restore "
+        f"{serving:.1f}s, catch-up {caught - assigned - serving:.1f}s"
     )
 
 
