@@ -229,12 +229,21 @@ def _own_partitions_of_the_state(
         partitions = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_topics}
         new = {tp.partition for tp in tbl.newly_assigned if tp.topic in input_topics}
         async with state_lock:
-            pipeline.assign(partitions, await tbl.take_records(partitions), kept=partitions - new)
+            began = time.perf_counter()
+            records = await tbl.take_records(partitions)
+            read = time.perf_counter()
+            pipeline.assign(partitions, records, kept=partitions - new)
+            built = time.perf_counter()
             if settings.gc_freeze:
                 # Before the worker serves: one full collection now, instead of the collector
                 # walking the restored state again in later full collections.
                 frozen = freeze_long_lived()
                 log.info("froze %d long-lived objects out of the cyclic collector", frozen)
+            tbl.handover_parts = {
+                "read_seconds": round(read - began, 3),
+                "build_seconds": round(built - read, 3),
+                "freeze_seconds": round(time.perf_counter() - built, 3),
+            }
         log.info(
             "owning partitions %s; resuming at %s", sorted(partitions), pipeline.resume_positions()
         )

@@ -59,6 +59,7 @@ class PartitionedStateTable(faust.Table):
             "seconds": None,
         }
         self._assigned_at: float | None = None
+        self.handover_parts: dict[str, float] = {}  # what ``on_recovered`` timed of its work
         # Where records go; tests without a broker capture them instead.
         self.changelog_sink: ChangelogSink = self._send_batches
         # The agent and the expiry timer both write. Records are encoded synchronously just
@@ -96,7 +97,9 @@ class PartitionedStateTable(faust.Table):
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        recovered = time.time()
         await super().on_recovery_completed(active_tps, standby_tps)
+        self.handover_parts = {}
         if self.on_recovered is not None:
             await self.on_recovered(self)
         self.newly_assigned = set()
@@ -107,6 +110,9 @@ class PartitionedStateTable(faust.Table):
                 "assigned_at_ms": round(assigned_at * 1000),
                 "serving_at_ms": round(served * 1000),
                 "seconds": round(served - assigned_at, 3),
+                # Faust's recovery (the changelog's tail), then the state built from the records.
+                "recovery_seconds": round(recovered - assigned_at, 3),
+                **self.handover_parts,
             }
 
     async def take_records(self, partitions: set[int]) -> list[tuple[bytes, bytes]]:

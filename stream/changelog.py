@@ -252,7 +252,7 @@ def load(state: PartitionState, records: Iterable[tuple[list, bytes]]) -> None:
         elif tag == LEAD:
             leads.append((key[2], key[3], codec.decode_lead(value)))
         elif tag == DEDUP:
-            chunks.append((key[2], codec.decode_chunk(value)))
+            chunks.append((key[2], value))
         elif tag == AUTOPAUSE:
             state.autopause[key[2]] = orjson.loads(value)
         elif tag == PLAN:
@@ -264,12 +264,18 @@ def load(state: PartitionState, records: Iterable[tuple[list, bytes]]) -> None:
             start, Bucket(row[:KINDS], row[KINDS], row[KINDS + 1]), long_ms
         )
         hold(HOUR, campaign, start, hw)
-    for kind, (max_watermark, entries) in chunks:
+    for kind, raw in chunks:
         # Ids remembered by a batch whose Meta did not survive are forgotten: that batch is
         # replayed and remembers them again, and meanwhile they must not hide the entries the
         # original run consulted.
-        if entries and entries[0][1] >> POSITION_BITS <= state.meta.checkpoint[kind]:
-            state.dedup[kind].load_chunk(max_watermark, entries)
+        if raw[:1] == b"[":  # the JSON chunks written before the binary form
+            max_watermark, entries = codec.decode_chunk(raw)
+            if entries and entries[0][1] >> POSITION_BITS <= state.meta.checkpoint[kind]:
+                state.dedup[kind].load_chunk(max_watermark, entries)
+            continue
+        max_watermark, data = codec.decode_chunk_data(raw)
+        if data and data[1] >> POSITION_BITS <= state.meta.checkpoint[kind]:
+            state.dedup[kind].load_chunk_data(max_watermark, data)
     for index in state.dedup:
         index.sort_chunks()
     _evict_dedup(state)  # what the run did after the batch of the restored Meta

@@ -159,18 +159,26 @@ class DedupIndex:
         chunk.max_watermark = max_watermark
         self.chunks.append(chunk)
 
+    def load_chunk_data(self, max_watermark: int, data: array) -> None:
+        """``load_chunk`` for a chunk's flat triples as written (``codec.decode_chunk_data``)."""
+        if not data:
+            return
+        chunk = Chunk()
+        chunk.data = data
+        chunk.max_watermark = max_watermark
+        self.chunks.append(chunk)
+
     def sort_chunks(self) -> None:
         """After loading: chunks in position order (restored records come in any order), and
         each id at its latest entry, as in the run that wrote them."""
         self.chunks = deque(sorted(self.chunks, key=lambda c: c.first_pos))
         self._table = IdTable(sum(len(c) for c in self.chunks))
         self._by_seq = {}
-        put = self._table.put
+        put_run = self._table.put_run
         for seq, chunk in enumerate(self.chunks):  # positions only grow: later is latest
             chunk.seq = seq
             self._by_seq[seq] = chunk
-            for entry, hashed in enumerate(chunk.ids()):
-                put(hashed, (seq << _INDEX_BITS) | entry)
+            put_run(chunk.ids(), seq << _INDEX_BITS)
         self._next_seq = len(self.chunks)
 
     def evict_expired(self, watermark: int) -> list[Chunk]:

@@ -25,7 +25,7 @@ from agents.topics import ensure_topics
 from stream.settings import Settings
 from tests.e2e.harness import WorkerProcess
 from tests.scrape import total
-from tests.soak import APP_ID, HOUR, compare, lag_zero, produce_over, traffic
+from tests.soak import APP_ID, HOUR, compare, handover_parts, lag_zero, produce_over, traffic
 
 
 def health(worker: WorkerProcess) -> dict:
@@ -110,7 +110,8 @@ def failover(
                 f"  kill -> rebalance {(assigned - killed_ms) / 1000:.1f}s; rebalance -> "
                 f"serving {handover['seconds']:.2f}s ({restored.get('records', 0):,} records "
                 f"restored, {restored.get('read_from_changelog')} read from the changelog); "
-                f"rebalance -> caught up {(caught_ms - assigned) / 1000:.2f}s",
+                f"rebalance -> caught up {(caught_ms - assigned) / 1000:.2f}s; hand-over"
+                f"{handover_parts(handover)}",
                 flush=True,
             )
             print(

@@ -222,8 +222,17 @@ def phases_of(worker: WorkerProcess, restarted_ms: float, caught: float | None) 
     return (
         f"; process {process:.1f}s, topics {startup['topics_seconds']:.1f}s, store check "
         f"{startup['store_check_seconds']:.1f}s, Faust start + group {joined:.1f}s, restore "
-        f"{serving:.1f}s, catch-up {caught - assigned - serving:.1f}s"
+        f"{serving:.1f}s{handover_parts(handover)}, catch-up {caught - assigned - serving:.1f}s"
     )
+
+
+def handover_parts(handover: dict) -> str:
+    """A hand-over's parts (``/health``): Faust's recovery, then reading, building and freezing
+    the state."""
+    parts = [("recovery", "recovery_seconds"), ("read", "read_seconds")]
+    parts += [("build", "build_seconds"), ("freeze", "freeze_seconds")]
+    said = [f"{name} {handover[key]:.2f}s" for name, key in parts if key in handover]
+    return f" ({', '.join(said)})" if said else ""
 
 
 def lag_zero(metrics: Samples) -> bool:

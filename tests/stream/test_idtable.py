@@ -43,3 +43,22 @@ def test_table_grows_and_keeps_every_entry_through_deletions():
             victim = ((k // 2) * 0x9E3779B97F4A7C15) % 2**64
             assert table.delete(victim) == (model.pop(victim, None) is not None)
     assert len(table) == len(model) and {k: table.get(k) for k in table} == model
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.tuples(keys, st.integers(0, 2**40)), max_size=300),
+    st.lists(st.lists(keys, max_size=1500), max_size=4),
+)
+def test_a_run_of_keys_is_put_as_one_put_each_in_order(before, runs):
+    table, model = IdTable(), {}
+    for key, value in before:
+        table.put(key, value)
+        model[key] = value
+    for n, run in enumerate(runs):
+        first = n << 16
+        table.put_run(run, first)
+        for i, key in enumerate(run):  # a later equal key wins
+            model[key] = first + i
+    assert len(table) == len(model)
+    assert {k: table.get(k) for k in table} == model
