@@ -52,7 +52,7 @@ from .metrics import (
 )
 from .pipeline import BatchResult, Message, Pipeline
 from .table import PartitionedStateTable
-from .transport import KpiApp, app_class
+from .transport import KpiApp, TablesAtOnce, app_class
 
 log = logging.getLogger("kpi_monitor")
 STATE_TABLE = "kpi-state"
@@ -135,6 +135,7 @@ def faust_app(settings: Settings) -> KpiApp:
         broker_max_poll_records=settings.batch_size,
         broker_credentials=faust_credentials(settings),
         consumer_group_instance_id=settings.instance_id or None,
+        TableManager=TablesAtOnce,
     )
 
 

@@ -9,6 +9,7 @@
   make a changelog restore stop short), and then events would be lost; or behind it (commits lag),
   and then work is repeated. So right after Faust's own seek the consumer seeks again to where the
   state says it is complete: ``KpiApp.resume_positions``.
+- **No fixed second at start.** Faust's table manager sleeps 1 s before it registers tables.
 - **Seeks on the consumer's thread.** Faust seeks from the app's thread, racing aiokafka's fetcher
   on the consumer thread.
 """
@@ -184,6 +185,17 @@ class KpiConsumer(faust_aiokafka.Consumer):
             tp = TP(topic, partition)
             if tp in assignment:
                 await self.seek(tp, offset)
+
+
+class TablesAtOnce(faust.tables.TableManager):
+    """Faust's table manager without the second it sleeps at start before it registers the
+    tables (for tables declared once the worker runs): ours are declared before the app starts,
+    and a restarted worker joined its group a second later than it could."""
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class BatchHandler(Protocol):
