@@ -445,6 +445,7 @@ def _pages(monitor: Monitor) -> None:
             # The last rebalance's hand-over: assigned, then serving the restored state.
             "handover": monitor.table.handover,
             "startup": monitor.startup,
+            "decision_round": monitor.decisions.last_round if monitor.decisions else None,
         }
         return web_view.bytes(orjson.dumps(body), content_type="application/json")
 

@@ -28,6 +28,10 @@ from .pipeline import Pipeline
 from .table import PartitionedStateTable
 from .topics import bootstrap_servers
 
+# After a hand-over, the first round waits for the taken partitions to catch up, at most this long
+# (a round on a partition still behind judges it ``unknown``: lagging).
+TAKEOVER_ROUND_WAIT_SECONDS = 4.0
+
 log = logging.getLogger("kpi_monitor")
 
 
@@ -83,10 +87,27 @@ class DecisionLoop:
             value_serializer="raw",
             partitions=settings.partitions,
         )
+        # The last round: when, over which partitions, and how many (rule, campaign) judgements
+        # were ``unknown`` (not trusted: lagging, stalled, late); for /health.
+        self.last_round: dict = {}
         for rule in self.runner.rules:  # every series exists from the start, at 0
             self.metrics.breaker_open.labels(rule.name).set(0)
             for state in STATES:
                 self.metrics.campaigns.labels(rule.name, state).set(0)
+
+    async def caught_up(self, at_most_seconds: float) -> bool:
+        """Once every owned input partition's lag is known and 0 (True), or after
+        ``at_most_seconds`` (False): the round then says which are still behind."""
+        inputs = self.settings.topics.inputs()
+        deadline = time.monotonic() + at_most_seconds
+        while True:
+            lag = self.lag()
+            owned = [(topic, p) for topic in inputs for p in self.pipeline.states]
+            if owned and all(lag.get(key) == 0 for key in owned):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.2)
 
     async def _judge(self) -> tuple[TickResult, list[tuple[int, dict]]]:
         """The round's judgement, on states no fold, expiry or rebalance changes meanwhile (the
@@ -127,6 +148,11 @@ class DecisionLoop:
             self.metrics.breaker_open.labels(rule).set(int(bool(scopes)))
         for (rule, state), count in result.counts.items():
             self.metrics.campaigns.labels(rule, state).set(count)
+        self.last_round = {
+            "at_ms": self.clock(),
+            "partitions": sorted(self.pipeline.states),
+            "unknown": sum(n for (_, state), n in result.counts.items() if state == "unknown"),
+        }
         pending = unsent + result.to_send
         self.metrics.unsent.set(len(pending))
         sent = []
@@ -163,6 +189,20 @@ def install(app: faust.App, loop: DecisionLoop, feed: DecisionFeed) -> None:
             await loop.tick()
         except Exception:  # a failed tick leaves the outbox to the next one
             log.exception("auto-pause decision tick failed")
+
+    @app.task
+    async def judge_taken_partitions() -> None:
+        """A round as soon as partitions taken over are caught up, not at the timer's next tick:
+        their campaigns would otherwise have no judgement (or the dead owner's last) for up to
+        a whole interval."""
+        while True:
+            await loop.table.took_partitions.wait()
+            loop.table.took_partitions.clear()
+            await loop.caught_up(TAKEOVER_ROUND_WAIT_SECONDS)
+            try:
+                await loop.tick()
+            except Exception:
+                log.exception("auto-pause decision round after a hand-over failed")
 
     @app.task
     async def follow_decisions() -> None:

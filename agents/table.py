@@ -60,6 +60,8 @@ class PartitionedStateTable(faust.Table):
         }
         self._assigned_at: float | None = None
         self.handover_parts: dict[str, float] = {}  # what ``on_recovered`` timed of its work
+        # Set once a hand-over brought partitions this worker did not hold (a takeover, a start).
+        self.took_partitions = asyncio.Event()
         # Where records go; tests without a broker capture them instead.
         self.changelog_sink: ChangelogSink = self._send_batches
         # The agent and the expiry timer both write. Records are encoded synchronously just
@@ -102,6 +104,8 @@ class PartitionedStateTable(faust.Table):
         self.handover_parts = {}
         if self.on_recovered is not None:
             await self.on_recovered(self)
+        if self.newly_assigned:
+            self.took_partitions.set()
         self.newly_assigned = set()
         assigned_at = self._assigned_at
         if assigned_at is not None:

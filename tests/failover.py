@@ -7,7 +7,8 @@ partitions. At the end every figure must equal the oracle's, as in the soak.
 Prints the takeover's clock: the kill to the group's rebalance (the dead member's session
 timeout), the rebalance to serving the taken partitions' restored state (the survivor's
 ``/health`` hand-over), and the rebalance to serving them caught up (lag 0 on every partition:
-exact figures in ``/metrics``), with what the hand-over restored and read from the changelog.
+exact figures in ``/metrics``), with what the hand-over restored and read from the changelog, and
+to the survivor's first decision round over every partition (with its untrusted judgements).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def failover(
         f"one of two workers SIGKILLed at {kill_at:.0%} of it; logs in {log_dir}",
         flush=True,
     )
-    env = {"KPI_DECISIONS": "off"}
+    env = {"KPI_DECISIONS": "on"}  # the survivor judges the taken campaigns (the shipped rules)
     with EmbeddedBroker() as broker:
         partitions = asyncio.run(ensure_topics(Settings(broker=broker.url)))
         workers = {
@@ -104,6 +105,15 @@ def failover(
                     break
                 time.sleep(0.25)  # a scrape costs the worker CPU: not back to back
             caught_ms = time.time() * 1000
+            judged: dict = {}  # the survivor's first decision round over every partition
+            while time.monotonic() < deadline + 30:
+                judged = health(b).get("decision_round") or {}
+                if (
+                    judged.get("at_ms", 0) > handover["assigned_at_ms"]
+                    and len(judged.get("partitions", [])) == partitions
+                ):
+                    break
+                time.sleep(0.1)
             restored = seen.get("restored") or {}
             assigned = handover["assigned_at_ms"]
             print(
@@ -114,6 +124,13 @@ def failover(
                 f"{handover_parts(handover)}",
                 flush=True,
             )
+            if judged.get("at_ms"):
+                print(
+                    f"  rebalance -> the first decision round over every partition "
+                    f"{(judged['at_ms'] - assigned) / 1000:.2f}s, {judged['unknown']} judgements "
+                    "unknown (not trusted)",
+                    flush=True,
+                )
             print(
                 "  lag after the rebalance: "
                 + ", ".join(f"{t:.1f}s {n:,}" for t, n in drain[:: max(1, len(drain) // 12)]),

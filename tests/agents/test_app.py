@@ -189,3 +189,20 @@ async def test_a_revoke_waits_for_the_fold_in_progress(monitor):
     assert sum(s.by_channel["unknown"][1] for s in parked.campaigns.values()) == 20_000
     written = [key for _, partition, items in monitor.changelog for key, _ in items]
     assert b'[0,"m"]' in written
+
+
+async def test_after_a_hand_over_the_first_round_waits_for_the_taken_partitions_to_catch_up(
+    monitor,
+):
+    loop = monitor.decisions
+    inputs = SETTINGS.topics.inputs()
+    behind = {(topic, p): 0 for topic in inputs for p in monitor.pipeline.states}
+    behind[(inputs[1], 2)] = 7  # a taken partition still behind
+    loop.lag = lambda: dict(behind)
+    waiting = asyncio.ensure_future(loop.caught_up(5.0))
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    behind[(inputs[1], 2)] = 0
+    assert await asyncio.wait_for(waiting, 2.0) is True
+    del behind[(inputs[0], 3)]  # no end offset fetched yet: not known to be caught up
+    assert await loop.caught_up(0.3) is False

@@ -1,0 +1,170 @@
+"""Restart time against history: one worker folds a stream, is SIGKILLed and restarted on its
+data dir (the local store's file) with its place in the group (static membership), at each step
+of history; nothing is produced during the restart, so the time is the restart's own.
+
+    python bench/restart.py [--steps 1000000,5000000] [--campaigns 5000]
+
+Events come 100 a message keyed by campaign (five types, an hour of event time), so that five
+million fold in minutes. Printed per step: the history folded, restart -> serving -> caught up
+(lag 0 in /metrics), and the parts from the worker's /health (process start, Faust's start and
+the group, the hand-over: recovery, reading the file, building the state, the freeze), with the
+records restored and how many the changelog gave.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from agents.broker import EmbeddedBroker
+from agents.topics import ensure_topics
+from stream.events import EVENT_TYPES
+from stream.settings import Settings
+from tests.e2e.harness import WorkerProcess
+from tests.scrape import Samples
+from tests.soak import handover_parts
+
+MIX = (
+    ("impression", 0.80),
+    ("click", 0.14),
+    ("lead", 0.03),
+    ("sale", 0.02),
+    ("sales_contact", 0.01),
+)
+PER_MESSAGE = 100
+
+
+async def produce(bootstrap: str, events: int, campaigns: int, first: int, seed: int) -> None:
+    topics = dict(zip(EVENT_TYPES, Settings().topics.inputs()))
+    rng = random.Random(seed)
+    kinds, weights = [k for k, _ in MIX], [w for _, w in MIX]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all")
+    await producer.start()
+    try:
+        now = int(time.time() * 1000)
+        pending = []
+        for m in range(events // PER_MESSAGE):
+            kind = rng.choices(kinds, weights)[0]
+            campaign = f"camp-{rng.randrange(campaigns):05d}"
+            body = []
+            for i in range(PER_MESSAGE):
+                event = {
+                    "event_id": f"e{first + m}-{i}",
+                    "event_type": kind,
+                    "occurred_at": now - rng.randrange(3_600_000),
+                    "campaign_id": campaign,
+                    "channel": "search",
+                }
+                if kind in ("impression", "click"):
+                    event["cost"] = 0.002 if kind == "impression" else 0.4
+                if kind in ("lead", "sale", "sales_contact"):
+                    event["lead_id"] = f"lead-{campaign}-{(m + i) % 50}"
+                if kind == "sale":
+                    event.update(value=40.0, currency="USD")
+                body.append(event)
+            pending.append(
+                await producer.send(topics[kind], orjson.dumps(body), key=campaign.encode())
+            )
+            if len(pending) >= 500:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def lag(worker: WorkerProcess) -> float | None:
+    """Messages behind over every partition; None if /metrics does not say (yet)."""
+    try:
+        samples: Samples = worker.metrics()
+    except OSError:
+        return None
+    behind = [v for (n, _), v in samples.items() if n == "kpi_consumer_lag_messages"]
+    return sum(behind) if behind else None
+
+
+def health(worker: WorkerProcess) -> dict:
+    try:
+        return orjson.loads(worker.get("/health", timeout=5))
+    except (OSError, ValueError):
+        return {}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", default="1000000,5000000", help="events of history, cumulative")
+    parser.add_argument("--campaigns", type=int, default=5000)
+    args = parser.parse_args()
+    steps = [int(s) for s in args.steps.split(",")]
+    log_dir = tempfile.mkdtemp(prefix="kpi-bench-restart-")
+    print(
+        f"== restart against history: {args.campaigns:,} campaigns; logs in {log_dir}", flush=True
+    )
+    with EmbeddedBroker() as broker:
+        partitions = asyncio.run(ensure_topics(Settings(broker=broker.url)))
+
+        def worker(n: int) -> WorkerProcess:
+            return WorkerProcess(
+                broker.url,
+                "bench-restart",
+                f"{log_dir}/worker-{n}.log",
+                env={"KPI_INSTANCE_ID": "w", "KPI_DECISIONS": "off"},
+                data_dir=f"{log_dir}/data",
+            ).start()
+
+        current = worker(0)
+        produced = 0
+        try:
+            for n, step in enumerate(steps, 1):
+                started = time.monotonic()
+                asyncio.run(produce(broker.bootstrap, step - produced, args.campaigns, produced, n))
+                produced = step
+                while (
+                    lag(current) != 0 or len(health(current).get("partitions") or []) < partitions
+                ):
+                    time.sleep(1)
+                print(
+                    f"  {produced:,} events folded ({time.monotonic() - started:.0f}s)", flush=True
+                )
+                current.kill()
+                killed_ms = time.time() * 1000
+                restarted = time.monotonic()
+                current = worker(n)
+                while len(health(current).get("partitions") or []) < partitions:
+                    time.sleep(0.1)
+                serving = time.monotonic() - restarted
+                while lag(current) != 0:
+                    time.sleep(0.2)
+                caught = time.monotonic() - restarted
+                seen = health(current)
+                handover, startup = seen.get("handover") or {}, seen.get("startup") or {}
+                restored = seen.get("restored") or {}
+                group = (handover["assigned_at_ms"] - startup["app_created_at_ms"]) / 1000
+                refolded = seen.get("events_folded", 0)  # from before the last checkpoint
+                print(
+                    f"  after {produced:,} events: restart -> serving {serving:.1f}s, -> caught "
+                    f"up {caught:.1f}s; process {(startup['began_at_ms'] - killed_ms) / 1000:.1f}s, "
+                    f"Faust start + group {group:.1f}s, hand-over {handover['seconds']:.2f}s"
+                    f"{handover_parts(handover)}; {restored.get('records', 0):,} records "
+                    f"restored, {restored.get('read_from_changelog')} from the changelog; "
+                    f"{refolded:,} events folded again",
+                    flush=True,
+                )
+        finally:
+            current.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
