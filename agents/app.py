@@ -227,13 +227,25 @@ def _own_partitions_of_the_state(
     input_topics = {*settings.topics.inputs(), settings.topics.plans}
 
     async def on_recovered(tbl: PartitionedStateTable) -> None:
+        try:
+            await hand_over(tbl)
+        except Exception as exc:
+            # Faust runs this in a task whose error nobody reads: the worker would go on without
+            # the partitions' state, counting their events as not owned and committing them.
+            log.exception("hand-over failed: stopping the worker")
+            await app.crash(exc)
+            raise
+
+    async def hand_over(tbl: PartitionedStateTable) -> None:
         partitions = {tp.partition for tp in app.consumer.assignment() if tp.topic in input_topics}
         new = {tp.partition for tp in tbl.newly_assigned if tp.topic in input_topics}
+        kept = partitions - new
         async with state_lock:
             began = time.perf_counter()
-            records = await tbl.take_records(partitions)
+            # Only what is rebuilt: a partition kept through the rebalance keeps its live state.
+            records = await tbl.take_records(partitions - (kept & set(pipeline.parked)))
             read = time.perf_counter()
-            pipeline.assign(partitions, records, kept=partitions - new)
+            pipeline.assign(partitions, records, kept=kept)
             built = time.perf_counter()
             if settings.gc_freeze:
                 # Before the worker serves: one full collection now, instead of the collector

@@ -90,6 +90,7 @@ class DecisionLoop:
         # The last round: when, over which partitions, and how many (rule, campaign) judgements
         # were ``unknown`` (not trusted: lagging, stalled, late); for /health.
         self.last_round: dict = {}
+        self._round_lock = asyncio.Lock()
         for rule in self.runner.rules:  # every series exists from the start, at 0
             self.metrics.breaker_open.labels(rule.name).set(0)
             for state in STATES:
@@ -138,7 +139,13 @@ class DecisionLoop:
         return result, unsent
 
     async def tick(self) -> list[dict]:
-        """One round; the decisions sent (restored unsent ones first)."""
+        """One round; the decisions sent (restored unsent ones first). One round at a time (the
+        timer's and the one after a hand-over): a round sends what the one before it left in
+        the outboxes, so two at once would send it twice."""
+        async with self._round_lock:
+            return await self._tick()
+
+    async def _tick(self) -> list[dict]:
         states = list(self.pipeline.states.values())
         if not states or not self.runner.rules:
             return []

@@ -48,9 +48,9 @@ def record_digest(key: bytes, value: bytes | None) -> bytes:
 class LocalRecords:
     """The SQLite file: records by key, and per partition the offset they are complete to.
 
-    Safe to call from several threads: one lock around each call (the worker writes its mirrored
-    batches from a thread of their own while recovery and hand-overs read on the event loop; a
-    transaction on a shared connection must not see another's statements)."""
+    Safe to call from several threads: one lock around each call (``LocalStore`` writes on a
+    thread of its own while Faust reads offsets on the event loop; a transaction on a shared
+    connection must not see another's statements)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -108,7 +108,13 @@ class LocalRecords:
         last_offset: int,
         last_digest: bytes | None,
     ) -> None:
-        """Records of one changelog partition, complete to ``last_offset``, in one commit."""
+        """Records of one changelog partition, complete to ``last_offset``, in one commit.
+
+        A run of records the file already holds past (its offset at or beyond ``last_offset``:
+        the worker's own writes acknowledged late, after a standby's recovery wrote the owner's
+        newer ones) is not written: older values would replace newer ones. A run that ends past
+        the file's offset is written whole: it holds every change after the file's offset, in
+        order."""
         latest = dict(records)  # a key written twice (then deleted, say): its last record
         upserts, deletes = [], []
         for key, value in latest.items():
@@ -129,6 +135,11 @@ class LocalRecords:
         last_digest: bytes | None,
     ) -> None:
         db = self.db
+        held = db.execute(
+            "SELECT offset FROM offsets WHERE topic = ? AND partition = ?", (topic, partition)
+        ).fetchone()
+        if held is not None and held[0] >= last_offset:
+            return
         db.execute("BEGIN")
         try:
             if deletes:
@@ -216,15 +227,28 @@ class LocalStore(memory.Store):
             except Exception as exc:
                 log.error("local store: partition %s not written: %r", partition, exc)
                 self.failed[partition] = repr(exc)
-                local.drop(topic, partition)  # the next start reads it whole
+                try:
+                    local.drop(topic, partition)  # the next start reads it whole
+                except Exception as again:
+                    log.error("local store: partition %s not dropped: %r", partition, again)
 
         return self.writer.submit(apply)
 
-    def forget(self, topic: str, partition: int) -> Future:
-        """Queue dropping a partition from the file: its next restore reads the changelog."""
+    def forget(self, topic: str, partition: int, reason: str) -> Future:
+        """Queue dropping a partition from the file: its next start reads it from the changelog.
+        Until then the file holds none of it (later writes would leave a gap before them) and a
+        hand-over of it here is refused (Faust's recovery resumes from where it read last)."""
         local = self.local
         assert local is not None
-        return self.writer.submit(local.drop, topic, partition)
+
+        def drop() -> None:
+            self.failed[partition] = reason
+            try:
+                local.drop(topic, partition)
+            except Exception as exc:  # a disk that fails this: the error names the partition
+                log.error("local store: partition %s not dropped: %r", partition, exc)
+
+        return self.writer.submit(drop)
 
     def apply_changelog_batch(
         self,

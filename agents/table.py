@@ -186,7 +186,7 @@ class PartitionedStateTable(faust.Table):
             except Exception as exc:  # the file is a cache: recovery reads more
                 log.warning("local store: partition %s no longer mirrored: %r", partition, exc)
                 self._unmirrored.add(partition)
-                await asyncio.wrap_future(store.forget(topic, partition))
+                await asyncio.wrap_future(store.forget(topic, partition, repr(exc)))
                 return
             key, value = items[-1]
             await asyncio.wrap_future(

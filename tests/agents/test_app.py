@@ -206,3 +206,39 @@ async def test_after_a_hand_over_the_first_round_waits_for_the_taken_partitions_
     assert await asyncio.wait_for(waiting, 2.0) is True
     del behind[(inputs[0], 3)]  # no end offset fetched yet: not known to be caught up
     assert await loop.caught_up(0.3) is False
+
+
+async def test_decision_rounds_run_one_at_a_time(monitor):
+    loop = monitor.decisions
+    running, most = 0, 0
+
+    async def round_():
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.05)  # sends decisions: yields to the loop
+        running -= 1
+        return []
+
+    loop._tick = round_
+    await asyncio.gather(loop.tick(), loop.tick(), loop.tick())
+    assert most == 1
+
+
+async def test_a_failed_hand_over_stops_the_worker(monitor, monkeypatch):
+    crashed = []
+
+    async def crash(reason):
+        crashed.append(reason)
+
+    async def broken(partitions):
+        raise RuntimeError("local store: partitions [2] could not be written")
+
+    monkeypatch.setattr(monitor.app, "crash", crash)
+    monkeypatch.setattr(monitor.table, "take_records", broken)
+    monkeypatch.setattr(
+        type(monitor.app), "consumer", property(lambda app: type("C", (), {"assignment": set})())
+    )
+    with pytest.raises(RuntimeError):
+        await monitor.table.on_recovered(monitor.table)
+    assert [str(r) for r in crashed] == ["local store: partitions [2] could not be written"]

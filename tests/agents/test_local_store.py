@@ -66,6 +66,27 @@ def test_the_file_plus_the_tail_restores_what_the_whole_changelog_restores(
     local.close()
 
 
+@settings(max_examples=60, deadline=None)
+@given(payload_lists(max_age_ms=2 * 86_400_000), st.data())
+def test_a_run_written_again_after_newer_records_changes_nothing(tmp_path_factory, payloads, data):
+    """A worker's own writes acknowledged late, after a standby's recovery wrote the next owner's
+    newer records of the partition: the file keeps the newer values and its offset."""
+    _, log = run(as_messages(payloads))
+    if not log:
+        return
+    written = offsets(log)
+    local = LocalRecords(tmp_path_factory.mktemp("local") / "state.sqlite")
+    last = written[-1]
+    local.apply(TOPIC, 0, [(k, v) for _, k, v in written], last[0], record_digest(*last[1:]))
+    start = data.draw(st.integers(0, len(written) - 1))
+    end = data.draw(st.integers(start, len(written) - 1))
+    late = written[start : end + 1]
+    local.apply(TOPIC, 0, [(k, v) for _, k, v in late], late[-1][0], None)
+    assert local.offset(TOPIC, 0) == (last[0], record_digest(*last[1:]))
+    assert canonical(restore(local.records([0]))) == canonical(restore(log))
+    local.close()
+
+
 def test_records_and_offsets_survive_a_reopen_and_a_corrupt_file_is_set_aside(tmp_path):
     path = tmp_path / "state.sqlite"
     local = LocalRecords(path)
@@ -160,7 +181,8 @@ async def test_a_write_that_fails_stops_the_partitions_mirror_and_forgets_its_of
     await monitor.table._mirrored
     topic = monitor.table.changelog_topic.get_topic_name()
     assert store.local.offset(topic, 0) is None  # the next restore reads the whole changelog
-    assert store.take_records({0}) == []
+    with pytest.raises(RuntimeError, match=r"partitions \[0\]"):  # and this process not at all
+        store.take_records({0})
 
 
 async def test_mirrored_writes_run_off_the_event_loop_and_in_write_order(mirrored, monkeypatch):
@@ -242,3 +264,17 @@ async def test_a_recovery_batch_that_cannot_be_written_is_never_handed_over(mirr
         await table.take_records({1})
     assert store.persisted_offset(TP(topic, 1)) is None  # the next start reads it whole
     assert await table.take_records({0}) == []  # the other partitions are served
+
+
+async def test_a_partition_whose_write_was_not_acknowledged_is_never_handed_over_here(mirrored):
+    monitor, _ = mirrored
+    store, table = monitor.table.data, monitor.table
+    topic = table.changelog_topic.get_topic_name()
+    store.apply_changelog_batch(_changelog_events(topic, 3, [(b"\x00a", b"1")]), None, None)
+    await asyncio.wrap_future(store.forget(topic, 3, "not acknowledged"))
+    # Recovery resumes where it read last, not at 0: a write now would leave a gap before it.
+    store.apply_changelog_batch(_changelog_events(topic, 3, [(b"\x00b", b"2")]), None, None)
+    assert await table.take_records({0}) == []
+    with pytest.raises(RuntimeError, match=r"partitions \[3\]"):
+        await table.take_records({3})
+    assert store.persisted_offset(TP(topic, 3)) is None
