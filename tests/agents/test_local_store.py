@@ -120,6 +120,12 @@ def test_a_failed_write_is_never_half_applied(tmp_path):
 # -- the worker's writes, mirrored once acknowledged ---------------------------------------------
 
 
+async def mirrored_all(monitor) -> None:
+    """Once every acknowledged write is queued and the writer thread has written the queue."""
+    await monitor.table._mirrored
+    await asyncio.wrap_future(monitor.table.data.writer.submit(lambda: None))
+
+
 @pytest.fixture
 def mirrored(tmp_path):
     settings_ = Settings(broker="kafka://127.0.0.1:9", web_port=16198, data_dir=str(tmp_path))
@@ -154,7 +160,7 @@ async def test_writes_reach_the_file_once_acknowledged_and_restore_the_live_stat
     assert store.take_records({0}) == []  # nothing acknowledged yet: nothing in the file
     for ack, last in monitor.acks:
         ack.set_result(last)
-    await monitor.table._mirrored
+    await mirrored_all(monitor)
     records = store.take_records({0})
     live = canonical(monitor.pipeline.states[0])
     state = restore(records, monitor.pipeline.config)
@@ -178,7 +184,7 @@ async def test_a_write_that_fails_stops_the_partitions_mirror_and_forgets_its_of
         ack.set_result(0)
     for ack, _ in acks[first:]:
         ack.set_exception(RuntimeError("not acknowledged"))
-    await monitor.table._mirrored
+    await mirrored_all(monitor)
     topic = monitor.table.changelog_topic.get_topic_name()
     assert store.local.offset(topic, 0) is None  # the next restore reads the whole changelog
     with pytest.raises(RuntimeError, match=r"partitions \[0\]"):  # and this process not at all
@@ -205,7 +211,7 @@ async def test_mirrored_writes_run_off_the_event_loop_and_in_write_order(mirrore
             await until(lambda o=offset: monitor.pipeline.states[0].meta.checkpoint[1] == o)
     for ack, last in reversed(monitor.acks):  # acknowledged last first: the file keeps order
         ack.set_result(last)
-    await monitor.table._mirrored
+    await mirrored_all(monitor)
     loop_thread = threading.current_thread().name
     assert len(applied) == len(monitor.acks) >= 6
     assert all(thread != loop_thread for thread, _ in applied)
@@ -278,3 +284,27 @@ async def test_a_partition_whose_write_was_not_acknowledged_is_never_handed_over
     with pytest.raises(RuntimeError, match=r"partitions \[3\]"):
         await table.take_records({3})
     assert store.persisted_offset(TP(topic, 3)) is None
+
+
+async def test_writes_wait_while_the_file_is_too_far_behind(mirrored, monkeypatch):
+    monitor, _ = mirrored
+    store, table = monitor.table.data, monitor.table
+    topic = table.changelog_topic.get_topic_name()
+    gate = threading.Event()
+    real_apply = store.local.apply
+
+    def apply(*args):
+        gate.wait(5)  # a slow disk
+        real_apply(*args)
+
+    monkeypatch.setattr(store.local, "apply", apply)
+    records = [(b"\x00k%d" % i, b"v") for i in range(30)]
+    store.apply_changelog_batch(_changelog_events(topic, 1, records), None, None)
+    assert store.queued == 30
+    waiting = asyncio.ensure_future(store.wait_for_room(limit=10))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    gate.set()
+    await asyncio.wait_for(waiting, 5)
+    assert store.queued == 0
+    await asyncio.wait_for(store.wait_for_room(limit=10), 1)  # under the limit: at once
