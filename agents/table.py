@@ -192,8 +192,8 @@ class PartitionedStateTable(faust.Table):
                 return
             key, value = items[-1]
             # Queued, not awaited: the writer thread keeps the queue's order, and a chain that
-            # waited for each commit fell behind a fast fold (the file 1.2M records behind the
-            # changelog after 5M events in bench/restart.py).
+            # also waited for each commit only fell further behind a fast fold (the queue's
+            # bound is ``LocalStore.wait_for_room``, which the worker's writes wait on).
             store.write(topic, partition, items, last, record_digest(key, value))
 
         self._mirrored = asyncio.ensure_future(mirror())
