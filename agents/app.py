@@ -243,7 +243,7 @@ def _own_partitions_of_the_state(
         async with state_lock:
             began = time.perf_counter()
             # Only what is rebuilt: a partition kept through the rebalance keeps its live state.
-            records = await tbl.take_records(partitions - (kept & set(pipeline.parked)))
+            records = await tbl.take_records(pipeline.to_rebuild(partitions, kept))
             read = time.perf_counter()
             pipeline.assign(partitions, records, kept=kept)
             built = time.perf_counter()

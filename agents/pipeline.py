@@ -101,7 +101,7 @@ class Pipeline:
         """Own exactly ``partitions``. Those in ``kept`` (owned before and since, so nobody else
         wrote them) keep their live state; the others are rebuilt from the restored records."""
         wanted = set(partitions)
-        keep = wanted & set(kept) & set(self.parked)
+        keep = wanted - self.to_rebuild(wanted, kept)
         by_partition: dict[int, list] = defaultdict(list)
         for key, value in records:
             partition = partition_of_key(key)
@@ -117,6 +117,12 @@ class Pipeline:
             states[partition] = state
         self.parked = {}
         self.states = states
+
+    def to_rebuild(self, partitions: Iterable[int], kept: Iterable[int] = ()) -> set[int]:
+        """Which of ``partitions`` ``assign`` rebuilds from records: all but those in ``kept``
+        whose live state is parked here."""
+        wanted = set(partitions)
+        return wanted - (set(kept) & set(self.parked))
 
     def revoke(self, partitions: Iterable[int]) -> None:
         """Stop folding ``partitions``; their state is parked until the next assignment says

@@ -47,6 +47,28 @@ MIX = (
 )
 
 
+def funnel_event(
+    event_id: str, kind: str, occurred_at: int, campaign: str, channel: str, lead: int
+) -> dict:
+    """One event of the funnel: a cost on impressions and clicks, a lead id on leads, contacts
+    and sales (one of the campaign's leads), a value on sales."""
+    event: dict = {
+        "event_id": event_id,
+        "event_type": kind,
+        "occurred_at": occurred_at,
+        "campaign_id": campaign,
+        "channel": channel,
+    }
+    if kind in ("impression", "click"):
+        event["cost"] = 0.002 if kind == "impression" else 0.4
+    if kind in ("lead", "sales_contact", "sale"):
+        event["lead_id"] = f"lead-{campaign}-{lead}"
+    if kind == "sale":
+        event["value"] = 40.0
+        event["currency"] = "USD"
+    return event
+
+
 def messages(events: int, campaigns: int, minutes: int, end_ms: int) -> list[Message]:
     settings = Settings()
     topics = dict(zip(EVENT_TYPES, settings.topics.inputs()))
@@ -65,22 +87,10 @@ def messages(events: int, campaigns: int, minutes: int, end_ms: int) -> list[Mes
         body = []
         # Keyed by campaign, as producers do: a message is a batch of one campaign's events.
         c = f"camp-{campaign:05d}"
+        channel = "search" if campaign % 3 else "display"
         for i in range(per_message):
-            event = {
-                "event_id": f"{m}-{i}",
-                "event_type": event_type,
-                "occurred_at": at - rng.randrange(5_000),
-                "campaign_id": c,
-                "channel": "search" if campaign % 3 else "display",
-            }
-            if event_type in ("impression", "click"):
-                event["cost"] = 0.002 if event_type == "impression" else 0.4
-            if event_type in ("lead", "sales_contact", "sale"):
-                event["lead_id"] = f"lead-{c}-{(m + i) % 50}"
-            if event_type == "sale":
-                event["value"] = 40.0
-                event["currency"] = "USD"
-            body.append(event)
+            occurred = at - rng.randrange(5_000)
+            body.append(funnel_event(f"{m}-{i}", event_type, occurred, c, channel, (m + i) % 50))
         topic = topics[event_type]
         partition = campaign % settings.partitions
         offset = offsets.get((topic, partition), 0)

@@ -29,18 +29,12 @@ sys.path.insert(0, ROOT)
 
 from agents.broker import EmbeddedBroker
 from agents.topics import ensure_topics
+from bench.backtest import MIX, funnel_event
 from stream.events import EVENT_TYPES
 from stream.settings import Settings
 from tests.e2e.harness import WorkerProcess
 from tests.soak import handover_parts
 
-MIX = (
-    ("impression", 0.80),
-    ("click", 0.14),
-    ("lead", 0.03),
-    ("sale", 0.02),
-    ("sales_contact", 0.01),
-)
 PER_MESSAGE = 100
 
 
@@ -56,22 +50,13 @@ async def produce(bootstrap: str, events: int, campaigns: int, first: int, seed:
         for m in range(events // PER_MESSAGE):
             kind = rng.choices(kinds, weights)[0]
             campaign = f"camp-{rng.randrange(campaigns):05d}"
-            body = []
+            body: list[dict] = []
             for i in range(PER_MESSAGE):
-                event = {
-                    "event_id": f"e{first + m}-{i}",
-                    "event_type": kind,
-                    "occurred_at": now - rng.randrange(3_600_000),
-                    "campaign_id": campaign,
-                    "channel": "search",
-                }
-                if kind in ("impression", "click"):
-                    event["cost"] = 0.002 if kind == "impression" else 0.4
-                if kind in ("lead", "sale", "sales_contact"):
-                    event["lead_id"] = f"lead-{campaign}-{(m + i) % 50}"
-                if kind == "sale":
-                    event.update(value=40.0, currency="USD")
-                body.append(event)
+                occurred = now - rng.randrange(3_600_000)
+                lead = (m + i) % 50
+                body.append(
+                    funnel_event(f"e{first + m}-{i}", kind, occurred, campaign, "search", lead)
+                )
             pending.append(
                 await producer.send(topics[kind], orjson.dumps(body), key=campaign.encode())
             )

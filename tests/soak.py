@@ -235,6 +235,32 @@ def handover_parts(handover: dict) -> str:
     return f" ({', '.join(said)})" if said else ""
 
 
+def final_differences(worker: WorkerProcess, oracle: Oracle) -> list[str]:
+    """Once the stream has ended: wait (up to 300 s) until ``worker`` has folded every event of
+    the oracle with no lag, then what its figures say otherwise than the oracle's."""
+    expected = sum(oracle.events.values())
+    deadline = time.monotonic() + 300
+    while True:
+        got = worker.try_metrics()
+        if lag_zero(got) and total(got, "kpi_events_total") == expected:
+            break
+        if time.monotonic() > deadline:
+            print(
+                f"not caught up 300 s after the stream ended: "
+                f"{total(got, 'kpi_events_total'):g} of {expected} events",
+                flush=True,
+            )
+            break
+        time.sleep(0.5)
+    for _ in range(2):  # again if a campaign's day ended while scraping
+        before = int(time.time() * 1000)
+        scraped = worker.metrics()
+        after = int(time.time() * 1000)
+        if before // HOUR == after // HOUR:
+            break
+    return compare([scraped], oracle, after)
+
+
 def lag_zero(metrics: Samples) -> bool:
     lag = [v for (n, _), v in metrics.items() if n == "kpi_consumer_lag_messages"]
     return bool(lag) and not any(lag)
@@ -409,27 +435,7 @@ def soak(
                         flush=True,
                     )
             producer.join()
-            expected = sum(oracle.events.values())
-            deadline = time.monotonic() + 300
-            while True:
-                got = main.try_metrics()
-                if lag_zero(got) and total(got, "kpi_events_total") == expected:
-                    break
-                if time.monotonic() > deadline:
-                    print(
-                        f"not caught up 300 s after the stream ended: "
-                        f"{total(got, 'kpi_events_total'):g} of {expected} events",
-                        flush=True,
-                    )
-                    break
-                time.sleep(0.5)
-            for _ in range(2):  # again if a campaign's day ended while scraping
-                before = int(time.time() * 1000)
-                scraped = main.metrics()
-                after = int(time.time() * 1000)
-                if before // HOUR == after // HOUR:
-                    break
-            problems = compare([scraped], oracle, after)
+            problems = final_differences(main, oracle)
         finally:
             for process in started:
                 process.stop()
