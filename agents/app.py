@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -41,6 +41,8 @@ from .gc_pauses import (
     freeze_long_lived,
 )
 from .kafka_auth import faust_credentials
+from .lag import caught_up, consumer_lag
+from .local_store import LocalStore, local_path
 from .loop_lag import LoopLagMonitor
 from .memory import release_free_memory
 from .metrics import (
@@ -51,12 +53,14 @@ from .metrics import (
     build_pipeline_metrics,
 )
 from .pipeline import BatchResult, Message, Pipeline
+from .prewarm import Prewarm
 from .table import PartitionedStateTable
 from .transport import KpiApp, TablesAtOnce, app_class
 
 log = logging.getLogger("kpi_monitor")
 STATE_TABLE = "kpi-state"
 WRITE_CHUNK_BYTES = 256 * 1024
+CATCH_UP_POLL_SECONDS = 0.05
 # A dead letter keeps at most this much of what was rejected (the producer refuses a record over
 # ~1 MB, and a refused message may be far larger); the source offset in its headers finds the
 # rest while the source topic retains it.
@@ -79,6 +83,10 @@ class Monitor:
     feed: DecisionFeed | None = None
     # Where a start's time went before Faust ran (``agents.cli``): wall ms and seconds.
     startup: dict[str, float] = field(default_factory=dict)
+    # Messages behind per assigned (topic, partition), from the consumer's high watermarks.
+    lag: Callable[[], dict[tuple[str, int], int]] = dict
+    # The last owned partitions' states, built while the worker joins (started by the CLI).
+    prewarm: Prewarm | None = None
 
     async def metrics_parts(self) -> list[bytes]:
         """The /metrics page in pieces, in order."""
@@ -139,23 +147,6 @@ def faust_app(settings: Settings) -> KpiApp:
     )
 
 
-def consumer_lag(
-    positions: Mapping[tuple[str, int], int],
-    assignment: set[TP],
-    highwater: Callable[[TP], int | None],
-) -> dict[tuple[str, int], int]:
-    """Messages between where the state is complete and each assigned partition's high watermark
-    (from the fetch responses, which are right on the embedded broker too)."""
-    out = {}
-    for (topic, partition), position in positions.items():
-        tp = TP(topic, partition)
-        if tp in assignment:
-            mark = highwater(tp)
-            if mark is not None:
-                out[(topic, partition)] = max(0, mark - position)
-    return out
-
-
 def create_app(
     settings: Settings,
     *,
@@ -183,7 +174,14 @@ def create_app(
     # One fold, expiry, rebalance or decision round at a time: a fold yields to the event loop
     # mid-batch, and none of the others may see or move a state half folded.
     state_lock = asyncio.Lock()
-    _own_partitions_of_the_state(app, settings, pipeline, table, state_lock)
+    prewarm = (
+        Prewarm(
+            local_path(data_dir(settings), STATE_TABLE), changelog_topic(settings), pipeline.build
+        )
+        if settings.local_store
+        else None
+    )
+    _own_partitions_of_the_state(app, settings, pipeline, table, state_lock, prewarm)
     _ingest(app, settings, pipeline, table, metrics, state_lock)
 
     def lag() -> dict[tuple[str, int], int]:
@@ -200,7 +198,7 @@ def create_app(
         WorkerCollector(lambda: len(pipeline.states), lag, pipeline.campaigns_in_several_partitions)
     )
     registry.register(FaustStatsCollector(lambda: app.monitor if app.in_worker else None))
-    monitor = Monitor(app, pipeline, table, registry, exporter, metrics)
+    monitor = Monitor(app, pipeline, table, registry, exporter, metrics, lag=lag, prewarm=prewarm)
     if settings.decisions:
         monitor.decisions = DecisionLoop(
             app, settings, pipeline, table, exporter, lag, clock, registry, state_lock
@@ -221,6 +219,7 @@ def _own_partitions_of_the_state(
     pipeline: Pipeline,
     table: PartitionedStateTable,
     state_lock: asyncio.Lock,
+    prewarm: Prewarm | None = None,
 ) -> None:
     """Hand the pipeline its partitions once Faust has restored the table, and park them on a
     revoke (the next assignment says whether they stay)."""
@@ -243,16 +242,21 @@ def _own_partitions_of_the_state(
         async with state_lock:
             began = time.perf_counter()
             # Only what is rebuilt: a partition kept through the rebalance keeps its live state.
-            records = await tbl.take_records(pipeline.to_rebuild(partitions, kept))
+            rebuild = pipeline.to_rebuild(partitions, kept)
+            ready = await prewarmed(tbl, rebuild)
+            records = await tbl.take_records(rebuild - set(ready))
             read = time.perf_counter()
-            pipeline.assign(partitions, records, kept=kept)
+            pipeline.assign(partitions, records, kept=kept, built=ready)
             built = time.perf_counter()
+            if isinstance(tbl.data, LocalStore):
+                tbl.data.note_owned(partitions)
             if settings.gc_freeze:
                 # Before the worker serves: one full collection now, instead of the collector
                 # walking the restored state again in later full collections.
                 frozen = freeze_long_lived()
                 log.info("froze %d long-lived objects out of the cyclic collector", frozen)
             tbl.handover_parts = {
+                "prewarmed_partitions": len(ready),
                 "read_seconds": round(read - began, 3),
                 "build_seconds": round(built - read, 3),
                 "freeze_seconds": round(time.perf_counter() - built, 3),
@@ -260,6 +264,17 @@ def _own_partitions_of_the_state(
         log.info(
             "owning partitions %s; resuming at %s", sorted(partitions), pipeline.resume_positions()
         )
+
+    async def prewarmed(tbl: PartitionedStateTable, rebuild: set[int]) -> dict:
+        """The states built while joining for partitions the file has not moved on since."""
+        store = tbl.data
+        if prewarm is None or not prewarm.started or not isinstance(store, LocalStore):
+            return {}
+        await asyncio.to_thread(prewarm.wait)  # begun before the group: no slower than now
+        loop = asyncio.get_running_loop()  # on the writer thread: after every queued write
+        topic = tbl.changelog_topic.get_topic_name()
+        offsets = await loop.run_in_executor(store.writer, store.offsets, topic, rebuild)
+        return prewarm.take(offsets)
 
     table.on_recovered = on_recovered
 
@@ -397,6 +412,25 @@ def _pages(monitor: Monitor) -> None:
         finally:
             gc_pauses.uninstall()
 
+    @app.task
+    async def clock_the_catch_up() -> None:
+        """After each hand-over, when every owned partition was first caught up (lag 0): the
+        restart's or takeover's end, in /health, measured here rather than by scraping."""
+        inputs = monitor.pipeline.settings.topics.inputs()
+        while True:
+            await monitor.table.served.wait()
+            monitor.table.served.clear()
+            handover = monitor.table.handover
+            while monitor.table.handover is handover and not monitor.table.served.is_set():
+                if caught_up(monitor.lag(), inputs, pipeline.states):
+                    now = time.time()
+                    handover["caught_up_at_ms"] = round(now * 1000)
+                    assigned = handover["assigned_at_ms"]
+                    if assigned is not None:
+                        handover["caught_up_seconds"] = round(now - assigned / 1000, 3)
+                    break
+                await asyncio.sleep(CATCH_UP_POLL_SECONDS)
+
     @app.timer(interval=1.0)
     async def observe_collections() -> None:
         gc_pauses.drain()
@@ -456,6 +490,7 @@ def _pages(monitor: Monitor) -> None:
             "restored": monitor.table.restored,
             # The last rebalance's hand-over: assigned, then serving the restored state.
             "handover": monitor.table.handover,
+            "lag": {f"{topic}/{partition}": n for (topic, partition), n in monitor.lag().items()},
             "startup": monitor.startup,
             "decision_round": monitor.decisions.last_round if monitor.decisions else None,
         }

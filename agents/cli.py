@@ -381,6 +381,8 @@ def run_worker(settings: Settings, *, demo: bool = False, loglevel: str = "info"
             verify(settings, changelog_topic(settings), local_path(data_dir(settings), STATE_TABLE))
         checked = time.time()
         monitor = create_app(settings)
+        if monitor.prewarm is not None:  # while Faust starts and joins the group
+            monitor.prewarm.start()
         monitor.startup = {
             "began_at_ms": round(began * 1000),
             "topics_seconds": round(topics_done - began, 3),

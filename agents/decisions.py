@@ -23,6 +23,7 @@ from stream import catalogue as m
 from stream.settings import Settings
 
 from .kafka_auth import aiokafka_kwargs
+from .lag import caught_up
 from .metrics import RENDER_SLICE_SECONDS, KpiExporter
 from .pipeline import Pipeline
 from .table import PartitionedStateTable
@@ -102,9 +103,7 @@ class DecisionLoop:
         inputs = self.settings.topics.inputs()
         deadline = time.monotonic() + at_most_seconds
         while True:
-            lag = self.lag()
-            owned = [(topic, p) for topic in inputs for p in self.pipeline.states]
-            if owned and all(lag.get(key) == 0 for key in owned):
+            if caught_up(self.lag(), inputs, self.pipeline.states):
                 return True
             if time.monotonic() >= deadline:
                 return False

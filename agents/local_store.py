@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 SCHEMA = 1
 # Records queued for the file at most before the worker's writes wait for it (``wait_for_room``):
 # what a crash then leaves to read from the changelog (Faust's recovery read ~6,000 records/s here).
-MAX_QUEUED_RECORDS = 20_000
+MAX_QUEUED_RECORDS = 5_000
 
 
 def record_digest(key: bytes, value: bytes | None) -> bytes:
@@ -80,6 +80,8 @@ class LocalRecords:
             "NULL, offset INTEGER NOT NULL, digest BLOB, PRIMARY KEY (topic, partition))"
         )
         db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER)")
+        # The partitions the worker last owned (not standbys): what a restart builds early.
+        db.execute("CREATE TABLE IF NOT EXISTS owned (partition INTEGER PRIMARY KEY)")
         db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA,))
         (schema,) = db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
         if schema != SCHEMA:
@@ -96,12 +98,15 @@ class LocalRecords:
 
     def partitions(self, topic: str) -> dict[int, tuple[int, bytes | None]]:
         with self._lock:
-            return {
-                p: (o, d)
-                for p, o, d in self.db.execute(
-                    "SELECT partition, offset, digest FROM offsets WHERE topic = ?", (topic,)
-                )
-            }
+            return self._partitions(topic)
+
+    def _partitions(self, topic: str) -> dict[int, tuple[int, bytes | None]]:
+        return {
+            p: (o, d)
+            for p, o, d in self.db.execute(
+                "SELECT partition, offset, digest FROM offsets WHERE topic = ?", (topic,)
+            )
+        }
 
     def apply(
         self,
@@ -167,6 +172,35 @@ class LocalRecords:
             return self.db.execute(
                 f"SELECT key, value FROM records WHERE partition IN ({marks})", wanted
             ).fetchall()
+
+    def owned_snapshot(self, topic: str) -> tuple[dict[int, int], list[tuple[bytes, bytes]]]:
+        """The partitions last owned that the file holds: each one's offset, and their records,
+        read in one transaction (the records are those complete to those offsets)."""
+        with self._lock:
+            db = self.db
+            db.execute("BEGIN")
+            try:
+                owned = [p for (p,) in db.execute("SELECT partition FROM owned")]
+                marks = {p: o for p, (o, _) in self._partitions(topic).items() if p in owned}
+                if not marks:
+                    return {}, []
+                wanted = sorted(marks)
+                records = db.execute(
+                    "SELECT key, value FROM records WHERE partition IN "
+                    f"({','.join('?' * len(wanted))})",
+                    wanted,
+                ).fetchall()
+                return marks, records
+            finally:
+                db.execute("COMMIT")
+
+    def set_owned(self, partitions: Iterable[int]) -> None:
+        with self._lock:
+            db = self.db
+            db.execute("BEGIN")
+            db.execute("DELETE FROM owned")
+            db.executemany("INSERT INTO owned VALUES (?)", [(p,) for p in sorted(partitions)])
+            db.execute("COMMIT")
 
     def drop(self, topic: str, partition: int) -> None:
         """Forget a partition (its file disagrees with the changelog)."""
@@ -273,6 +307,20 @@ class LocalStore(memory.Store):
                 log.error("local store: partition %s not dropped: %r", partition, exc)
 
         return self.writer.submit(drop)
+
+    def note_owned(self, partitions: Iterable[int]) -> Future:
+        """Queue recording which partitions this worker owns (a restart builds those early)."""
+        local = self.local
+        assert local is not None
+        owned = sorted(partitions)
+        return self.writer.submit(local.set_owned, owned)
+
+    def offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """Where the file is complete to for each of ``partitions`` it holds (call it on the
+        writer thread, to see every queued write)."""
+        assert self.local is not None
+        held = self.local.partitions(topic)
+        return {p: held[p][0] for p in partitions if p in held}
 
     def apply_changelog_batch(
         self,

@@ -6,7 +6,7 @@ Holds the states of the partitions this worker owns; knows nothing about Faust.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from time import perf_counter
 from typing import NamedTuple
 
@@ -97,26 +97,41 @@ class Pipeline:
         partitions: Iterable[int],
         records: Iterable[tuple[bytes, bytes | None]],
         kept: Iterable[int] = (),
+        built: Mapping[int, PartitionState] | None = None,
     ) -> None:
         """Own exactly ``partitions``. Those in ``kept`` (owned before and since, so nobody else
-        wrote them) keep their live state; the others are rebuilt from the restored records."""
+        wrote them) keep their live state; those in ``built`` take that state (built from the
+        same records earlier: ``agents.prewarm``); the others are rebuilt from ``records``."""
         wanted = set(partitions)
         keep = wanted - self.to_rebuild(wanted, kept)
-        by_partition: dict[int, list] = defaultdict(list)
-        for key, value in records:
-            partition = partition_of_key(key)
-            if partition in wanted and partition not in keep and value is not None:
-                by_partition[partition].append((decode_key(key), value))
+        ready = {p: state for p, state in (built or {}).items() if p in wanted - keep}
+        fresh = self.build(wanted - keep - set(ready), records)
         states = {}
         for partition in sorted(wanted):
             if partition in keep:
                 states[partition] = self.parked[partition]
-                continue
+            else:
+                states[partition] = ready[partition] if partition in ready else fresh[partition]
+        self.parked = {}
+        self.states = states
+
+    def build(
+        self, partitions: Iterable[int], records: Iterable[tuple[bytes, bytes | None]]
+    ) -> dict[int, PartitionState]:
+        """The states of ``partitions`` rebuilt from restored records (of any partitions; a None
+        value is a deletion). Touches nothing of the pipeline: safe on another thread."""
+        wanted = set(partitions)
+        by_partition: dict[int, list] = defaultdict(list)
+        for key, value in records:
+            partition = partition_of_key(key)
+            if partition in wanted and value is not None:
+                by_partition[partition].append((decode_key(key), value))
+        states = {}
+        for partition in sorted(wanted):
             state = PartitionState(partition, self.config)
             changelog.load(state, by_partition.get(partition, ()))
             states[partition] = state
-        self.parked = {}
-        self.states = states
+        return states
 
     def to_rebuild(self, partitions: Iterable[int], kept: Iterable[int] = ()) -> set[int]:
         """Which of ``partitions`` ``assign`` rebuilds from records: all but those in ``kept``

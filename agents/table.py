@@ -62,6 +62,7 @@ class PartitionedStateTable(faust.Table):
         self.handover_parts: dict[str, float] = {}  # what ``on_recovered`` timed of its work
         # Set once a hand-over brought partitions this worker did not hold (a takeover, a start).
         self.took_partitions = asyncio.Event()
+        self.served = asyncio.Event()  # set once each hand-over is served (``handover``)
         # Where records go; tests without a broker capture them instead.
         self.changelog_sink: ChangelogSink = self._send_batches
         # The agent and the expiry timer both write. Records are encoded synchronously just
@@ -118,6 +119,7 @@ class PartitionedStateTable(faust.Table):
                 "recovery_seconds": round(recovered - assigned_at, 3),
                 **self.handover_parts,
             }
+            self.served.set()
 
     async def take_records(self, partitions: set[int]) -> list[tuple[bytes, bytes]]:
         """Remove and return the restored records of ``partitions`` from the store (with a local

@@ -29,7 +29,6 @@ from tests.soak import (
     APP_ID,
     final_differences,
     handover_parts,
-    lag_zero,
     produce_over,
     traffic,
 )
@@ -104,13 +103,17 @@ def failover(
                 return 1
             drain = []  # (seconds after the rebalance, messages behind) until caught up
             while time.monotonic() < deadline:
-                got = b.try_metrics()
-                behind = sum(v for (n, _), v in got.items() if n == "kpi_consumer_lag_messages")
-                drain.append((time.time() - handover["assigned_at_ms"] / 1000, int(behind)))
-                if lag_zero(got):
+                seen = health(b)
+                handover = seen.get("handover") or handover
+                behind = sum((seen.get("lag") or {}).values())
+                drain.append((time.time() - handover["assigned_at_ms"] / 1000, behind))
+                if handover.get("caught_up_at_ms"):
                     break
-                time.sleep(0.25)  # a scrape costs the worker CPU: not back to back
-            caught_ms = time.time() * 1000
+                time.sleep(0.1)
+            else:
+                print("  b was not caught up within 120 s of the kill")
+                return 1
+            caught_ms = handover["caught_up_at_ms"]
             judged: dict = {}  # the survivor's first decision round over every partition
             while time.monotonic() < deadline + 30:
                 judged = health(b).get("decision_round") or {}

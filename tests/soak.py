@@ -204,6 +204,22 @@ def restored_of(worker: WorkerProcess) -> str:
     return f" ({restored['records']:,} records restored, {'all' if read is None else f'{read:,}'} read from the changelog)"
 
 
+def caught_up_after(worker: WorkerProcess, since_ms: float, deadline: float) -> float | None:
+    """Seconds from ``since_ms`` until the worker, after a hand-over assigned since then, was
+    caught up on every partition it owns (its own clock in ``/health``: asking its cheap probe,
+    not scraping ``/metrics``, whose rendering would slow the catch-up it measures); None if
+    not by ``deadline`` (monotonic)."""
+    while time.monotonic() < deadline:
+        try:
+            handover = orjson.loads(worker.get("/health", timeout=2))["handover"]
+        except (OSError, KeyError, ValueError):
+            handover = {}
+        if (handover.get("assigned_at_ms") or 0) >= since_ms and handover.get("caught_up_at_ms"):
+            return (handover["caught_up_at_ms"] - since_ms) / 1000
+        time.sleep(0.1)
+    return None
+
+
 def phases_of(worker: WorkerProcess, restarted_ms: float, caught: float | None) -> str:
     """Where a restart's time went, from the worker's /health: the process start (Python and
     imports), the topics' check, the local store's check against the changelog, Faust's start
@@ -228,10 +244,12 @@ def phases_of(worker: WorkerProcess, restarted_ms: float, caught: float | None) 
 
 def handover_parts(handover: dict) -> str:
     """A hand-over's parts (``/health``): Faust's recovery, then reading, building and freezing
-    the state."""
+    the state, and how many partitions' states were built before it, while joining."""
     parts = [("recovery", "recovery_seconds"), ("read", "read_seconds")]
     parts += [("build", "build_seconds"), ("freeze", "freeze_seconds")]
     said = [f"{name} {handover[key]:.2f}s" for name, key in parts if key in handover]
+    if handover.get("prewarmed_partitions"):  # built while joining the group (agents.prewarm)
+        said.append(f"{handover['prewarmed_partitions']} partitions built while joining")
     return f" ({', '.join(said)})" if said else ""
 
 
@@ -412,12 +430,7 @@ def soak(
                     restarted_at = time.monotonic()
                     restarted_ms = time.time() * 1000
                     main = worker(main_data, "main")
-                    deadline = restarted_at + 120
-                    while time.monotonic() < deadline and not lag_zero(main.try_metrics()):
-                        time.sleep(0.2)
-                    caught = (
-                        time.monotonic() - restarted_at if time.monotonic() < deadline else None
-                    )
+                    caught = caught_up_after(main, restarted_ms, restarted_at + 120)
                     catch_up.append(caught)
                     restored = restored_of(main)
                     print(

@@ -8,8 +8,9 @@ import pytest
 from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agents.app import consumer_lag, create_app
+from agents.app import create_app
 from agents.kpis_json import snapshot_json
+from agents.lag import caught_up, consumer_lag
 from stream.settings import Settings
 from tests.factories import NOW_MS, event, raw
 from tests.scrape import Samples, samples_of
@@ -129,6 +130,20 @@ def test_consumer_lag_counts_from_the_state_checkpoint_to_the_high_watermark():
     assignment = {TP("t", 0), TP("t", 1), TP("u", 0)}  # t/2 moved away
     highwater = {TP("t", 0): 25, TP("t", 1): 4, TP("u", 0): None}.get
     assert consumer_lag(positions, assignment, highwater) == {("t", 0): 15, ("t", 1): 0}
+
+
+@pytest.mark.parametrize(
+    ("lag", "partitions", "expected"),
+    [
+        ({("t", 0): 0, ("u", 0): 0, ("t", 1): 0, ("u", 1): 0}, [0, 1], True),
+        ({("t", 0): 0, ("u", 0): 0, ("t", 1): 0, ("u", 1): 3}, [0, 1], False),  # one behind
+        ({("t", 0): 0, ("u", 0): 0, ("t", 1): 0}, [0, 1], False),  # one not fetched yet: unknown
+        ({("t", 0): 0, ("u", 0): 0, ("t", 1): 9}, [0], True),  # t/1 is not owned
+        ({}, [], False),  # owning nothing is not being caught up
+    ],
+)
+def test_caught_up_needs_every_owned_partitions_lag_known_and_zero(lag, partitions, expected):
+    assert caught_up(lag, ["t", "u"], partitions) is expected
 
 
 def test_a_fetched_batch_is_recorded_as_faust_records_each_message():

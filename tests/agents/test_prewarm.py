@@ -1,0 +1,77 @@
+"""A restart's head start (agents.prewarm): the states of the partitions last owned, built from the
+local file while the worker joins its group, are taken at the hand-over only where the file has
+not moved since, and are then the states a rebuild from the file makes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agents.prewarm import Prewarm
+from stream.state import PartitionState
+from tests.agents.test_app import deliver, until
+from tests.agents.test_local_store import mirrored, mirrored_all  # noqa: F401 (fixture)
+from tests.factories import NOW_MS, event, raw
+from tests.state_harness import canonical, restore
+
+
+async def fold_and_acknowledge(monitor, settings_, partition: int, offsets: range) -> None:
+    async with monitor.app.agents["ingest"].test_context() as agent:
+        for offset in offsets:
+            at = NOW_MS - offset
+            await deliver(
+                agent, settings_.topics.clicks, partition, offset, raw(event("click", at_ms=at))
+            )
+        last = offsets[-1]
+        await until(lambda: monitor.pipeline.states[partition].meta.checkpoint[1] == last)
+    for ack, acknowledged in monitor.acks:
+        if not ack.done():
+            ack.set_result(acknowledged)
+    await mirrored_all(monitor)
+
+
+async def test_only_partitions_the_file_has_not_moved_on_are_taken_as_built(mirrored):  # noqa: F811
+    monitor, settings_ = mirrored
+    store, table = monitor.table.data, monitor.table
+    topic = table.changelog_topic.get_topic_name()
+    for partition in (0, 1):
+        await fold_and_acknowledge(monitor, settings_, partition, range(3))
+    await asyncio.wrap_future(store.note_owned({0, 1}))
+    prewarm = Prewarm(store.local.path, topic, monitor.pipeline.build).start()
+    assert await asyncio.to_thread(prewarm.wait, 10)
+    assert sorted(prewarm.states) == [0, 1]
+    # After the build, partition 1's file moves on (as recovery writing the changelog's tail).
+    await fold_and_acknowledge(monitor, settings_, 1, range(3, 5))
+    offsets = store.offsets(topic, {0, 1, 2})
+    taken = prewarm.take(offsets)
+    assert sorted(taken) == [0]
+    config = monitor.pipeline.config
+    assert canonical(taken[0]) == canonical(restore(store.take_records({0}), config))
+    assert prewarm.take(offsets) == {}  # once
+
+
+async def test_a_file_without_owned_partitions_builds_nothing(mirrored):  # noqa: F811
+    monitor, settings_ = mirrored
+    store, table = monitor.table.data, monitor.table
+    await fold_and_acknowledge(monitor, settings_, 0, range(2))
+    topic = table.changelog_topic.get_topic_name()
+    prewarm = Prewarm(store.local.path, topic, monitor.pipeline.build).start()
+    assert await asyncio.to_thread(prewarm.wait, 10)
+    assert prewarm.states == {}
+    await asyncio.wrap_future(store.note_owned({1}))  # owned, but the file holds none of it
+    prewarm = Prewarm(store.local.path, topic, monitor.pipeline.build).start()
+    assert await asyncio.to_thread(prewarm.wait, 10)
+    assert prewarm.states == {}
+
+
+def test_a_missing_file_is_no_head_start(tmp_path):
+    prewarm = Prewarm(tmp_path / "none.sqlite", "t", lambda partitions, records: {}).start()
+    assert prewarm.wait(1) and prewarm.take({0: 5}) == {}
+
+
+def test_assign_takes_built_states_as_they_are_and_rebuilds_the_rest(mirrored):  # noqa: F811
+    monitor, _ = mirrored
+    pipeline = monitor.pipeline
+    built = {1: PartitionState(1, pipeline.config), 7: PartitionState(7, pipeline.config)}
+    pipeline.assign({0, 1, 2}, [], built=built)
+    assert pipeline.states[1] is built[1]  # 7 is not assigned: dropped
+    assert sorted(pipeline.states) == [0, 1, 2] and pipeline.states[0] is not built.get(0)
