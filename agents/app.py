@@ -176,7 +176,10 @@ def create_app(
     state_lock = asyncio.Lock()
     prewarm = (
         Prewarm(
-            local_path(data_dir(settings), STATE_TABLE), changelog_topic(settings), pipeline.build
+            local_path(data_dir(settings), STATE_TABLE),
+            changelog_topic(settings),
+            pipeline.build,
+            settings,
         )
         if settings.local_store
         else None
@@ -261,6 +264,9 @@ def _own_partitions_of_the_state(
                 "build_seconds": round(built - read, 3),
                 "freeze_seconds": round(time.perf_counter() - built, 3),
             }
+            if ready and prewarm is not None:  # built while joining: how long, and the tail read
+                tbl.handover_parts["prewarm_seconds"] = prewarm.seconds or 0.0
+                tbl.handover_parts["prewarm_tail_records"] = prewarm.tail_records
         log.info(
             "owning partitions %s; resuming at %s", sorted(partitions), pipeline.resume_positions()
         )

@@ -143,13 +143,16 @@ class LocalRecords:
         last_digest: bytes | None,
     ) -> None:
         db = self.db
-        held = db.execute(
-            "SELECT offset FROM offsets WHERE topic = ? AND partition = ?", (topic, partition)
-        ).fetchone()
-        if held is not None and held[0] >= last_offset:
-            return
-        db.execute("BEGIN")
+        # IMMEDIATE: the offset is read under the write lock, so another connection (a restart's
+        # head start, agents.prewarm) cannot write between the check and the write.
+        db.execute("BEGIN IMMEDIATE")
         try:
+            held = db.execute(
+                "SELECT offset FROM offsets WHERE topic = ? AND partition = ?", (topic, partition)
+            ).fetchone()
+            if held is not None and held[0] >= last_offset:
+                db.execute("COMMIT")
+                return
             if deletes:
                 db.executemany("DELETE FROM records WHERE key = ?", deletes)
             if upserts:
@@ -180,8 +183,7 @@ class LocalRecords:
             db = self.db
             db.execute("BEGIN")
             try:
-                owned = [p for (p,) in db.execute("SELECT partition FROM owned")]
-                marks = {p: o for p, (o, _) in self._partitions(topic).items() if p in owned}
+                marks = self._owned_offsets(topic)
                 if not marks:
                     return {}, []
                 wanted = sorted(marks)
@@ -193,6 +195,15 @@ class LocalRecords:
                 return marks, records
             finally:
                 db.execute("COMMIT")
+
+    def owned_offsets(self, topic: str) -> dict[int, int]:
+        """The partitions last owned that the file holds, and where each is complete to."""
+        with self._lock:
+            return self._owned_offsets(topic)
+
+    def _owned_offsets(self, topic: str) -> dict[int, int]:
+        owned = {p for (p,) in self.db.execute("SELECT partition FROM owned")}
+        return {p: o for p, (o, _) in self._partitions(topic).items() if p in owned}
 
     def set_owned(self, partitions: Iterable[int]) -> None:
         with self._lock:

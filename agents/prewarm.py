@@ -1,37 +1,49 @@
 """A restart's state, built from the local store's file while the worker waits for the group.
 
 A restarted worker waits seconds for its assignment (the embedded broker's JoinGroup and
-SyncGroup each wait half the session timeout). Meanwhile a thread reads the partitions it owned
-last (the file says which) and builds their states. At the hand-over a built state is taken only
-if the file has not moved for that partition since it was read: no record came from the
-changelog's tail in between, so it is the state a rebuild would make then; any other partition is
-rebuilt as usual.
+SyncGroup each wait half the session timeout). Meanwhile a thread brings the partitions it owned
+last (the file says which) up to the changelog's end, reading the tail a crash left (the writes
+acknowledged but not yet in the file) in whole fetches rather than through Faust's recovery, one
+record at a time; then builds their states. At the hand-over a built state is taken only if the
+file has not moved for that partition since it was read: no record came from the changelog in
+between, so it is the state a rebuild would make then; any other partition is rebuilt as usual.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from stream.settings import Settings
 from stream.state import PartitionState
 
-from .local_store import LocalRecords
+from .local_store import LocalRecords, record_digest
 
 log = logging.getLogger(__name__)
 
 Build = Callable[[Iterable[int], list[tuple[bytes, bytes]]], dict[int, PartitionState]]
+# A tail longer than this is left to Faust's recovery after the assignment: the head start is
+# for what a crash leaves, not for a partition another worker owned for hours.
+MAX_TAIL_RECORDS = 200_000
+TAIL_TIMEOUT_SECONDS = 20.0
 
 
 class Prewarm:
-    def __init__(self, path: str | Path, topic: str, build: Build) -> None:
+    def __init__(
+        self, path: str | Path, topic: str, build: Build, settings: Settings | None = None
+    ) -> None:
         self.path, self.topic, self.build = Path(path), topic, build
+        self.settings = settings  # the broker to read the tail from; None: the file only
+        self.tail_records = 0  # records of the changelog's tail written to the file here
         # partition -> (the file's offset it was built at, the state)
         self.states: dict[int, tuple[int, PartitionState]] = {}
         self.seconds: float | None = None  # how long reading and building took
         self.started = False
+        self._leftovers_kept = False
         self._done = threading.Event()
 
     def start(self) -> Prewarm:
@@ -48,6 +60,8 @@ class Prewarm:
         try:
             local = LocalRecords(self.path)
             try:
+                if self.settings is not None and self.settings.broker:
+                    self.tail_records = asyncio.run(self._catch_up(local))
                 marks, records = local.owned_snapshot(self.topic)
             finally:
                 local.close()
@@ -61,12 +75,72 @@ class Prewarm:
             self.seconds = round(time.perf_counter() - began, 3)
             self._done.set()
 
+    async def _catch_up(self, local: LocalRecords) -> int:
+        """Write the changelog's records after the file's offset, for the partitions last owned,
+        into the file (as recovery would, in order, a fetch at a time); how many were written."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        from .kafka_auth import aiokafka_kwargs
+        from .topics import bootstrap_servers
+
+        held = local.owned_offsets(self.topic)
+        if not held:
+            return 0
+        assert self.settings is not None
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers(self.settings.broker or ""),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="none",
+            fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            **aiokafka_kwargs(self.settings),
+        )
+        await consumer.start()
+        written = 0
+        try:
+            tps = [TopicPartition(self.topic, p) for p in sorted(held)]
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, held[tp.partition] + 1)
+            pending = set(tps)
+            deadline = time.monotonic() + TAIL_TIMEOUT_SECONDS
+            while pending and written < MAX_TAIL_RECORDS and time.monotonic() < deadline:
+                batches = await consumer.getmany(*pending, timeout_ms=300)
+                for tp, records in batches.items():
+                    last = records[-1]
+                    items = [(r.key, r.value) for r in records]
+                    # The same write as the store's: in order, and never over newer records.
+                    local.apply(
+                        self.topic,
+                        tp.partition,
+                        items,
+                        last.offset,
+                        record_digest(last.key, last.value),
+                    )
+                    written += len(records)
+                for tp in list(pending):
+                    # The fetch's high watermark (the embedded broker's ListOffsets is short).
+                    mark = consumer.highwater(tp)
+                    if mark is not None and await consumer.position(tp) >= mark:
+                        pending.discard(tp)
+        finally:
+            try:
+                await consumer.stop()
+            except (Exception, asyncio.CancelledError) as exc:
+                log.debug("prewarm: stopping the consumer: %r", exc)
+        return written
+
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
 
     def take(self, offsets: Mapping[int, int]) -> dict[int, PartitionState]:
         """The built states whose partition the file still holds at the offset they were built
-        at (``offsets``: the file's now, for the partitions being handed over). Once: what is
-        not taken is dropped."""
+        at (``offsets``: the file's now, for the partitions being handed over). A state of a
+        partition not handed over now waits for the next hand-over only (a restart's first
+        assignment can be partial); then it is dropped."""
         states, self.states = self.states, {}
+        if not self._leftovers_kept:
+            self._leftovers_kept = True
+            self.states = {p: built for p, built in states.items() if p not in offsets}
         return {p: state for p, (at, state) in states.items() if offsets.get(p) == at}

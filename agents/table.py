@@ -59,6 +59,7 @@ class PartitionedStateTable(faust.Table):
             "seconds": None,
         }
         self._assigned_at: float | None = None
+        self.handovers = 0
         self.handover_parts: dict[str, float] = {}  # what ``on_recovered`` timed of its work
         # Set once a hand-over brought partitions this worker did not hold (a takeover, a start).
         self.took_partitions = asyncio.Event()
@@ -111,7 +112,9 @@ class PartitionedStateTable(faust.Table):
         assigned_at = self._assigned_at
         if assigned_at is not None:
             served = time.time()
+            self.handovers += 1
             self.handover = {
+                "number": self.handovers,  # this process's hand-overs so far (> 1: rebalanced again)
                 "assigned_at_ms": round(assigned_at * 1000),
                 "serving_at_ms": round(served * 1000),
                 "seconds": round(served - assigned_at, 3),

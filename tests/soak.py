@@ -239,6 +239,11 @@ def phases_of(worker: WorkerProcess, restarted_ms: float, caught: float | None) 
         f"; process {process:.1f}s, topics {startup['topics_seconds']:.1f}s, store check "
         f"{startup['store_check_seconds']:.1f}s, Faust start + group {joined:.1f}s, restore "
         f"{serving:.1f}s{handover_parts(handover)}, catch-up {caught - assigned - serving:.1f}s"
+        + (
+            f"; hand-over {handover['number']} of this process"
+            if handover.get("number", 1) > 1
+            else ""
+        )
     )
 
 
@@ -249,7 +254,11 @@ def handover_parts(handover: dict) -> str:
     parts += [("build", "build_seconds"), ("freeze", "freeze_seconds")]
     said = [f"{name} {handover[key]:.2f}s" for name, key in parts if key in handover]
     if handover.get("prewarmed_partitions"):  # built while joining the group (agents.prewarm)
-        said.append(f"{handover['prewarmed_partitions']} partitions built while joining")
+        said.append(
+            f"{handover['prewarmed_partitions']} partitions built while joining in "
+            f"{handover.get('prewarm_seconds', 0):.2f}s with "
+            f"{handover.get('prewarm_tail_records', 0):,} records of the changelog's tail"
+        )
     return f" ({', '.join(said)})" if said else ""
 
 

@@ -49,6 +49,20 @@ async def test_only_partitions_the_file_has_not_moved_on_are_taken_as_built(mirr
     assert prewarm.take(offsets) == {}  # once
 
 
+async def test_a_partial_first_assignment_leaves_the_rest_to_the_next_hand_over_only(mirrored):  # noqa: F811
+    monitor, settings_ = mirrored
+    store, table = monitor.table.data, monitor.table
+    topic = table.changelog_topic.get_topic_name()
+    for partition in (0, 1, 2):
+        await fold_and_acknowledge(monitor, settings_, partition, range(2))
+    await asyncio.wrap_future(store.note_owned({0, 1, 2}))
+    prewarm = Prewarm(store.local.path, topic, monitor.pipeline.build).start()
+    assert await asyncio.to_thread(prewarm.wait, 10)
+    assert sorted(prewarm.take(store.offsets(topic, {0}))) == [0]
+    assert sorted(prewarm.take(store.offsets(topic, {1}))) == [1]
+    assert prewarm.take(store.offsets(topic, {2})) == {}  # dropped after the second
+
+
 async def test_a_file_without_owned_partitions_builds_nothing(mirrored):  # noqa: F811
     monitor, settings_ = mirrored
     store, table = monitor.table.data, monitor.table
