@@ -61,6 +61,7 @@ log = logging.getLogger("kpi_monitor")
 STATE_TABLE = "kpi-state"
 WRITE_CHUNK_BYTES = 256 * 1024
 CATCH_UP_POLL_SECONDS = 0.05
+PREWARM_WAIT_SECONDS = 60.0  # beyond its own 20 s for the changelog's tail
 # A dead letter keeps at most this much of what was rejected (the producer refuses a record over
 # ~1 MB, and a refused message may be far larger); the source offset in its headers finds the
 # rest while the source topic retains it.
@@ -276,7 +277,12 @@ def _own_partitions_of_the_state(
         store = tbl.data
         if prewarm is None or not prewarm.started or not isinstance(store, LocalStore):
             return {}
-        await asyncio.to_thread(prewarm.wait)  # begun before the group: no slower than now
+        # Begun before the group, so usually done; waiting for it is no slower than building
+        # now, unless it is stuck (a broker that does not answer its reads): then without it.
+        if not await asyncio.to_thread(prewarm.wait, PREWARM_WAIT_SECONDS):
+            log.warning("prewarm not done after %ss: rebuilding without it", PREWARM_WAIT_SECONDS)
+            prewarm.abandon()
+            return {}
         loop = asyncio.get_running_loop()  # on the writer thread: after every queued write
         topic = tbl.changelog_topic.get_topic_name()
         offsets = await loop.run_in_executor(store.writer, store.offsets, topic, rebuild)

@@ -44,6 +44,7 @@ class Prewarm:
         self.seconds: float | None = None  # how long reading and building took
         self.started = False
         self._leftovers_kept = False
+        self._abandoned = False
         self._done = threading.Event()
 
     def start(self) -> Prewarm:
@@ -66,7 +67,8 @@ class Prewarm:
             finally:
                 local.close()
             built = self.build(marks, records)
-            self.states = {p: (marks[p], state) for p, state in built.items()}
+            if not self._abandoned:  # a hand-over that could not wait has gone on without it
+                self.states = {p: (marks[p], state) for p, state in built.items()}
             log.info("prewarm: built partitions %s from %s", sorted(built), self.path)
         except Exception:  # only a head start: the hand-over rebuilds as if it never ran
             log.exception("prewarm: could not build from %s", self.path)
@@ -133,6 +135,11 @@ class Prewarm:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
+
+    def abandon(self) -> None:
+        """Nothing built from here on is kept (the hand-over rebuilt without it)."""
+        self._abandoned = True
+        self.states = {}
 
     def take(self, offsets: Mapping[int, int]) -> dict[int, PartitionState]:
         """The built states whose partition the file still holds at the offset they were built

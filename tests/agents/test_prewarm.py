@@ -5,7 +5,9 @@ not moved since, and are then the states a rebuild from the file makes."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
+from agents.local_store import LocalRecords
 from agents.prewarm import Prewarm
 from stream.state import PartitionState
 from tests.agents.test_app import deliver, until
@@ -89,3 +91,21 @@ def test_assign_takes_built_states_as_they_are_and_rebuilds_the_rest(mirrored): 
     pipeline.assign({0, 1, 2}, [], built=built)
     assert pipeline.states[1] is built[1]  # 7 is not assigned: dropped
     assert sorted(pipeline.states) == [0, 1, 2] and pipeline.states[0] is not built.get(0)
+
+
+def test_an_abandoned_head_start_keeps_nothing_it_builds_later(tmp_path):
+    release = threading.Event()
+
+    def slow_build(partitions, records):
+        release.wait(5)
+        return {0: PartitionState(0, None)}
+
+    local = LocalRecords(tmp_path / "state.sqlite")
+    local.apply("t", 0, [(b"\x00k", b"v")], 0, None)
+    local.set_owned([0])
+    local.close()
+    prewarm = Prewarm(tmp_path / "state.sqlite", "t", slow_build).start()
+    assert not prewarm.wait(0.05)
+    prewarm.abandon()
+    release.set()
+    assert prewarm.wait(5) and prewarm.take({0: 0}) == {}
