@@ -29,6 +29,7 @@ from prometheus_client import (
 
 from autopause.runner import baselines_read
 from stream.settings import Settings
+from stream.state import PartitionState
 
 from . import page as live_page
 from .auth import bearer_token_required
@@ -62,6 +63,7 @@ STATE_TABLE = "kpi-state"
 WRITE_CHUNK_BYTES = 256 * 1024
 CATCH_UP_POLL_SECONDS = 0.05
 PREWARM_WAIT_SECONDS = 60.0  # beyond its own 20 s for the changelog's tail
+PREWARM_LEFTOVER_SECONDS = 60.0  # built states not handed over yet are kept this long
 # A dead letter keeps at most this much of what was rejected (the producer refuses a record over
 # ~1 MB, and a refused message may be far larger); the source offset in its headers finds the
 # rest while the source topic retains it.
@@ -265,17 +267,17 @@ def _own_partitions_of_the_state(
                 "build_seconds": round(built - read, 3),
                 "freeze_seconds": round(time.perf_counter() - built, 3),
             }
-            if ready and prewarm is not None:  # built while joining: how long, and the tail read
+            if ready and prewarm is not None:  # for mypy: ready comes from the prewarm
                 tbl.handover_parts["prewarm_seconds"] = prewarm.seconds or 0.0
                 tbl.handover_parts["prewarm_tail_records"] = prewarm.tail_records
         log.info(
             "owning partitions %s; resuming at %s", sorted(partitions), pipeline.resume_positions()
         )
 
-    async def prewarmed(tbl: PartitionedStateTable, rebuild: set[int]) -> dict:
+    async def prewarmed(tbl: PartitionedStateTable, rebuild: set[int]) -> dict[int, PartitionState]:
         """The states built while joining for partitions the file has not moved on since."""
         store = tbl.data
-        if prewarm is None or not prewarm.started or not isinstance(store, LocalStore):
+        if prewarm is None or not prewarm.usable or not isinstance(store, LocalStore):
             return {}
         # Begun before the group, so usually done; waiting for it is no slower than building
         # now, unless it is stuck (a broker that does not answer its reads): then without it.
@@ -286,7 +288,10 @@ def _own_partitions_of_the_state(
         loop = asyncio.get_running_loop()  # on the writer thread: after every queued write
         topic = tbl.changelog_topic.get_topic_name()
         offsets = await loop.run_in_executor(store.writer, store.offsets, topic, rebuild)
-        return prewarm.take(offsets)
+        ready = prewarm.take(rebuild, offsets)
+        if prewarm.built():  # a partial first assignment: the rest, for a while only
+            loop.call_later(PREWARM_LEFTOVER_SECONDS, prewarm.drop_leftovers)
+        return ready
 
     table.on_recovered = on_recovered
 

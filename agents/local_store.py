@@ -41,6 +41,7 @@ SCHEMA = 1
 # Records queued for the file at most before the worker's writes wait for it (``wait_for_room``):
 # what a crash then leaves to read from the changelog (Faust's recovery read ~6,000 records/s here).
 MAX_QUEUED_RECORDS = 5_000
+LOCK_WAIT_SECONDS = 30.0
 
 
 def record_digest(key: bytes, value: bytes | None) -> bytes:
@@ -61,6 +62,8 @@ class LocalRecords:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = self._open()
+        except sqlite3.OperationalError:
+            raise  # locked or unreachable, not corrupt: a live file is never set aside
         except sqlite3.DatabaseError as exc:
             aside = self.path.with_suffix(f".corrupt-{int(time.time())}")
             log.warning("local store %s unreadable (%s): set aside as %s", self.path, exc, aside)
@@ -68,7 +71,11 @@ class LocalRecords:
             self.db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Two connections write the file at a restart (the store's, and the head start's:
+        # agents.prewarm): a write waits for the other's commit rather than fail at once.
+        db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_SECONDS
+        )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # a crash loses the last commits, never order
         db.execute(
@@ -115,14 +122,16 @@ class LocalRecords:
         records: Iterable[tuple[bytes, bytes | None]],
         last_offset: int,
         last_digest: bytes | None,
-    ) -> None:
+        continues: int | None = None,
+    ) -> bool:
         """Records of one changelog partition, complete to ``last_offset``, in one commit.
 
         A run of records the file already holds past (its offset at or beyond ``last_offset``:
         the worker's own writes acknowledged late, after a standby's recovery wrote the owner's
         newer ones) is not written: older values would replace newer ones. A run that ends past
         the file's offset is written whole: it holds every change after the file's offset, in
-        order."""
+        order. With ``continues`` (the offset the run follows), a run is refused (False) unless
+        the file holds the partition at least that far: after a drop it would leave a gap."""
         latest = dict(records)  # a key written twice (then deleted, say): its last record
         upserts, deletes = [], []
         for key, value in latest.items():
@@ -131,7 +140,9 @@ class LocalRecords:
             else:
                 upserts.append((key, partition, value))
         with self._lock:
-            self._apply(topic, partition, upserts, deletes, last_offset, last_digest)
+            return self._apply(
+                topic, partition, upserts, deletes, last_offset, last_digest, continues
+            )
 
     def _apply(
         self,
@@ -141,7 +152,8 @@ class LocalRecords:
         deletes: list[tuple[bytes]],
         last_offset: int,
         last_digest: bytes | None,
-    ) -> None:
+        continues: int | None = None,
+    ) -> bool:
         db = self.db
         # IMMEDIATE: the offset is read under the write lock, so another connection (a restart's
         # head start, agents.prewarm) cannot write between the check and the write.
@@ -150,9 +162,12 @@ class LocalRecords:
             held = db.execute(
                 "SELECT offset FROM offsets WHERE topic = ? AND partition = ?", (topic, partition)
             ).fetchone()
+            if continues is not None and (held is None or held[0] < continues):
+                db.execute("COMMIT")
+                return False
             if held is not None and held[0] >= last_offset:
                 db.execute("COMMIT")
-                return
+                return True
             if deletes:
                 db.executemany("DELETE FROM records WHERE key = ?", deletes)
             if upserts:
@@ -165,6 +180,7 @@ class LocalRecords:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        return True
 
     def records(self, partitions: Iterable[int]) -> list[tuple[bytes, bytes]]:
         wanted = sorted(set(partitions))
@@ -207,20 +223,34 @@ class LocalRecords:
 
     def set_owned(self, partitions: Iterable[int]) -> None:
         with self._lock:
-            db = self.db
-            db.execute("BEGIN")
-            db.execute("DELETE FROM owned")
-            db.executemany("INSERT INTO owned VALUES (?)", [(p,) for p in sorted(partitions)])
+            self._in_transaction(
+                ("DELETE FROM owned", ()),
+                ("INSERT INTO owned VALUES (?)", [(p,) for p in sorted(partitions)]),
+            )
+
+    def _in_transaction(self, *statements: tuple[str, Any]) -> None:
+        """Statements in one commit, rolled back on any error (the shared connection must not
+        stay inside a failed transaction: every later write would fail)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, parameters in statements:
+                if isinstance(parameters, list):
+                    db.executemany(sql, parameters)
+                else:
+                    db.execute(sql, parameters)
             db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def drop(self, topic: str, partition: int) -> None:
         """Forget a partition (its file disagrees with the changelog)."""
         with self._lock:
-            db = self.db
-            db.execute("BEGIN")
-            db.execute("DELETE FROM records WHERE partition = ?", (partition,))
-            db.execute("DELETE FROM offsets WHERE topic = ? AND partition = ?", (topic, partition))
-            db.execute("COMMIT")
+            self._in_transaction(
+                ("DELETE FROM records WHERE partition = ?", (partition,)),
+                ("DELETE FROM offsets WHERE topic = ? AND partition = ?", (topic, partition)),
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -327,11 +357,11 @@ class LocalStore(memory.Store):
         return self.writer.submit(local.set_owned, owned)
 
     def offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-        """Where the file is complete to for each of ``partitions`` it holds (call it on the
-        writer thread, to see every queued write)."""
+        """Where the file is complete to for each of ``partitions`` it holds and can be handed
+        over from (not ``failed``); call it on the writer thread, to see every queued write."""
         assert self.local is not None
         held = self.local.partitions(topic)
-        return {p: held[p][0] for p in partitions if p in held}
+        return {p: held[p][0] for p in partitions if p in held and p not in self.failed}
 
     def apply_changelog_batch(
         self,

@@ -39,13 +39,23 @@ class Prewarm:
         self.path, self.topic, self.build = Path(path), topic, build
         self.settings = settings  # the broker to read the tail from; None: the file only
         self.tail_records = 0  # records of the changelog's tail written to the file here
-        # partition -> (the file's offset it was built at, the state)
-        self.states: dict[int, tuple[int, PartitionState]] = {}
         self.seconds: float | None = None  # how long reading and building took
         self.started = False
-        self._leftovers_kept = False
+        # partition -> (the file's offset it was built at, the state); under _lock
+        self._states: dict[int, tuple[int, PartitionState]] = {}
+        self._lock = threading.Lock()
+        self._taken_once = False
         self._abandoned = False
         self._done = threading.Event()
+
+    @property
+    def usable(self) -> bool:
+        """Started, and not given up on by a hand-over."""
+        return self.started and not self._abandoned
+
+    def built(self) -> list[int]:
+        with self._lock:
+            return sorted(self._states)
 
     def start(self) -> Prewarm:
         """Build on a thread of its own (a daemon: a worker stopping meanwhile does not wait)."""
@@ -62,31 +72,38 @@ class Prewarm:
             local = LocalRecords(self.path)
             try:
                 if self.settings is not None and self.settings.broker:
-                    self.tail_records = asyncio.run(self._catch_up(local))
+                    try:
+                        self.tail_records = asyncio.run(self._catch_up(local))
+                    except Exception:  # the tail is left to Faust's recovery; the file is used
+                        log.exception("prewarm: could not read the changelog's tail")
+                if self._abandoned:
+                    return
                 marks, records = local.owned_snapshot(self.topic)
             finally:
                 local.close()
             built = self.build(marks, records)
-            if not self._abandoned:  # a hand-over that could not wait has gone on without it
-                self.states = {p: (marks[p], state) for p, state in built.items()}
+            with self._lock:
+                if not self._abandoned:  # a hand-over that could not wait went on without it
+                    self._states = {p: (marks[p], state) for p, state in built.items()}
             log.info("prewarm: built partitions %s from %s", sorted(built), self.path)
         except Exception:  # only a head start: the hand-over rebuilds as if it never ran
             log.exception("prewarm: could not build from %s", self.path)
-            self.states = {}
         finally:
             self.seconds = round(time.perf_counter() - began, 3)
             self._done.set()
 
     async def _catch_up(self, local: LocalRecords) -> int:
         """Write the changelog's records after the file's offset, for the partitions last owned,
-        into the file (as recovery would, in order, a fetch at a time); how many were written."""
+        into the file (as recovery would, in order, a fetch at a time); how many were written.
+        A partition the file no longer holds as far as this has written it (dropped meanwhile)
+        is left alone from then on: a run after a drop would leave a gap."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         from .kafka_auth import aiokafka_kwargs
         from .topics import bootstrap_servers
 
-        held = local.owned_offsets(self.topic)
-        if not held:
+        at = local.owned_offsets(self.topic)  # partition -> how far the file holds it
+        if not at:
             return 0
         assert self.settings is not None
         consumer = AIOKafkaConsumer(
@@ -98,29 +115,35 @@ class Prewarm:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             **aiokafka_kwargs(self.settings),
         )
-        await consumer.start()
         written = 0
+        deadline = time.monotonic() + TAIL_TIMEOUT_SECONDS
+        await asyncio.wait_for(consumer.start(), TAIL_TIMEOUT_SECONDS)
         try:
-            tps = [TopicPartition(self.topic, p) for p in sorted(held)]
+            tps = [TopicPartition(self.topic, p) for p in sorted(at)]
             consumer.assign(tps)
             for tp in tps:
-                consumer.seek(tp, held[tp.partition] + 1)
+                consumer.seek(tp, at[tp.partition] + 1)
             pending = set(tps)
-            deadline = time.monotonic() + TAIL_TIMEOUT_SECONDS
             while pending and written < MAX_TAIL_RECORDS and time.monotonic() < deadline:
+                if self._abandoned:
+                    break
                 batches = await consumer.getmany(*pending, timeout_ms=300)
                 for tp, records in batches.items():
                     last = records[-1]
-                    items = [(r.key, r.value) for r in records]
-                    # The same write as the store's: in order, and never over newer records.
-                    local.apply(
+                    # The store's write: in order, never over newer records, never after a gap.
+                    if local.apply(
                         self.topic,
                         tp.partition,
-                        items,
+                        [(r.key, r.value) for r in records],
                         last.offset,
                         record_digest(last.key, last.value),
-                    )
-                    written += len(records)
+                        continues=at[tp.partition],
+                    ):
+                        at[tp.partition] = last.offset
+                        written += len(records)
+                    else:
+                        log.warning("prewarm: partition %s was dropped meanwhile", tp.partition)
+                        pending.discard(tp)
                 for tp in list(pending):
                     # The fetch's high watermark (the embedded broker's ListOffsets is short).
                     mark = consumer.highwater(tp)
@@ -128,7 +151,7 @@ class Prewarm:
                         pending.discard(tp)
         finally:
             try:
-                await consumer.stop()
+                await asyncio.wait_for(consumer.stop(), TAIL_TIMEOUT_SECONDS)
             except (Exception, asyncio.CancelledError) as exc:
                 log.debug("prewarm: stopping the consumer: %r", exc)
         return written
@@ -137,17 +160,29 @@ class Prewarm:
         return self._done.wait(timeout)
 
     def abandon(self) -> None:
-        """Nothing built from here on is kept (the hand-over rebuilt without it)."""
-        self._abandoned = True
-        self.states = {}
+        """Stop reading the tail, and keep nothing built from here on (the hand-over rebuilt
+        without it)."""
+        with self._lock:
+            self._abandoned = True
+            self._states = {}
 
-    def take(self, offsets: Mapping[int, int]) -> dict[int, PartitionState]:
-        """The built states whose partition the file still holds at the offset they were built
-        at (``offsets``: the file's now, for the partitions being handed over). A state of a
-        partition not handed over now waits for the next hand-over only (a restart's first
-        assignment can be partial); then it is dropped."""
-        states, self.states = self.states, {}
-        if not self._leftovers_kept:
-            self._leftovers_kept = True
-            self.states = {p: built for p, built in states.items() if p not in offsets}
-        return {p: state for p, (at, state) in states.items() if offsets.get(p) == at}
+    def take(
+        self, partitions: Iterable[int], offsets: Mapping[int, int]
+    ) -> dict[int, PartitionState]:
+        """The built states of ``partitions`` (being handed over) whose partition the file
+        still holds at the offset they were built at (``offsets``: the file's now). The states
+        of other partitions wait for the next hand-over only (a restart's first assignment can
+        be partial), or ``drop_leftovers``."""
+        wanted = set(partitions)
+        with self._lock:
+            states, self._states = self._states, {}
+            if not self._taken_once:
+                self._taken_once = True
+                self._states = {p: built for p, built in states.items() if p not in wanted}
+        return {
+            p: state for p, (at, state) in states.items() if p in wanted and offsets.get(p) == at
+        }
+
+    def drop_leftovers(self) -> None:
+        with self._lock:
+            self._states = {}

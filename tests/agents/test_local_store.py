@@ -308,3 +308,48 @@ async def test_writes_wait_while_the_file_is_too_far_behind(mirrored, monkeypatc
     await asyncio.wait_for(waiting, 5)
     assert store.queued == 0
     await asyncio.wait_for(store.wait_for_room(limit=10), 1)  # under the limit: at once
+
+
+# -- two connections: the store's and a restart's head start (agents.prewarm) ----------------
+
+
+def test_a_run_that_continues_a_dropped_partition_is_refused(tmp_path):
+    local = LocalRecords(tmp_path / "state.sqlite")
+    local.apply(TOPIC, 0, [(b"\x00a", b"1"), (b"\x00b", b"1")], 1, None)
+    assert local.apply(TOPIC, 0, [(b"\x00c", b"1")], 2, None, continues=1)
+    local.drop(TOPIC, 0)  # a failed write elsewhere: the next start reads it whole
+    assert not local.apply(TOPIC, 0, [(b"\x00d", b"1")], 5, None, continues=2)
+    assert local.offset(TOPIC, 0) is None and local.records([0]) == []
+    local.apply(TOPIC, 0, [(b"\x00a", b"2")], 1, None)  # recovery starts it again from 0
+    assert not local.apply(TOPIC, 0, [(b"\x00d", b"1")], 5, None, continues=2)  # still a gap
+
+
+def test_the_offset_is_checked_under_the_write_lock(tmp_path):
+    path = tmp_path / "state.sqlite"
+    store, other = LocalRecords(path), LocalRecords(path)
+    store.apply(TOPIC, 0, [(b"\x00a", b"1")], 5, None)
+    other.db.execute("BEGIN IMMEDIATE")  # the other connection is writing newer records
+    late = threading.Thread(target=store.apply, args=(TOPIC, 0, [(b"\x00a", b"old")], 8, None))
+    late.start()
+    time.sleep(0.3)  # the late run has read the offset by now, if it reads it outside the lock
+    other.db.execute("INSERT OR REPLACE INTO records VALUES (?, 0, ?)", (b"\x00a", b"new"))
+    other.db.execute("INSERT OR REPLACE INTO offsets VALUES (?, 0, 10, NULL)", (TOPIC,))
+    other.db.execute("COMMIT")
+    late.join(10)
+    assert store.offset(TOPIC, 0)[0] == 10
+    assert store.records([0]) == [(b"\x00a", b"new")]
+
+
+def test_a_failed_bookkeeping_write_leaves_no_transaction_open(tmp_path):
+    path = tmp_path / "state.sqlite"
+    store, other = LocalRecords(path), LocalRecords(path)
+    store.db.execute("PRAGMA busy_timeout = 50")
+    other.db.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError):  # locked: refused before it began
+        store.set_owned([0, 1])
+    other.db.execute("COMMIT")
+    with pytest.raises(sqlite3.IntegrityError):  # fails inside its transaction
+        store.set_owned([0, 0])
+    store.apply(TOPIC, 0, [(b"\x00a", b"1")], 0, None)  # the connection still writes
+    store.set_owned([0])
+    assert store.owned_offsets(TOPIC) == {0: 0}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from faust.types import TP
+
 from agents.local_store import LocalRecords
 from agents.prewarm import Prewarm
 from stream.state import PartitionState
@@ -40,15 +42,15 @@ async def test_only_partitions_the_file_has_not_moved_on_are_taken_as_built(mirr
     await asyncio.wrap_future(store.note_owned({0, 1}))
     prewarm = Prewarm(store.local.path, topic, monitor.pipeline.build).start()
     assert await asyncio.to_thread(prewarm.wait, 10)
-    assert sorted(prewarm.states) == [0, 1]
+    assert prewarm.built() == [0, 1]
     # After the build, partition 1's file moves on (as recovery writing the changelog's tail).
     await fold_and_acknowledge(monitor, settings_, 1, range(3, 5))
     offsets = store.offsets(topic, {0, 1, 2})
-    taken = prewarm.take(offsets)
+    taken = prewarm.take({0, 1, 2}, offsets)
     assert sorted(taken) == [0]
     config = monitor.pipeline.config
     assert canonical(taken[0]) == canonical(restore(store.take_records({0}), config))
-    assert prewarm.take(offsets) == {}  # once
+    assert prewarm.take({0, 1, 2}, offsets) == {}  # once
 
 
 async def test_a_partial_first_assignment_leaves_the_rest_to_the_next_hand_over_only(mirrored):  # noqa: F811
@@ -60,9 +62,9 @@ async def test_a_partial_first_assignment_leaves_the_rest_to_the_next_hand_over_
     await asyncio.wrap_future(store.note_owned({0, 1, 2}))
     prewarm = Prewarm(store.local.path, topic, monitor.pipeline.build).start()
     assert await asyncio.to_thread(prewarm.wait, 10)
-    assert sorted(prewarm.take(store.offsets(topic, {0}))) == [0]
-    assert sorted(prewarm.take(store.offsets(topic, {1}))) == [1]
-    assert prewarm.take(store.offsets(topic, {2})) == {}  # dropped after the second
+    assert sorted(prewarm.take({0}, store.offsets(topic, {0}))) == [0]
+    assert sorted(prewarm.take({1}, store.offsets(topic, {1}))) == [1]
+    assert prewarm.take({2}, store.offsets(topic, {2})) == {}  # dropped after the second
 
 
 async def test_a_file_without_owned_partitions_builds_nothing(mirrored):  # noqa: F811
@@ -72,16 +74,16 @@ async def test_a_file_without_owned_partitions_builds_nothing(mirrored):  # noqa
     topic = table.changelog_topic.get_topic_name()
     prewarm = Prewarm(store.local.path, topic, monitor.pipeline.build).start()
     assert await asyncio.to_thread(prewarm.wait, 10)
-    assert prewarm.states == {}
+    assert prewarm.built() == []
     await asyncio.wrap_future(store.note_owned({1}))  # owned, but the file holds none of it
     prewarm = Prewarm(store.local.path, topic, monitor.pipeline.build).start()
     assert await asyncio.to_thread(prewarm.wait, 10)
-    assert prewarm.states == {}
+    assert prewarm.built() == []
 
 
 def test_a_missing_file_is_no_head_start(tmp_path):
     prewarm = Prewarm(tmp_path / "none.sqlite", "t", lambda partitions, records: {}).start()
-    assert prewarm.wait(1) and prewarm.take({0: 5}) == {}
+    assert prewarm.wait(1) and prewarm.take({0}, {0: 5}) == {}
 
 
 def test_assign_takes_built_states_as_they_are_and_rebuilds_the_rest(mirrored):  # noqa: F811
@@ -108,4 +110,38 @@ def test_an_abandoned_head_start_keeps_nothing_it_builds_later(tmp_path):
     assert not prewarm.wait(0.05)
     prewarm.abandon()
     release.set()
-    assert prewarm.wait(5) and prewarm.take({0: 0}) == {}
+    assert prewarm.wait(5) and prewarm.take({0}, {0: 0}) == {}
+
+
+async def test_a_hand_over_takes_the_built_states_the_file_still_matches(mirrored, monkeypatch):  # noqa: F811
+    """The hand-over's path (agents.app): the built state is served as it is where the file has
+    not moved; a partition that moved, or that the store could not write, is not taken from it."""
+    monitor, settings_ = mirrored
+    store, table, pipeline = monitor.table.data, monitor.table, monitor.pipeline
+    for partition in (0, 1, 2):
+        await fold_and_acknowledge(monitor, settings_, partition, range(2))
+    await asyncio.wrap_future(store.note_owned({0, 1, 2}))
+    prewarm = monitor.prewarm
+    prewarm.settings = None  # no broker here: the file only
+    prewarm.start()
+    assert await asyncio.to_thread(prewarm.wait, 10)
+    built = {p: state for p, (_, state) in prewarm._states.items()}
+    await fold_and_acknowledge(monitor, settings_, 1, range(2, 4))  # partition 1's file moves on
+    store.failed[2] = "a write failed"  # and partition 2's store refuses it
+    assigned = {TP(topic, p) for topic in settings_.topics.inputs() for p in (0, 1)}
+    monkeypatch.setattr(
+        type(monitor.app),
+        "consumer",
+        property(lambda app: type("C", (), {"assignment": lambda self: assigned})()),
+    )
+    table.newly_assigned = set(assigned)
+    pipeline.revoke(list(pipeline.states))
+    pipeline.parked = {}  # a restart: nothing live to keep
+    await table.on_recovered(table)
+    assert pipeline.states[0] is built[0]
+    assert pipeline.states[1] is not built[1]
+    assert canonical(pipeline.states[1]) == canonical(
+        restore(store.take_records({1}), pipeline.config)
+    )
+    assert table.handover_parts["prewarmed_partitions"] == 1
+    assert sorted(store.offsets(table.changelog_topic.get_topic_name(), {0, 1, 2})) == [0, 1]
