@@ -460,18 +460,10 @@ async def _continued(
     settings: Any, topic: str, held: dict[int, tuple[int, bytes | None]], timeout_s: float
 ) -> set[int]:
     """The partitions whose changelog holds, at the file's offset, the record the file ends with."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    from .kafka_auth import aiokafka_kwargs
-    from .topics import bootstrap_servers
-
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings.broker or ""),
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="latest",  # past the end: nothing comes, and the high watermark says so
-        **aiokafka_kwargs(settings),
-    )
+    # Past the end: nothing comes, and the high watermark says so.
+    consumer = changelog_reader(settings, auto_offset_reset="latest")
     await consumer.start()
     confirmed: set[int] = set()
     try:
@@ -500,8 +492,28 @@ async def _continued(
                 if mark is not None and mark <= held[tp.partition][0]:
                     pending.discard(tp)  # the changelog ends before the file's offset
     finally:
-        try:
-            await consumer.stop()
-        except (Exception, asyncio.CancelledError) as exc:
-            log.debug("local store check: stopping the consumer: %r", exc)
+        await stop_quietly(consumer)
     return confirmed
+
+
+def changelog_reader(settings: Any, **options: Any) -> Any:
+    """A consumer outside any group, to read the changelog's partitions directly."""
+    from aiokafka import AIOKafkaConsumer
+
+    from .kafka_auth import aiokafka_kwargs
+    from .topics import bootstrap_servers
+
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings.broker or ""),
+        group_id=None,
+        enable_auto_commit=False,
+        **options,
+        **aiokafka_kwargs(settings),
+    )
+
+
+async def stop_quietly(consumer: Any, timeout_s: float = 20.0) -> None:
+    try:
+        await asyncio.wait_for(consumer.stop(), timeout_s)
+    except (Exception, asyncio.CancelledError) as exc:
+        log.debug("stopping a changelog reader: %r", exc)

@@ -21,7 +21,7 @@ from pathlib import Path
 from stream.settings import Settings
 from stream.state import PartitionState
 
-from .local_store import LocalRecords, record_digest
+from .local_store import LocalRecords, changelog_reader, record_digest, stop_quietly
 
 log = logging.getLogger(__name__)
 
@@ -97,23 +97,16 @@ class Prewarm:
         into the file (as recovery would, in order, a fetch at a time); how many were written.
         A partition the file no longer holds as far as this has written it (dropped meanwhile)
         is left alone from then on: a run after a drop would leave a gap."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        from .kafka_auth import aiokafka_kwargs
-        from .topics import bootstrap_servers
+        from aiokafka import TopicPartition
 
         at = local.owned_offsets(self.topic)  # partition -> how far the file holds it
         if not at:
             return 0
-        assert self.settings is not None
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers(self.settings.broker or ""),
-            group_id=None,
-            enable_auto_commit=False,
+        consumer = changelog_reader(
+            self.settings,
             auto_offset_reset="none",
             fetch_max_wait_ms=100,
             max_partition_fetch_bytes=8 * 1024 * 1024,
-            **aiokafka_kwargs(self.settings),
         )
         written = 0
         deadline = time.monotonic() + TAIL_TIMEOUT_SECONDS
@@ -150,10 +143,7 @@ class Prewarm:
                     if mark is not None and await consumer.position(tp) >= mark:
                         pending.discard(tp)
         finally:
-            try:
-                await asyncio.wait_for(consumer.stop(), TAIL_TIMEOUT_SECONDS)
-            except (Exception, asyncio.CancelledError) as exc:
-                log.debug("prewarm: stopping the consumer: %r", exc)
+            await stop_quietly(consumer, TAIL_TIMEOUT_SECONDS)
         return written
 
     def wait(self, timeout: float | None = None) -> bool:
