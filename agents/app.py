@@ -251,6 +251,8 @@ def _own_partitions_of_the_state(
             rebuild = pipeline.to_rebuild(partitions, kept)
             ready = await prewarmed(tbl, rebuild)
             records = await tbl.take_records(rebuild - set(ready))
+            if ready and prewarm is not None:  # their records were read while joining
+                tbl.restored["records"] = len(records) + prewarm.taken_records
             read = time.perf_counter()
             pipeline.assign(partitions, records, kept=kept, built=ready)
             built = time.perf_counter()

@@ -15,9 +15,11 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from stream.codec import partition_of_key
 from stream.settings import Settings
 from stream.state import PartitionState
 
@@ -43,6 +45,8 @@ class Prewarm:
         self.started = False
         # partition -> (the file's offset it was built at, the state); under _lock
         self._states: dict[int, tuple[int, PartitionState]] = {}
+        self._records: dict[int, int] = {}  # partition -> the records it was built from
+        self.taken_records = 0  # the records behind the states the last ``take`` gave
         self._lock = threading.Lock()
         self._taken_once = False
         self._abandoned = False
@@ -82,7 +86,9 @@ class Prewarm:
             finally:
                 local.close()
             built = self.build(marks, records)
+            counts = Counter(partition_of_key(key) for key, _ in records)
             with self._lock:
+                self._records = {p: counts[p] for p in built}
                 if not self._abandoned:  # a hand-over that could not wait went on without it
                     self._states = {p: (marks[p], state) for p, state in built.items()}
             log.info("prewarm: built partitions %s from %s", sorted(built), self.path)
@@ -169,9 +175,11 @@ class Prewarm:
             if not self._taken_once:
                 self._taken_once = True
                 self._states = {p: built for p, built in states.items() if p not in wanted}
-        return {
+        taken = {
             p: state for p, (at, state) in states.items() if p in wanted and offsets.get(p) == at
         }
+        self.taken_records = sum(self._records.get(p, 0) for p in taken)
+        return taken
 
     def drop_leftovers(self) -> None:
         with self._lock:

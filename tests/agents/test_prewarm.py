@@ -144,4 +144,6 @@ async def test_a_hand_over_takes_the_built_states_the_file_still_matches(mirrore
         restore(store.take_records({1}), pipeline.config)
     )
     assert table.handover_parts["prewarmed_partitions"] == 1
+    file_records = store.take_records({0, 1})
+    assert table.restored["records"] == len(file_records) > 0  # built ones counted too
     assert sorted(store.offsets(table.changelog_topic.get_topic_name(), {0, 1, 2})) == [0, 1]
