@@ -19,8 +19,6 @@ import sys
 import tempfile
 import time
 
-import orjson
-
 from agents.broker import EmbeddedBroker
 from agents.topics import ensure_topics
 from stream.settings import Settings
@@ -29,16 +27,10 @@ from tests.soak import (
     APP_ID,
     final_differences,
     handover_parts,
+    health_of,
     produce_over,
     traffic,
 )
-
-
-def health(worker: WorkerProcess) -> dict:
-    try:
-        return orjson.loads(worker.get("/health", timeout=2))
-    except (OSError, ValueError):
-        return {}
 
 
 def failover(
@@ -73,24 +65,24 @@ def failover(
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:  # both own their share before the stream
-                owned = [health(w).get("partitions") or [] for w in (a, b)]
+                owned = [health_of(w).get("partitions") or [] for w in (a, b)]
                 if all(owned) and sum(map(len, owned)) == partitions:
                     break
                 time.sleep(0.5)
             else:
                 print("the two workers did not share the partitions within 120 s")
                 return 1
-            taken = health(a)["partitions"]
+            taken = health_of(a)["partitions"]
             producer = produce_over(broker.bootstrap, messages, seconds, partitions)
             time.sleep(kill_at * seconds)
-            before = (health(b).get("handover") or {}).get("assigned_at_ms")
+            before = (health_of(b).get("handover") or {}).get("assigned_at_ms")
             a.kill()
             killed_ms = time.time() * 1000
             print(f"  SIGKILLed worker a (partitions {taken}); b takes them", flush=True)
             handover: dict = {}
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                seen = health(b)
+                seen = health_of(b)
                 handover = seen.get("handover") or {}
                 if (
                     handover.get("assigned_at_ms") != before
@@ -103,7 +95,7 @@ def failover(
                 return 1
             drain = []  # (seconds after the rebalance, messages behind) until caught up
             while time.monotonic() < deadline:
-                seen = health(b)
+                seen = health_of(b)
                 handover = seen.get("handover") or handover
                 behind = sum((seen.get("lag") or {}).values())
                 drain.append((time.time() - handover["assigned_at_ms"] / 1000, behind))
@@ -116,7 +108,7 @@ def failover(
             caught_ms = handover["caught_up_at_ms"]
             judged: dict = {}  # the survivor's first decision round over every partition
             while time.monotonic() < deadline + 30:
-                judged = health(b).get("decision_round") or {}
+                judged = health_of(b).get("decision_round") or {}
                 if (
                     judged.get("at_ms", 0) > handover["assigned_at_ms"]
                     and len(judged.get("partitions", [])) == partitions

@@ -204,16 +204,20 @@ def restored_of(worker: WorkerProcess) -> str:
     return f" ({restored['records']:,} records restored, {'all' if read is None else f'{read:,}'} read from the changelog)"
 
 
+def health_of(worker: WorkerProcess) -> dict:
+    try:
+        return orjson.loads(worker.get("/health", timeout=2))
+    except (OSError, ValueError):
+        return {}
+
+
 def caught_up_after(worker: WorkerProcess, since_ms: float, deadline: float) -> float | None:
     """Seconds from ``since_ms`` until the worker, after a hand-over assigned since then, was
     caught up on every partition it owns (its own clock in ``/health``: asking its cheap probe,
     not scraping ``/metrics``, whose rendering would slow the catch-up it measures); None if
     not by ``deadline`` (monotonic)."""
     while time.monotonic() < deadline:
-        try:
-            handover = orjson.loads(worker.get("/health", timeout=2))["handover"]
-        except (OSError, KeyError, ValueError):
-            handover = {}
+        handover = health_of(worker).get("handover") or {}
         if (handover.get("assigned_at_ms") or 0) >= since_ms and handover.get("caught_up_at_ms"):
             return (handover["caught_up_at_ms"] - since_ms) / 1000
         time.sleep(0.1)
@@ -435,6 +439,9 @@ def soak(
             for at, action in actions:
                 time.sleep(max(0.0, t0 + at - time.monotonic()))
                 if action == "kill":
+                    # Killed while the group rebalances (owning nothing), a restart starts with
+                    # more backlog: said beside its time.
+                    owned_before = health_of(main).get("partitions")
                     main.kill()
                     restarted_at = time.monotonic()
                     restarted_ms = time.time() * 1000
@@ -445,7 +452,12 @@ def soak(
                     print(
                         f"  t={time.monotonic() - t0:6.1f}s SIGKILL + restart: caught up in "
                         f"{f'{caught:.1f}s' if caught is not None else '>120s'}"
-                        f"{restored}{phases_of(main, restarted_ms, caught)}",
+                        f"{restored}{phases_of(main, restarted_ms, caught)}"
+                        + (
+                            "; killed mid-rebalance (owning no partition)"
+                            if owned_before == []
+                            else ""
+                        ),
                         flush=True,
                     )
                 else:
