@@ -39,7 +39,7 @@ from stream.codec import partition_of_key
 log = logging.getLogger(__name__)
 SCHEMA = 1
 # Records queued for the file at most before the worker's writes wait for it (``wait_for_room``):
-# what a crash then leaves to read from the changelog (Faust's recovery read ~6,000 records/s here).
+# what a crash then leaves to read from the changelog (Faust's recovery: ~5,200 records/s here).
 MAX_QUEUED_RECORDS = 5_000
 LOCK_WAIT_SECONDS = 30.0
 
