@@ -196,9 +196,8 @@ def produce_over(
 
 def restored_of(worker: WorkerProcess) -> str:
     """What the restart restored: its live records, and how many the changelog gave."""
-    try:
-        restored = orjson.loads(worker.get("/health"))["restored"]
-    except (OSError, KeyError, ValueError):
+    restored = health_of(worker).get("restored")
+    if not restored:
         return ""
     read = restored.get("read_from_changelog")
     return f" ({restored['records']:,} records restored, {'all' if read is None else f'{read:,}'} read from the changelog)"
