@@ -251,8 +251,6 @@ def _own_partitions_of_the_state(
             rebuild = pipeline.to_rebuild(partitions, kept)
             ready = await prewarmed(tbl, rebuild)
             records = await tbl.take_records(rebuild - set(ready))
-            if ready and prewarm is not None:  # their records were read while joining
-                tbl.restored["records"] = len(records) + prewarm.taken_records
             read = time.perf_counter()
             pipeline.assign(partitions, records, kept=kept, built=ready)
             built = time.perf_counter()
@@ -270,6 +268,8 @@ def _own_partitions_of_the_state(
                 "freeze_seconds": round(time.perf_counter() - built, 3),
             }
             if ready and prewarm is not None:  # for mypy: ready comes from the prewarm
+                # Their records were read while joining: counted as restored too.
+                tbl.restored["records"] = len(records) + prewarm.taken_records
                 tbl.handover_parts["prewarm_seconds"] = prewarm.seconds or 0.0
                 tbl.handover_parts["prewarm_tail_records"] = prewarm.tail_records
         log.info(

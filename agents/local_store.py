@@ -183,14 +183,17 @@ class LocalRecords:
         return True
 
     def records(self, partitions: Iterable[int]) -> list[tuple[bytes, bytes]]:
+        with self._lock:
+            return self._records(partitions)
+
+    def _records(self, partitions: Iterable[int]) -> list[tuple[bytes, bytes]]:
         wanted = sorted(set(partitions))
         if not wanted:
             return []
         marks = ",".join("?" * len(wanted))
-        with self._lock:
-            return self.db.execute(
-                f"SELECT key, value FROM records WHERE partition IN ({marks})", wanted
-            ).fetchall()
+        return self.db.execute(
+            f"SELECT key, value FROM records WHERE partition IN ({marks})", wanted
+        ).fetchall()
 
     def owned_snapshot(self, topic: str) -> tuple[dict[int, int], list[tuple[bytes, bytes]]]:
         """The partitions last owned that the file holds: each one's offset, and their records,
@@ -200,15 +203,7 @@ class LocalRecords:
             db.execute("BEGIN")
             try:
                 marks = self._owned_offsets(topic)
-                if not marks:
-                    return {}, []
-                wanted = sorted(marks)
-                records = db.execute(
-                    "SELECT key, value FROM records WHERE partition IN "
-                    f"({','.join('?' * len(wanted))})",
-                    wanted,
-                ).fetchall()
-                return marks, records
+                return marks, self._records(marks)
             finally:
                 db.execute("COMMIT")
 

@@ -6,9 +6,9 @@ of history; nothing is produced during the restart, so the time is the restart's
 
 Events come 100 a message keyed by campaign (five types, an hour of event time), so that five
 million fold in minutes. Printed per step: the history folded, restart -> serving -> caught up
-(lag 0 on every partition, the worker's own clock in /health), and the parts from the worker's /health (process start, Faust's start and
-the group, the hand-over: recovery, reading the file, building the state, the freeze), with the
-records restored and how many the changelog gave.
+(lag 0 on every partition, the worker's own clock in /health), and the parts from the worker's
+/health (process start, Faust's start and the group, the hand-over: recovery, reading the file,
+building the state, the freeze), with the records restored and how many the changelog gave.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from bench.backtest import MIX, funnel_event
 from stream.events import EVENT_TYPES
 from stream.settings import Settings
 from tests.e2e.harness import WorkerProcess
-from tests.soak import handover_parts
+from tests.soak import handover_parts, health_of
 
 PER_MESSAGE = 100
 
@@ -75,13 +75,6 @@ def lag(seen: dict) -> float | None:
     return sum(behind.values()) if behind else None
 
 
-def health(worker: WorkerProcess) -> dict:
-    try:
-        return orjson.loads(worker.get("/health", timeout=5))
-    except (OSError, ValueError):
-        return {}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", default="1000000,5000000", help="events of history, cumulative")
@@ -112,7 +105,7 @@ def main() -> int:
                 asyncio.run(produce(broker.bootstrap, step - produced, args.campaigns, produced, n))
                 produced = step
                 while True:
-                    seen = health(current)
+                    seen = health_of(current, timeout=5)
                     if lag(seen) == 0 and len(seen.get("partitions") or []) == partitions:
                         break
                     time.sleep(1)
@@ -123,12 +116,12 @@ def main() -> int:
                 killed_ms = time.time() * 1000
                 restarted = time.monotonic()
                 current = worker(n)
-                while len(health(current).get("partitions") or []) < partitions:
+                while len(health_of(current, timeout=5).get("partitions") or []) < partitions:
                     time.sleep(0.1)
                 serving = time.monotonic() - restarted
                 drain = []  # (seconds since the restart, messages behind or None)
                 while True:
-                    seen = health(current)
+                    seen = health_of(current, timeout=5)
                     handover = seen.get("handover") or {}
                     drain.append((time.monotonic() - restarted, lag(seen)))
                     if handover.get("caught_up_at_ms"):

@@ -203,9 +203,9 @@ def restored_of(worker: WorkerProcess) -> str:
     return f" ({restored['records']:,} records restored, {'all' if read is None else f'{read:,}'} read from the changelog)"
 
 
-def health_of(worker: WorkerProcess) -> dict:
+def health_of(worker: WorkerProcess, timeout: float = 2) -> dict:
     try:
-        return orjson.loads(worker.get("/health", timeout=2))
+        return orjson.loads(worker.get("/health", timeout=timeout))
     except (OSError, ValueError):
         return {}
 
