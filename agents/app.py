@@ -28,6 +28,7 @@ from prometheus_client import (
 )
 
 from autopause.runner import baselines_read
+from stream.events import INTERNAL_ERROR
 from stream.settings import Settings
 from stream.state import PartitionState
 
@@ -164,6 +165,8 @@ def create_app(
     pipeline = Pipeline(settings, clock)
     app.resume_positions = pipeline.resume_positions
     metrics = build_pipeline_metrics(registry)
+    for topic in (*settings.topics.inputs(), settings.topics.plans):
+        metrics.records_failed.labels(topic)  # every series from the start, at 0
     table = PartitionedStateTable(
         app,
         name=STATE_TABLE,
@@ -373,6 +376,9 @@ def _ingest(
         metrics.messages_replayed.inc(result.replayed)
         metrics.messages_unowned.inc(result.unowned)
         metrics.dead_letters.inc(len(result.dead_letters))
+        for letter in result.dead_letters:
+            if letter.rejection.reason == INTERNAL_ERROR:
+                metrics.records_failed.labels(letter.topic).inc()
         metrics.batch_seconds.observe(time.perf_counter() - started)
 
     if settings.ingest == "batch":

@@ -49,6 +49,7 @@ class PipelineMetrics:
     messages_unowned: Counter
     batch_seconds: Histogram
     dead_letters: Counter
+    records_failed: Counter  # by topic (bounded: the input topics and the plans topic)
     loop_lag_seconds: Histogram
     gc_pause_seconds: Histogram  # by generation
     scrape_seconds: Histogram
@@ -70,6 +71,9 @@ def build_pipeline_metrics(registry: CollectorRegistry) -> PipelineMetrics:
             m.BATCH_SECONDS, (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
         ),
         dead_letters=counter(m.DEAD_LETTERS),
+        records_failed=Counter(
+            m.RECORDS_FAILED.name, m.RECORDS_FAILED.doc, m.RECORDS_FAILED.labels, registry=registry
+        ),
         loop_lag_seconds=histogram(m.LOOP_LAG_SECONDS, seconds),
         gc_pause_seconds=histogram(
             m.GC_PAUSE_SECONDS, (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)

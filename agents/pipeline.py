@@ -5,6 +5,7 @@ Holds the states of the partitions this worker owns; knows nothing about Faust.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterable, Mapping
 from time import perf_counter
@@ -12,10 +13,19 @@ from typing import NamedTuple
 
 from stream import changelog, expiry
 from stream.codec import Record, decode_key, partition_of_key
-from stream.events import Event, Rejection, ValidationRules, parse_message, validate_elements
+from stream.events import (
+    INTERNAL_ERROR,
+    Event,
+    Rejection,
+    ValidationRules,
+    parse_message,
+    validate_elements,
+)
 from stream.settings import Settings
 from stream.state import OTHER, PLANS, PartitionState, StateConfig
 from stream.steps import run_to_end
+
+log = logging.getLogger(__name__)
 
 # A fold yields to the event loop after this much work; a slice of a message is checked against
 # it, and a slice of 500 events costs ~5 ms here.
@@ -45,6 +55,7 @@ class BatchResult(NamedTuple):
     events: int  # valid events folded (duplicates included)
     replayed: int  # messages skipped because the state already holds them
     unowned: int  # messages of partitions not (or no longer) assigned here
+    failed: int = 0  # records whose fold raised: dead-lettered as internal_error (``_failed``)
 
 
 def validation_rules(settings: Settings) -> ValidationRules:
@@ -91,6 +102,7 @@ class Pipeline:
         self.states: dict[int, PartitionState] = {}
         self.parked: dict[int, PartitionState] = {}  # revoked, maybe assigned again
         self.events_folded = 0  # valid events decoded by this process (replays excluded)
+        self._failures_logged: set[tuple[str, str]] = set()  # (topic, exception type)
 
     def assign(
         self,
@@ -177,7 +189,7 @@ class Pipeline:
         rules = self.rules
         touched: dict[int, PartitionState] = {}
         dead: list[DeadLetter] = []
-        events = replayed = unowned = 0
+        events = replayed = unowned = failed = 0
         timer = perf_counter
         deadline = timer() + slice_seconds
         plans_topic = self.plans_topic
@@ -186,43 +198,48 @@ class Pipeline:
             if state is None:
                 unowned += 1
                 continue
-            if topic == plans_topic:
-                if offset <= state.meta.checkpoint[PLANS]:
+            try:
+                if topic == plans_topic:
+                    if offset <= state.meta.checkpoint[PLANS]:
+                        replayed += 1
+                        continue
+                    touched[partition] = state
+                    refused = state.apply_plan(offset, key, value)
+                    if refused is not None:
+                        dead.append(DeadLetter(topic, partition, offset, refused))
+                    continue
+                kind = kind_of_topic[topic]
+                if not state.begin_message(kind, offset, now, timestamp):
                     replayed += 1
                     continue
                 touched[partition] = state
-                refused = state.apply_plan(offset, key, value)
-                if refused is not None:
-                    dead.append(DeadLetter(topic, partition, offset, refused))
-                continue
-            kind = kind_of_topic[topic]
-            if not state.begin_message(kind, offset, now, timestamp):
-                replayed += 1
-                continue
-            touched[partition] = state
-            parsed = parse_message(value or b"", rules)
-            if isinstance(parsed, Rejection):
-                rejections = [parsed]
-                state.count_rejections(rejections)
-                dead.append(DeadLetter(topic, partition, offset, parsed))
+                parsed = parse_message(value or b"", rules)
+                if isinstance(parsed, Rejection):
+                    rejections = [parsed]
+                    state.count_rejections(rejections)
+                    dead.append(DeadLetter(topic, partition, offset, parsed))
+                    state.end_message(kind, offset)
+                    continue
+                folded = 0
+                size = len(parsed.items)
+                for start in range(0, size, ELEMENTS_PER_SLICE):
+                    valid: list[Event] = []
+                    rejections = []
+                    stop = min(size, start + ELEMENTS_PER_SLICE)
+                    validate_elements(parsed, start, stop, kind, now, rules, valid, rejections)
+                    state.apply_events(kind, offset, folded, valid, now)
+                    state.count_rejections(rejections)
+                    folded += len(valid)
+                    dead.extend(DeadLetter(topic, partition, offset, r) for r in rejections)
+                    if stop < size and timer() > deadline:
+                        yield
+                        deadline = timer() + slice_seconds
                 state.end_message(kind, offset)
-                continue
-            folded = 0
-            size = len(parsed.items)
-            for start in range(0, size, ELEMENTS_PER_SLICE):
-                valid: list[Event] = []
-                rejections = []
-                stop = min(size, start + ELEMENTS_PER_SLICE)
-                validate_elements(parsed, start, stop, kind, now, rules, valid, rejections)
-                state.apply_events(kind, offset, folded, valid, now)
-                state.count_rejections(rejections)
-                folded += len(valid)
-                dead.extend(DeadLetter(topic, partition, offset, r) for r in rejections)
-                if stop < size and timer() > deadline:
-                    yield
-                    deadline = timer() + slice_seconds
-            state.end_message(kind, offset)
-            events += folded
+                events += folded
+            except Exception as exc:  # the last resort: see ``_failed``
+                touched[partition] = state
+                dead.append(self._failed(state, topic, partition, offset, value, exc))
+                failed += 1
             if timer() > deadline:
                 yield
                 deadline = timer() + slice_seconds
@@ -246,7 +263,43 @@ class Pipeline:
                     yield
                     deadline = timer() + slice_seconds
         self.events_folded += events
-        return BatchResult(records, dead, events, replayed, unowned)
+        return BatchResult(records, dead, events, replayed, unowned, failed)
+
+    def _failed(
+        self,
+        state: PartitionState,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        exc: Exception,
+    ) -> DeadLetter:
+        """A record whose fold raised where validation did not expect it (a defect of ours, or
+        an input no test thought of). No single record may stop a worker: stopping would stop
+        monitoring and auto-pause for every campaign, and the restarted worker would read the
+        same record and stop again. The record is dead-lettered (``internal_error``, with its
+        exception), counted, and the partition's checkpoint moves past it as for a refused
+        record. A plan is applied only after it validated, so a plan record that raises changes
+        nothing; an event message that raises midway keeps the events folded before the raise
+        (each is folded once: positions make a replay a no-op)."""
+        index = PLANS if topic == self.plans_topic else self.kind_of_topic[topic]
+        checkpoint = state.meta.checkpoint
+        checkpoint[index] = max(checkpoint[index], offset)
+        detail = f"{type(exc).__name__}: {exc}"[:500]
+        rejection = Rejection(INTERNAL_ERROR, detail, None, value or b"")
+        state.count_rejections([rejection])
+        first = (topic, type(exc).__name__) not in self._failures_logged
+        if first and len(self._failures_logged) < 100:
+            self._failures_logged.add((topic, type(exc).__name__))
+            log.error(
+                "a record of %s[%d] at offset %d raised; dead-lettered as internal_error and "
+                "skipped (later failures of this kind are counted, not logged)",
+                topic,
+                partition,
+                offset,
+                exc_info=exc,
+            )
+        return DeadLetter(topic, partition, offset, rejection)
 
     def campaigns_in_several_partitions(self) -> int:
         """Campaigns held by more than one owned partition (``__other__`` aside): their producers

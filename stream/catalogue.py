@@ -239,6 +239,13 @@ BATCH_SECONDS = _spec(
 DEAD_LETTERS = _spec(
     "kpi_dead_letters_sent", "counter", "Rejected events sent to the dead-letter topic"
 )
+RECORDS_FAILED = _spec(
+    "kpi_records_failed",
+    "counter",
+    "Records whose fold raised where validation did not expect it: dead-lettered with reason "
+    "internal_error and skipped, the worker going on (a defect: report it with the dead letter)",
+    "topic",
+)
 LOOP_LAG_SECONDS = _spec(
     "kpi_event_loop_lag_seconds",
     "histogram",
@@ -359,6 +366,7 @@ CATALOGUE: dict[str, MetricSpec] = {
         MESSAGES_UNOWNED,
         BATCH_SECONDS,
         DEAD_LETTERS,
+        RECORDS_FAILED,
         LOOP_LAG_SECONDS,
         GC_PAUSE_SECONDS,
         RENDER_SECONDS,

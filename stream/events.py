@@ -6,7 +6,8 @@ failure becomes a :class:`Rejection` with a reason from the bounded set :data:`R
 
 The contract is checked at this boundary, so that nothing downstream has to trust its input:
 every timestamp form passes one range check (2000-01-01 up to the future tolerance), identifiers
-hold no control characters (they become metric labels, JSON and a pauser's command environment),
+hold only characters that print (``stream.ids``: they become metric labels, JSON, the live page
+and a pauser's command environment),
 money has an upper bound per field, and a message is bounded in bytes and in events before it is
 parsed or folded. A message is decoded in two steps, :func:`parse_message` and
 :func:`validate_elements` over slices of it, so that a caller can yield inside a large one.
@@ -19,6 +20,8 @@ import re
 from typing import NamedTuple
 
 import orjson
+
+from .ids import unprintable
 
 EVENT_TYPES = ("impression", "click", "lead", "sale", "sales_contact")
 IMPRESSION, CLICK, LEAD, SALE, SALES_CONTACT = range(5)
@@ -37,7 +40,9 @@ REASONS = (
     "message_too_large",
     "too_many_events",
     "invalid_plan",  # a record of the plans topic (stream.plans)
+    "internal_error",  # a record whose fold raised where validation did not expect it
 )
+INTERNAL_ERROR = "internal_error"
 
 DEFAULT_CHANNEL = "unknown"
 MAX_ID_LENGTH = 256
@@ -47,8 +52,6 @@ MICROS = 1_000_000
 MIN_OCCURRED_MS = 946_684_800_000
 # A message's events are positioned ``(offset << 20) | index`` in state (``stream.state``).
 EVENTS_PER_MESSAGE_LIMIT = 1 << 20
-# Identifiers become metric labels, JSON and a pauser's command environment (where a NUL raises).
-_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
 # RFC 3339 section 5.6 date-time, with the lower-case and space separators its notes allow.
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
@@ -252,10 +255,11 @@ def validate_event(obj: dict, topic_kind: int, now_ms: int, rules: ValidationRul
         if not (
             isinstance(currency, str)
             and len(currency) == 3
+            and currency.isascii()  # fullwidth "ＵＳＤ" is alphabetic and upper case too
             and currency.isalpha()
             and currency.isupper()
         ):
-            raise _Invalid("invalid_field", "currency must be an ISO 4217 code")
+            raise _Invalid("invalid_field", "currency must be an ISO 4217 code: three letters A-Z")
         if currency != rules.currency:
             raise _Invalid("currency", f"{currency} is not the reporting currency {rules.currency}")
         lead_id = _identifier(obj, "lead_id", required=False)
@@ -282,8 +286,9 @@ def _identifier(obj: dict, name: str, *, required: bool) -> str | None:
             "invalid_field",
             f"{name} must be a non-empty string of at most {MAX_ID_LENGTH} characters",
         )
-    if not value.isprintable() and _CONTROL_CHARACTER.search(value):
-        raise _Invalid("invalid_field", f"{name} holds a control character (U+0000-U+001F, U+007F)")
+    problem = unprintable(value)
+    if problem is not None:
+        raise _Invalid("invalid_field", f"{name} {problem}")
     return value
 
 

@@ -17,10 +17,13 @@ from __future__ import annotations
 import math
 import re
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 import orjson
+
+from .ids import unprintable
 
 SCHEMA = 1
 MAX_ID_LENGTH = 256
@@ -40,7 +43,6 @@ TARGETS: dict[str, tuple[str, float]] = {
 }
 BUDGETS = ("daily", "total")
 LABELS = ("owner", "team", "market")  # bounded: they become alert labels
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _FIELDS = {"schema", "campaign_id", "channel", "targets", "budget", "flight", "timezone", "labels"}
 
@@ -105,6 +107,8 @@ def validate_plan(obj: object) -> Plan | str:
         return _plan(obj)
     except _Refused as refused:
         return str(refused)
+    except Exception as exc:  # the boundary holds: whatever a check raised, the plan is refused
+        return f"refused: its check raised {type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _plan(obj: object) -> Plan:
@@ -157,8 +161,9 @@ def _identifier(obj: dict, name: str, limit: int) -> str | None:
 def _label(value: object, name: str, limit: int = MAX_LABEL_LENGTH) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= limit:
         raise _Refused(f"{name} must be a string of 1-{limit} characters")
-    if _CONTROL.search(value):
-        raise _Refused(f"{name} holds a control character")
+    problem = unprintable(value)
+    if problem is not None:
+        raise _Refused(f"{name} {problem}")
     return value
 
 
@@ -174,11 +179,15 @@ def _section(obj: dict, name: str) -> dict:
 def _positive(value: object, name: str, bound: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _Refused(f"{name} must be a number")
-    if not math.isfinite(value) or value <= 0:
+    try:
+        number = float(value)  # a YAML or JSON integer of 400 digits: OverflowError
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or number <= 0:
         raise _Refused(f"{name} must be a finite number above 0")
-    if value > bound:
-        raise _Refused(f"{name} {value:g} is above its bound {bound:g}")
-    return float(value)
+    if number > bound:
+        raise _Refused(f"{name} {number:g} is above its bound {bound:g}")
+    return number
 
 
 def _date(value: object, name: str) -> date | None:
@@ -194,13 +203,22 @@ def _date(value: object, name: str) -> date | None:
         raise _Refused(f"{name} {value!r} is not a real date") from None
 
 
-def is_time_zone(name: str) -> bool:
-    """Whether ``name`` is an IANA time zone this machine (or the tzdata package) knows."""
-    if not name or "\x00" in name:
+@lru_cache(maxsize=1)
+def _known_zones() -> frozenset[str]:
+    """The IANA zone names the tzdata package (or this machine) holds, less the names that mean
+    a different zone on each machine (``localtime``, ``posixrules``) or none (``Factory``)."""
+    return frozenset(available_timezones()) - {"localtime", "posixrules", "Factory"}
+
+
+def is_time_zone(name: object) -> bool:
+    """Whether ``name`` is an IANA time zone this machine (or the tzdata package) knows. Never
+    raises: a name is looked up in the set of known zones before it reaches the file system
+    (``ZoneInfo("Europe")`` raises IsADirectoryError, a 300-character name OSError)."""
+    if not isinstance(name, str) or name not in _known_zones():
         return False
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except Exception:  # a damaged tzdata file: not a zone, whatever it raised
         return False
     return True
 
@@ -294,21 +312,25 @@ def main_channel(by_channel: dict[str, list[int]]) -> str | None:
 
 def effective_plan(plans: dict[str, Plan], campaign: str, channel: str | None) -> Plan | None:
     """The plan a campaign is judged against: its own, with each field it leaves empty taken
-    from its channel's default (targets, budgets and labels one by one); the default alone if it
-    has none of its own; None if neither exists."""
+    from its channel's default (targets, budgets and labels one by one; the flight whole); the
+    default alone if it has none of its own; None if neither exists."""
     own = plans.get(campaign)
     default = plans.get(channel_key(channel)) if channel is not None else None
     if default is None:
         return own
     if own is None:
         return default._replace(campaign=campaign, channel=channel)
+    # A flight is one value, taken whole: the campaign's own end with its channel's start would
+    # make a flight nobody planned (an end before its start).
+    own_flight = own.flight_start is not None or own.flight_end is not None
+    flight = own if own_flight else default
     return Plan(
         campaign,
         own.channel,
         {**default.targets, **own.targets},
         {**default.budgets, **own.budgets},
-        own.flight_start or default.flight_start,
-        own.flight_end or default.flight_end,
+        flight.flight_start,
+        flight.flight_end,
         own.timezone or default.timezone,
         {**default.labels, **own.labels},
     )

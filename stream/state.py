@@ -48,6 +48,7 @@ from .codec import BUCKET, HOUR, Record
 from .dedup import DedupIndex
 from .events import LEAD as LEAD_KIND
 from .events import SALE, SALES_CONTACT, Event, Rejection
+from .horizons import grid_problem
 from .leads import HISTOGRAM_BINS, LeadJoin, ResponseIndex, histogram_bin
 from .plans import Plan, decode_plan_record
 from .windows import bucket_start, first_kept_start, is_expired
@@ -255,14 +256,21 @@ class PartitionState:
         """Fold one record of the plans topic (the caller has checked it is past the plans
         checkpoint): a plan in force from now, a tombstone's removal, or the rejection of a bad
         record, which changes nothing but its count. The latest record of a key wins, so a
-        replay ends where the run ended."""
-        self.meta.checkpoint[PLANS] = offset
+        replay ends where the run ended. The record is checked whole before anything changes,
+        and the checkpoint moves with it applied or refused, never before."""
         decoded = decode_plan_record(key, value)
+        if not isinstance(decoded, str) and decoded[1] is not None:
+            zone = decoded[1].timezone
+            problem = None if zone is None else grid_problem(zone, self.config.long_bucket_ms)
+            if problem is not None:  # its days could not be summed exactly: refused, not misread
+                decoded = problem
         if isinstance(decoded, str):
             rejection = Rejection("invalid_plan", decoded, None, value or b"")
             self.count_rejections([rejection])
+            self.meta.checkpoint[PLANS] = offset
             return rejection
         name, plan = decoded
+        self.meta.checkpoint[PLANS] = offset
         if plan is not None:
             self.plans[name] = plan
         elif self.plans.pop(name, None) is None:

@@ -178,7 +178,7 @@ def test_awaiting_and_oldest_age():
 
 
 @pytest.mark.parametrize(
-    "campaign", ['quote"d', "back\\slash", "next\u0085line", "ünïcode", "{braces}"]
+    "campaign", ['quote"d', "back\\slash", "ünïcode", "{braces}", "emoji 😀"]
 )
 def test_any_campaign_id_survives_the_text_format(campaign):
     registry, _ = scrape(

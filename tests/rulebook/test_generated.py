@@ -30,6 +30,7 @@ def test_generated_files_are_up_to_date():
 def test_every_default_rule_is_shipped():
     names = {r.name for r in parse_rules(yaml.safe_load((ROOT / RULES_SOURCE).read_text()))}
     assert names == {
+        "records_failing",
         "ctr_collapse",
         "conversion_drop",
         "response_time_p95_sla",

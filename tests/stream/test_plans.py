@@ -45,7 +45,7 @@ REFUSED = [
     ([1, 2], "JSON object"),
     ({}, "exactly one of campaign_id"),
     ({"campaign_id": "a", "channel": "b"}, "exactly one of campaign_id"),
-    ({"campaign_id": "a\x00b"}, "control character"),
+    ({"campaign_id": "a\x00b"}, "U+0000"),
     ({"campaign_id": "x" * 257}, "1-256"),
     ({"campaign_id": 7}, "campaign_id must be a string"),
     ({"campaign_id": "a", "budgets": {}}, "unknown field 'budgets'"),
@@ -69,7 +69,7 @@ REFUSED = [
     ({"campaign_id": "a", "timezone": 1}, "IANA time zone name"),
     ({"campaign_id": "a", "labels": {"region": "x"}}, "labels are owner, team, market"),
     ({"campaign_id": "a", "labels": {"owner": "x" * 129}}, "1-128"),
-    ({"campaign_id": "a", "labels": {"owner": "a\nb"}}, "control character"),
+    ({"campaign_id": "a", "labels": {"owner": "a\nb"}}, "U+000A"),
 ]
 
 

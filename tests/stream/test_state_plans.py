@@ -70,10 +70,61 @@ def test_a_channel_default_is_kept_under_its_own_key():
         (b"c1", plan(budget={"weekly": 5}), "budget.weekly"),
         (b"c1", plan(timezone="Mars/Olympus"), "timezone"),
         (b"c1", plan(flight={"start": "2026-02-30"}), "flight.start"),
-        (b"c1", plan(labels={"owner": "a\x00b"}), "control"),
+        (b"c1", plan(labels={"owner": "a\x00b"}), "U+0000"),
         (b"c2", plan("c1"), "key is not the plan's"),
         (b"c1", orjson.dumps({"channel": "search"}), "key is not the plan's"),
         (b"c1", orjson.dumps({"campaign_id": "c1", "schema": 2}), "schema"),
+        # Time zones that are not zones: folders of tzdata (IsADirectoryError), a name too long
+        # for the file system (OSError), paths, names meaning another zone on each machine.
+        (b"c1", plan(timezone="Europe"), "not an IANA time zone"),
+        (b"c1", plan(timezone="America"), "not an IANA time zone"),
+        (b"c1", plan(timezone="Etc"), "not an IANA time zone"),
+        (b"c1", plan(timezone="E" * 300), "not an IANA time zone"),
+        (b"c1", plan(timezone="../../etc/passwd"), "not an IANA time zone"),
+        (b"c1", plan(timezone="/etc/localtime"), "not an IANA time zone"),
+        (b"c1", plan(timezone="localtime"), "not an IANA time zone"),
+        (b"c1", plan(timezone="Europe/Berlin\x00"), "not an IANA time zone"),
+        (b"c1", plan(timezone=""), "timezone must be"),
+        (b"c1", plan(timezone=7), "timezone must be"),
+        # A zone whose days do not start on the hour buckets: refused, not summed wrong.
+        (b"c1", plan(timezone="Asia/Kolkata"), "KPI_LONG_BUCKET"),
+        (b"c1", plan(timezone="Asia/Kathmandu"), "KPI_LONG_BUCKET"),
+        (b"c1", plan(timezone="Australia/Lord_Howe"), "KPI_LONG_BUCKET"),
+        # Numbers: not numbers, not finite, not positive, beyond any bound.
+        (b"c1", b'{"campaign_id":"c1","targets":{"cpa":NaN}}', "not JSON"),
+        (b"c1", b'{"campaign_id":"c1","targets":{"cpa":1e400}}', "not JSON"),
+        (b"c1", plan(targets={"cpa": 0}), "targets.cpa"),
+        (b"c1", plan(targets={"cpa": 1e300}), "targets.cpa"),
+        (b"c1", b'{"campaign_id":"c1","targets":{"cpa":' + b"9" * 400 + b"}}", "not JSON"),
+        (b"c1", plan(targets={"cpa": "12"}), "targets.cpa"),
+        (b"c1", plan(targets={"cpa": True}), "targets.cpa"),
+        (b"c1", plan(targets={"cpa": [1]}), "targets.cpa"),
+        (b"c1", plan(budget={"daily": -5}), "budget.daily"),
+        (b"c1", b'{"campaign_id":"c1","budget":{"total":' + b"1" * 400 + b"}}", "not JSON"),
+        (b"c1", plan(targets=[1, 2]), "targets must be an object"),
+        # Flights: an end before its start, dates that do not exist or do not fit.
+        (b"c1", plan(flight={"start": "2026-05-02", "end": "2026-05-01"}), "before flight.start"),
+        (b"c1", plan(flight={"end": "99999-01-01"}), "flight.end"),
+        (b"c1", plan(flight={"start": 20260501}), "flight.start"),
+        # Ids and labels that do not print: look-alikes on the page and in alerts.
+        (b"c1\xc2\x85", plan("c1\x85"), "U+0085"),
+        (b"c1\xe2\x80\xa8", plan("c1\u2028"), "U+2028"),
+        (b"c1\xe2\x80\xae", plan("c1\u202e"), "U+202E"),
+        (b"c1", plan(labels={"team": "ops\u2066x"}), "U+2066"),
+        (b"c1", plan(labels={"owner": "\u200bana"}), "U+200B"),
+        (b"c1", plan(labels={"market": "\ufeffDE"}), "U+FEFF"),
+        (b"c1", plan(labels={"owner": "ana\u00a0b"}), "U+00A0"),
+        # Wrong shapes: schema, not an object, unknown fields, nesting, no campaign nor channel.
+        (b"c1", orjson.dumps({"campaign_id": "c1", "schema": "1"}), "schema"),
+        (b"c1", orjson.dumps({"campaign_id": "c1", "schema": True}), "schema"),
+        (b"c1", b"null", "a plan is a JSON object"),
+        (b"c1", b"[1,2]", "a plan is a JSON object"),
+        (b"c1", b"3", "a plan is a JSON object"),
+        (b"c1", b"[" * 10_000 + b"]" * 10_000, "not JSON"),
+        (b"c1", plan(bid=3), "unknown field"),
+        (b"c1", orjson.dumps({"targets": {"cpa": 3}}), "exactly one of"),
+        (b"c1", orjson.dumps({"campaign_id": "c1", "channel": "search"}), "exactly one of"),
+        (b"c1", b"", "not JSON"),
     ],
 )
 def test_a_bad_plan_record_is_refused_and_changes_nothing_but_its_count(key, value, says):
@@ -91,6 +142,23 @@ def test_a_bad_plan_record_is_refused_and_changes_nothing_but_its_count(key, val
     assert rejected_after == {"invalid_plan": 1}
     assert state.meta.checkpoint[PLANS] == 1
     assert changelog.finish_batch(state)[:-1] == []  # only Meta is written
+
+
+@pytest.mark.parametrize(
+    "value, says",
+    [
+        ({"targets": {"cpa": 10**400}}, "targets.cpa must be a finite number"),
+        ({"budget": {"daily": -(10**400)}}, "budget.daily must be a finite number"),
+        ({"timezone": "Europe"}, "not an IANA time zone"),
+    ],
+)
+def test_validation_answers_for_values_json_cannot_carry(value, says):
+    """A YAML file's integers are unbounded, and a plan validated from any source must answer
+    with a reason, not an OverflowError."""
+    from stream.plans import validate_plan
+
+    checked = validate_plan({"campaign_id": "c1", **value})
+    assert isinstance(checked, str) and says in checked
 
 
 def test_plans_survive_a_restore_beside_events_and_tombstones_are_written():
