@@ -126,10 +126,11 @@ def install(monitor: Monitor, lag: Callable[[], Mapping[tuple[str, int], int]]) 
             labels = window_labels(snap.windows_ms)
             held = flags_of(monitor).get(campaign, tables.NO_FLAGS)
             detail = tables.summary(row, labels, snap.now_ms, held)
-            bucket_ms = monitor.pipeline.config.bucket_ms
-            day_start = int(snap.now_ms - snap.now_ms % bucket_ms - row.day_elapsed_s * 1000)
             detail["series"] = campaign_series(
-                monitor.pipeline.states.values(), campaign, snap.now_ms, day_start_ms=day_start
+                monitor.pipeline.states.values(),
+                campaign,
+                snap.now_ms,
+                day_start_ms=row.day_start_ms,
             )
             return _json(web_view, detail)
         snap = await exporter.snapshot_async()

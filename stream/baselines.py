@@ -6,11 +6,14 @@ number, or None when there is no baseline yet (a cold start: the rule does not j
 Two kinds, both over whole hour buckets (the long horizons' ``BucketRows``):
 
 * ``same_hour_of_week: 4w``: for each of the last N weeks, the KPI over the same hours of the
-  week as the window being judged (the window's length of whole hours, ending at the hour
-  boundary nearest to ``now`` minus k weeks), and their median. Traffic's daily and weekly cycle
-  is in it: 3 a.m. on a Sunday is compared with 3 a.m. on past Sundays. A week counts only where
-  the KPI has a value there (a ratio with no denominator has none) and the campaign's history
-  reaches back to it; the median needs more than half of the N weeks (``min_weeks``).
+  week as the window being judged, and their median. The window ends at the bucket boundary
+  nearest to ``now``; its k-th week back is the window's length of whole buckets ending at the
+  same wall-clock time k*7 calendar days earlier in the campaign's time zone (not k*7*24 hours:
+  across a daylight-saving change 3 a.m. stays 3 a.m.). Traffic's daily and weekly cycle is in
+  it: 3 a.m. on a Sunday is compared with 3 a.m. on past Sundays, as the campaign's audience
+  lives them. A week counts only where the KPI has a value there (a ratio with no denominator
+  has none) and the campaign's history reaches back to it; the median needs more than half of
+  the N weeks (``min_weeks``).
 * ``trailing: 7d``: the KPI over the D days of hours before the judged window, once the
   campaign's history reaches back that far.
 
@@ -23,8 +26,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from datetime import datetime, timedelta
+from functools import cached_property, lru_cache
 from statistics import median
+from zoneinfo import ZoneInfo
 
 from .campaign import WindowTotals
 from .events import EVENT_TYPES, MICROS
@@ -114,17 +119,30 @@ def nearest_boundary(now_ms: int, long_bucket_ms: int) -> int:
     return (now_ms + long_bucket_ms // 2) // long_bucket_ms * long_bucket_ms
 
 
-def spans(ref: BaselineRef, now_ms: int, long_bucket_ms: int) -> tuple[Span, ...]:
-    """The spans of hour buckets (bucket starts, inclusive) whose KPI makes the baseline."""
+def spans(
+    ref: BaselineRef, now_ms: int, long_bucket_ms: int, zone: str = "UTC"
+) -> tuple[Span, ...]:
+    """The spans of long buckets (bucket starts, inclusive) whose KPI makes the baseline;
+    ``zone`` is the campaign's time zone, whose weeks ``same_hour_of_week`` compares."""
     end = nearest_boundary(now_ms, long_bucket_ms)
     b = ref.baseline
     if b.method == "same_hour_of_week":
-        return tuple(
-            Span(end - k * WEEK_MS - ref.window_ms, end - k * WEEK_MS - long_bucket_ms)
-            for k in range(1, b.weeks + 1)
-        )
+        ends = (weeks_back(end, k, zone, long_bucket_ms) for k in range(1, b.weeks + 1))
+        return tuple(Span(e - ref.window_ms, e - long_bucket_ms) for e in ends)
     last = end - ref.window_ms - long_bucket_ms
     return (Span(last - b.span_ms + long_bucket_ms, last),)
+
+
+@lru_cache(maxsize=4096)  # every row of a zone reads the same ends within a bucket
+def weeks_back(end_ms: int, weeks: int, zone: str, long_bucket_ms: int) -> int:
+    """The instant ``zone``'s wall clock read what it reads at ``end_ms``, ``weeks`` * 7 calendar
+    days earlier, on the bucket grid. Where that time did not exist (a spring-forward gap), the
+    instant the clock passed it; where it occurred twice (a fall-back), the first: a window
+    ending there covers the wall-clock hours before it."""
+    tz = ZoneInfo(zone)
+    wall = datetime.fromtimestamp(end_ms / 1000, tz).replace(tzinfo=None, fold=0)
+    then = (wall - timedelta(days=7 * weeks)).replace(tzinfo=tz)  # fold 0: see above
+    return nearest_boundary(int(then.timestamp() * 1000), long_bucket_ms)
 
 
 def kpi_of(kpi: str, sums: WindowTotals) -> float | None:

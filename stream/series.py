@@ -56,7 +56,9 @@ def campaign_series(
     current = now_ms - now_ms % bucket_ms
     hour = now_ms - now_ms % long_ms
     first_hour = (
-        hour - 23 * long_ms if day_start_ms is None else day_start_ms - day_start_ms % long_ms
+        # A bucket belongs to the day it starts in (``stream.horizons``): the first at or after
+        # the midnight.
+        hour - 23 * long_ms if day_start_ms is None else -(-day_start_ms // long_ms) * long_ms
     )
     campaigns = [s.campaigns[campaign] for s in held]
     return {

@@ -14,6 +14,7 @@ from typing import Any
 
 from .durations import format_duration, parse_duration
 from .events import EVENTS_PER_MESSAGE_LIMIT
+from .horizons import grid_problem
 from .plans import is_time_zone
 
 
@@ -151,6 +152,10 @@ class Settings:
             "KPI_TIMEZONE",
             f"must be an IANA time zone such as Europe/Berlin, got {self.timezone[:60]!r}",
         )
+        # The long horizons sum whole long buckets: a day that does not start on one would count
+        # a bucket in two days (stream.horizons).
+        grid = grid_problem(self.timezone, self.long_bucket_seconds * 1000)
+        _check(grid is None, "KPI_TIMEZONE", str(grid))
         # Money is summed per bucket in int64 millionths (9.2e12 units): at 1e9 an event, a bucket
         # holds 9,000 events at the bound before its sum saturates.
         _check(0 < self.max_cost <= 1e9, "KPI_MAX_COST", "must be within (0, 1e9]")

@@ -62,6 +62,7 @@ class CampaignRow:
     day_share: float = 0.0  # of the campaign's day elapsed, in its time zone
     flight_share: float | None = None  # of its flight elapsed (a flight with start and end)
     day_elapsed_s: float = 0.0  # since the campaign's last midnight
+    day_start_ms: int | None = None  # that midnight: the instant its local day began
     day_end_ms: int | None = None  # its next midnight
     outside_flight: bool = False  # today is before its plan's flight or after it
     # The baselines the rules read (stream.baselines), as their spans' sums and whether the
@@ -356,8 +357,9 @@ def campaign_row(
     _add_horizons(row, state, s, current, zone)
     long_ms = state.config.long_bucket_ms
     hours = s.hours
+    week_zone = _zone_of(row.plan, zone)  # same_hour_of_week: the campaign's local weeks
     for ref in baselines:
-        spans = base.spans(ref, current, long_ms)
+        spans = base.spans(ref, current, long_ms, week_zone)
         row.baseline_parts[ref] = (
             [hours.sums_between(span.first, span.last, long_ms) for span in spans],
             [hours.has_buckets and hours.first_start <= span.first for span in spans],
@@ -384,10 +386,15 @@ def _add_horizons(
     set_clock(row, now_ms, long_ms, zone)
 
 
+def _zone_of(plan: Plan | None, zone: str) -> str:
+    """The campaign's time zone: its plan's, else ``KPI_TIMEZONE``."""
+    return (plan.timezone if plan else None) or zone
+
+
 def _spans(plan: Plan | None, now_ms: int, long_ms: int, zone: str) -> Horizons:
     return horizons(
         now_ms,
-        (plan.timezone if plan else None) or zone,
+        _zone_of(plan, zone),
         long_ms,
         plan.flight_start if plan else None,
         plan.flight_end if plan else None,
@@ -396,18 +403,22 @@ def _spans(plan: Plan | None, now_ms: int, long_ms: int, zone: str) -> Horizons:
 
 def set_clock(row: CampaignRow, now_ms: int, long_ms: int, zone: str) -> bool:
     """The row's figures that move with the clock alone (the shares of its day and flight
-    elapsed, whether today is outside its flight), at ``now_ms``; whether any moved."""
+    elapsed, whether today is outside its flight), at ``now_ms``; whether any moved. The day's
+    share is of its buckets (those ``today`` sums), its elapsed time and edges exact instants:
+    the same where the zone fits the bucket grid, as the workers and the plan fold require."""
     plan = row.plan
     spans = _spans(plan, now_ms, long_ms, zone)
     before = (
         row.day_share,
         row.day_elapsed_s,
+        row.day_start_ms,
         row.day_end_ms,
         row.outside_flight,
         row.flight_share,
     )
-    row.day_share = share_elapsed(now_ms, spans.day_start_ms, spans.day_end_ms)
+    row.day_share = share_elapsed(now_ms, spans.day_first_ms, spans.day_next_ms)
     row.day_elapsed_s = (now_ms - spans.day_start_ms) / 1000
+    row.day_start_ms = spans.day_start_ms
     row.day_end_ms = spans.day_end_ms
     row.outside_flight = plan is not None and (
         (spans.flight_start_ms is not None and now_ms < spans.flight_start_ms)
@@ -420,6 +431,7 @@ def set_clock(row: CampaignRow, now_ms: int, long_ms: int, zone: str) -> bool:
     return before != (
         row.day_share,
         row.day_elapsed_s,
+        row.day_start_ms,
         row.day_end_ms,
         row.outside_flight,
         row.flight_share,
@@ -582,7 +594,7 @@ def merge_rows(rows: list[CampaignRow]) -> CampaignRow:
         first.flight_share,
     )
     merged.day_elapsed_s, merged.outside_flight = first.day_elapsed_s, first.outside_flight
-    merged.day_end_ms = first.day_end_ms
+    merged.day_start_ms, merged.day_end_ms = first.day_start_ms, first.day_end_ms
     for ref, (sums, covered) in first.baseline_parts.items():
         for other in rows[1:]:
             more, reached = other.baseline_parts[ref]

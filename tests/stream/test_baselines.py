@@ -4,6 +4,8 @@ rows carry, against an oracle that sums the events themselves."""
 from __future__ import annotations
 
 import statistics
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -175,3 +177,76 @@ def test_the_rows_baselines_are_the_oracles(hours, minute, partitions):
         expected = oracle(r, events, now - now % CONFIG.bucket_ms)
         value = got.get(r.key)
         assert value == (None if expected is None else pytest.approx(expected)), r.key
+
+
+# -- the campaign's own weeks: the same wall-clock hours, across daylight-saving changes -------
+
+
+def utc(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def test_same_hour_of_week_compares_the_same_local_hour_across_the_spring_change():
+    # Sunday 5 April 2026, 02:20 in Berlin (+02:00): the hour judged is 01:00-02:00 local. A week
+    # before, on the night of the change (29 March, +01:00 until 02:00), that hour began at 00:00Z.
+    now = utc("2026-04-05T02:20:00+02:00")
+    end = utc("2026-04-05T02:00:00+02:00")
+    local = b.spans(ref(), now, HOUR, "Europe/Berlin")
+    assert local[0] == Span(utc("2026-03-29T01:00:00+01:00"), utc("2026-03-29T01:00:00+01:00"))
+    assert end - (local[0].last + HOUR) == WEEK - HOUR  # not a UTC week: an hour shorter
+    assert [end - (s.last + HOUR) for s in local[1:]] == [k * WEEK - HOUR for k in (2, 3, 4)]
+    # In UTC (a campaign in KPI_TIMEZONE=UTC): whole weeks, as before.
+    assert b.spans(ref(), now, HOUR) == b.spans(ref(), now, HOUR, "UTC")
+    assert [end - (s.last + HOUR) for s in b.spans(ref(), now, HOUR)] == [
+        k * WEEK for k in (1, 2, 3, 4)
+    ]
+
+
+def test_same_hour_of_week_compares_the_same_local_hours_across_the_autumn_change():
+    now = utc("2026-10-27T12:00:00+01:00")  # a Tuesday after Berlin fell back
+    spans = b.spans(ref(window_ms=3 * HOUR), now, HOUR, "Europe/Berlin")
+    assert spans[0] == Span(utc("2026-10-20T09:00:00+02:00"), utc("2026-10-20T11:00:00+02:00"))
+    assert now - (spans[0].last + HOUR) == WEEK + HOUR
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(utc("2024-01-01T00:00:00+00:00"), utc("2028-12-31T00:00:00+00:00")),
+    st.sampled_from(
+        ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "America/Santiago"]
+    ),
+    st.sampled_from([1, 2, 3]),
+)
+def test_each_week_back_ends_at_the_same_wall_clock_time(now, zone, hours):
+    bucket = HOUR // 2  # fits Lord Howe's +10:30
+    r = ref(window_ms=hours * HOUR, same_hour_of_week="4w")
+    tz = ZoneInfo(zone)
+    end = b.nearest_boundary(now, bucket)
+    wall = datetime.fromtimestamp(end / 1000, tz)
+    for k, span in enumerate(b.spans(r, now, bucket, zone), 1):
+        assert span.last - span.first == hours * HOUR - bucket
+        then = datetime.fromtimestamp((span.last + bucket) / 1000, tz)
+        expected = (wall.replace(tzinfo=None) - timedelta(days=7 * k)).replace(tzinfo=tz)
+        if datetime.fromtimestamp(expected.timestamp(), tz).replace(tzinfo=None) == (
+            expected.replace(tzinfo=None)
+        ):  # that wall-clock time existed: the week back ends at it
+            assert then.replace(tzinfo=None) == expected.replace(tzinfo=None)
+            assert then.weekday() == wall.weekday()
+        assert abs((end - (span.last + bucket)) - k * WEEK) <= HOUR
+
+
+def test_the_rows_baseline_reads_the_campaigns_local_week():
+    """A campaign in Berlin (KPI_TIMEZONE): its clicks of 01:00-02:00 local on the night of the
+    spring change are the baseline of 01:00-02:00 a week later, an hour less than a UTC week."""
+    now = utc("2026-04-05T02:20:00+02:00")
+    at = utc("2026-03-29T01:30:00+01:00")
+    clicks = b.BaselineRef("clicks", "1h", HOUR, b.parse_baseline({"same_hour_of_week": "1w"}))
+    state = PartitionState(0, CONFIG)
+    fold([state], [(at, "impression"), (at, "click"), (at, "click")], now)
+    (berlin,) = build_rows(
+        [state], now, CONFIG.bucket_ms, (HOUR,), zone="Europe/Berlin", baselines=(clicks,)
+    )
+    assert berlin.baselines()[clicks.key] == 2.0
+    assert berlin.day_start_ms == utc("2026-04-05T00:00:00+02:00")
+    (in_utc,) = build_rows([state], now, CONFIG.bucket_ms, (HOUR,), baselines=(clicks,))
+    assert in_utc.baselines()[clicks.key] is None  # a UTC week back is before its history

@@ -1,15 +1,17 @@
 """The long horizons, pacing and the effective plan: pure, clock passed in."""
 
-from datetime import UTC, date, datetime
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.campaign import CampaignState
-from stream.horizons import horizons, local_midnight_ms
+from stream.horizons import grid_problem, horizons, local_date, local_midnight_ms
 from stream.pacing import pacing, share_elapsed
-from stream.plans import Plan, channel_key, effective_plan, main_channel
+from stream.plans import Plan, channel_key, effective_plan, is_time_zone, main_channel
 
 HOUR = 3_600_000
 
@@ -69,11 +71,15 @@ def test_a_dst_day_is_23_hours_long():
     assert h.day_end_ms - h.day_start_ms == 23 * HOUR
 
 
-def test_a_half_hour_zone_is_exact_with_half_hour_buckets_and_floors_with_hours():
+def test_a_half_hour_zone_is_exact_with_half_hour_buckets_and_starts_after_its_midnight_with_hours():
     now = ms("2026-06-10T12:00:00+00:00")
     midnight = ms("2026-06-09T18:30:00+00:00")  # Kolkata +05:30
     assert horizons(now, "Asia/Kolkata", HOUR // 2).spans["today"].first == midnight
-    assert horizons(now, "Asia/Kolkata", HOUR).spans["today"].first == midnight - HOUR // 2
+    # Hour buckets do not fit the zone (the settings and the plan fold refuse it): the bucket
+    # holding midnight started the day before and belongs to it alone.
+    coarse = horizons(now, "Asia/Kolkata", HOUR)
+    assert coarse.spans["today"].first == midnight + HOUR // 2
+    assert coarse.day_start_ms == midnight
 
 
 def test_the_flight_horizon_exists_once_the_flight_began():
@@ -239,13 +245,15 @@ def test_main_channel_is_the_busiest_then_the_first_by_name():
     assert main_channel({}) is None
 
 
-def test_in_a_half_hour_zone_the_day_and_its_share_start_on_the_same_bucket():
-    """Pacing compares the spend summed since the day's first bucket with the share of the day
-    since that same bucket (else India would read 3.5 hours of spend against 3)."""
+def test_in_a_zone_off_the_grid_the_days_share_is_of_the_buckets_its_sum_holds():
+    """Pacing compares the spend summed over the day's buckets with the share of the day those
+    buckets make (else India would read 2.5 hours of spend against 3)."""
     now = ms("2026-06-10T21:30:00+00:00")  # 03:00 in Kolkata
     h = horizons(now, "Asia/Kolkata", HOUR)
-    assert h.day_start_ms == h.spans["today"].first == ms("2026-06-10T18:00:00+00:00")
-    assert share_elapsed(now, h.day_start_ms, h.day_end_ms) == pytest.approx(3.5 / 24)
+    assert h.day_start_ms == ms("2026-06-10T18:30:00+00:00")  # the exact midnight
+    assert h.day_first_ms == h.spans["today"].first == ms("2026-06-10T19:00:00+00:00")
+    assert h.day_next_ms - h.day_first_ms == 24 * HOUR
+    assert share_elapsed(now, h.day_first_ms, h.day_next_ms) == pytest.approx(2.5 / 24)
 
 
 def test_the_flight_horizon_stops_at_its_last_day():
@@ -255,3 +263,165 @@ def test_the_flight_horizon_stops_at_its_last_day():
         ms("2026-06-01T00:00:00+00:00"),
         ms("2026-06-30T23:00:00+00:00"),
     )
+
+
+# -- day edges on the bucket grid: exact midnights, no bucket in two days ----------------------
+
+MIN15 = 15 * 60_000
+ZONES = [
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Adelaide",
+    "America/St_Johns",
+    "Australia/Lord_Howe",
+    "Pacific/Chatham",
+    "America/Santiago",
+]
+OFF_THE_HOUR = [z for z in ZONES if grid_problem(z, HOUR)]
+INSTANTS = st.integers(ms("2024-01-01T00:00:00+00:00"), ms("2028-12-31T23:59:59+00:00"))
+
+
+def begins_a_date(instant: int, zone: str) -> bool:
+    """A local midnight: the wall clock reads 00:00 there, or (a change skipped midnight) the
+    date changed at that very instant."""
+    tz = ZoneInfo(zone)
+    at = datetime.fromtimestamp(instant / 1000, tz)
+    before = datetime.fromtimestamp((instant - 1) / 1000, tz)
+    if before.date() >= at.date():
+        return False
+    return at.time() == time(0) or at.utcoffset() != before.utcoffset()
+
+
+@settings(max_examples=300)
+@given(INSTANTS, st.sampled_from(ZONES))
+def test_the_days_edges_are_its_midnights_around_now(now, zone):
+    h = horizons(now, zone, MIN15)
+    assert h.day_start_ms <= now < h.day_end_ms
+    assert begins_a_date(h.day_start_ms, zone) and begins_a_date(h.day_end_ms, zone)
+    tz = ZoneInfo(zone)
+    local_now = datetime.fromtimestamp(now / 1000, tz).date()
+    assert datetime.fromtimestamp(h.day_start_ms / 1000, tz).date() == local_now
+    assert datetime.fromtimestamp(h.day_end_ms / 1000, tz).date() == local_now + timedelta(1)
+
+
+@settings(max_examples=300)
+@given(INSTANTS, st.sampled_from(ZONES))
+def test_on_a_grid_that_fits_the_days_are_exact_and_follow_each_other(now, zone):
+    assert grid_problem(zone, MIN15) is None
+    h = horizons(now, zone, MIN15)
+    assert h.spans["today"] == (h.day_start_ms, now - now % MIN15)
+    assert (h.day_first_ms, h.day_next_ms) == (h.day_start_ms, h.day_end_ms)
+    before = horizons(h.day_start_ms - 1, zone, MIN15)
+    assert before.day_end_ms == h.day_start_ms
+    assert before.spans["today"].last + MIN15 == h.spans["today"].first  # no overlap, no gap
+    assert h.spans["7d"].first == local_midnight_ms(local_date(now, zone) - timedelta(6), zone)
+    after = horizons(h.day_end_ms, zone, MIN15)
+    assert after.spans["today"].first == h.day_end_ms > h.spans["today"].last
+
+
+@settings(max_examples=300)
+@given(INSTANTS, st.sampled_from(OFF_THE_HOUR))
+def test_off_the_grid_no_bucket_is_in_two_days(now, zone):
+    h = horizons(now, zone, HOUR)
+    today = h.spans["today"]
+    before = horizons(h.day_start_ms - 1, zone, HOUR)
+    after = horizons(h.day_end_ms, zone, HOUR)
+    assert before.spans["today"].last < today.first  # the day before ends before today starts
+    assert today.last < after.spans["today"].first
+    assert (
+        before.day_next_ms == h.day_first_ms == today.first and h.day_next_ms == after.day_first_ms
+    )
+    # Every bucket of the day starts within it; the span is empty before its first one starts.
+    assert h.day_start_ms <= h.day_first_ms and h.day_next_ms - HOUR < h.day_end_ms
+    assert today.last == now - now % HOUR
+    assert (today.first <= today.last) == (today.first <= now)
+    assert h.spans["7d"].first <= today.first and h.day_end_ms > now
+
+
+def test_the_reviewers_half_hour_night_in_kolkata():
+    """18:10:30Z is 23:40:30 in Kolkata: hour buckets there are refused, but were they used,
+    the day is still the 24 buckets starting in it and it still ends at its midnight, ahead."""
+    now = ms("2026-06-10T18:10:30+00:00")
+    h = horizons(now, "Asia/Kolkata", HOUR)
+    today = h.spans["today"]
+    assert (today.last - today.first) // HOUR + 1 == 24
+    assert h.day_end_ms == ms("2026-06-10T18:30:00+00:00") > now
+    assert h.day_start_ms == ms("2026-06-09T18:30:00+00:00")
+    assert share_elapsed(now, h.day_first_ms, h.day_next_ms) < 1.0
+
+
+def test_a_day_whose_midnight_a_change_skips_begins_at_the_change():
+    # Santiago springs forward at midnight: 6 September 2026 begins at 01:00 (-03), 04:00Z.
+    start = local_midnight_ms(date(2026, 9, 6), "America/Santiago")
+    assert start == ms("2026-09-06T04:00:00+00:00")
+    h = horizons(ms("2026-09-06T03:59:59+00:00"), "America/Santiago", HOUR)
+    assert h.day_end_ms == start and h.day_end_ms - h.day_start_ms == 24 * HOUR
+    h = horizons(start, "America/Santiago", HOUR)
+    assert h.day_start_ms == start and h.day_end_ms - start == 23 * HOUR
+
+
+@pytest.mark.parametrize(
+    "zone, bucket, fits",
+    [
+        ("Asia/Kolkata", HOUR, False),
+        ("Asia/Kolkata", HOUR // 2, True),
+        ("Asia/Kathmandu", HOUR // 2, False),
+        ("Asia/Kathmandu", MIN15, True),
+        ("Australia/Lord_Howe", HOUR, False),  # +10:30 in winter, +11:00 in summer
+        ("Australia/Lord_Howe", HOUR // 2, True),
+        ("Australia/Adelaide", HOUR, False),
+        ("America/St_Johns", HOUR, False),
+        ("Pacific/Chatham", HOUR // 2, False),
+        ("Pacific/Chatham", MIN15, True),
+        ("Europe/Berlin", HOUR, True),
+        ("Europe/Berlin", 2 * HOUR, False),  # +01:00 in winter
+        ("America/Santiago", HOUR, True),
+        ("UTC", 24 * HOUR, True),
+    ],
+)
+def test_a_zone_fits_the_grid_when_all_its_offsets_are_whole_buckets(zone, bucket, fits):
+    assert (grid_problem(zone, bucket) is None) is fits
+
+
+@pytest.mark.parametrize(
+    "zone, bucket, says",
+    [
+        (
+            "Asia/Kolkata",
+            HOUR,
+            "timezone Asia/Kolkata is UTC+05:30, not a whole number of KPI_LONG_BUCKET buckets "
+            "(1h): its days would not start on a bucket; run the workers with "
+            "KPI_LONG_BUCKET=30m (or 15m)",
+        ),
+        ("Asia/Kathmandu", HOUR, "is UTC+05:45, .* KPI_LONG_BUCKET=15m"),
+        (
+            "Australia/Lord_Howe",
+            HOUR,
+            "is UTC+10:30 part of the year, .* KPI_LONG_BUCKET=30m (or 15m)",
+        ),
+        ("America/St_Johns", HOUR, "is UTC-03:30 and UTC-02:30, .* KPI_LONG_BUCKET=30m (or 15m)"),
+        (
+            "Europe/Berlin",
+            2 * HOUR,
+            "is UTC+01:00 part of the year, .* KPI_LONG_BUCKET=1h (or 30m)",
+        ),
+    ],
+)
+def test_a_zone_off_the_grid_says_which_bucket_fits(zone, bucket, says):
+    pattern = ".*".join(re.escape(part) for part in says.split(" .* "))
+    assert re.fullmatch(
+        f"(timezone {re.escape(zone)} )?{pattern}", grid_problem(zone, bucket) or ""
+    )
+
+
+def test_grid_problem_never_raises():
+    for zone in sorted(available_timezones()):
+        if is_time_zone(zone):
+            for bucket in (HOUR, HOUR // 2, MIN15):
+                problem = grid_problem(zone, bucket)
+                assert problem is None or "KPI_LONG_BUCKET=" in problem
+    for name in ("", "Europe", "../etc/passwd", "x" * 300, "UTC\x00"):
+        assert "not an IANA time zone" in (grid_problem(name, HOUR) or "")

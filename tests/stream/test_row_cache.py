@@ -20,7 +20,8 @@ from stream.snapshot import CampaignRow, RowCache, build_rows
 from tests.factories import NOW_MS
 
 MIN = 60_000
-SETTINGS = Settings(partitions=2)
+# Hour buckets of 30 minutes: the Kolkata plan (+05:30) needs them (a 1h grid refuses it).
+SETTINGS = Settings(partitions=2, long_bucket_seconds=1800)
 WINDOWS_MS = tuple(sorted(w * 1000 for w in SETTINGS.windows_seconds))
 BASELINES = (
     BaselineRef("ctr", "1h", 3_600_000, parse_baseline({"trailing": "1d"})),

@@ -47,6 +47,12 @@ def test_environment_and_overrides():
         ({"KPI_MAX_EVENTS_PER_MESSAGE": "1048577"}, "KPI_MAX_EVENTS_PER_MESSAGE"),
         ({"KPI_MAX_EVENTS_PER_MESSAGE": "0"}, "KPI_MAX_EVENTS_PER_MESSAGE"),
         ({"KPI_MAX_MESSAGE_BYTES": "100"}, "KPI_MAX_MESSAGE_BYTES"),
+        ({"KPI_TIMEZONE": "Europe"}, "KPI_TIMEZONE"),  # a directory of zones, not one
+        ({"KPI_TIMEZONE": "Etc"}, "KPI_TIMEZONE"),
+        ({"KPI_TIMEZONE": "Europe/" + "x" * 293}, "KPI_TIMEZONE"),  # 300 characters
+        ({"KPI_TIMEZONE": "../etc/passwd"}, "KPI_TIMEZONE"),
+        ({"KPI_TIMEZONE": "localtime"}, "KPI_TIMEZONE"),  # a different zone on each machine
+        ({"KPI_TIMEZONE": "Asia/Kolkata"}, "KPI_TIMEZONE: .*KPI_LONG_BUCKET"),
     ],
 )
 def test_bad_settings_fail_fast_naming_the_setting(env, named):
@@ -82,3 +88,38 @@ def test_sasl_needs_credentials_and_builds_client_options():
     assert kwargs["sasl_plain_username"] == "kpi" and kwargs["ssl_context"] is not None
     assert faust_credentials(s).mechanism.value == "SCRAM-SHA-512"
     assert faust_credentials(settings_from_env({})) is None
+
+
+@pytest.mark.parametrize(
+    "zone, long_bucket, fits",
+    [
+        ("Asia/Kolkata", "1h", False),
+        ("Asia/Kolkata", "30m", True),
+        ("Asia/Kathmandu", "30m", False),
+        ("Asia/Kathmandu", "15m", True),
+        ("Australia/Lord_Howe", "1h", False),
+        ("Australia/Lord_Howe", "30m", True),
+        ("America/St_Johns", "1h", False),
+        ("Europe/Berlin", "1h", True),
+        ("Europe/Berlin", "2h", False),
+        ("UTC", "1d", True),
+    ],
+)
+def test_the_timezone_must_fit_the_long_bucket(zone, long_bucket, fits):
+    env = {"KPI_TIMEZONE": zone, "KPI_LONG_BUCKET": long_bucket}
+    if fits:
+        assert settings_from_env(env).timezone == zone
+        return
+    with pytest.raises(SettingsError) as raised:
+        settings_from_env(env)
+    message = str(raised.value)
+    assert message.startswith(f"KPI_TIMEZONE: timezone {zone} is UTC")
+    assert f"KPI_LONG_BUCKET buckets ({long_bucket})" in message
+    assert "run the workers with KPI_LONG_BUCKET=" in message
+
+
+def test_the_timezone_error_names_the_bucket_that_fits():
+    with pytest.raises(SettingsError, match=r"KPI_LONG_BUCKET=30m \(or 15m\)$"):
+        settings_from_env({"KPI_TIMEZONE": "Asia/Kolkata"})
+    with pytest.raises(SettingsError, match=r"KPI_LONG_BUCKET=15m$"):
+        settings_from_env({"KPI_TIMEZONE": "Asia/Kathmandu", "KPI_LONG_BUCKET": "30m"})
