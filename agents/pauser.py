@@ -36,6 +36,7 @@ from aiokafka.structs import OffsetAndMetadata
 from autopause.ledger import Ledger
 from autopause.policy import (
     ACT,
+    DECLINE,
     DROP,
     NOTE,
     SHADOW,
@@ -55,7 +56,13 @@ from .topics import bootstrap_servers
 
 log = logging.getLogger("kpi_monitor.pauser")
 ALREADY = 3
-OUTCOME_OF_ACTION = {DROP: "dropped", NOTE: "noted", SHADOW: "shadow", SKIP: "skipped"}
+OUTCOME_OF_ACTION = {
+    DROP: "dropped",
+    NOTE: "noted",
+    SHADOW: "shadow",
+    SKIP: "skipped",
+    DECLINE: "skipped",
+}
 MAX_BACKOFF_SECONDS = 30.0
 
 KeepAlive = Callable[[float], Awaitable[Any]]

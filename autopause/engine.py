@@ -1,23 +1,29 @@
 """Pause / resume decisions per campaign and rule, made safe. Pure: state in, state out, the
 clock passed in.
 
-Per (campaign, rule) a ``Track`` goes through three phases:
+Per (campaign, rule) a ``Track`` goes through these phases:
 
 - ``running``: the rule's condition (``autopause.evaluate``) must hold on trusted data for the
   rule's ``for`` before a ``pause`` is issued, and not within ``cooldown`` of the last action nor
   while the campaign is younger than ``min_campaign_age``. A pause beyond ``max_cycles_per_day`` in
-  24 hours is issued as ``hold`` instead: the campaign flaps, a human decides.
+  the campaign's local day is issued as ``hold`` instead: the campaign flaps, a human decides.
 - ``paused``: with ``resume_threshold`` set, the opposite condition (the KPI past
   ``resume_threshold`` on the good side, with the rule's confidence and volume) must hold for
   ``resume_for`` (and the cooldown pass) before a ``resume`` is issued. Without it a human
   resumes; the rule re-arms silently once its condition has been false for its ``for`` (a paused
   campaign's windows drain), so a campaign resumed by hand that collapses again is paused again.
-- ``held``: nothing more is issued for the rule until a human clears it (``clear``).
+- ``held``: nothing more is issued for the rule until the campaign's next midnight, or until an
+  operator releases it (``release``); the new day counts its cycles afresh.
+- ``notified``: a rule with ``action: notify`` told once; it uses no pause cycle, is never held,
+  and re-arms once its condition has been false for its ``for``.
 
 A rule with ``pause_for: rest_of_day`` resumes by the clock: its pause carries the campaign's next
 midnight (its time zone), and the ``resume`` is issued then, trusted data or not. A rule with
 ``action: notify`` issues ``notify`` where it would pause: the same timers and breaker, nothing
-acted on; it re-arms as a pause without ``resume_threshold`` does.
+acted on.
+
+A promise outlives its rule: a track whose rule left the rules file (or stopped deciding, or
+selecting the campaign) is still resumed at its midnight (``orphan_step``).
 
 Data that cannot be trusted (``Trust``: partition lagging, event time not advancing, too many
 late events) stops every timer: **unknown never pauses**; an ``unknown`` is issued once when it
@@ -32,18 +38,19 @@ would-be pauses are issued once as ``suppressed`` and nothing is paused until th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from rulebook.rules import Rule
 
-from .evaluate import Evaluation
+from .evaluate import NO_EVIDENCE, Evaluation
 
 PAUSE, RESUME, UNKNOWN, HOLD, SUPPRESSED = "pause", "resume", "unknown", "hold", "suppressed"
 NOTIFY = "notify"  # a rule with ``action: notify``: recorded and reported, nothing acted on
 VERDICTS = (PAUSE, RESUME, UNKNOWN, HOLD, SUPPRESSED, NOTIFY)
 RUNNING, PAUSED, HELD = "running", "paused", "held"
+NOTIFIED = "notified"  # a notify rule told once; re-armed once its condition has cleared
 ALL_CAMPAIGNS = "*"  # the breaker scope over every campaign (the others are channels)
 DAY_MS = 86_400_000
 
@@ -58,7 +65,8 @@ class Track:
     last_action_ms: int | None = None  # the last pause / resume / hold issued
     pauses: tuple[int, ...] = ()  # pauses and holds issued in the last 24 h
     flag: str | None = None  # UNKNOWN or SUPPRESSED once issued, until the episode ends
-    until_ms: int | None = None  # paused for the rest of the day: resumed at this midnight
+    # Paused for the rest of the day: resumed at this midnight. Held: released at this midnight.
+    until_ms: int | None = None
 
 
 class Trust(NamedTuple):
@@ -95,26 +103,25 @@ def step(
     first_seen_ms: int,
     breaker_open: bool = False,
     day_end_ms: int | None = None,
+    day_start_ms: int | None = None,
 ) -> Step:
     """One evaluation of ``rule`` for one campaign. ``resume`` is the resume condition's
-    evaluation (None without ``resume_threshold``); ``day_end_ms`` the campaign's next
-    midnight in its time zone (for ``pause_for: rest_of_day``)."""
+    evaluation (None without ``resume_threshold``); ``day_start_ms`` and ``day_end_ms`` the
+    campaign's last and next midnight in its time zone (``pause_for: rest_of_day`` resumes at
+    the next; a hold lasts until it; ``max_cycles_per_day`` counts from the last)."""
+    if rule.action == NOTIFY and track.phase == PAUSED and track.until_ms is None:
+        track = replace(track, phase=NOTIFIED)  # written before notifies had a phase of their own
     if track.phase == HELD:
-        return Step(track, None)
+        # A hold lasts the rest of the campaign's day (or until an operator releases it): the
+        # next day starts with a fresh count of cycles.
+        if track.until_ms is None or now_ms < track.until_ms:
+            return Step(track, None)
+        track = release(track)
     if track.phase == PAUSED and track.until_ms is not None:
         # Paused for the rest of the day: the clock ends it, whatever the data says.
         if now_ms < track.until_ms:
             return Step(track, None)
-        resumed = replace(
-            track,
-            phase=RUNNING,
-            until_ms=None,
-            breach_since=None,
-            clear_since=None,
-            last_action_ms=now_ms,
-            flag=None,
-        )
-        return Step(resumed, RESUME)
+        return Step(_resumed_by_clock(track, now_ms), RESUME)
     for_ms = rule.for_seconds * 1000
     if not trust.trusted:
         resuming = track.phase == PAUSED and track.clear_since is not None and resume is not None
@@ -135,6 +142,8 @@ def step(
     )
     if track.phase == PAUSED:
         return _paused(rule, track, now_ms, evaluation, resume, for_ms, cooled)
+    if track.phase == NOTIFIED:
+        return _rearm(track, now_ms, evaluation, for_ms)
 
     if not evaluation.holds or not _age_ok(rule, first_seen_ms, now_ms):
         return Step(
@@ -151,10 +160,31 @@ def step(
         if track.flag == SUPPRESSED:
             return Step(track, None)
         return Step(replace(track, flag=SUPPRESSED), SUPPRESSED)
+    if rule.action == NOTIFY:  # told, nothing acted on: no pause cycle used, never held
+        notified = replace(
+            track,
+            phase=NOTIFIED,
+            last_action_ms=now_ms,
+            breach_since=None,
+            clear_since=None,
+            flag=None,
+            until_ms=None,
+        )
+        return Step(notified, NOTIFY)
+    # Cycles are counted over the campaign's local day (the last 24 h where its day is not
+    # known); the tuple keeps 24 h of pauses for the breaker's window.
     recent = tuple(t for t in track.pauses if now_ms - t < DAY_MS)
-    # A pause beyond the day's cycles goes to a human instead: counted the same, held.
-    held = len(recent) >= rule.max_cycles_per_day
-    until = day_end_ms if rule.pause_for == "rest_of_day" and not held else None
+    day_start = day_start_ms if day_start_ms is not None else now_ms - DAY_MS
+    cycles = sum(t >= day_start for t in recent)
+    # A pause beyond the day's cycles goes to a human instead: counted the same, held until the
+    # campaign's next midnight.
+    held = cycles >= rule.max_cycles_per_day
+    midnight = day_end_ms if day_end_ms is not None and day_end_ms > now_ms else None
+    if rule.pause_for == "rest_of_day" and not held and midnight is None:
+        # A pause for the rest of the day needs the day's end: without it no pause is issued
+        # (one would never be resumed by the clock). The breach stays pending.
+        return Step(track, None)
+    until = midnight if held or rule.pause_for == "rest_of_day" else None
     new = replace(
         track,
         phase=HELD if held else PAUSED,
@@ -165,7 +195,19 @@ def step(
         flag=None,
         until_ms=until,
     )
-    return Step(new, HOLD if held else NOTIFY if rule.action == NOTIFY else PAUSE)
+    return Step(new, HOLD if held else PAUSE)
+
+
+def _resumed_by_clock(track: Track, now_ms: int) -> Track:
+    return replace(
+        track,
+        phase=RUNNING,
+        until_ms=None,
+        breach_since=None,
+        clear_since=None,
+        last_action_ms=now_ms,
+        flag=None,
+    )
 
 
 def _paused(
@@ -194,7 +236,14 @@ def _paused(
             ),
             RESUME,
         )
-    if evaluation.holds:  # a human resumes; re-arm once the condition has been false a while
+    # A human resumes; re-arm once the condition has been false a while.
+    return _rearm(track, now_ms, evaluation, for_ms)
+
+
+def _rearm(track: Track, now_ms: int, evaluation: Evaluation, for_ms: float) -> Step:
+    """Back to running, silently, once the condition has been false for the rule's ``for``: a
+    campaign resumed by hand that collapses again is paused again; a notify rule tells again."""
+    if evaluation.holds:
         return Step(replace(track, clear_since=None), None)
     since = track.clear_since if track.clear_since is not None else now_ms
     if now_ms - since < for_ms:
@@ -202,9 +251,32 @@ def _paused(
     return Step(replace(track, phase=RUNNING, clear_since=None, breach_since=None), None)
 
 
-def clear(track: Track) -> Track:
-    """A human took a held campaign back: the rule starts afresh (its 24 h count kept)."""
-    return replace(track, phase=RUNNING, breach_since=None, clear_since=None, flag=None)
+def release(track: Track) -> Track:
+    """A held campaign taken back (by an operator, or by the clock at the campaign's next
+    midnight): the rule starts afresh. Its pauses are kept for the breaker's window; the count
+    of the day's cycles starts again with the day."""
+    return replace(
+        track, phase=RUNNING, breach_since=None, clear_since=None, flag=None, until_ms=None
+    )
+
+
+clear = release  # the name of earlier releases
+
+
+def orphan_step(track: Track, now_ms: int) -> Step | None:
+    """A track whose rule no longer judges the campaign (removed from the rules file, renamed,
+    its ``may_pause`` switched off, or no longer selecting it): what becomes of it, or None to
+    keep it as it is. A promise made stays kept: a pause for the rest of the day is resumed at
+    its midnight (then the track goes), a hold is released at its midnight. Anything else
+    (nothing in effect, or a pause that waits for a human or for a resume condition nobody can
+    judge now) goes: the campaign stays as it is, for a human."""
+    if track.phase == PAUSED and track.until_ms is not None:
+        if now_ms < track.until_ms:
+            return None
+        return Step(_resumed_by_clock(track, now_ms), RESUME)
+    if track.phase == HELD and track.until_ms is not None and now_ms < track.until_ms:
+        return None
+    return Step(IDLE_TRACK, None)
 
 
 def breaker_open(tripped: int, active: int, breaker: Breaker) -> bool:
@@ -249,10 +321,11 @@ class Input(NamedTuple):
     trust: Mapping[str, Trust]  # by rule: the trust of the data the rule reads
     channel: str | None = None  # the campaign's main channel: the breaker also counts per channel
     day_end_ms: int | None = None  # the campaign's next midnight, in its time zone
+    day_start_ms: int | None = None  # and its last
 
 
 _IDLE = Track()
-IDLE = _IDLE  # a campaign's track under a rule it is not in: nothing pending or in effect
+IDLE = IDLE_TRACK = _IDLE  # a track under a rule it is not in: nothing pending or in effect
 
 
 def tripped(
@@ -264,6 +337,17 @@ def tripped(
     if trust.trusted and evaluation.holds:
         return True
     return any(now_ms - t < breaker.window_ms for t in track.pauses)
+
+
+def _active(evaluation: Evaluation) -> bool:
+    """Counts in the breaker's population: the rule has a value to judge the campaign by (any
+    condition of a compound rule: an ``any:`` rule holding on its second condition while its
+    first has no value is tripped, so it must be active too)."""
+    return (
+        evaluation.holds
+        or evaluation.value is not None
+        or any(part.value is not None for part in evaluation.parts)
+    )
 
 
 class Scopes(NamedTuple):
@@ -305,7 +389,7 @@ def breaker_scopes(
             trips = tripped(
                 track, evaluation, data.trust.get(name_of_rule, TRUSTED), now_ms, breaker
             )
-            active = evaluation.value is not None
+            active = _active(evaluation)
             for scope in (None, data.channel) if data.channel is not None else (None,):
                 tally = counts.get(scope)
                 if tally is None:
@@ -345,6 +429,7 @@ def advance(
             campaign.first_seen_ms,
             scopes.suppresses(rule.name, data.channel),
             data.day_end_ms,
+            data.day_start_ms,
         )
         if new != track:
             campaign.tracks[rule.name] = new
@@ -354,6 +439,30 @@ def advance(
             until = new.until_ms if verdict == PAUSE else None
             decisions.append(
                 Decision(name, rule.name, verdict, campaign.seq, now_ms, evaluation, until)
+            )
+    return decisions, changed
+
+
+def settle_orphans(
+    name: str, campaign: Campaign, stepped: Container[str], now_ms: int
+) -> tuple[list[Decision], bool]:
+    """``orphan_step`` for each of the campaign's tracks whose rule was not stepped this round:
+    the decisions issued (resumes at midnight), and whether its state changed."""
+    decisions = []
+    changed = False
+    for rule_name in [r for r in campaign.tracks if r not in stepped]:
+        outcome = orphan_step(campaign.tracks[rule_name], now_ms)
+        if outcome is None:
+            continue
+        changed = True
+        if outcome.track == IDLE_TRACK:
+            del campaign.tracks[rule_name]
+        else:
+            campaign.tracks[rule_name] = outcome.track
+        if outcome.verdict is not None:
+            campaign.seq = next_seq(campaign.seq, now_ms)
+            decisions.append(
+                Decision(name, rule_name, outcome.verdict, campaign.seq, now_ms, NO_EVIDENCE)
             )
     return decisions, changed
 

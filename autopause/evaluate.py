@@ -63,6 +63,9 @@ class Evaluation(NamedTuple):
     parts: tuple[Evaluation, ...] = ()  # a compound rule's: each condition's, in order
 
 
+NO_EVIDENCE = Evaluation(False, None, None, None)  # a decision the clock made, not a figure
+
+
 def kpi_value(kpi: str, window: WindowFigures | None, figures: Figures) -> float | None:
     """The KPI as the worker exports it (or Prometheus records it); None where no series is."""
     if kpi == "oldest_uncontacted_lead_age":

@@ -133,7 +133,42 @@ class Ledger:
             "AND acted_at_ms > ?",
             (now_ms - HOUR_MS,),
         ).fetchone()
-        return Known(outcome, last_seq, pauses, self.paused_campaigns(), self.campaigns_seen())
+        return Known(
+            outcome,
+            last_seq,
+            pauses,
+            self.paused_campaigns(),
+            self.campaigns_seen(),
+            self.pausing_rules(decision["campaign_id"]),
+        )
+
+    def pausing_rules(self, campaign: str) -> frozenset[str]:
+        """The rules whose pause of ``campaign`` this pauser made and still holds, from the
+        ledger in the order it was written: a pause it ran (``done``) takes the campaign; a pause
+        of another rule while the campaign is ours joins it (``already``: it was paused by us);
+        a resume of a rule releases that rule (run, already, or skipped because others still
+        hold it); a pause undone, or a resume run, releases them all. A pause the campaign
+        already had when nothing of ours held it (a human's) is never ours."""
+        ours: set[str] = set()
+        # In the order things happened: an undo updates its pause's entry with its own time.
+        rows = self.db.execute(
+            "SELECT rule, verdict, action, outcome FROM entries WHERE campaign = ? "
+            "AND verdict IN ('pause', 'resume') "
+            "ORDER BY coalesce(acted_at_ms, received_at_ms), rowid",
+            (campaign,),
+        )
+        for rule, verdict, action, outcome in rows:
+            if verdict == "pause":
+                if outcome == "done" or (outcome == "already" and ours):
+                    ours.add(rule)
+                elif outcome == "undone":
+                    ours.clear()
+            elif verdict == "resume":
+                if action == "resume" and outcome == "done":
+                    ours.clear()
+                elif outcome in ("already", "skipped"):
+                    ours.discard(rule)
+        return frozenset(ours)
 
     def paused_campaigns(self) -> int:
         """Campaigns whose latest command this pauser ran was a pause it made (not undone)."""

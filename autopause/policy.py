@@ -8,10 +8,12 @@ Order of the checks (the first that applies wins):
 4. out of order (a ``seq`` at or below one already handled for the campaign): drop;
 5. not allowed (``--allow`` does not match the campaign): drop;
 6. shadow (the pauser's mode, or the decision's): record what would be done, run nothing;
-7. kill switch present, or the pauser's own breaker (pauses in the last hour, share of the
+7. a ``resume`` of a pause this pauser did not make for that rule, or that another rule's pause
+   of ours still holds: decline (recorded as skipped, the campaign left as it is);
+8. kill switch present, or the pauser's own breaker (pauses in the last hour, share of the
    campaigns seen that are paused, once at least ``min_campaigns`` would be paused) open: hold,
    do not consume further. A hold ends when its cause goes or the decision expires (check 3);
-8. otherwise: act.
+9. otherwise: act.
 
 ``validate`` comes first, at the boundary: a decision that is not well formed never reaches
 ``judge``, the ledger or the command's environment.
@@ -23,7 +25,10 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from stream.ids import unprintable
+
 ACT, SKIP, DROP, NOTE, SHADOW, WAIT = "act", "skip", "drop", "note", "shadow", "wait"
+DECLINE = "decline"  # a resume of a pause that is not this pauser's (recorded as skipped)
 ACTIONS = {"pause": "pause", "resume": "resume"}
 # Why a decision is held (a bounded set: the pauser's metric label).
 KILL_SWITCH, RATE_LIMIT, SHARE_LIMIT, POPULATION_UNKNOWN = (
@@ -33,7 +38,6 @@ KILL_SWITCH, RATE_LIMIT, SHARE_LIMIT, POPULATION_UNKNOWN = (
     "population_unknown",
 )
 MAX_ID_LENGTH = 256
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class Known(NamedTuple):
     pauses_last_hour: int
     paused_campaigns: int  # campaigns this pauser paused and nobody resumed
     campaigns_seen: int
+    # The rules whose pause of this campaign this pauser made and still holds (``Ledger.
+    # pausing_rules``): a resume acts only for the last of them.
+    pausing: frozenset[str] = frozenset()
 
 
 class Action(NamedTuple):
@@ -66,9 +73,7 @@ def _id_problem(value: object) -> str | None:
         return f"not a string ({type(value).__name__})"
     if not 1 <= len(value) <= MAX_ID_LENGTH:
         return f"length {len(value)}, not 1-{MAX_ID_LENGTH}"
-    if _CONTROL.search(value):
-        return "holds a control character (U+0000-U+001F, U+007F)"
-    return None
+    return unprintable(value)
 
 
 def _is_int(value: object) -> bool:
@@ -123,11 +128,35 @@ def judge(
         return Action(DROP, "campaign not allowed (--allow)")
     if limits.mode == "shadow" or decision.get("mode") == "shadow":
         return Action(SHADOW, f"shadow: would {verdict} {decision['campaign_id']}")
+    if verdict == "resume":
+        declined = _not_ours(decision, known)
+        if declined is not None:
+            return declined
     if kill_switch:
         return Action(WAIT, "kill switch present", KILL_SWITCH)
     if verdict == "pause":
         return _pause_breaker(known, limits) or Action(ACT, verdict)
     return Action(ACT, verdict)
+
+
+def _not_ours(decision: dict, known: Known) -> Action | None:
+    """A resume acts only on a campaign this pauser paused for the decision's rule, when no
+    other rule's pause of ours still holds it. A human may have paused it for another reason;
+    a pause dropped (expired under the kill switch or a hold) was never made."""
+    rule = decision["rule"]
+    if rule not in known.pausing:
+        return Action(
+            DECLINE,
+            f"not paused by this pauser for rule {rule} (its pause was not made, or was "
+            "undone or resumed since): left as it is",
+        )
+    others = sorted(known.pausing - {rule})
+    if others:
+        return Action(
+            DECLINE,
+            f"still paused by this pauser for rule {', '.join(others)}: resumed with the last",
+        )
+    return None
 
 
 def _pause_breaker(known: Known, limits: Limits) -> Action | None:

@@ -155,6 +155,33 @@ def decision_json(
     }
 
 
+def orphan_decision_json(decision: Decision, *, partition: int, mode: str, ttl_ms: int) -> dict:
+    """A decision about a rule the worker no longer judges by (it left the rules file): the
+    promise of a pause for the rest of the day, kept at its midnight. No figure is evidence."""
+    return {
+        "decision_id": decision_id(
+            decision.campaign, decision.rule, decision.seq, decision.issued_at_ms
+        ),
+        "campaign_id": decision.campaign,
+        "rule": decision.rule,
+        "verdict": decision.verdict,
+        "seq": decision.seq,
+        "issued_at": iso(decision.issued_at_ms),
+        "issued_at_ms": decision.issued_at_ms,
+        "valid_until": iso(decision.issued_at_ms + ttl_ms),
+        "valid_until_ms": decision.issued_at_ms + ttl_ms,
+        "resume_at": None,
+        "resume_at_ms": None,
+        "mode": mode,
+        "partition": partition,
+        "evidence": {
+            "kpi": None,
+            "reason": "the rule is no longer in the rules file (or no longer decides for this "
+            "campaign): its pause for the rest of the day ends at midnight, as promised",
+        },
+    }
+
+
 def _condition_evidence(condition: Condition, part: Evaluation) -> dict[str, Any]:
     volume = condition.min_volume
     return {

@@ -33,14 +33,17 @@ from .engine import (
     DAY_MS,
     HELD,
     IDLE,
+    NOTIFIED,
     PAUSED,
     RUNNING,
     Breaker,
     Campaign,
+    Decision,
     Input,
     Trust,
     advance,
     breaker_scopes,
+    settle_orphans,
 )
 from .evaluate import Evaluation, Figures, WindowFigures, evaluate, selects
 
@@ -48,7 +51,7 @@ SHIPPED_RULES = Path(__file__).resolve().parent.parent / "ops" / "kpi-rules.yaml
 _KIND = {name: kind for kind, name in enumerate(EVENT_TYPES)}
 _OPPOSITE = {"<": ">", ">": "<"}
 # kpi_autopause_campaigns{state}; no_baseline: campaigns a baseline rule cannot judge yet.
-STATES = ("pending", "paused", "held", "unknown", "suppressed", "no_baseline")
+STATES = ("pending", "paused", "held", "notified", "unknown", "suppressed", "no_baseline")
 STEP = 50  # campaigns judged between two yields of ``Runner.tick_steps``
 
 
@@ -117,21 +120,24 @@ def load_rules(settings: Settings) -> list[Rule]:
     return pausing
 
 
-def rule_kinds(rule: Rule) -> tuple[int, frozenset[int]]:
-    """The event kind whose traffic drives the rule (its first condition's volume, or
-    denominator), and every kind the rule's conditions read."""
+def rule_kinds(rule: Rule) -> tuple[frozenset[int], frozenset[int]]:
+    """The event kinds whose traffic drives the rule (its first condition's volume, or
+    denominator: any one of them moving proves the feed alive), and every kind the rule's
+    conditions read."""
     driving, read = condition_kinds(rule.first)
     for condition in rule.conditions[1:]:
         read = read | condition_kinds(condition)[1]
     return driving, read
 
 
-def condition_kinds(rule: Condition) -> tuple[int, frozenset[int]]:
+def condition_kinds(rule: Condition) -> tuple[frozenset[int], frozenset[int]]:
 
     def kinds_of(source: str) -> set[int]:
         if source == REVENUE:
             return {_KIND["sale"]}
         if source == SPEND:
+            # Cost comes on impressions or on clicks: a click tracker with costs and no
+            # impression feed is a live spend feed (judged on the click watermark).
             return {_KIND["impression"], _KIND["click"]}
         return {_KIND[source]}
 
@@ -139,28 +145,31 @@ def condition_kinds(rule: Condition) -> tuple[int, frozenset[int]]:
     if kpi in RATIO_BY_KEY:
         ratio = RATIO_BY_KEY[kpi]
         read = kinds_of(ratio.numerator) | kinds_of(ratio.denominator)
-        driving = min(kinds_of(ratio.denominator))
+        driving = kinds_of(ratio.denominator)
     elif kpi == "revenue":
-        read = kinds_of(kpi)
-        driving = min(read)
+        read = driving = kinds_of(kpi)
     elif kpi == "spend" or KPIS[kpi].period is not None or kpi == "spend_outside_flight":
-        read = kinds_of("spend")  # the budget figures are spend against the plan
-        driving = min(read)
+        read = driving = kinds_of("spend")  # the budget figures are spend against the plan
     elif kpi.startswith("response") or kpi in (
         "oldest_uncontacted_lead_age",
         "leads_awaiting_contact",
     ):
         read = {_KIND["lead"], _KIND["sales_contact"]}
-        driving = _KIND["lead"]
+        driving = {_KIND["lead"]}
     else:
         event_type = KPIS[kpi].event_type
         assert event_type is not None  # the remaining KPIs are event counts
-        driving = _KIND[event_type]
-        read = {driving}
+        driving = {_KIND[event_type]}
+        read = set(driving)
     if rule.min_volume is not None:
-        driving = _KIND[rule.min_volume.event_type]
-        read.add(driving)
-    return driving, frozenset(read)
+        driving = {_KIND[rule.min_volume.event_type]}
+        read = read | driving
+    return frozenset(driving), frozenset(read)
+
+
+def watermark_of(state: PartitionState, kinds: frozenset[int]) -> int:
+    """The event time the kinds' feeds have reached: the newest of them."""
+    return max(state.meta.watermark[k] for k in kinds)
 
 
 def figures_of(row: CampaignRow, labels: tuple[str, ...], now_ms: int) -> Figures:
@@ -336,12 +345,12 @@ class Runner:
         behind = sum(lag[(inputs[k], state.partition)] for k in read)
         if behind > self.settings.decision_max_lag:
             return Trust(False, f"lagging: {behind} messages behind")
-        watermark = state.meta.watermark[driving]
+        watermark = watermark_of(state, driving)
         if now_ms - watermark > self.settings.decision_max_stall_seconds * 1000:
+            kinds = " or ".join(EVENT_TYPES[k] for k in sorted(driving))
             return Trust(
                 False,
-                f"event time stalled: no {EVENT_TYPES[driving]} event newer than "
-                f"{(now_ms - watermark) // 1000}s",
+                f"event time stalled: no {kinds} event newer than {(now_ms - watermark) // 1000}s",
             )
         worst = max(late_shares[k] for k in read)
         if worst > self.settings.decision_max_late_share:
@@ -466,7 +475,12 @@ class Runner:
                         both = _evaluations(rule, figures)
                     evaluations[rule.name], resumes[rule.name] = both
                 inputs[name] = Input(
-                    evaluations, resumes, trust, _main_channel(row), row.day_end_ms
+                    evaluations,
+                    resumes,
+                    trust,
+                    _main_channel(row),
+                    row.day_end_ms,
+                    row.day_start_ms,
                 )
                 breaching = holding_conditions(rules, evaluations)
                 if breaching:
@@ -494,10 +508,19 @@ class Runner:
                     self._dirty.add((state.partition, name))
             if (i + 1) % STEP == 0:
                 yield
+        orphans = yield from self._orphans(states, inputs, owned, now_ms)
         by_name = {r.name: r for r in self.rules}
         ttl_ms = self.settings.decision_ttl_seconds * 1000
         topics = self.settings.topics.inputs()
         to_send = []
+        for state, decision in orphans:
+            body = records.orphan_decision_json(
+                decision, partition=state.partition, mode=mode, ttl_ms=ttl_ms
+            )
+            entry = state.autopause[decision.campaign]
+            assert isinstance(entry, Campaign)  # made live by ``_orphans``
+            entry.outbox.append(body)
+            to_send.append((state.partition, body))
         for decision in decisions:
             state = owner[decision.campaign]
             rule = by_name[decision.rule]
@@ -510,7 +533,7 @@ class Runner:
                 mode=mode,
                 ttl_ms=ttl_ms,
                 context={
-                    "watermark": records.iso(state.meta.watermark[driving]),
+                    "watermark": records.iso(watermark_of(state, driving)),
                     "lag_messages": sum(lag.get((topics[k], state.partition), 0) for k in read),
                     "trusted": rule_trust.trusted,
                     "distrust": rule_trust.reason or None,
@@ -527,6 +550,38 @@ class Runner:
         for rule_name, n in cold.items():
             counts[(rule_name, "no_baseline")] = n
         return TickResult(out, to_send, {r.name: scopes.open(r.name) for r in self.rules}, counts)
+
+    def _orphans(
+        self,
+        states: list[PartitionState],
+        inputs: Mapping[str, Input],
+        owned: Callable[[PartitionState], bool],
+        now_ms: int,
+    ) -> Generator[None, None, list[tuple[PartitionState, Decision]]]:
+        """The tracks no rule stepped this round (their rule left the file, stopped deciding or
+        selecting the campaign, or the campaign has no row any more): their promises kept
+        (``engine.orphan_step``), the rest dropped. The decisions issued (resumes at midnight),
+        with the state they belong to."""
+        out: list[tuple[PartitionState, Decision]] = []
+        seen = 0
+        for state in states:
+            if not owned(state):
+                continue
+            for name in list(state.autopause):
+                value = state.autopause[name]
+                stepped = inputs[name].evaluations if name in inputs else {}
+                names = value.tracks if isinstance(value, Campaign) else _track_names(value)
+                if all(rule in stepped for rule in names):
+                    continue
+                campaign = state.autopause[name] = records.campaign_of(value, now_ms)
+                issued, changed = settle_orphans(name, campaign, stepped, now_ms)
+                if changed:
+                    self._dirty.add((state.partition, name))
+                out.extend((state, decision) for decision in issued)
+                seen += 1
+                if seen % STEP == 0:
+                    yield
+        return out
 
     def sent(self, states: Iterable[PartitionState], sent: Iterable[dict]) -> list[Record]:
         """After the decisions topic acknowledged ``sent``: drop them from the outboxes."""
@@ -590,11 +645,19 @@ class Runner:
                         counts[(rule_name, "paused")] += 1
                     elif track.phase == HELD:
                         counts[(rule_name, "held")] += 1
+                    elif track.phase == NOTIFIED:
+                        counts[(rule_name, "notified")] += 1
                     elif track.breach_since is not None:
                         counts[(rule_name, "pending")] += 1
                     if track.flag in ("unknown", "suppressed"):
                         counts[(rule_name, track.flag)] += 1
         return counts
+
+
+def _track_names(value: object) -> Iterable[str]:
+    """The rules a restored (plain JSON) entry has tracks for, without making it live."""
+    tracks = value.get("tracks") if isinstance(value, dict) else None
+    return tracks.keys() if isinstance(tracks, dict) else ()
 
 
 def _idle(campaign: Campaign, now_ms: int) -> bool:

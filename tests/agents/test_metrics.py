@@ -177,9 +177,7 @@ def test_awaiting_and_oldest_age():
     )
 
 
-@pytest.mark.parametrize(
-    "campaign", ['quote"d', "back\\slash", "ünïcode", "{braces}", "emoji 😀"]
-)
+@pytest.mark.parametrize("campaign", ['quote"d', "back\\slash", "ünïcode", "{braces}", "emoji 😀"])
 def test_any_campaign_id_survives_the_text_format(campaign):
     registry, _ = scrape(
         [state_of(event("impression", campaign=campaign, channel='ch"1'))], Settings(export="full")

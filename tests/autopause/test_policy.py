@@ -7,6 +7,7 @@ import pytest
 from autopause.ledger import Ledger
 from autopause.policy import (
     ACT,
+    DECLINE,
     DROP,
     KILL_SWITCH,
     NOTE,
@@ -25,6 +26,7 @@ from autopause.policy import (
 NOW = 1_790_000_000_000
 LIVE = Limits(mode="live", max_pauses_per_hour=2, max_share=0.5)
 FRESH = Known(None, None, 0, 0, 100)
+OURS = FRESH._replace(pausing=frozenset({"ctr_collapse"}))  # paused by this pauser for the rule
 
 
 def decision(campaign="c1", seq=1, verdict="pause", valid_for=60_000, mode="live", **extra):
@@ -46,7 +48,38 @@ def decision(campaign="c1", seq=1, verdict="pause", valid_for=60_000, mode="live
     "name, d, known, limits, kill, expected",
     [
         ("acts on a fresh pause", decision(), FRESH, LIVE, False, ACT),
-        ("acts on a resume", decision(verdict="resume"), FRESH, LIVE, False, ACT),
+        (
+            "acts on a resume of its own pause",
+            decision(verdict="resume"),
+            OURS,
+            LIVE,
+            False,
+            ACT,
+        ),
+        (
+            "declines a resume of a pause it did not make (a human's, or one dropped)",
+            decision(verdict="resume"),
+            FRESH,
+            LIVE,
+            False,
+            DECLINE,
+        ),
+        (
+            "declines a resume of a pause it made for another rule",
+            decision(verdict="resume"),
+            FRESH._replace(pausing=frozenset({"cpa_over_target"})),
+            LIVE,
+            False,
+            DECLINE,
+        ),
+        (
+            "declines a resume while another rule's pause of its own holds the campaign",
+            decision(verdict="resume"),
+            FRESH._replace(pausing=frozenset({"ctr_collapse", "cpa_over_target"})),
+            LIVE,
+            False,
+            DECLINE,
+        ),
         (
             "a replayed decision is skipped",
             decision(),
@@ -123,7 +156,7 @@ def decision(campaign="c1", seq=1, verdict="pause", valid_for=60_000, mode="live
         (
             "a resume passes the breakers",
             decision(verdict="resume"),
-            Known(None, None, 5, 50, 100),
+            Known(None, None, 5, 50, 100, frozenset({"ctr_collapse"})),
             LIVE,
             False,
             ACT,
@@ -143,7 +176,7 @@ def test_ledger_knows_what_was_done(tmp_path):
     ledger.record(first, NOW, "done", action="pause", acted_at_ms=NOW, prior_state="running")
     assert ledger.known(first, NOW).outcome == "done"
     later = decision(seq=2, verdict="unknown")
-    assert ledger.known(later, NOW) == Known(None, 1, 1, 1, 0)
+    assert ledger.known(later, NOW) == Known(None, 1, 1, 1, 0, frozenset({"ctr_collapse"}))
     ledger.note_partition_size(0, 40)
     ledger.note_partition_size(1, 60)
     ledger.note_partition_size(0, 50)
@@ -186,8 +219,8 @@ def test_an_expired_decision_is_dropped_whatever_holds(tmp_path):
         ("a string", "not a JSON object"),
         (None, "not a JSON object"),
         ({**decision(), "campaign_id": "c" * 257}, "campaign_id length 257"),
-        ({**decision(), "campaign_id": "a\tb"}, "campaign_id holds a control character"),
-        ({**decision(), "campaign_id": "a\x1fb"}, "campaign_id holds a control character"),
+        ({**decision(), "campaign_id": "a\tb"}, "campaign_id holds U+0009"),
+        ({**decision(), "campaign_id": "a\x1fb"}, "campaign_id holds U+001F"),
         ({**decision(), "decision_id": 7}, "decision_id not a string (int)"),
         ({**decision(), "rule": None}, "rule not a string"),
         ({**decision(), "verdict": 1}, "verdict is not a string"),
