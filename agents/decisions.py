@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import faust
@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from autopause.runner import STATES, Runner, TickResult, load_rules
 from autopause.view import Changes, DecisionView, parse_cursor
 from stream import catalogue as m
+from stream.events import MAX_ID_LENGTH
+from stream.ids import unprintable
 from stream.settings import Settings
 
 from .kafka_auth import aiokafka_kwargs
@@ -137,6 +139,17 @@ class DecisionLoop:
         await self.table.write(result.records, acked=True)
         return result, unsent
 
+    async def release(self, campaign: str, rule: str | None) -> list[dict]:
+        """``Runner.release`` on the owned partitions, written before it answers."""
+        async with self.state_lock:
+            released, written = self.runner.release(
+                list(self.pipeline.states.values()), campaign, rule, self.clock()
+            )
+            await self.table.write(written, acked=True)
+        for each in released:
+            log.info("operator released campaign %s rule %s", campaign, each["rule"])
+        return released
+
     async def tick(self) -> list[dict]:
         """One round; the decisions sent (restored unsent ones first). One round at a time (the
         timer's and the one after a hand-over): a round sends what the one before it left in
@@ -186,6 +199,28 @@ class DecisionLoop:
         return sent
 
 
+def release_request(query: Mapping[str, str]) -> tuple[str, str | None] | str:
+    """``campaign`` and the optional ``rule`` of a release, or why the query is refused."""
+    unknown = sorted(set(query) - {"campaign", "rule"})
+    if unknown:
+        return f"unknown parameter {unknown[0][:40]!r}: campaign and rule only"
+    out: list[str | None] = []
+    for name in ("campaign", "rule"):
+        value = query.get(name)
+        if value is None:
+            out.append(None)
+            continue
+        if not 1 <= len(value) <= MAX_ID_LENGTH:
+            return f"{name} must be 1-{MAX_ID_LENGTH} characters"
+        problem = unprintable(value)
+        if problem is not None:
+            return f"{name} {problem}"
+        out.append(value)
+    if out[0] is None:
+        return "campaign is required: POST /autopause/release?campaign=ID[&rule=NAME]"
+    return out[0], out[1]
+
+
 def install(app: faust.App, loop: DecisionLoop, feed: DecisionFeed) -> None:
     """The decision timer, the task reading the decisions topic back, and ``/decisions``."""
 
@@ -220,6 +255,25 @@ def install(app: faust.App, loop: DecisionLoop, feed: DecisionFeed) -> None:
             except Exception:
                 log.exception("reading the decisions topic failed; retrying in 5s")
                 await asyncio.sleep(5)
+
+    @app.page("/autopause/release")
+    async def release_page(
+        web_view: faust.web.View, request: faust.web.Request
+    ) -> faust.web.Response:
+        """An operator takes a held campaign back (``POST``): its held rules (or ``rule``) run
+        again. Answered once the released tracks are written; 404 when this worker holds no
+        hold of the campaign (another worker may own its partition: ask each)."""
+        if request.method != "POST":
+            return web_view.error(405, "POST /autopause/release?campaign=ID[&rule=NAME]")
+        asked = release_request(request.query)
+        if isinstance(asked, str):
+            return web_view.error(400, asked)
+        campaign, rule = asked
+        released = await loop.release(campaign, rule)
+        if not released:
+            return web_view.error(404, f"no held rule of {campaign!r} on this worker")
+        body = {"campaign": campaign, "released": released}
+        return web_view.bytes(orjson.dumps(body), content_type="application/json")
 
     @app.page("/decisions")
     async def decisions_page(

@@ -43,6 +43,7 @@ from .engine import (
     Trust,
     advance,
     breaker_scopes,
+    release,
     settle_orphans,
 )
 from .evaluate import Evaluation, Figures, WindowFigures, evaluate, selects
@@ -582,6 +583,27 @@ class Runner:
                 if seen % STEP == 0:
                     yield
         return out
+
+    def release(
+        self, states: Iterable[PartitionState], campaign: str, rule: str | None, now_ms: int
+    ) -> tuple[list[dict], list[Record]]:
+        """An operator takes a held campaign back (all its held rules, or ``rule``): each track
+        released (``engine.release``), and the records to write. What was released, as
+        ``{"partition", "rule"}``; empty when nothing of the campaign is held here."""
+        released: list[dict] = []
+        touched = []
+        for state in sorted(states, key=lambda s: s.partition):
+            value = state.autopause.get(campaign)
+            if value is None:
+                continue
+            entry = state.autopause[campaign] = records.campaign_of(value, now_ms)
+            for name, track in sorted(entry.tracks.items()):
+                if track.phase == HELD and rule in (None, name):
+                    entry.tracks[name] = release(track)
+                    released.append({"partition": state.partition, "rule": name})
+                    self._dirty.add((state.partition, campaign))
+            touched.append(state)
+        return released, self._changed_records(touched, None)
 
     def sent(self, states: Iterable[PartitionState], sent: Iterable[dict]) -> list[Record]:
         """After the decisions topic acknowledged ``sent``: drop them from the outboxes."""
