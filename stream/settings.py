@@ -143,7 +143,10 @@ class Settings:
         _check(self.dedup_horizon_seconds >= 0, "KPI_DEDUP_HORIZON", "must be >= 0")
         _check(self.dedup_max_ids_per_partition >= 1, "KPI_DEDUP_MAX_IDS", "must be >= 1")
         _check(
-            len(self.currency) == 3 and self.currency.isalpha() and self.currency.isupper(),
+            len(self.currency) == 3
+            and self.currency.isascii()  # fullwidth "ＵＳＤ" is alphabetic and upper case too
+            and self.currency.isalpha()
+            and self.currency.isupper(),
             "KPI_CURRENCY",
             "must be an ISO 4217 code such as USD",
         )

@@ -36,6 +36,7 @@ def test_environment_and_overrides():
         ({"KPI_WINDOWS": "90s"}, "KPI_WINDOWS"),  # not a whole number of 1m buckets
         ({"KPI_BUCKET": "0s"}, "KPI_BUCKET"),
         ({"KPI_CURRENCY": "usd"}, "KPI_CURRENCY"),
+        ({"KPI_CURRENCY": "\uff35\uff33\uff24"}, "KPI_CURRENCY"),  # fullwidth USD
         ({"KPI_BROKER": "localhost:9092"}, "KPI_BROKER"),
         ({"KPI_MAX_CAMPAIGNS_PER_PARTITION": "0"}, "KPI_MAX_CAMPAIGNS_PER_PARTITION"),
         ({"KPI_MAX_CAMPAIGNS": "5000"}, "KPI_MAX_CAMPAIGNS: replaced"),
