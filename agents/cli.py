@@ -180,6 +180,20 @@ def main(argv: list[str] | None = None) -> int:
     pauser.add_argument("--limit", type=int, default=100, help="for history: newest entries shown")
     pauser.add_argument("--seconds", type=float, help="stop after this long (default: run forever)")
 
+    autopause = commands.add_parser(
+        "autopause", help="operator commands for the auto-pause decisions: release a hold"
+    )
+    autopause.add_argument("action", choices=["release"])
+    autopause.add_argument("campaign", help="the campaign whose held rules run again")
+    autopause.add_argument("--rule", help="release this rule only (default: every held rule)")
+    autopause.add_argument(
+        "--worker",
+        action="append",
+        default=[],
+        help="a worker's base URL, e.g. http://10.0.0.5:6066; repeat for each worker "
+        "(default: KPI_WEB_HOST:KPI_WEB_PORT)",
+    )
+
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -208,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
             return generate(args.action, args.root)
         if args.command == "pauser":
             return run_pauser(args)
+        if args.command == "autopause":
+            from .release_cli import release
+
+            settings = settings_from_env()
+            return asyncio.run(release(settings, args.campaign, args.rule, args.worker))
         if args.command == "demo-traffic":
             from .demo import run_traffic
 

@@ -204,6 +204,10 @@ def release_request(query: Mapping[str, str]) -> tuple[str, str | None] | str:
     unknown = sorted(set(query) - {"campaign", "rule"})
     if unknown:
         return f"unknown parameter {unknown[0][:40]!r}: campaign and rule only"
+    names = [name for name, _ in query.items()]  # a multidict's items repeat a repeated name
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        return f"{repeated[0]} is given more than once: which one was meant is not guessed"
     out: list[str | None] = []
     for name in ("campaign", "rule"):
         value = query.get(name)

@@ -119,6 +119,10 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
     """Run the command until it succeeds or fails ``max_errors`` times in a row; the outcome.
     None: another pauser holds the decision's claim (ask again later)."""
     delay = config.retry_seconds
+    # An earlier attempt (this process's, or one killed mid-command) may have run the command:
+    # its "already in that state" is then this pauser's own doing, and the pause is its own.
+    earlier = ledger.get(decision["decision_id"])
+    may_have_run = earlier is not None and earlier.outcome in ("started", "failed")
     for attempt in range(1, config.max_errors + 1):
         stop = attempt > 1 and retry_refused(
             decision,
@@ -148,12 +152,15 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
             kill_grace=config.kill_grace_seconds,
         )
         if code in (0, ALREADY):
-            outcome = "done" if code == 0 else "already"
-            prior = ("running" if action == "pause" else "paused") if code == 0 else None
+            ours = code == 0 or may_have_run
+            outcome = "done" if ours else "already"
+            prior = ("running" if action == "pause" else "paused") if ours else None
+            reason = "" if code == 0 or not ours else "already: an earlier attempt had run it"
             ledger.record(
                 decision,
                 now_ms(),
                 outcome,
+                reason,
                 action=action,
                 acted_at_ms=now_ms(),
                 prior_state=prior,
@@ -169,6 +176,7 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
                 outcome,
             )
             return outcome
+        may_have_run = True  # a command that failed (or timed out) may have acted first
         ledger.record(
             decision,
             now_ms(),

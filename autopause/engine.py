@@ -111,6 +111,12 @@ def step(
     the next; a hold lasts until it; ``max_cycles_per_day`` counts from the last)."""
     if rule.action == NOTIFY and track.phase == PAUSED and track.until_ms is None:
         track = replace(track, phase=NOTIFIED)  # written before notifies had a phase of their own
+    if track.phase == HELD and track.until_ms is None:  # written before holds ended
+        if rule.action == NOTIFY:
+            track = release(track)  # a notify is never held
+        else:
+            end = day_end_ms if day_end_ms is not None and day_end_ms > now_ms else None
+            track = replace(track, until_ms=end if end is not None else now_ms + DAY_MS)
     if track.phase == HELD:
         # A hold lasts the rest of the campaign's day (or until an operator releases it): the
         # next day starts with a fresh count of cycles.
@@ -184,7 +190,11 @@ def step(
         # A pause for the rest of the day needs the day's end: without it no pause is issued
         # (one would never be resumed by the clock). The breach stays pending.
         return Step(track, None)
-    until = midnight if held or rule.pause_for == "rest_of_day" else None
+    until: int | None
+    if held:  # without the campaign's midnight, a day from now: no hold lasts for ever
+        until = midnight if midnight is not None else now_ms + DAY_MS
+    else:
+        until = midnight if rule.pause_for == "rest_of_day" else None
     new = replace(
         track,
         phase=HELD if held else PAUSED,

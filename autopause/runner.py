@@ -497,6 +497,9 @@ class Runner:
                 judged[key] = judged.get(key, 0) + 1
         scopes = breaker_scopes(self.rules, campaigns, inputs, now_ms, self.breaker)
         yield
+        # Tracks no rule steps first: their decisions take their seqs before this round's others
+        # and are sent first (a pauser drops a seq below one it has handled).
+        orphans = yield from self._orphans(states, inputs, owner, owned, now_ms)
         decisions = []
         for i, name in enumerate(sorted(inputs)):
             state = owner[name]
@@ -509,7 +512,6 @@ class Runner:
                     self._dirty.add((state.partition, name))
             if (i + 1) % STEP == 0:
                 yield
-        orphans = yield from self._orphans(states, inputs, owned, now_ms)
         by_name = {r.name: r for r in self.rules}
         ttl_ms = self.settings.decision_ttl_seconds * 1000
         topics = self.settings.topics.inputs()
@@ -556,6 +558,7 @@ class Runner:
         self,
         states: list[PartitionState],
         inputs: Mapping[str, Input],
+        owner: Mapping[str, PartitionState],
         owned: Callable[[PartitionState], bool],
         now_ms: int,
     ) -> Generator[None, None, list[tuple[PartitionState, Decision]]]:
@@ -566,11 +569,13 @@ class Runner:
         out: list[tuple[PartitionState, Decision]] = []
         seen = 0
         for state in states:
-            if not owned(state):
-                continue
             for name in list(state.autopause):
+                if not owned(state):  # lost while the caller yielded: its new owner keeps them
+                    break
                 value = state.autopause[name]
-                stepped = inputs[name].evaluations if name in inputs else {}
+                # Stepped only where the round judged the campaign: a campaign in two partitions
+                # is judged by one; the other's tracks are orphans there.
+                stepped = inputs[name].evaluations if owner.get(name) is state else {}
                 names = value.tracks if isinstance(value, Campaign) else _track_names(value)
                 if all(rule in stepped for rule in names):
                     continue

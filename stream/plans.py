@@ -28,6 +28,7 @@ from .ids import unprintable
 SCHEMA = 1
 MAX_ID_LENGTH = 256
 MAX_LABEL_LENGTH = 128
+FIRST_DATE, LAST_DATE = date(2000, 1, 1), date(2099, 12, 31)  # a flight's dates
 MAX_MONEY = 1e12  # a budget or money target, in the reporting currency
 # KPI -> (kind of value, upper bound): ratios are shares, money is in the reporting currency,
 # response_p95 is in seconds.
@@ -194,13 +195,19 @@ def _date(value: object, name: str) -> date | None:
     if value is None or value == "":
         return None
     if isinstance(value, date) and not isinstance(value, datetime):  # YAML reads dates itself
-        return value
-    if not isinstance(value, str) or not _DATE.fullmatch(value):
+        day = value
+    elif not isinstance(value, str) or not _DATE.fullmatch(value):
         raise _Refused(f"{name} must be a date, YYYY-MM-DD")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise _Refused(f"{name} {value!r} is not a real date") from None
+    else:
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise _Refused(f"{name} {value!r} is not a real date") from None
+    if not FIRST_DATE <= day <= LAST_DATE:
+        # 9999-12-31 is a real date, but the day after it is not: the horizons of every campaign
+        # of the partition would raise.
+        raise _Refused(f"{name} {day} is outside {FIRST_DATE} .. {LAST_DATE}")
+    return day
 
 
 @lru_cache(maxsize=1)

@@ -11,6 +11,7 @@ every partition that folded events, and a misrouted campaign in several: their r
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
@@ -26,6 +27,8 @@ from .state import FOLDED_CAMPAIGN, FOLDED_CHANNEL, PartitionState
 from .windows import bucket_start, first_kept_start
 
 QUANTILES = (0.5, 0.95)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -281,6 +284,17 @@ def snapshot_header(
     return snap
 
 
+_FAILED_ROWS_LOGGED: set[str] = set()
+
+
+def _row_failed(campaign: str) -> None:
+    """A campaign whose row raised (a defect, or a plan no check foresaw): logged once per
+    campaign (up to 100), left out of the snapshot; the other campaigns are served and judged."""
+    if campaign not in _FAILED_ROWS_LOGGED and len(_FAILED_ROWS_LOGGED) < 100:
+        _FAILED_ROWS_LOGGED.add(campaign)
+        log.exception("the row of campaign %r raised: left out of /metrics and decisions", campaign)
+
+
 def build_rows(
     states: Iterable[PartitionState],
     now_ms: int,
@@ -311,9 +325,13 @@ def build_rows(
                 else None
             )
             if row is None:
-                row = campaign_row(
-                    state, campaign, current, bucket_ms, windows_ms, cache, zone, baselines
-                )
+                try:
+                    row = campaign_row(
+                        state, campaign, current, bucket_ms, windows_ms, cache, zone, baselines
+                    )
+                except Exception:  # one campaign's defect must not blind every other one
+                    _row_failed(campaign)
+                    continue
                 if cache is not None:
                     cache.put(state.partition, campaign, campaign_state, current, row)
             rows.append(row)

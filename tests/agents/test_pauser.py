@@ -90,7 +90,21 @@ def test_a_started_action_is_run_again_after_a_crash(tmp_path):
     ledger = Ledger(cfg.ledger)
     d = decision()
     ledger.record(d, 0, "started", action="pause", attempts=1)  # killed while the command ran
-    assert asyncio.run(pauser.handle(cfg, ledger, d)) == "already"  # the command says so
+    # The command says "already": the killed attempt had paused it, so the pause is this
+    # pauser's own, and its resume will act.
+    assert asyncio.run(pauser.handle(cfg, ledger, d)) == "done"
+    entry = ledger.get(d["decision_id"])
+    assert entry.reason == "already: an earlier attempt had run it"
+    assert entry.prior_state == "running"  # undo resumes it
+    assert ledger.pausing_rules(d["campaign_id"]) == {d["rule"]}
+
+
+def test_already_without_an_earlier_attempt_is_not_this_pausers_pause(tmp_path):
+    cfg = config(tmp_path, command(tmp_path, "3"))  # a human paused it first
+    ledger = Ledger(cfg.ledger)
+    d = decision()
+    assert asyncio.run(pauser.handle(cfg, ledger, d)) == "already"
+    assert ledger.pausing_rules(d["campaign_id"]) == frozenset()
 
 
 @pytest.mark.parametrize("cause", ["expiry", "kill switch"])

@@ -5,6 +5,7 @@ writes them."""
 from __future__ import annotations
 
 import pytest
+from multidict import MultiDict
 
 from agents.decisions import release_request
 from autopause import records
@@ -31,6 +32,8 @@ NOW = 1_790_000_000_000
         ({"campaign": "c\u202e1"}, "campaign holds U+202E"),
         ({"campaign": "c1", "rule": "r\n"}, "rule holds U+000A"),
         ({"campaign": "c1", "all": "1"}, "unknown parameter 'all'"),
+        (MultiDict([("campaign", "c1"), ("campaign", "c2")]), "campaign is given more than once"),
+        (MultiDict([("campaign", "c1"), ("rule", "a"), ("rule", "b")]), "rule is given more"),
     ],
 )
 def test_a_release_query_is_read_or_refused_with_its_reason(query, expected):

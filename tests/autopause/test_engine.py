@@ -293,3 +293,27 @@ def test_the_rest_of_day_ends_at_the_zones_midnight_across_dst(zone, now_iso, mi
     assert verdict is None
     _, verdict = step(r, track, midnight, BAD, None, TRUSTED, 0, False, day_end)
     assert verdict == RESUME
+
+
+@pytest.mark.parametrize("action", ["pause", "notify"])
+def test_a_hold_written_before_holds_ended_ends_too(action):
+    """Holds persisted by earlier releases carry no end: a pause rule's ends at the campaign's
+    next midnight; a notify rule's (notifies used to be held) is released at once."""
+    fields = {"may_pause": True} if action == "pause" else {"action": "notify", "may_pause": False}
+    r = ctr_rule(**fields)
+    legacy = Track(HELD, last_action_ms=0, pauses=(0,))
+    midnight = 10 * MIN
+    held, verdict = step(r, legacy, MIN, GOOD, None, TRUSTED, 0, day_end_ms=midnight)
+    if action == "pause":
+        assert (held.phase, held.until_ms, verdict) == (HELD, midnight, None)
+        after, _ = step(r, held, midnight, GOOD, None, TRUSTED, 0, day_end_ms=midnight + DAY)
+        assert after.phase == RUNNING
+    else:
+        assert held.phase == RUNNING and verdict is None
+
+
+def test_a_hold_without_the_campaigns_midnight_ends_a_day_later():
+    r = ctr_rule(may_pause=True, max_cycles_per_day=1, **{"for": "0s"})
+    track = Track(pauses=(0,), last_action_ms=0)
+    held, verdict = step(r, track, 2 * MIN, BAD, None, TRUSTED, 0)
+    assert (held.phase, verdict, held.until_ms) == (HELD, "hold", 2 * MIN + DAY)

@@ -4,8 +4,8 @@ renamed, its action switched), trust lost and regained, the breaker and the kill
 pausing, resuming and undoing, an operator releasing a hold, and the clock crossing midnights in
 odd zones (Berlin's DST, Kolkata's +05:30, Kathmandu's +05:45, Lord Howe's 30-minute DST).
 
-The engine is driven as the runner drives it: ``advance`` for the rules that judge the campaign,
-``settle_orphans`` for the tracks of rules that no longer do, with the campaign's day edges from
+The engine is driven as the runner drives it: ``settle_orphans`` for the tracks of rules that no
+longer judge the campaign, then ``advance`` for the rules that do, with the campaign's day edges from
 ``stream.horizons``. The pauser is ``policy.judge`` over a real ledger (SQLite in memory), acting
 on a platform that remembers who paused the campaign.
 
@@ -243,9 +243,13 @@ class Promises(RuleBasedStateMachine):
         )
         scopes = Scopes({r.name: self.breaker_open for r in rules}, {r.name: set() for r in rules})
         before = dict(self.campaign.tracks)
-        issued, _ = engine.advance(rules, CAMPAIGN, self.campaign, data, self.now, scopes)
+        # As the runner: the tracks no rule steps first (their seqs below the round's others),
+        # then every rule; published in that order.
         orphans, _ = engine.settle_orphans(CAMPAIGN, self.campaign, evaluations, self.now)
-        for decision in issued + orphans:
+        issued, _ = engine.advance(rules, CAMPAIGN, self.campaign, data, self.now, scopes)
+        seqs = [d.seq for d in orphans + issued]
+        assert seqs == sorted(seqs), "published out of seq order"
+        for decision in orphans + issued:
             self.check_issued(decision, before)
             self.queue.append(self.published(decision))
         self.pauser()

@@ -286,3 +286,53 @@ def test_a_rule_against_the_plan_judges_campaigns_with_the_target_only():
     result = tick(runner, feed, later + 30_000)
     assert result.to_send == []
     assert feed.state.autopause["bad"].tracks["ctr_collapse"].phase != RUNNING  # still paused
+
+
+def test_a_rest_of_day_pause_of_a_rule_gone_from_the_file_is_resumed_in_seq_order():
+    """Two rest-of-day rules pause one campaign; one leaves the rules file before midnight. At
+    midnight both resumes are issued, the gone rule's (an orphan) first and with the lower seq,
+    so the pauser drops neither as out of order: the first is declined (the other rule's pause
+    still holds the campaign), the second resumes it."""
+    rule_a = {**CTR_RULE, "name": "rule_a", "pause_for": "rest_of_day"}
+    rule_b = {**CTR_RULE, "name": "rule_b", "pause_for": "rest_of_day"}
+    feed = Feed()
+    runner = Runner(parse_rules({"rules": [rule_a, rule_b]}), SETTINGS)
+    ledger = Ledger(":memory:")
+    ledger.note_partition_size(0, 3)
+    limits = Limits(mode="live", max_share=1.0)
+    paused = {"bad": False}
+
+    def pauser(decisions: list[dict], now: int) -> list[str]:
+        kinds = []
+        for d in decisions:
+            action = judge(d, now, ledger.known(d, now), limits)
+            kinds.append(action.kind)
+            if action.kind == ACT:
+                changes = paused["bad"] != (d["verdict"] == "pause")
+                paused["bad"] = d["verdict"] == "pause"
+                outcome = "done" if changes else "already"
+                ledger.record(d, now, outcome, action=d["verdict"], acted_at_ms=now)
+            else:
+                ledger.record(d, now, "skipped" if action.kind == "decline" else action.kind)
+        return kinds
+
+    for t, traffic in incident(40):
+        now = NOW_MS + t * MIN
+        feed.minute(now, traffic)
+        result = tick(runner, feed, now + 30_000)
+        feed.log.extend(runner.sent([feed.state], [d for _, d in result.to_send]))
+        pauser([d for _, d in result.to_send if d["campaign_id"] == "bad"], now + 30_000)
+    assert paused["bad"]
+    tracks = feed.state.autopause["bad"].tracks
+    assert {name: t.phase for name, t in tracks.items()} == {"rule_a": "paused", "rule_b": "paused"}
+
+    after = Runner(parse_rules({"rules": [rule_b]}), SETTINGS)  # rule_a left the file
+    later = tracks["rule_b"].until_ms + MIN
+    feed.minute(later - 30_000, [("bad", 400, 60), ("good", 400, 60)])
+    sent = [d for _, d in tick(after, feed, later).to_send]
+    assert [(d["rule"], d["verdict"]) for d in sent] == [("rule_a", "resume"), ("rule_b", "resume")]
+    assert sent[0]["seq"] < sent[1]["seq"]
+    assert pauser(sent, later) == ["decline", "act"]
+    assert not paused["bad"]
+    assert tick(after, feed, later + MIN).to_send == []  # each resume issued once
+    assert "rule_a" not in feed.state.autopause["bad"].tracks  # its promise kept, it goes

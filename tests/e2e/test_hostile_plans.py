@@ -111,6 +111,8 @@ HOSTILE: list[tuple[str, bytes | None, bytes | None]] = [
     ),
     ("flight-feb30", OK.encode(), poisoned(flight={"start": "2026-02-30"})),
     ("flight-99999", OK.encode(), poisoned(flight={"end": "99999-01-01"})),
+    ("flight-9999-12-31", OK.encode(), poisoned(flight={"end": "9999-12-31"})),
+    ("flight-0001-01-01", OK.encode(), poisoned(flight={"start": "0001-01-01"})),
     ("flight-extra", OK.encode(), poisoned(flight={"start": "2026-05-01", "stop": "x"})),
     *(
         (f"id-{name}", f"camp{c}ok".encode(), poisoned(campaign_id=f"camp{c}ok"))

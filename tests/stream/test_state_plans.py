@@ -106,6 +106,10 @@ def test_a_channel_default_is_kept_under_its_own_key():
         (b"c1", plan(flight={"start": "2026-05-02", "end": "2026-05-01"}), "before flight.start"),
         (b"c1", plan(flight={"end": "99999-01-01"}), "flight.end"),
         (b"c1", plan(flight={"start": 20260501}), "flight.start"),
+        # Real dates whose day after (or before) is not: every horizon of the partition raised.
+        (b"c1", plan(flight={"end": "9999-12-31"}), "outside 2000-01-01 .. 2099-12-31"),
+        (b"c1", plan(flight={"start": "0001-01-01"}), "outside 2000-01-01 .. 2099-12-31"),
+        (b"c1", plan(flight={"start": "1999-12-31"}), "outside 2000-01-01 .. 2099-12-31"),
         # Ids and labels that do not print: look-alikes on the page and in alerts.
         (b"c1\xc2\x85", plan("c1\x85"), "U+0085"),
         (b"c1\xe2\x80\xa8", plan("c1\u2028"), "U+2028"),
