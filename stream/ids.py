@@ -26,6 +26,8 @@ def unprintable(value: str) -> str | None:
     for character in value:
         if not character.isprintable():
             category = unicodedata.category(character)
-            name = unicodedata.name(character, "") or f"category {category}"
+            name = (
+                "a control character" if category == "Cc" else unicodedata.name(character, "")
+            ) or f"category {category}"
             return f"holds U+{ord(character):04X} ({name}): ids hold no {RULE}"
     return None  # pragma: no cover (isprintable was False, so a character is not)

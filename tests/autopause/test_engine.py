@@ -317,3 +317,25 @@ def test_a_hold_without_the_campaigns_midnight_ends_a_day_later():
     track = Track(pauses=(0,), last_action_ms=0)
     held, verdict = step(r, track, 2 * MIN, BAD, None, TRUSTED, 0)
     assert (held.phase, verdict, held.until_ms) == (HELD, "hold", 2 * MIN + DAY)
+
+
+def test_the_breaker_counts_an_any_rule_tripped_on_a_later_condition_as_active():
+    """An ``any:`` rule holding on its second condition while its first has no value is tripped;
+    it was not counted active, so tripped could exceed active and the share was overstated."""
+    from autopause.engine import breaker_scopes
+
+    r = rule(
+        any=[{"kpi": "ctr", "window": "15m", "op": "<", "threshold": 0.005}] * 2, **{"for": "5m"}
+    )
+    second_only = Evaluation(
+        True,
+        None,
+        None,
+        None,
+        parts=(Evaluation(False, None, None, None), Evaluation(True, 0.001, None, None)),
+    )
+    inputs = {f"c{i}": Input({r.name: second_only if i < 3 else GOOD}, {}, {}) for i in range(10)}
+    breaker = Breaker(share=0.4, min_campaigns=3)
+    scopes = breaker_scopes([r], {}, inputs, 0, breaker)
+    # 3 tripped of 10 active: 30% is under the 40% share (counted 3 of 7 before: 43%, open).
+    assert not scopes.everywhere[r.name]

@@ -336,3 +336,32 @@ def test_a_rest_of_day_pause_of_a_rule_gone_from_the_file_is_resumed_in_seq_orde
     assert not paused["bad"]
     assert tick(after, feed, later + MIN).to_send == []  # each resume issued once
     assert "rule_a" not in feed.state.autopause["bad"].tracks  # its promise kept, it goes
+
+
+def test_a_spend_rule_trusts_a_click_feed_with_costs_and_no_impressions():
+    """Cost comes on impressions or on clicks: a click tracker without an impression feed is a
+    live spend feed, judged on its clicks' event time (it was judged 'stalled' for ever)."""
+    spend_rule = {
+        "name": "overspend",
+        "summary": "s",
+        "severity": "page",
+        "kpi": "spend",
+        "window": "15m",
+        "op": ">",
+        "threshold": 100,
+        "for": "5m",
+        "may_pause": True,
+    }
+    runner = Runner(parse_rules({"rules": [spend_rule]}), SETTINGS)
+    (rule,) = runner.rules
+    driving, _ = runner.kinds[rule.name]
+    assert driving == {EVENT_TYPES.index("impression"), EVENT_TYPES.index("click")}
+    state = PartitionState(0, CONFIG)
+    now = NOW_MS
+    state.meta.watermark[EVENT_TYPES.index("click")] = now - MIN  # clicks flowing
+    state.meta.watermark[EVENT_TYPES.index("impression")] = 0  # no impression feed
+    trust = runner._trust(rule, state, now, CAUGHT_UP, [0.0] * len(EVENT_TYPES))
+    assert trust.trusted, trust
+    state.meta.watermark[EVENT_TYPES.index("click")] = now - 3_600_000  # both silent an hour
+    trust = runner._trust(rule, state, now, CAUGHT_UP, [0.0] * len(EVENT_TYPES))
+    assert not trust.trusted and "no impression or click event" in trust.reason

@@ -236,7 +236,7 @@ def test_a_held_pauser_stays_in_its_group_says_why_and_refuses_poison(tmp_path):
     )
     assert [(o, r.split(":")[0]) for o, r in rows] == [
         ("refused", "not JSON"),
-        ("refused", "campaign_id holds U+0000"),
+        ("refused", "campaign_id holds U+0000 (a control character)"),
         ("done", ""),
     ]
 

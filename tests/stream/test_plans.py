@@ -167,3 +167,24 @@ def test_csv_cells_stay_text_until_validated():
     assert "must be a number" in validate_plan(
         from_csv_row({"campaign_id": "a", "target_cpa": "1,5"})
     )
+
+
+def test_a_flight_is_taken_whole_from_the_campaign_or_its_channel_default():
+    """A campaign's own flight end merged field by field with its channel's start made a flight
+    nobody planned (an end before its start: budget used 0)."""
+    from datetime import date
+
+    from stream.plans import Plan, channel_key, effective_plan
+
+    default = Plan(None, "search", {"cpa": 10.0}, {}, date(2026, 6, 1), date(2026, 6, 30), None, {})
+    own_end = Plan("c1", None, {}, {}, None, date(2026, 5, 15), None, {})
+    plans = {channel_key("search"): default, "c1": own_end}
+    merged = effective_plan(plans, "c1", "search")
+    assert merged is not None
+    assert (merged.flight_start, merged.flight_end) == (None, date(2026, 5, 15))
+    assert merged.targets == {"cpa": 10.0}  # targets still field by field
+    no_flight = Plan("c2", None, {"cpa": 5.0}, {}, None, None, None, {})
+    plans["c2"] = no_flight
+    merged = effective_plan(plans, "c2", "search")
+    assert merged is not None
+    assert (merged.flight_start, merged.flight_end) == (date(2026, 6, 1), date(2026, 6, 30))
