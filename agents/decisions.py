@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import faust
 import orjson
@@ -261,23 +262,22 @@ def install(app: faust.App, loop: DecisionLoop, feed: DecisionFeed) -> None:
                 await asyncio.sleep(5)
 
     @app.page("/autopause/release")
-    async def release_page(
-        web_view: faust.web.View, request: faust.web.Request
-    ) -> faust.web.Response:
+    class ReleaseView(faust.web.View):
         """An operator takes a held campaign back (``POST``): its held rules (or ``rule``) run
         again. Answered once the released tracks are written; 404 when this worker holds no
-        hold of the campaign (another worker may own its partition: ask each)."""
-        if request.method != "POST":
-            return web_view.error(405, "POST /autopause/release?campaign=ID[&rule=NAME]")
-        asked = release_request(request.query)
-        if isinstance(asked, str):
-            return web_view.error(400, asked)
-        campaign, rule = asked
-        released = await loop.release(campaign, rule)
-        if not released:
-            return web_view.error(404, f"no held rule of {campaign!r} on this worker")
-        body = {"campaign": campaign, "released": released}
-        return web_view.bytes(orjson.dumps(body), content_type="application/json")
+        hold of the campaign (another worker may own its partition: ask each). Any other
+        method: 405 (Faust's default)."""
+
+        async def post(self, request: faust.web.Request, **kwargs: Any) -> faust.web.Response:
+            asked = release_request(request.query)
+            if isinstance(asked, str):
+                return self.error(400, asked)
+            campaign, rule = asked
+            released = await loop.release(campaign, rule)
+            if not released:
+                return self.error(404, f"no held rule of {campaign!r} on this worker")
+            body = {"campaign": campaign, "released": released}
+            return self.bytes(orjson.dumps(body), content_type="application/json")
 
     @app.page("/decisions")
     async def decisions_page(
