@@ -18,14 +18,19 @@ and reports the hold in its metrics (``--metrics-port``).
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Protocol
 
 import orjson
@@ -69,8 +74,23 @@ KeepAlive = Callable[[float], Awaitable[Any]]
 
 
 def default_owner() -> str:
-    """Unique per pauser process; host and pid tell a later pauser whether it is gone."""
-    return f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+    """The claim owner of this pauser process, ``host:pid:space:token``: a random token makes it
+    unique (two containers may share a hostname and a pid); host and pid are for people, and
+    with ``space`` (``pid_space``) let a pauser of the same pid namespace see at once that the
+    owner has ended (``owner_gone``)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{pid_space()}:{uuid.uuid4().hex}"
+
+
+@functools.cache
+def pid_space() -> str:
+    """This process's pid namespace, named so that no two live ones share the name on any host:
+    the kernel's boot id and the namespace's inode, hashed. '' where unknown (no /proc)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return hashlib.sha256(f"{boot} {namespace}".encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -91,33 +111,100 @@ class PauserConfig:
 
     @property
     def lease_ms(self) -> int:
-        """How long a claim lives unrenewed: one attempt and one back-off, with a margin."""
+        """How long a claim lives unrenewed, on the monotonic clock of the pauser waiting to take
+        it over (its owner renews it every third of that while it acts): one attempt and one
+        back-off, with a margin."""
         seconds = self.timeout_seconds + self.kill_grace_seconds + MAX_BACKOFF_SECONDS + 30
         return int(seconds * 1000)
 
 
 def now_ms() -> int:
+    """The wall clock: written down, never used to decide a takeover."""
     return time.time_ns() // 1_000_000
 
 
+def monotonic_ms() -> int:
+    """The clock a pauser measures another's silence on (``Ledger.claim``)."""
+    return time.monotonic_ns() // 1_000_000
+
+
 def owner_gone(owner: str) -> bool:
-    """Whether a claim's owner (``default_owner``) is a process of this host that has ended."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    """Whether a claim's owner (``default_owner``) has surely ended: it was a process of this
+    very pid namespace (same host, same boot, same namespace) and its pid is gone. Any other
+    owner (another pid namespace, as in two containers with one hostname; another host; a ledger
+    written before owners named their namespace) is never declared gone: its lease runs out."""
+    parts = owner.split(":")
+    if len(parts) != 4:
+        return False
+    host, pid, space, _token = parts
+    if not space or space != pid_space() or host != socket.gethostname() or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return False
     return False
 
 
+class Renewal:
+    """Renews this pauser's claim on a decision every third of the lease while it acts (the
+    command, the back-off between attempts), until the block ends. A renewal that finds the claim
+    held by another pauser (this one went unrenewed for a lease: suspended, its ledger locked)
+    logs it and stops: the outcome is then not this pauser's to record (``Ledger.record``)."""
+
+    def __init__(self, config: PauserConfig, ledger: Ledger, decision_id: str) -> None:
+        self.config, self.ledger, self.decision_id = config, ledger, decision_id
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """After the claim is won: renewing a claim not held would report it lost."""
+        if self.task is None:
+            self.task = asyncio.create_task(self.renew())
+
+    async def renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.lease_ms / 3000)
+            try:
+                renewed = self.ledger.renew(self.decision_id, self.config.owner, now_ms())
+            except sqlite3.Error as exc:  # a locked ledger: the next renewal may pass
+                log.warning("decision %s: claim not renewed (%s)", self.decision_id, exc)
+                continue
+            if not renewed:
+                log.error(
+                    "decision %s: claim lost to %s (not renewed for a lease): this pauser will "
+                    "not record its outcome",
+                    self.decision_id,
+                    self.ledger.holder(self.decision_id),
+                )
+                return
+
+    async def __aenter__(self) -> Renewal:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.wait({self.task})
+
+
 async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str) -> str | None:
     """Run the command until it succeeds or fails ``max_errors`` times in a row; the outcome.
-    None: another pauser holds the decision's claim (ask again later)."""
+    None: another pauser holds the decision's claim, or took it over from this one (ask again
+    later: its outcome will be in the ledger)."""
+    async with Renewal(config, ledger, decision["decision_id"]) as renewal:
+        return await attempts(config, ledger, decision, action, renewal)
+
+
+async def attempts(
+    config: PauserConfig, ledger: Ledger, decision: dict, action: str, renewal: Renewal
+) -> str | None:
     delay = config.retry_seconds
     # An earlier attempt (this process's, or one killed mid-command) may have run the command:
     # its "already in that state" is then this pauser's own doing, and the pause is its own.
@@ -130,7 +217,16 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
             Path(config.kill_switch).exists(),  # noqa: ASYNC240 (one stat)
         )
         if stop:
-            ledger.record(decision, now_ms(), "given_up", stop, action=action, attempts=attempt - 1)
+            if not ledger.record(
+                decision,
+                now_ms(),
+                "given_up",
+                stop,
+                action=action,
+                attempts=attempt - 1,
+                owner=config.owner,
+            ):
+                return None
             log.error("%s campaign %r: given up, %s", action, decision["campaign_id"], stop)
             return "given_up"
         claim = ledger.claim(
@@ -138,12 +234,22 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
             config.owner,
             now_ms(),
             config.lease_ms,
+            monotonic_ms=monotonic_ms(),
             action=action,
             attempts=attempt,
             owner_gone=owner_gone,
         )
         if not claim.won:
             return None if claim.outcome is None else "skipped"
+        if claim.taken_from is not None:
+            may_have_run = True  # its owner was running the command
+            log.warning(
+                "decision %s: took over the claim of %s (not renewed for a lease, or its process "
+                "ended): running the command again",
+                decision["decision_id"],
+                claim.taken_from,
+            )
+        renewal.start()
         code = await run_command(
             config.command,
             decision,
@@ -156,7 +262,7 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
             outcome = "done" if ours else "already"
             prior = ("running" if action == "pause" else "paused") if ours else None
             reason = "" if code == 0 or not ours else "already: an earlier attempt had run it"
-            ledger.record(
+            if not ledger.record(
                 decision,
                 now_ms(),
                 outcome,
@@ -166,7 +272,9 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
                 prior_state=prior,
                 exit_code=code,
                 attempts=attempt,
-            )
+                owner=config.owner,
+            ):
+                return None
             log.warning(
                 "%s campaign %r (decision %s, rule %s): %s",
                 action,
@@ -177,7 +285,7 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
             )
             return outcome
         may_have_run = True  # a command that failed (or timed out) may have acted first
-        ledger.record(
+        if not ledger.record(
             decision,
             now_ms(),
             "failed",
@@ -185,7 +293,9 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
             action=action,
             exit_code=code,
             attempts=attempt,
-        )
+            owner=config.owner,
+        ):
+            return None
         log.error(
             "%s campaign %r: command failed (exit %s), attempt %d of %d",
             action,
@@ -197,14 +307,16 @@ async def act(config: PauserConfig, ledger: Ledger, decision: dict, action: str)
         if attempt < config.max_errors:
             await asyncio.sleep(delay)
             delay = min(MAX_BACKOFF_SECONDS, delay * 2)
-    ledger.record(
+    if not ledger.record(
         decision,
         now_ms(),
         "given_up",
         f"{config.max_errors} failures in a row",
         action=action,
         attempts=config.max_errors,
-    )
+        owner=config.owner,
+    ):
+        return None
     return "given_up"
 
 
@@ -251,8 +363,12 @@ async def handle(
     finally:
         metrics.release()
     outcome = OUTCOME_OF_ACTION[action.kind]
-    if action.kind != SKIP:  # a skip is a decision already recorded
-        ledger.record(decision, now_ms(), outcome, action.reason)
+    # A skip is a decision already recorded; any other outcome never replaces a final one that
+    # another pauser recorded meanwhile (its command's outcome): then this one is a skip too.
+    if action.kind != SKIP and not ledger.record(
+        decision, now_ms(), outcome, action.reason, keep_final=True
+    ):
+        outcome = "skipped"
     if action.kind == SHADOW:
         log.warning("%s", action.reason)
     return outcome
@@ -303,7 +419,9 @@ async def handle_message(
             # Final: the command may have run; it is not run again for this decision. If even
             # this write fails the ledger is unusable, and the pauser stops (uncommitted).
             log.exception("decision %s: handling failed", checked["decision_id"])
-            ledger.record(checked, now_ms(), "error", f"{type(exc).__name__}: {exc}")
+            ledger.record(
+                checked, now_ms(), "error", f"{type(exc).__name__}: {exc}", keep_final=True
+            )
             outcome = "error"
     metrics.count(outcome)
     return outcome

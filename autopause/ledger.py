@@ -12,13 +12,21 @@ on the topic, its raw body kept) and every decision whose handling failed unexpe
 Running the command is claimed atomically (``claim``): one SQLite write transaction checks that
 the decision has no outcome and no other pauser's live claim, takes it, and records ``started``.
 Pausers sharing a ledger file therefore run the command once per decision between them, and
-their limits (pauses per hour, share paused) are counted over the one ledger. A claim whose
-owner stopped renewing it for ``lease_ms`` (or whose owner process, on this host, is gone) may be
-taken over: that is the crash case, and the command runs again with the same decision id.
+their limits (pauses per hour, share paused) are counted over the one ledger.
+
+A claim names its owner by a token unique to one pauser process (not by host and pid: two
+containers may share a hostname and a pid). The owner renews it while it acts (``renew``: its
+``beat`` goes up). Another pauser takes a claim over only once it has watched it unchanged (same
+owner, beat and renewal time) for ``lease_ms`` of its own monotonic clock, or when its
+``owner_gone`` knows the owner has ended: that is the crash case, and the command runs again
+with the same decision id. No wall clock decides a takeover. The outcomes of an action are
+recorded only by the claim's holder (``record(owner=...)``): a pauser whose claim was taken over
+cannot overwrite the new holder's.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -62,8 +70,9 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE INDEX IF NOT EXISTS entries_campaign ON entries (campaign, seq);
 CREATE TABLE IF NOT EXISTS claims (
     decision_id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,            -- host:pid:start of the pauser that runs the command
-    claimed_at_ms INTEGER NOT NULL  -- renewed at each attempt
+    owner TEXT NOT NULL,            -- the token of the pauser that runs the command
+    claimed_at_ms INTEGER NOT NULL, -- wall clock of the last renewal: for people, not a lease
+    beat INTEGER NOT NULL DEFAULT 0 -- +1 at each renewal: what another pauser watches
 );
 CREATE TABLE IF NOT EXISTS partition_sizes (
     partition INTEGER PRIMARY KEY,
@@ -102,6 +111,10 @@ class Claim(NamedTuple):
     won: bool
     outcome: str | None  # the decision's final outcome, if it has one
     holder: str | None  # the owner of the claim (this pauser if won)
+    taken_from: str | None = None  # won by taking over this owner's claim
+
+
+log = logging.getLogger("kpi_monitor.pauser")
 
 
 class Ledger:
@@ -111,6 +124,27 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
+        self._migrate()
+        # The claims of other owners this pauser waits on: decision id -> the claim as last seen
+        # (owner, beat, claimed_at_ms) and when it was first seen so, on the caller's monotonic
+        # clock. A claim seen unchanged for a lease has not been renewed for a lease.
+        self._watch: dict[str, tuple[tuple, int]] = {}
+
+    def _migrate(self) -> None:
+        """Ledgers written before claims had a ``beat``: add it (once, under the write lock)."""
+        if "beat" in self._claim_columns():
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            if "beat" not in self._claim_columns():
+                self.db.execute("ALTER TABLE claims ADD COLUMN beat INTEGER NOT NULL DEFAULT 0")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _claim_columns(self) -> set[str]:
+        return {row[1] for row in self.db.execute("PRAGMA table_info(claims)")}
 
     def close(self) -> None:
         self.db.close()
@@ -205,30 +239,80 @@ class Ledger:
         prior_state: str | None = None,
         exit_code: int | None = None,
         attempts: int = 0,
-    ) -> None:
-        self.db.execute(
+        owner: str | None = None,
+        keep_final: bool = False,
+    ) -> bool:
+        """Write the decision's outcome; whether it was written. With ``owner``: only if that
+        owner holds the decision's claim (an action's outcome, recorded by whoever ran it last).
+        With ``keep_final``: never over a final outcome (another pauser's, recorded meanwhile)."""
+        values = (
+            decision["decision_id"],
+            decision["campaign_id"],
+            decision["rule"],
+            decision["verdict"],
+            decision["seq"],
+            now_ms,
+            acted_at_ms,
+            outcome,
+            reason,
+            action,
+            prior_state,
+            exit_code,
+            attempts,
+            orjson.dumps(decision).decode(),
+        )
+        if outcome in FINAL:
+            self._watch.pop(decision["decision_id"], None)  # no claim of it is waited on now
+        if owner is None:
+            return self._write(values, keep_final)
+        self.db.execute("BEGIN IMMEDIATE")  # the claim cannot change hands before the write
+        try:
+            holder = self.holder(decision["decision_id"])
+            if holder != owner:
+                self.db.execute("ROLLBACK")
+                log.error(
+                    "decision %s: claim lost to %s: outcome %s not recorded",
+                    decision["decision_id"],
+                    holder,
+                    outcome,
+                )
+                return False
+            self._write(values, keep_final)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return True
+
+    def _write(self, values: tuple, keep_final: bool) -> bool:
+        final = ", ".join(f"'{outcome}'" for outcome in FINAL)
+        cursor = self.db.execute(
             "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(decision_id) DO UPDATE SET outcome = excluded.outcome, "
             "reason = excluded.reason, action = excluded.action, "
             "acted_at_ms = excluded.acted_at_ms, prior_state = excluded.prior_state, "
-            "exit_code = excluded.exit_code, attempts = excluded.attempts",
-            (
-                decision["decision_id"],
-                decision["campaign_id"],
-                decision["rule"],
-                decision["verdict"],
-                decision["seq"],
-                now_ms,
-                acted_at_ms,
-                outcome,
-                reason,
-                action,
-                prior_state,
-                exit_code,
-                attempts,
-                orjson.dumps(decision).decode(),
-            ),
+            "exit_code = excluded.exit_code, attempts = excluded.attempts"
+            + (f" WHERE entries.outcome NOT IN ({final})" if keep_final else ""),
+            values,
         )
+        return cursor.rowcount > 0
+
+    def holder(self, decision_id: str) -> str | None:
+        """The owner of the decision's claim, if anyone ever claimed it."""
+        row = self.db.execute(
+            "SELECT owner FROM claims WHERE decision_id = ?", (decision_id,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def renew(self, decision_id: str, owner: str, now_ms: int) -> bool:
+        """Renew ``owner``'s claim on the decision (its beat goes up); False: it holds none now,
+        another pauser took it over."""
+        cursor = self.db.execute(
+            "UPDATE claims SET beat = beat + 1, claimed_at_ms = ? "
+            "WHERE decision_id = ? AND owner = ?",
+            (now_ms, decision_id, owner),
+        )
+        return cursor.rowcount == 1
 
     def claim(
         self,
@@ -237,38 +321,54 @@ class Ledger:
         now_ms: int,
         lease_ms: int,
         *,
+        monotonic_ms: int,
         action: str,
         attempts: int,
         owner_gone: Callable[[str], bool] = lambda owner: False,
     ) -> Claim:
         """Take the decision for ``owner`` and record it ``started``, in one write transaction,
-        unless it has a final outcome or another owner holds a live claim on it."""
+        unless it has a final outcome or another owner holds a live claim on it.
+
+        Another owner's claim is live until this ledger has seen it unchanged (same owner, same
+        beat) for ``lease_ms`` of ``monotonic_ms`` (the caller's monotonic clock, not the wall
+        clock: a clock step changes nothing), or until ``owner_gone(owner)`` says its owner has
+        ended. The first look at a claim starts the watch. ``now_ms`` is only written down."""
+        decision_id = decision["decision_id"]
         self.db.execute("BEGIN IMMEDIATE")  # the write lock first: no one else checks meanwhile
         try:
-            entry = self.get(decision["decision_id"])
+            entry = self.get(decision_id)
             if entry is not None and entry.outcome in FINAL:
                 self.db.execute("ROLLBACK")
+                self._watch.pop(decision_id, None)
                 return Claim(False, entry.outcome, None)
             row = self.db.execute(
-                "SELECT owner, claimed_at_ms FROM claims WHERE decision_id = ?",
-                (decision["decision_id"],),
+                "SELECT owner, beat, claimed_at_ms FROM claims WHERE decision_id = ?",
+                (decision_id,),
             ).fetchone()
+            taken_from = None
             if row is not None and row[0] != owner:
-                holder, claimed_at_ms = row
-                if now_ms - claimed_at_ms < lease_ms and not owner_gone(holder):
+                holder, seen = row[0], tuple(row)
+                watched = self._watch.get(decision_id)
+                if watched is None or watched[0] != seen:
+                    self._watch[decision_id] = watched = (seen, monotonic_ms)
+                if monotonic_ms - watched[1] < lease_ms and not owner_gone(holder):
                     self.db.execute("ROLLBACK")
                     return Claim(False, None, holder)
+                taken_from = holder
+            # A takeover goes on counting beats: an (owner, beat) pair is never seen twice.
             self.db.execute(
-                "INSERT INTO claims VALUES (?, ?, ?) ON CONFLICT(decision_id) DO UPDATE SET "
-                "owner = excluded.owner, claimed_at_ms = excluded.claimed_at_ms",
-                (decision["decision_id"], owner, now_ms),
+                "INSERT INTO claims (decision_id, owner, claimed_at_ms, beat) VALUES (?, ?, ?, 0) "
+                "ON CONFLICT(decision_id) DO UPDATE SET owner = excluded.owner, "
+                "claimed_at_ms = excluded.claimed_at_ms, beat = claims.beat + 1",
+                (decision_id, owner, now_ms),
             )
             self.record(decision, now_ms, "started", action=action, attempts=attempts)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return Claim(True, None, owner)
+        self._watch.pop(decision_id, None)
+        return Claim(True, None, owner, taken_from)
 
     def refuse(self, decision_id: str, now_ms: int, reason: str, body: str) -> None:
         """A message that is not a decision the pauser can judge, kept as it came."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import os
 import subprocess
 import sys
 import time
@@ -392,6 +393,136 @@ def test_two_pausers_on_one_ledger_run_the_command_once(tmp_path):
     outcomes = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
     assert outcomes == ["done", "skipped"]
     assert len(calls(tmp_path)) == 1
+
+
+DAY_MS = 86_400_000
+
+
+def two_pausers(tmp_path, cmd):
+    """Two pauser processes' configurations on one ledger: each its own owner token."""
+    first = dataclasses.replace(config(tmp_path, cmd), owner=pauser.default_owner())
+    return first, dataclasses.replace(first, owner=pauser.default_owner())
+
+
+def lasting(d):
+    """Valid for days: a wall clock stepped a day ahead still finds it current."""
+    return {**d, "valid_until_ms": d["valid_until_ms"] + 10 * DAY_MS}
+
+
+async def briefly(seconds):
+    await asyncio.sleep(0.05)
+
+
+async def until_called(tmp_path):
+    for _ in range(1000):
+        if calls(tmp_path):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the command never ran")
+
+
+def test_a_renewed_claim_is_never_taken_over_however_the_wall_clock_moves(tmp_path, monkeypatch):
+    """B waits on A's claim while the wall clock jumps a day ahead: A renews it (every third of the
+    lease), so B never takes it over; CMD runs once and the row keeps A's outcome."""
+    monkeypatch.setattr(pauser.PauserConfig, "lease_ms", property(lambda self: 1200))
+    a, b = two_pausers(tmp_path, f"echo $KPI_DECISION_ID >> {tmp_path}/calls; sleep 2.5")
+    wall, step = pauser.now_ms, [0]
+    monkeypatch.setattr(pauser, "now_ms", lambda: wall() + step[0])
+    d = lasting(decision())
+
+    async def scenario():
+        first = asyncio.create_task(pauser.handle(a, Ledger(a.ledger), d))
+        await until_called(tmp_path)
+        step[0] = DAY_MS  # while A's command runs
+        second = await pauser.handle(b, Ledger(b.ledger), d, keep_alive=briefly)
+        return await first, second
+
+    assert asyncio.run(scenario()) == ("done", "skipped")
+    assert calls(tmp_path) == ["c1-1"]
+    entry = Ledger(a.ledger).get("c1-1")
+    assert (entry.outcome, entry.prior_state, entry.exit_code) == ("done", "running", 0)
+    owner, beat = Ledger(a.ledger).db.execute("SELECT owner, beat FROM claims").fetchone()
+    assert owner == a.owner and beat >= 3  # renewed every 400 ms while CMD ran
+
+
+def test_a_pauser_whose_claim_was_taken_over_records_nothing_over_the_new_holder(
+    tmp_path, monkeypatch, caplog
+):
+    """A's renewals stall (a suspended pauser) while its slow CMD runs: B takes the claim over
+    after a lease, runs CMD again (it answers "already"), and records done. A's CMD then ends
+    with exit 0: A must not replace B's outcome with its own."""
+    monkeypatch.setattr(pauser.PauserConfig, "lease_ms", property(lambda self: 300))
+    a, b = two_pausers(
+        tmp_path,
+        f"n=$(cat {tmp_path}/calls 2>/dev/null | wc -l); echo $KPI_DECISION_ID >> {tmp_path}/calls;"
+        ' if [ "$n" -eq 0 ]; then sleep 2.5; exit 0; fi; exit 3',
+    )
+    stalled = Ledger(a.ledger)
+    monkeypatch.setattr(stalled, "renew", lambda *args: True, raising=False)
+    d = decision()
+
+    async def scenario():
+        first = asyncio.create_task(pauser.handle(a, stalled, d, keep_alive=briefly))
+        await until_called(tmp_path)
+        second = await pauser.handle(b, Ledger(b.ledger), d, keep_alive=briefly)
+        return await first, second
+
+    assert asyncio.run(scenario()) == ("skipped", "done")
+    assert calls(tmp_path) == ["c1-1", "c1-1"]  # B ran it again, with the same decision id
+    entry = Ledger(a.ledger).get("c1-1")
+    assert (entry.outcome, entry.exit_code, entry.prior_state, entry.reason) == (
+        "done",
+        3,
+        "running",
+        "already: an earlier attempt had run it",
+    )
+    assert f"claim lost to {b.owner}: outcome done not recorded" in caplog.text
+
+
+def test_an_unrenewed_claim_is_taken_over_after_a_lease_of_the_waiters_own_clock(
+    tmp_path, monkeypatch
+):
+    """The crash case: the claim of a pauser that ended mid-command (another token; same host
+    and pid, as a restarted container's pid 1 would have) is taken over once this pauser has
+    watched it unrenewed for a lease of its own monotonic clock, not sooner, while the wall clock
+    stands still; CMD runs again with the same decision id and its "already" is this pause."""
+    cfg = config(tmp_path, command(tmp_path, "3"))
+    ledger = Ledger(cfg.ledger)
+    d = decision()
+    wall = pauser.now_ms()
+    monkeypatch.setattr(pauser, "now_ms", lambda: wall)
+    ledger.db.execute(
+        "INSERT INTO claims (decision_id, owner, claimed_at_ms) VALUES (?, ?, ?)",
+        (d["decision_id"], pauser.default_owner(), wall),
+    )
+    ledger.record(d, wall, "started", action="pause", attempts=1)
+    clock, looks = [10**6], []
+    monkeypatch.setattr(pauser, "monotonic_ms", lambda: clock[0], raising=False)
+
+    async def keep_alive(seconds):
+        looks.append(len(calls(tmp_path)))
+        assert len(looks) < 5, "the unrenewed claim was never taken over"
+        clock[0] += cfg.lease_ms // 2
+
+    assert asyncio.run(pauser.handle(cfg, ledger, d, keep_alive=keep_alive)) == "done"
+    assert looks == [0, 0]  # first look: the watch starts; half a lease later: still held
+    assert [line.split()[2] for line in calls(tmp_path)] == ["c1-1"]
+    entry = ledger.get("c1-1")
+    assert (entry.outcome, entry.prior_state, entry.exit_code) == ("done", "running", 3)
+
+
+def test_only_an_owner_of_this_pid_namespace_is_ever_declared_gone():
+    """Another pid namespace (a container sharing the hostname) may reuse or hide any pid: its
+    owners are never declared gone, only their leases run out."""
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    host, _pid, space, _token = pauser.default_owner().split(":")
+    assert space
+    assert pauser.owner_gone(f"{host}:{ended.pid}:{space}:token")
+    assert not pauser.owner_gone(f"{host}:{ended.pid}:0123456789ab:token")  # another namespace
+    assert not pauser.owner_gone(f"{host}:{ended.pid}:token")  # an owner of an older ledger
+    assert not pauser.owner_gone(f"other-{host}:{ended.pid}:{space}:token")
+    assert not pauser.owner_gone(f"{host}:{os.getpid()}:{space}:token")  # alive
 
 
 def test_a_small_account_is_paused_below_min_campaigns(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from autopause.ledger import Ledger
@@ -239,19 +241,59 @@ def test_validate(value, problem):
         assert isinstance(result, str) and result.startswith(problem), result
 
 
-def test_a_claim_is_taken_once_and_only_a_stale_one_is_taken_over(tmp_path):
+def test_a_claim_is_taken_once_and_only_an_unrenewed_one_is_taken_over(tmp_path):
+    """Another owner's claim is live until this ledger has watched it unchanged (owner, beat) for
+    a lease of the caller's monotonic clock, or its owner is known to have ended; the wall clock
+    (``now_ms``, only written down) decides nothing."""
     first, second = Ledger(tmp_path / "l.sqlite"), Ledger(tmp_path / "l.sqlite")
+    d, day = decision(), 86_400_000
+
+    def claim(ledger, owner, wall, mono, gone=lambda owner: False):
+        return ledger.claim(
+            d, owner, wall, 60_000, monotonic_ms=mono, action="pause", attempts=1, owner_gone=gone
+        )
+
+    assert claim(first, "a", NOW, 0).won
+    assert second.get(d["decision_id"]).outcome == "started"
+    assert claim(second, "b", NOW + day, 5_000) == (False, None, "a", None)  # the watch starts
+    assert claim(second, "b", NOW + day, 65_000 - 1) == (False, None, "a", None)  # under a lease
+    assert claim(first, "a", NOW, 0).won  # a renews its own at its next attempt
+    assert first.renew(d["decision_id"], "a", NOW - day)  # and while it acts
+    assert claim(second, "b", NOW + day, 65_000) == (False, None, "a", None)  # renewed: watch again
+    assert claim(second, "b", NOW + 2 * day, 125_000 - 1) == (False, None, "a", None)
+    # Unrenewed for a lease of b's own clock, whatever the wall clock says: the crash case.
+    assert claim(second, "b", NOW - day, 125_000) == (True, None, "b", "a")
+    assert second.get(d["decision_id"]).outcome == "started"
+    assert not first.renew(d["decision_id"], "a", NOW)  # a finds its claim lost
+    assert not first.record(d, NOW, "done", action="pause", owner="a")  # and records nothing
+    assert first.get(d["decision_id"]).outcome == "started"
+    assert claim(first, "a", NOW, 0) == (False, None, "b", None)  # a now waits on b
+    assert claim(first, "a", NOW, 1, gone=lambda o: o == "b") == (True, None, "a", "b")  # b ended
+    assert first.record(d, NOW, "done", action="pause", acted_at_ms=NOW, owner="a")
+    finished = claim(second, "b", NOW + 10**9, 10**9)
+    assert finished == (False, "done", None, None)  # nobody claims a finished decision
+    assert not second.record(d, NOW, "dropped", keep_final=True)  # nor overwrites the outcome
+    assert first.get(d["decision_id"]).outcome == "done"
+
+
+def test_a_ledger_written_before_claims_had_beats_is_migrated(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE claims (decision_id TEXT PRIMARY KEY, owner TEXT NOT NULL,
+                             claimed_at_ms INTEGER NOT NULL);
+        INSERT INTO claims VALUES ('c1-1', 'old-host:7:1700000000000000000', 0);
+    """)
+    db.close()
+    ledgers = [Ledger(path), Ledger(path)]  # the second finds it migrated
     d = decision()
 
-    def claim(ledger, owner, at, gone=lambda owner: False):
-        return ledger.claim(d, owner, at, 60_000, action="pause", attempts=1, owner_gone=gone)
+    def claim(ledger, mono):
+        return ledger.claim(d, "new", NOW, 60_000, monotonic_ms=mono, action="pause", attempts=1)
 
-    assert claim(first, "a", NOW).won
-    assert second.get(d["decision_id"]).outcome == "started"
-    assert claim(second, "b", NOW + 59_999) == (False, None, "a")  # a's claim is live
-    assert claim(first, "a", NOW + 59_999).won  # a renews its own
-    assert claim(second, "b", NOW + 60_000 + 59_999, gone=lambda o: o == "a").won  # a is gone
-    assert not claim(first, "a", NOW + 60_000 + 59_999).won  # b holds it now
-    assert claim(first, "a", NOW + 200_000).won  # b's lease ran out: the crash case
-    first.record(d, NOW, "done", action="pause", acted_at_ms=NOW)
-    assert claim(second, "b", NOW + 10**9) == (False, "done", None)  # finished: nobody claims
+    assert claim(ledgers[0], 0) == (False, None, "old-host:7:1700000000000000000", None)
+    assert claim(ledgers[0], 60_000) == (True, None, "new", "old-host:7:1700000000000000000")
+    assert ledgers[1].renew("c1-1", "new", NOW)
+    assert sqlite3.connect(path).execute("SELECT owner, beat FROM claims").fetchall() == [
+        ("new", 2)
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +19,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.broker import EmbeddedBroker, free_port
-from tests.agents.test_pauser import gone
+from autopause.ledger import Ledger
+from tests.agents.test_pauser import RACER, gone
 from tests.e2e.harness import ROOT, produce, samples_of, total, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -261,3 +263,75 @@ def test_a_stopped_pauser_ends_its_running_commands_process_group(tmp_path):
             if pauser.poll() is None:
                 os.killpg(pauser.pid, signal.SIGKILL)
         wait_for(lambda: gone(pid), 5, "the child to end")
+
+
+def unshare_pid() -> list[str] | str:
+    """The prefix that runs a command in a pid namespace of its own, or why it cannot."""
+    if shutil.which("unshare") is None:
+        return "unshare is not installed"
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True
+    )
+    if probe.returncode != 0:
+        return f"unshare --pid not permitted here: {probe.stderr.strip()}"
+    return ["unshare", "--pid", "--fork", "--mount-proc"]
+
+
+def faketime_ahead() -> list[str] | str:
+    """The prefix that runs a command with its wall clock 200 s ahead, or why it cannot."""
+    if shutil.which("faketime") is None:
+        return "faketime is not installed (scripts/install-ops-tools.sh installs it)"
+    probe = subprocess.run(
+        ["faketime", "-f", "+200s", sys.executable, "-c", "import time; print(time.time())"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0 or float(probe.stdout or 0) - time.time() < 150:
+        return f"faketime does not move the clock here: {probe.stderr.strip()}"
+    return ["faketime", "-f", "+200s"]
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [unshare_pid, faketime_ahead],
+    ids=["B in its own pid namespace", "B's wall clock 200 s ahead"],
+)
+def test_a_second_pauser_with_the_same_hostname_never_runs_a_running_command_again(
+    tmp_path, prefix
+):
+    """Pauser A claims a decision and runs a slow CMD; pauser B, same hostname, reaches the same
+    decision meanwhile from another pid namespace (where A's pid does not exist) or with its
+    wall clock past A's lease. CMD runs once; the row keeps A's outcome."""
+    wrap = prefix()
+    if isinstance(wrap, str):
+        pytest.skip(wrap)
+    script = tmp_path / "slow.sh"
+    script.write_text(
+        f"#!/bin/sh\necho $$ >> {tmp_path}/calls\n"
+        f"if [ -e {tmp_path}/paused ]; then exit 3; fi\ntouch {tmp_path}/paused\nsleep 3\n"
+    )
+    script.chmod(0o755)
+    ledger = tmp_path / "ledger.sqlite"
+    Ledger(ledger).close()  # the schema, before the race
+
+    def racer(*wrapper: str, go: float) -> subprocess.Popen:
+        return subprocess.Popen(
+            [*wrapper, sys.executable, "-c", RACER, str(script), str(ledger), str(go)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    a = racer(go=0)
+    try:
+        wait_for(lambda: done_lines(tmp_path), 30, "A's command to start")
+        b = racer(*wrap, go=0)  # while A's command runs
+        outcomes = (a.communicate(timeout=60)[0].strip(), b.communicate(timeout=60)[0].strip())
+    finally:
+        for process in (a, locals().get("b")):
+            if process is not None and process.poll() is None:
+                process.kill()
+    assert outcomes == ("done", "skipped")
+    assert len(done_lines(tmp_path)) == 1
+    row = sqlite3.connect(ledger).execute("SELECT outcome, prior_state, exit_code FROM entries")
+    assert row.fetchall() == [("done", "running", 0)]
