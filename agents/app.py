@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -44,7 +46,7 @@ from .gc_pauses import (
 )
 from .kafka_auth import faust_credentials
 from .lag import caught_up, consumer_lag
-from .local_store import LocalStore, local_path
+from .local_store import FALLBACK_REASONS, Identity, LocalStore, local_path, read_changelog
 from .loop_lag import LoopLagMonitor
 from .memory import release_free_memory
 from .metrics import (
@@ -62,6 +64,7 @@ from .transport import KpiApp, TablesAtOnce, app_class
 log = logging.getLogger("kpi_monitor")
 STATE_TABLE = "kpi-state"
 WRITE_CHUNK_BYTES = 256 * 1024
+PRODUCER_BATCH_BYTES = 512 * 1024  # under the broker's default max.message.bytes (1 MB)
 CATCH_UP_POLL_SECONDS = 0.05
 PREWARM_WAIT_SECONDS = 60.0  # beyond its own 20 s for the changelog's tail
 PREWARM_LEFTOVER_SECONDS = 60.0  # built states not handed over yet are kept this long
@@ -112,6 +115,18 @@ def data_dir(settings: Settings) -> str:
     return settings.data_dir or f"/tmp/kpi-monitor-{settings.app_id}-{settings.web_port}"
 
 
+def data_dir_problem(path: str) -> str | None:
+    """Why the worker cannot keep files in ``path`` (a file where the directory should be, a
+    read-only or full disk), or None: a probe file is created and removed."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return None
+
+
 def changelog_topic(settings: Settings) -> str:
     return f"{settings.app_id}-{STATE_TABLE}-changelog"
 
@@ -142,6 +157,9 @@ def faust_app(settings: Settings) -> KpiApp:
         # rebalance crashed there. Restores stay exact: the state seeks to its own checkpoints.
         recovery_consistency_check=False,
         consumer_max_fetch_size=8 * 1024 * 1024,
+        # A fold's changelog records in few producer batches: a partition's next batch is sent
+        # only once the one before it is acknowledged (agents.table), a round trip each.
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         # A batch is one fetch: bounded, or a catch-up would hand megabytes of events to one
         # fold and hold the event loop (heartbeats, scrapes) for seconds.
         broker_max_poll_records=settings.batch_size,
@@ -161,6 +179,18 @@ def create_app(
         raise ValueError("create_app needs settings.broker; the CLI starts the embedded one")
     disable_created_metrics()  # *_created series only add noise to dashboards
     registry = registry or CollectorRegistry()
+    unusable = data_dir_problem(data_dir(settings))
+    if unusable is not None:
+        # Faust needs a directory of its own too: a private one, and no local file this run.
+        fallback = tempfile.mkdtemp(prefix=f"kpi-monitor-{settings.app_id}-")
+        log.error(
+            "KPI_DATA_DIR %s cannot be used (%s): the worker runs without its local file, from "
+            "the changelog (Faust's files in %s)",
+            data_dir(settings),
+            unusable,
+            fallback,
+        )
+        settings = settings.replace(data_dir=fallback)
     app = faust_app(settings)
     pipeline = Pipeline(settings, clock)
     app.resume_positions = pipeline.resume_positions
@@ -176,14 +206,16 @@ def create_app(
         local_store=settings.local_store,
         extra_topic_configs=CHANGELOG_TOPIC_CONFIG,
     )
+    table.local_store_unavailable = unusable
     app.tables.add(table)
+    _guard_the_changelog(app, settings, table, metrics)
     # One fold, expiry, rebalance or decision round at a time: a fold yields to the event loop
     # mid-batch, and none of the others may see or move a state half folded.
     state_lock = asyncio.Lock()
     prewarm = (
         Prewarm(
             local_path(data_dir(settings), STATE_TABLE),
-            changelog_topic(settings),
+            state_identity(settings),
             pipeline.build,
             settings,
         )
@@ -220,6 +252,32 @@ def create_app(
     _pages(monitor)
     live_page.install(monitor, lag)
     return monitor
+
+
+def _guard_the_changelog(
+    app: KpiApp, settings: Settings, table: PartitionedStateTable, metrics: PipelineMetrics
+) -> None:
+    """The state's changelog is the truth and the local file its cache: a refused changelog
+    batch stops the worker before any input offset is committed past it; a local file that
+    fails is counted and read around (the changelog read whole), never a stopped worker."""
+
+    async def refused(exc: BaseException) -> None:
+        await app.crash(exc)
+
+    table.on_refused = refused
+    app.changelog_acknowledged = table.acknowledged
+
+    async def cold_reader(topic: str, partitions: set[int]) -> list[tuple[bytes, bytes]]:
+        return await read_changelog(settings, topic, partitions)
+
+    table.cold_reader = cold_reader
+    for reason in FALLBACK_REASONS:
+        metrics.local_store_fallbacks.labels(reason)  # every series from the start, at 0
+    store = table.data  # built now: a file that fails to open is counted from the start
+    if isinstance(store, LocalStore):
+        for reason, count in store.fallbacks.items():
+            metrics.local_store_fallbacks.labels(reason).inc(count)
+        store.on_fallback = lambda reason: metrics.local_store_fallbacks.labels(reason).inc()
 
 
 def _own_partitions_of_the_state(
@@ -515,11 +573,30 @@ def _pages(monitor: Monitor) -> None:
             "restored": monitor.table.restored,
             # The last rebalance's hand-over: assigned, then serving the restored state.
             "handover": monitor.table.handover,
+            # The local file: in use, or what made the worker read the changelog instead.
+            "local_store": local_store_health(monitor.table),
             "lag": {f"{topic}/{partition}": n for (topic, partition), n in monitor.lag().items()},
             "startup": monitor.startup,
             "decision_round": monitor.decisions.last_round if monitor.decisions else None,
         }
         return web_view.bytes(orjson.dumps(body), content_type="application/json")
+
+
+def local_store_health(table: PartitionedStateTable) -> dict | None:
+    store = table.data
+    if not isinstance(store, LocalStore):
+        return None
+    return {
+        "path": str(store.path),
+        "in_use": not store.disabled,
+        "fallbacks": dict(store.fallbacks),
+        "partitions_not_in_file": sorted(store.failed),
+    }
+
+
+def state_identity(settings: Settings) -> Identity:
+    """What the local file caches (``agents.local_store.Identity``)."""
+    return Identity(changelog_topic(settings), settings.app_id, settings.partitions)
 
 
 def dead_letter_key(letter) -> bytes:

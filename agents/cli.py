@@ -394,12 +394,19 @@ def run_worker(settings: Settings, *, demo: bool = False, loglevel: str = "info"
         settings = settings.replace(partitions=partitions)
         topics_done = time.time()
         if settings.local_store:
-            from .app import STATE_TABLE, changelog_topic, data_dir
+            from .app import STATE_TABLE, data_dir, state_identity
             from .local_store import local_path, verify
 
-            verify(settings, changelog_topic(settings), local_path(data_dir(settings), STATE_TABLE))
+            verified = verify(
+                settings, state_identity(settings), local_path(data_dir(settings), STATE_TABLE)
+            )
         checked = time.time()
         monitor = create_app(settings)
+        if settings.local_store and verified.set_aside is not None:
+            from .local_store import LocalStore
+
+            if isinstance(monitor.table.data, LocalStore):  # counted with the store's own
+                monitor.table.data.count_fallback(verified.set_aside)
         if monitor.prewarm is not None:  # while Faust starts and joins the group
             monitor.prewarm.start()
         monitor.startup = {

@@ -50,6 +50,7 @@ class PipelineMetrics:
     batch_seconds: Histogram
     dead_letters: Counter
     records_failed: Counter  # by topic (bounded: the input topics and the plans topic)
+    local_store_fallbacks: Counter  # by reason (agents.local_store.FALLBACK_REASONS)
     loop_lag_seconds: Histogram
     gc_pause_seconds: Histogram  # by generation
     scrape_seconds: Histogram
@@ -73,6 +74,12 @@ def build_pipeline_metrics(registry: CollectorRegistry) -> PipelineMetrics:
         dead_letters=counter(m.DEAD_LETTERS),
         records_failed=Counter(
             m.RECORDS_FAILED.name, m.RECORDS_FAILED.doc, m.RECORDS_FAILED.labels, registry=registry
+        ),
+        local_store_fallbacks=Counter(
+            m.LOCAL_STORE_FALLBACKS.name,
+            m.LOCAL_STORE_FALLBACKS.doc,
+            m.LOCAL_STORE_FALLBACKS.labels,
+            registry=registry,
         ),
         loop_lag_seconds=histogram(m.LOOP_LAG_SECONDS, seconds),
         gc_pause_seconds=histogram(

@@ -23,7 +23,13 @@ from stream.codec import partition_of_key
 from stream.settings import Settings
 from stream.state import PartitionState
 
-from .local_store import LocalRecords, changelog_reader, record_digest, stop_quietly
+from .local_store import (
+    Identity,
+    LocalRecords,
+    changelog_reader,
+    record_digest,
+    stop_quietly,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +42,10 @@ TAIL_TIMEOUT_SECONDS = 20.0
 
 class Prewarm:
     def __init__(
-        self, path: str | Path, topic: str, build: Build, settings: Settings | None = None
+        self, path: str | Path, identity: Identity, build: Build, settings: Settings | None = None
     ) -> None:
-        self.path, self.topic, self.build = Path(path), topic, build
+        self.path, self.identity, self.build = Path(path), identity, build
+        self.topic = identity.changelog_topic
         self.settings = settings  # the broker to read the tail from; None: the file only
         self.tail_records = 0  # records of the changelog's tail written to the file here
         self.seconds: float | None = None  # how long reading and building took
@@ -73,7 +80,7 @@ class Prewarm:
     def _run(self) -> None:
         began = time.perf_counter()
         try:
-            local = LocalRecords(self.path)
+            local = LocalRecords(self.path, self.identity)
             try:
                 if self.settings is not None and self.settings.broker:
                     try:

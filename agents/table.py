@@ -20,6 +20,7 @@ commit, and Faust's recovery reads the changelog as usual.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,12 @@ log = logging.getLogger(__name__)
 
 # Sends one changelog partition's records; returns what to await for their acknowledgement.
 ChangelogSink = Callable[[str, int, list], Awaitable[list[Awaitable] | None]]
+# Reads changelog partitions whole: their latest record per key.
+ColdReader = Callable[[str, set[int]], Awaitable[list[tuple[bytes, bytes]]]]
+
+
+class ChangelogRefused(RuntimeError):
+    """The broker refused (or never acknowledged) a batch of the state's changelog."""
 
 
 class PartitionedStateTable(faust.Table):
@@ -45,6 +52,8 @@ class PartitionedStateTable(faust.Table):
         # Set before Faust builds the store (``data``): with it, restores read a local file
         # plus the changelog's tail (agents.local_store).
         self.use_local_store = local_store
+        # Why the data dir cannot hold the local file this run (set before the store is built).
+        self.local_store_unavailable: str | None = None
         super().__init__(*args, **kwargs)
         self._mirrored: asyncio.Future | None = None  # the last write's mirroring, for order
         self._unmirrored: set[int] = set()  # partitions whose mirroring failed: left to recovery
@@ -66,6 +75,15 @@ class PartitionedStateTable(faust.Table):
         self.served = asyncio.Event()  # set once each hand-over is served (``handover``)
         # Where records go; tests without a broker capture them instead.
         self.changelog_sink: ChangelogSink = self._send_batches
+        # Reads changelog partitions whole, when the local file cannot give them (set by the app).
+        self.cold_reader: ColdReader | None = None
+        # Per changelog partition, the delivery of its last batch: the next batch of a partition
+        # is sent only once the one before it is acknowledged (``_write``).
+        self._inflight: dict[int, Awaitable] = {}
+        # A batch the broker refused: nothing more is written, the worker stops (``refused``).
+        self.refused: BaseException | None = None
+        self.on_refused: Callable[[BaseException], Awaitable[None]] | None = None
+        self._stopping: asyncio.Future | None = None  # the worker's stop, once refused
         # The agent and the expiry timer both write. Records are encoded synchronously just
         # before ``write`` is awaited, and the lock is FIFO, so the log keeps encoding order.
         self._write_lock = asyncio.Lock()
@@ -131,11 +149,22 @@ class PartitionedStateTable(faust.Table):
         store = self.data
         if isinstance(store, LocalStore):
             loop = asyncio.get_running_loop()  # one thread, in order: after the queued writes
-            records = await loop.run_in_executor(store.writer, store.take_records, partitions)
-            self.restored = {
-                "records": len(records),
-                "read_from_changelog": store.read_from_changelog,
-            }
+            records, cold = await loop.run_in_executor(store.writer, store.take_records, partitions)
+            read = store.read_from_changelog
+            if cold:
+                # The file cannot give them (it failed, or a write found a gap): recovery began
+                # where the file said, so they are read from the changelog whole.
+                if self.cold_reader is None:
+                    raise RuntimeError(f"partitions {sorted(cold)} need the changelog read whole")
+                log.warning(
+                    "local store: partitions %s read from the changelog whole (%s)",
+                    sorted(cold),
+                    store.failed.get(min(cold), "not in the file"),
+                )
+                more = await self.cold_reader(self.changelog_topic.get_topic_name(), cold)
+                records += more
+                read += len(more)
+            self.restored = {"records": len(records), "read_from_changelog": read}
             store.read_from_changelog = 0
             return records
         taken = [(k, v) for k, v in store.items() if partition_of_key(k) in partitions]
@@ -161,17 +190,61 @@ class PartitionedStateTable(faust.Table):
             await asyncio.gather(*deliveries)
 
     async def _write(self, records: list[tuple[bytes, bytes | None]]) -> list[Awaitable]:
+        """Send each changelog partition's records, after the partition's previous batch is
+        acknowledged. A batch the broker refuses must be the partition's last: aiokafka sends
+        the next queued batch of the partition all the same, and a later batch's checkpoint in
+        the changelog would make a restore skip the refused batch's events for good. So nothing
+        more is sent once one is refused, and the worker stops (``_refused``): its input offsets
+        are not committed past it (``acknowledged``), and a restart folds them again."""
         by_partition: dict[int, list[tuple[bytes, bytes | None]]] = {}
         for key, value in records:
             by_partition.setdefault(partition_of_key(key), []).append((key, value))
         topic = self.changelog_topic.get_topic_name()
         deliveries: list[Awaitable] = []
         for partition, items in by_partition.items():
+            previous = self._inflight.get(partition)
+            if previous is not None:
+                with contextlib.suppress(Exception):  # its failure is ``refused``'s to report
+                    await asyncio.shield(previous)
+            if self.refused is not None:
+                raise ChangelogRefused(f"the changelog refused a batch: {self.refused!r}")
             sent = await self.changelog_sink(topic, partition, items) or []
+            for delivery in sent:
+                self._watch(delivery)
+            if sent:
+                self._inflight[partition] = sent[-1]
             deliveries += sent
             if sent and isinstance(self.data, LocalStore):
                 self._mirror(topic, partition, items, sent)
         return deliveries
+
+    def _watch(self, delivery: Awaitable) -> None:
+        future = asyncio.ensure_future(delivery)
+
+        def done(finished: asyncio.Future) -> None:
+            if finished.cancelled() or finished.exception() is None or self.refused is not None:
+                return
+            exc = finished.exception()
+            assert exc is not None
+            self.refused = exc
+            log.critical(
+                "the broker refused a batch of the state's changelog (%r): nothing more is "
+                "written and the worker stops; its input offsets are not committed past the "
+                "batch, so a restart folds its events again",
+                exc,
+            )
+            if self.on_refused is not None:
+                self._stopping = asyncio.ensure_future(self.on_refused(ChangelogRefused(repr(exc))))
+
+        future.add_done_callback(done)
+
+    async def acknowledged(self) -> bool:
+        """Whether every changelog batch sent so far is acknowledged (waiting for those in
+        flight): False once one was refused. Input offsets are committed only after this."""
+        pending = list(self._inflight.values())
+        if pending:
+            await asyncio.gather(*(asyncio.shield(p) for p in pending), return_exceptions=True)
+        return self.refused is None
 
     def _mirror(
         self, topic: str, partition: int, items: list[tuple[bytes, bytes | None]], sent: list
@@ -198,31 +271,48 @@ class PartitionedStateTable(faust.Table):
             key, value = items[-1]
             # Queued, not awaited: the writer thread keeps the queue's order, and a chain that
             # also waited for each commit only fell further behind a fast fold (the queue's
-            # bound is ``LocalStore.wait_for_room``, which the worker's writes wait on).
-            store.write(topic, partition, items, last, record_digest(key, value))
+            # bound is ``LocalStore.wait_for_room``, which the worker's writes wait on). The
+            # run's records are consecutive in the log (only this worker writes the partition):
+            # it follows offset ``last - len(items)``, which the file must hold (a file short of
+            # it, after a short recovery or a drop elsewhere, would get a gap: refused).
+            store.write(
+                topic,
+                partition,
+                items,
+                last,
+                record_digest(key, value),
+                continues=last - len(items),
+            )
 
         self._mirrored = asyncio.ensure_future(mirror())
 
     async def _send_batches(
         self, topic: str, partition: int, items: list[tuple[bytes, bytes | None]]
     ) -> list[Awaitable]:
+        """One partition's records as producer batches (up to ``producer_max_batch_size``); a
+        batch after the first is sent once the one before it is acknowledged, so that no batch
+        follows a refused one in the changelog (see ``_write``)."""
         # The aiokafka producer behind Faust's: a private attribute, untyped in Faust.
         producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        deliveries: list[Awaitable] = []
+        deliveries: list[asyncio.Future] = []
+
+        async def send(batch: Any) -> None:
+            if deliveries:
+                await deliveries[-1]  # raises if the broker refused it: nothing more is sent
+            count = batch.record_count()
+            sent = await producer.send_batch(batch, topic, partition=partition)
+            deliveries.append(asyncio.ensure_future(_last_offset(sent, count)))
+
         batch = producer.create_batch()
         for key, value in items:
             if batch.append(key=key, value=value, timestamp=None) is None:
-                count = batch.record_count()
-                sent = await producer.send_batch(batch, topic, partition=partition)
-                deliveries.append(asyncio.ensure_future(_last_offset(sent, count)))
+                await send(batch)
                 batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"state record {key[:80]!r} is larger than a producer batch")
         if batch.record_count():
-            count = batch.record_count()
-            sent = await producer.send_batch(batch, topic, partition=partition)
-            deliveries.append(asyncio.ensure_future(_last_offset(sent, count)))
-        return deliveries
+            await send(batch)
+        return list(deliveries)
 
 
 async def _last_offset(delivery: Awaitable, count: int) -> int:

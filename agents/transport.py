@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from time import monotonic
 from typing import Any, ClassVar, Protocol
 
@@ -56,6 +56,9 @@ class KpiApp(faust.App):
     resume_positions: ResumePositions | None = None
     # Whole fetched batches of its topics go here, past Faust's per-message path; None: Faust's.
     batch_handler: BatchHandler | None = None
+    # Whether every state changelog batch sent is acknowledged (waiting for those in flight):
+    # input offsets are committed only then (``KpiConsumer._commit_offsets``).
+    changelog_acknowledged: Callable[[], Awaitable[bool]] | None = None
 
     def _new_web(self) -> Any:
         driver = web_drivers.by_url(self.conf.web)
@@ -68,6 +71,18 @@ class KpiApp(faust.App):
 
 
 class KpiConsumer(faust_aiokafka.Consumer):
+    async def _commit_offsets(
+        self, offsets: Mapping[TP, int], start_new_transaction: bool = True
+    ) -> bool:
+        """Faust's commit, once the state's changelog holds everything folded so far: an input
+        offset committed past a batch whose changelog records the broker refused would make
+        that batch's events lost to every later reader of the group."""
+        acknowledged = getattr(self.app, "changelog_acknowledged", None)
+        if acknowledged is not None and not await acknowledged():
+            self.log.error("not committing offsets: a state changelog batch was refused")
+            return False
+        return await super()._commit_offsets(offsets, start_new_transaction)
+
     async def _drain_messages(self, fetcher: Any) -> None:
         """Faust's fetch loop, but records of the batch handler's topics go to it a whole fetch
         at a time: Faust hands each message through the conductor, a channel and the stream

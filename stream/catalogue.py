@@ -246,6 +246,15 @@ RECORDS_FAILED = _spec(
     "internal_error and skipped, the worker going on (a defect: report it with the dead letter)",
     "topic",
 )
+LOCAL_STORE_FALLBACKS = _spec(
+    "kpi_local_store_fallbacks",
+    "counter",
+    "Times the local state file could not be used and the worker read the changelog instead: "
+    "foreign (another app's or format's file, set aside), corrupt (set aside), unwritable (disk "
+    "full or read-only), gap (a write found the file short: the partition dropped from it), "
+    "unavailable",
+    "reason",
+)
 LOOP_LAG_SECONDS = _spec(
     "kpi_event_loop_lag_seconds",
     "histogram",
@@ -367,6 +376,7 @@ CATALOGUE: dict[str, MetricSpec] = {
         BATCH_SECONDS,
         DEAD_LETTERS,
         RECORDS_FAILED,
+        LOCAL_STORE_FALLBACKS,
         LOOP_LAG_SECONDS,
         GC_PAUSE_SECONDS,
         RENDER_SECONDS,

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from agents.app import create_app
-from agents.local_store import LocalRecords, record_digest
+from agents.local_store import Identity, LocalRecords, record_digest
 from stream.codec import decode_key
 from stream.settings import Settings
 from tests.agents.test_app import deliver, until
@@ -26,6 +26,7 @@ from tests.state_harness import as_messages, canonical, restore, run
 from tests.stream.test_state import payload_lists
 
 TOPIC = "app-kpi-state-changelog"
+IDENTITY = Identity(TOPIC, "app", 4)
 
 
 def offsets(log: list) -> list[tuple[int, bytes, bytes | None]]:
@@ -43,7 +44,7 @@ def test_the_file_plus_the_tail_restores_what_the_whole_changelog_restores(
     written = offsets(log)
     # The file complete to some offset, written in acknowledged chunks of any size.
     complete_to = data.draw(st.integers(-1, len(written) - 1))
-    local = LocalRecords(tmp_path_factory.mktemp("local") / "state.sqlite")
+    local = LocalRecords(tmp_path_factory.mktemp("local") / "state.sqlite", IDENTITY)
     start = 0
     while start <= complete_to:
         end = min(complete_to + 1, start + data.draw(st.integers(1, 9)))
@@ -75,7 +76,7 @@ def test_a_run_written_again_after_newer_records_changes_nothing(tmp_path_factor
     if not log:
         return
     written = offsets(log)
-    local = LocalRecords(tmp_path_factory.mktemp("local") / "state.sqlite")
+    local = LocalRecords(tmp_path_factory.mktemp("local") / "state.sqlite", IDENTITY)
     last = written[-1]
     local.apply(TOPIC, 0, [(k, v) for _, k, v in written], last[0], record_digest(*last[1:]))
     start = data.draw(st.integers(0, len(written) - 1))
@@ -89,10 +90,10 @@ def test_a_run_written_again_after_newer_records_changes_nothing(tmp_path_factor
 
 def test_records_and_offsets_survive_a_reopen_and_a_corrupt_file_is_set_aside(tmp_path):
     path = tmp_path / "state.sqlite"
-    local = LocalRecords(path)
+    local = LocalRecords(path, IDENTITY)
     local.apply(TOPIC, 3, [(b"k1", b"v1"), (b"k2", b"v2"), (b"k1", None)], 41, b"d")
     local.close()
-    again = LocalRecords(path)
+    again = LocalRecords(path, IDENTITY)
     assert again.offset(TOPIC, 3) == (41, b"d")
     assert again.partitions(TOPIC) == {3: (41, b"d")}
     again.drop(TOPIC, 3)
@@ -101,14 +102,14 @@ def test_records_and_offsets_survive_a_reopen_and_a_corrupt_file_is_set_aside(tm
     path.write_bytes(b"not a database" * 100)
     for suffix in ("-wal", "-shm"):
         (tmp_path / f"state.sqlite{suffix}").unlink(missing_ok=True)
-    fresh = LocalRecords(path)
+    fresh = LocalRecords(path, IDENTITY)
     assert fresh.partitions(TOPIC) == {}
     assert [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name]
     fresh.close()
 
 
 def test_a_failed_write_is_never_half_applied(tmp_path):
-    local = LocalRecords(tmp_path / "state.sqlite")
+    local = LocalRecords(tmp_path / "state.sqlite", IDENTITY)
     local.apply(TOPIC, 0, [(b"a", b"1")], 0, None)
     with pytest.raises(sqlite3.Error):
         local.apply(TOPIC, 0, [(b"b", b"2"), (None, b"3")], 2, None)  # type: ignore[list-item]
@@ -135,15 +136,35 @@ def mirrored(tmp_path):
     monitor.acks = []  # futures for the "broker" to resolve (or fail)
     next_offset: dict[int, int] = {}
 
+    monitor.auto_ack = True  # False: the test resolves (or fails) each write's ack itself
+    monitor.cold_reads = []  # partitions read from the "changelog" whole (``cold_reader``)
+
     async def sink(topic, partition, items):
         monitor.changelog.append((topic, partition, items))
         first = next_offset.get(partition, 0)
         next_offset[partition] = first + len(items)
         ack = asyncio.get_running_loop().create_future()
         monitor.acks.append((ack, first + len(items) - 1))
+        if monitor.auto_ack:
+            ack.set_result(first + len(items) - 1)
         return [ack]
 
+    async def cold_reader(topic, partitions):
+        monitor.cold_reads.append(sorted(partitions))
+        latest = {}
+        for _, partition, items in monitor.changelog:
+            if partition in partitions:
+                latest.update(items)
+        return [(k, v) for k, v in latest.items() if v is not None]
+
+    monitor.refusals = []
+
+    async def refused(exc):
+        monitor.refusals.append(exc)
+
     monitor.table.changelog_sink = sink
+    monitor.table.cold_reader = cold_reader
+    monitor.table.on_refused = refused
     return monitor, settings_
 
 
@@ -151,44 +172,50 @@ async def test_writes_reach_the_file_once_acknowledged_and_restore_the_live_stat
     monitor, settings_ = mirrored
     store = monitor.table.data
     topics = settings_.topics
+    monitor.auto_ack = False
     async with monitor.app.agents["ingest"].test_context() as agent:
-        for offset in range(3):
+        await deliver(agent, topics.clicks, 0, 0, raw(event("click", at_ms=NOW_MS)))
+        await until(lambda: monitor.pipeline.states[0].meta.checkpoint[1] == 0)
+        assert store.take_records({0}) == ([], set())  # not acknowledged: not in the file
+        for ack, last in monitor.acks:
+            ack.set_result(last)
+        monitor.auto_ack = True
+        for offset in (1, 2):
             await deliver(
                 agent, topics.clicks, 0, offset, raw(event("click", at_ms=NOW_MS - offset))
             )
         await until(lambda: monitor.pipeline.states[0].meta.checkpoint[1] == 2)
-    assert store.take_records({0}) == []  # nothing acknowledged yet: nothing in the file
-    for ack, last in monitor.acks:
-        ack.set_result(last)
     await mirrored_all(monitor)
-    records = store.take_records({0})
+    records, cold = store.take_records({0})
     live = canonical(monitor.pipeline.states[0])
     state = restore(records, monitor.pipeline.config)
-    assert canonical(state) == live
+    assert canonical(state) == live and cold == set()
     assert {decode_key(k)[0] for k, _ in records} == {0}
 
 
-async def test_a_write_that_fails_stops_the_partitions_mirror_and_forgets_its_offset(mirrored):
+async def test_a_refused_changelog_batch_stops_every_later_write_and_every_commit(mirrored):
+    """The broker refuses a batch: the partition leaves the file (read whole at its next
+    hand-over), nothing more is sent (a later batch's checkpoint would make a restore skip the
+    refused one), no input offset is committed past it, and the worker is told to stop."""
     monitor, settings_ = mirrored
-    store = monitor.table.data
+    store, table = monitor.table.data, monitor.table
     topics = settings_.topics
+    monitor.auto_ack = False
     async with monitor.app.agents["ingest"].test_context() as agent:
         await deliver(agent, topics.clicks, 0, 0, raw(event("click")))
         await until(lambda: monitor.pipeline.states[0].meta.checkpoint[1] == 0)
-        first = len(monitor.acks)
-        await deliver(agent, topics.clicks, 0, 1, raw(event("click")))
-        await until(lambda: monitor.pipeline.states[0].meta.checkpoint[1] == 1)
-    acks = monitor.acks
-    acks[0][0].set_result(acks[0][1])
-    for ack, _ in acks[1:first]:
-        ack.set_result(0)
-    for ack, _ in acks[first:]:
-        ack.set_exception(RuntimeError("not acknowledged"))
-    await mirrored_all(monitor)
-    topic = monitor.table.changelog_topic.get_topic_name()
+        monitor.acks[0][0].set_exception(RuntimeError("refused"))
+        await mirrored_all(monitor)
+        assert isinstance(table.refused, RuntimeError)
+        assert not await table.acknowledged()  # the commit gate (KpiConsumer._commit_offsets)
+        await until(lambda: monitor.refusals)  # the worker stops
+        sent = len(monitor.changelog)
+        with pytest.raises(Exception, match="refused"):
+            await table.write([(monitor.changelog[0][2][0][0], b"later")])
+        assert len(monitor.changelog) == sent  # nothing more reached the changelog
+    topic = table.changelog_topic.get_topic_name()
     assert store.local.offset(topic, 0) is None  # the next restore reads the whole changelog
-    with pytest.raises(RuntimeError, match=r"partitions \[0\]"):  # and this process not at all
-        store.take_records({0})
+    assert store.take_records({0}) == ([], {0})  # and this process reads it whole too
 
 
 async def test_mirrored_writes_run_off_the_event_loop_and_in_write_order(mirrored, monkeypatch):
@@ -198,9 +225,9 @@ async def test_mirrored_writes_run_off_the_event_loop_and_in_write_order(mirrore
     applied: list[tuple[str, int]] = []  # (thread, last offset)
     real_apply = store.local.apply
 
-    def apply(topic, partition, items, last_offset, digest):
+    def apply(topic, partition, items, last_offset, digest, continues=None):
         applied.append((threading.current_thread().name, last_offset))
-        real_apply(topic, partition, items, last_offset, digest)
+        return real_apply(topic, partition, items, last_offset, digest, continues=continues)
 
     monkeypatch.setattr(store.local, "apply", apply)
     async with monitor.app.agents["ingest"].test_context() as agent:
@@ -209,14 +236,14 @@ async def test_mirrored_writes_run_off_the_event_loop_and_in_write_order(mirrore
                 agent, topics.clicks, 0, offset, raw(event("click", at_ms=NOW_MS - offset))
             )
             await until(lambda o=offset: monitor.pipeline.states[0].meta.checkpoint[1] == o)
-    for ack, last in reversed(monitor.acks):  # acknowledged last first: the file keeps order
-        ack.set_result(last)
     await mirrored_all(monitor)
     loop_thread = threading.current_thread().name
     assert len(applied) == len(monitor.acks) >= 6
     assert all(thread != loop_thread for thread, _ in applied)
     assert [last for _, last in applied] == sorted(last for _, last in applied)
-    assert canonical(restore(store.take_records({0}), monitor.pipeline.config)) == canonical(
+    records, cold = store.take_records({0})
+    assert not cold
+    assert canonical(restore(records, monitor.pipeline.config)) == canonical(
         monitor.pipeline.states[0]
     )
 
@@ -241,10 +268,10 @@ async def test_recovery_batches_are_written_off_the_loop_before_a_hand_over_read
     threads: list[str] = []
     real_apply = store.local.apply
 
-    def apply(*args):
+    def apply(*args, **kwargs):
         threads.append(threading.current_thread().name)
         time.sleep(0.05)  # a slow disk: the hand-over must still see the batch
-        real_apply(*args)
+        return real_apply(*args, **kwargs)
 
     monkeypatch.setattr(store.local, "apply", apply)
     records = [(b"\x00k%d" % i, b"v%d" % i) for i in range(5)] + [(b"\x00k1", None)]
@@ -255,24 +282,32 @@ async def test_recovery_batches_are_written_off_the_loop_before_a_hand_over_read
     assert store.persisted_offset(TP(topic, 2)) == len(records) - 1
 
 
-async def test_a_recovery_batch_that_cannot_be_written_is_never_handed_over(mirrored, monkeypatch):
+async def test_a_partition_the_file_cannot_give_is_read_from_the_changelog_whole(
+    mirrored, monkeypatch
+):
+    """A recovery batch the file could not take (a full disk, say): the file is a cache, so the
+    store goes on without it and the hand-over reads the changelog whole; never a stop."""
     monitor, _ = mirrored
     store, table = monitor.table.data, monitor.table
     topic = table.changelog_topic.get_topic_name()
+    monitor.changelog.append((topic, 1, [(b"\x00a", b"1"), (b"\x00b", b"2")]))  # the log
     store.apply_changelog_batch(_changelog_events(topic, 1, [(b"\x00a", b"1")]), None, None)
-    await table.take_records({1})
-    monkeypatch.setattr(store.local, "apply", lambda *args: (_ for _ in ()).throw(OSError("full")))
+    assert await table.take_records({1}) == [(b"\x00a", b"1")]
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store.local, "apply", full)
     store.apply_changelog_batch(_changelog_events(topic, 1, [(b"\x00b", b"2")]), None, None)
-    await table.take_records({0})  # after the queued write: it has failed
-    monkeypatch.undo()
-    store.apply_changelog_batch(_changelog_events(topic, 1, [(b"\x00c", b"3")]), None, None)
-    with pytest.raises(RuntimeError, match=r"partitions \[1\] could not be written"):
-        await table.take_records({1})
-    assert store.persisted_offset(TP(topic, 1)) is None  # the next start reads it whole
-    assert await table.take_records({0}) == []  # the other partitions are served
+    taken = await table.take_records({1})
+    assert sorted(taken) == [(b"\x00a", b"1"), (b"\x00b", b"2")]  # the changelog's, whole
+    assert monitor.cold_reads == [[1]]
+    assert store.disabled and store.fallbacks == {"unwritable": 1}
+    assert store.persisted_offset(TP(topic, 1)) is None  # and the next start reads it whole
+    assert table.restored["read_from_changelog"] >= 2
 
 
-async def test_a_partition_whose_write_was_not_acknowledged_is_never_handed_over_here(mirrored):
+async def test_a_partition_whose_write_was_not_acknowledged_is_read_whole_here(mirrored):
     monitor, _ = mirrored
     store, table = monitor.table.data, monitor.table
     topic = table.changelog_topic.get_topic_name()
@@ -281,8 +316,8 @@ async def test_a_partition_whose_write_was_not_acknowledged_is_never_handed_over
     # Recovery resumes where it read last, not at 0: a write now would leave a gap before it.
     store.apply_changelog_batch(_changelog_events(topic, 3, [(b"\x00b", b"2")]), None, None)
     assert await table.take_records({0}) == []
-    with pytest.raises(RuntimeError, match=r"partitions \[3\]"):
-        await table.take_records({3})
+    assert await table.take_records({3}) == []  # read from the (empty, here) changelog
+    assert monitor.cold_reads == [[3]]
     assert store.persisted_offset(TP(topic, 3)) is None
 
 
@@ -293,9 +328,9 @@ async def test_writes_wait_while_the_file_is_too_far_behind(mirrored, monkeypatc
     gate = threading.Event()
     real_apply = store.local.apply
 
-    def apply(*args):
+    def apply(*args, **kwargs):
         gate.wait(5)  # a slow disk
-        real_apply(*args)
+        return real_apply(*args, **kwargs)
 
     monkeypatch.setattr(store.local, "apply", apply)
     records = [(b"\x00k%d" % i, b"v") for i in range(30)]
@@ -314,7 +349,7 @@ async def test_writes_wait_while_the_file_is_too_far_behind(mirrored, monkeypatc
 
 
 def test_a_run_that_continues_a_dropped_partition_is_refused(tmp_path):
-    local = LocalRecords(tmp_path / "state.sqlite")
+    local = LocalRecords(tmp_path / "state.sqlite", IDENTITY)
     local.apply(TOPIC, 0, [(b"\x00a", b"1"), (b"\x00b", b"1")], 1, None)
     assert local.apply(TOPIC, 0, [(b"\x00c", b"1")], 2, None, continues=1)
     local.drop(TOPIC, 0)  # a failed write elsewhere: the next start reads it whole
@@ -326,7 +361,7 @@ def test_a_run_that_continues_a_dropped_partition_is_refused(tmp_path):
 
 def test_the_offset_is_checked_under_the_write_lock(tmp_path):
     path = tmp_path / "state.sqlite"
-    store, other = LocalRecords(path), LocalRecords(path)
+    store, other = LocalRecords(path, IDENTITY), LocalRecords(path, IDENTITY)
     store.apply(TOPIC, 0, [(b"\x00a", b"1")], 5, None)
     other.db.execute("BEGIN IMMEDIATE")  # the other connection is writing newer records
     late = threading.Thread(target=store.apply, args=(TOPIC, 0, [(b"\x00a", b"old")], 8, None))
@@ -342,7 +377,7 @@ def test_the_offset_is_checked_under_the_write_lock(tmp_path):
 
 def test_a_failed_bookkeeping_write_leaves_no_transaction_open(tmp_path):
     path = tmp_path / "state.sqlite"
-    store, other = LocalRecords(path), LocalRecords(path)
+    store, other = LocalRecords(path, IDENTITY), LocalRecords(path, IDENTITY)
     store.db.execute("PRAGMA busy_timeout = 50")
     other.db.execute("BEGIN IMMEDIATE")
     with pytest.raises(sqlite3.OperationalError):  # locked: refused before it began

@@ -9,13 +9,15 @@ import threading
 
 from faust.types import TP
 
-from agents.local_store import LocalRecords
+from agents.local_store import Identity, LocalRecords
 from agents.prewarm import Prewarm
 from stream.state import PartitionState
 from tests.agents.test_app import deliver, until
 from tests.agents.test_local_store import mirrored, mirrored_all  # noqa: F401 (fixture)
 from tests.factories import NOW_MS, event, raw
 from tests.state_harness import canonical, restore
+
+T = Identity("t", "app", 4)  # a file of the changelog "t"
 
 
 async def fold_and_acknowledge(monitor, settings_, partition: int, offsets: range) -> None:
@@ -40,7 +42,7 @@ async def test_only_partitions_the_file_has_not_moved_on_are_taken_as_built(mirr
     for partition in (0, 1):
         await fold_and_acknowledge(monitor, settings_, partition, range(3))
     await asyncio.wrap_future(store.note_owned({0, 1}))
-    prewarm = Prewarm(store.local.path, topic, monitor.pipeline.build).start()
+    prewarm = Prewarm(store.local.path, store.local.identity, monitor.pipeline.build).start()
     assert await asyncio.to_thread(prewarm.wait, 10)
     assert prewarm.built() == [0, 1]
     # After the build, partition 1's file moves on (as recovery writing the changelog's tail).
@@ -49,7 +51,7 @@ async def test_only_partitions_the_file_has_not_moved_on_are_taken_as_built(mirr
     taken = prewarm.take({0, 1, 2}, offsets)
     assert sorted(taken) == [0]
     config = monitor.pipeline.config
-    assert canonical(taken[0]) == canonical(restore(store.take_records({0}), config))
+    assert canonical(taken[0]) == canonical(restore(store.take_records({0})[0], config))
     assert prewarm.take({0, 1, 2}, offsets) == {}  # once
 
 
@@ -60,7 +62,7 @@ async def test_a_partial_first_assignment_leaves_the_rest_to_the_next_hand_over_
     for partition in (0, 1, 2):
         await fold_and_acknowledge(monitor, settings_, partition, range(2))
     await asyncio.wrap_future(store.note_owned({0, 1, 2}))
-    prewarm = Prewarm(store.local.path, topic, monitor.pipeline.build).start()
+    prewarm = Prewarm(store.local.path, store.local.identity, monitor.pipeline.build).start()
     assert await asyncio.to_thread(prewarm.wait, 10)
     assert sorted(prewarm.take({0}, store.offsets(topic, {0}))) == [0]
     assert sorted(prewarm.take({1}, store.offsets(topic, {1}))) == [1]
@@ -69,20 +71,19 @@ async def test_a_partial_first_assignment_leaves_the_rest_to_the_next_hand_over_
 
 async def test_a_file_without_owned_partitions_builds_nothing(mirrored):  # noqa: F811
     monitor, settings_ = mirrored
-    store, table = monitor.table.data, monitor.table
+    store = monitor.table.data
     await fold_and_acknowledge(monitor, settings_, 0, range(2))
-    topic = table.changelog_topic.get_topic_name()
-    prewarm = Prewarm(store.local.path, topic, monitor.pipeline.build).start()
+    prewarm = Prewarm(store.local.path, store.local.identity, monitor.pipeline.build).start()
     assert await asyncio.to_thread(prewarm.wait, 10)
     assert prewarm.built() == []
     await asyncio.wrap_future(store.note_owned({1}))  # owned, but the file holds none of it
-    prewarm = Prewarm(store.local.path, topic, monitor.pipeline.build).start()
+    prewarm = Prewarm(store.local.path, store.local.identity, monitor.pipeline.build).start()
     assert await asyncio.to_thread(prewarm.wait, 10)
     assert prewarm.built() == []
 
 
 def test_a_missing_file_is_no_head_start(tmp_path):
-    prewarm = Prewarm(tmp_path / "none.sqlite", "t", lambda partitions, records: {}).start()
+    prewarm = Prewarm(tmp_path / "none.sqlite", T, lambda partitions, records: {}).start()
     assert prewarm.wait(1) and prewarm.take({0}, {0: 5}) == {}
 
 
@@ -102,11 +103,11 @@ def test_an_abandoned_head_start_keeps_nothing_it_builds_later(tmp_path):
         release.wait(5)
         return {0: PartitionState(0, None)}
 
-    local = LocalRecords(tmp_path / "state.sqlite")
+    local = LocalRecords(tmp_path / "state.sqlite", T)
     local.apply("t", 0, [(b"\x00k", b"v")], 0, None)
     local.set_owned([0])
     local.close()
-    prewarm = Prewarm(tmp_path / "state.sqlite", "t", slow_build).start()
+    prewarm = Prewarm(tmp_path / "state.sqlite", T, slow_build).start()
     assert not prewarm.wait(0.05)
     prewarm.abandon()
     release.set()
@@ -141,9 +142,9 @@ async def test_a_hand_over_takes_the_built_states_the_file_still_matches(mirrore
     assert pipeline.states[0] is built[0]
     assert pipeline.states[1] is not built[1]
     assert canonical(pipeline.states[1]) == canonical(
-        restore(store.take_records({1}), pipeline.config)
+        restore(store.take_records({1})[0], pipeline.config)
     )
     assert table.handover_parts["prewarmed_partitions"] == 1
-    file_records = store.take_records({0, 1})
+    file_records, _ = store.take_records({0, 1})
     assert table.restored["records"] == len(file_records) > 0  # built ones counted too
     assert sorted(store.offsets(table.changelog_topic.get_topic_name(), {0, 1, 2})) == [0, 1]

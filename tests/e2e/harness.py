@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from agents.broker import free_port
+from agents.broker import broker_binary, free_port, stop_process
 from tests.scrape import Samples, samples_of, total  # noqa: F401 (re-exported for the e2e tests)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -186,3 +191,42 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float =
     finally:
         await consumer.stop()
     return records
+
+
+@contextmanager
+def guarded_broker(tmp_path: Path, schemas: dict[str, dict]) -> Iterator[str]:
+    """The embedded broker with its schema registry on (``--schema-registry``): a record of a
+    topic in ``schemas`` that does not match its JSON schema is refused by the broker itself
+    (aiokafka sees UnknownError; the record's whole batch fails). Removing a schema's file
+    (``tmp_path / "registry" / f"{topic}.json"``) lifts it at the next produce. Yields the
+    broker's kafka:// URL."""
+    registry = tmp_path / "registry"
+    registry.mkdir(exist_ok=True)
+    for topic, schema in schemas.items():
+        (registry / f"{topic}.json").write_bytes(orjson.dumps(schema))
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    # Tansu reads a file:// registry relative to its working directory, whatever the URL.
+    command = [broker_binary(), "broker", "--listener-url", address]
+    command += ["--advertised-listener-url", address, "--storage-engine", "memory://tansu/"]
+    command += ["--schema-registry", "file://./registry"]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, "the broker exited"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the broker did not listen"
+                time.sleep(0.1)
+        yield f"kafka://127.0.0.1:{port}"
+    finally:
+        stop_process(process)

@@ -15,21 +15,17 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from agents.broker import EmbeddedBroker, broker_binary, free_port, stop_process
+from agents.broker import EmbeddedBroker, free_port
 from stream.settings import Topics
-from tests.e2e.harness import ROOT
+from tests.e2e.harness import ROOT, guarded_broker
 
 pytestmark = pytest.mark.e2e
 PLANS = Topics().plans
@@ -56,41 +52,6 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         timeout=120,
         env=dict(os.environ, KPI_PARTITIONS=str(PARTITIONS)),
     )
-
-
-@contextmanager
-def guarded_broker(tmp_path: Path) -> Iterator[str]:
-    """The embedded broker with its schema registry on: records on the plans topic that do not
-    match GUARD are refused by the broker itself. Yields its kafka:// URL."""
-    registry = tmp_path / "registry"
-    registry.mkdir()
-    (registry / f"{PLANS}.json").write_bytes(orjson.dumps(GUARD))
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    # Tansu reads a file:// registry relative to its working directory, whatever the URL.
-    command = [broker_binary(), "broker", "--listener-url", address]
-    command += ["--advertised-listener-url", address, "--storage-engine", "memory://tansu/"]
-    command += ["--schema-registry", "file://./registry"]
-    process = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, "the broker exited"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the broker did not listen"
-                time.sleep(0.1)
-        yield f"kafka://127.0.0.1:{port}"
-    finally:
-        stop_process(process)
 
 
 async def partitions_by_key(bootstrap: str) -> dict[bytes, set[int]]:
@@ -131,7 +92,7 @@ def test_load_names_every_row_the_broker_refused_and_counts_only_delivered_rows(
     path = tmp_path / "plans.csv"
     path.write_text("campaign_id,target_cpa,target_ctr,channel\n" + "\n".join(rows) + "\n")
 
-    with guarded_broker(tmp_path) as url:
+    with guarded_broker(tmp_path, {PLANS: GUARD}) as url:
         loaded = cli("load", str(path), "--broker", url)
         on_topic = asyncio.run(partitions_by_key(url.removeprefix("kafka://")))
 
@@ -163,7 +124,7 @@ def test_load_names_every_row_the_broker_refused_and_counts_only_delivered_rows(
 def test_remove_says_so_when_the_broker_refuses_the_tombstone(tmp_path):
     path = tmp_path / "plans.jsonl"
     path.write_text('{"campaign_id": "autumn", "targets": {"cpa": 25}}\n')
-    with guarded_broker(tmp_path) as url:
+    with guarded_broker(tmp_path, {PLANS: GUARD}) as url:
         assert cli("load", str(path), "--broker", url).returncode == 0
         removed = cli("remove", "autumn", "--broker", url)
         shown = cli("show", "autumn", "--broker", url)

@@ -11,12 +11,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from agents.broker import EmbeddedBroker
-from agents.local_store import LocalRecords, record_digest
+from agents.local_store import Identity, LocalRecords, record_digest
 from agents.prewarm import Prewarm
 from stream.settings import Settings
 
 pytestmark = pytest.mark.e2e
 TOPIC = "prewarm-kpi-state-changelog"
+IDENTITY = Identity(TOPIC, "prewarm", 4)
 
 
 async def changelog(bootstrap: str, records: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
@@ -51,7 +52,7 @@ def test_the_changelogs_tail_reaches_the_file_before_the_build(tmp_path):
     with EmbeddedBroker() as broker:
         asyncio.run(changelog(broker.bootstrap, log))
         path = tmp_path / "state.sqlite"
-        local = LocalRecords(path)
+        local = LocalRecords(path, IDENTITY)
         # The file: partition 0 complete to offset 1 (a crash lost the rest), 1 whole, 2 not
         # owned last (a standby copy at offset 0).
         for partition, complete_to in ((0, 1), (1, 1), (2, 0)):
@@ -60,10 +61,10 @@ def test_the_changelogs_tail_reaches_the_file_before_the_build(tmp_path):
             local.apply(TOPIC, partition, items, complete_to, record_digest(key, value))
         local.set_owned([0, 1])
         local.close()
-        prewarm = Prewarm(path, TOPIC, build, Settings(broker=broker.url)).start()
+        prewarm = Prewarm(path, IDENTITY, build, Settings(broker=broker.url)).start()
         assert prewarm.wait(30)
     assert prewarm.tail_records == 4
-    local = LocalRecords(path)
+    local = LocalRecords(path, IDENTITY)
     assert local.offset(TOPIC, 0) == (5, record_digest(b"a", b"3"))
     assert sorted(local.records([0])) == [(b"a", b"3"), (b"c", b"1")]
     assert local.offset(TOPIC, 2)[0] == 0  # not owned last: Faust's recovery reads it

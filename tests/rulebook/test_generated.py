@@ -31,6 +31,7 @@ def test_every_default_rule_is_shipped():
     names = {r.name for r in parse_rules(yaml.safe_load((ROOT / RULES_SOURCE).read_text()))}
     assert names == {
         "records_failing",
+        "local_store_fallback",
         "ctr_collapse",
         "conversion_drop",
         "response_time_p95_sla",
