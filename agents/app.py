@@ -46,7 +46,14 @@ from .gc_pauses import (
 )
 from .kafka_auth import faust_credentials
 from .lag import caught_up, consumer_lag
-from .local_store import FALLBACK_REASONS, Identity, LocalStore, local_path, read_changelog
+from .local_store import (
+    FALLBACK_REASONS,
+    Identity,
+    LocalStore,
+    local_path,
+    read_changelog,
+    read_tails,
+)
 from .loop_lag import LoopLagMonitor
 from .memory import release_free_memory
 from .metrics import (
@@ -271,6 +278,11 @@ def _guard_the_changelog(
         return await read_changelog(settings, topic, partitions)
 
     table.cold_reader = cold_reader
+
+    async def tail_reader(topic: str, at: dict[int, int]) -> dict[int, list]:
+        return await read_tails(settings, topic, at)
+
+    table.tail_reader = tail_reader
     for reason in FALLBACK_REASONS:
         metrics.local_store_fallbacks.labels(reason)  # every series from the start, at 0
     store = table.data  # built now: a file that fails to open is counted from the start

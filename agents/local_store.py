@@ -432,8 +432,11 @@ class LocalStore(memory.Store):
         """Where the file is complete to. A write still queued is not counted: recovery then
         reads its records again, and applies them after it (the same records, in order)."""
         local = self.local
+        self._chain[tp.partition] = None
+        # A partition dropped from the file stays out of it for the process: Faust's recovery
+        # of a partition it already read resumes where it read last, whatever this says, so a
+        # write from there would leave a gap (its hand-over reads the changelog whole instead).
         if local is None or tp.partition in self.failed:
-            self._chain[tp.partition] = None
             return None
         try:
             found = local.offset(tp.topic, tp.partition)
@@ -581,7 +584,7 @@ class LocalStore(memory.Store):
         """The file's records of ``partitions`` (on the writer thread: after the queued writes),
         and the partitions it cannot give (``cold``: read them from the changelog)."""
         wanted = set(partitions)
-        cold = wanted & set(self.failed)
+        cold = wanted & set(self.failed.copy())  # dict.copy is atomic: _fails may be adding
         local = self.local
         if local is None:
             return self._from_memory(wanted - cold), cold
@@ -593,8 +596,11 @@ class LocalStore(memory.Store):
 
     def _from_memory(self, partitions: set[int]) -> list[tuple[bytes, bytes]]:
         """Recovered without a file (disabled from the start): Faust's dict, as without a
-        local store."""
-        return [(k, v) for k, v in self.data.items() if partition_of_key(k) in partitions]
+        local store; what is taken leaves it (the state holds it from here on)."""
+        taken = [(k, v) for k, v in self.data.items() if partition_of_key(k) in partitions]
+        for key, _ in taken:
+            del self.data[key]
+        return taken
 
     def reset_state(self) -> None:
         self.writer.submit(lambda: None).result()  # the queued writes first
@@ -681,13 +687,54 @@ async def _verify(settings: Any, identity: Identity, path: Path, timeout_s: floa
             local.close()
 
 
+async def read_tails(
+    settings: Any, topic: str, at: dict[int, int], timeout_s: float = 20.0
+) -> dict[int, list[tuple[int, bytes, bytes | None]]]:
+    """Per partition, the changelog's records after offset ``at[p]`` up to the fetch's high
+    watermark, as (offset, key, value): what a recovery that stopped short left out (the
+    embedded broker's ListOffsets answers short of the log's end). Within ``timeout_s``: a
+    partition not read to its end by then gives what was read."""
+    from aiokafka import TopicPartition
+
+    if not at:
+        return {}
+    consumer = changelog_reader(
+        settings,
+        auto_offset_reset="none",
+        fetch_max_wait_ms=100,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    out: dict[int, list[tuple[int, bytes, bytes | None]]] = {}
+    deadline = time.monotonic() + timeout_s
+    await asyncio.wait_for(consumer.start(), timeout_s)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(at)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, at[tp.partition] + 1)
+        pending = set(tps)
+        while pending and time.monotonic() < deadline:
+            batches = await consumer.getmany(*pending, timeout_ms=200)
+            for tp, records in batches.items():
+                out.setdefault(tp.partition, []).extend(
+                    (r.offset, r.key or b"", r.value) for r in records
+                )
+            for tp in list(pending):
+                mark = consumer.highwater(tp)
+                if mark is not None and await consumer.position(tp) >= mark:
+                    pending.discard(tp)
+    finally:
+        await stop_quietly(consumer)
+    return out
+
+
 async def read_changelog(
-    settings: Any, topic: str, partitions: Iterable[int], timeout_s: float = 120.0
+    settings: Any, topic: str, partitions: Iterable[int], timeout_s: float = 60.0
 ) -> list[tuple[bytes, bytes]]:
     """The latest record per key of ``partitions`` of the changelog, read from its start to the
     fetch's high watermark (the embedded broker's ListOffsets is short): what the local file
-    would have given, when it cannot (``LocalStore.failed``). Raises if the changelog cannot be
-    read whole within ``timeout_s``: a partial state must not be served."""
+    would have given, when it cannot (``LocalStore.failed``). Raises if the read makes no
+    progress for ``timeout_s``: a partial state must not be served."""
     from aiokafka import TopicPartition
 
     wanted = sorted(set(partitions))
@@ -700,6 +747,8 @@ async def read_changelog(
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )
     latest: dict[bytes, bytes | None] = {}
+    # A stall, not a length: a long changelog (no compaction on the embedded broker) may take
+    # minutes, and a cap would stop the worker at every restart.
     deadline = time.monotonic() + timeout_s
     await asyncio.wait_for(consumer.start(), timeout_s)
     try:
@@ -709,8 +758,10 @@ async def read_changelog(
         pending = set(tps)
         while pending:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the changelog {topic} not read whole in {timeout_s:g}s")
+                raise TimeoutError(f"the changelog {topic}: no progress for {timeout_s:g}s")
             batches = await consumer.getmany(*pending, timeout_ms=300)
+            if batches:
+                deadline = time.monotonic() + timeout_s
             for records in batches.values():
                 for record in records:
                     if record.key is not None:

@@ -366,7 +366,7 @@ async def handle(
     # A skip is a decision already recorded; any other outcome never replaces a final one that
     # another pauser recorded meanwhile (its command's outcome): then this one is a skip too.
     if action.kind != SKIP and not ledger.record(
-        decision, now_ms(), outcome, action.reason, keep_final=True
+        decision, now_ms(), outcome, action.reason, keep_final=True, keep_attempt=True
     ):
         outcome = "skipped"
     if action.kind == SHADOW:

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 ChangelogSink = Callable[[str, int, list], Awaitable[list[Awaitable] | None]]
 # Reads changelog partitions whole: their latest record per key.
 ColdReader = Callable[[str, set[int]], Awaitable[list[tuple[bytes, bytes]]]]
+# Reads changelog partitions after the given offsets: (offset, key, value) per partition.
+TailReader = Callable[[str, dict[int, int]], Awaitable[dict[int, list[tuple[int, bytes, Any]]]]]
 
 
 class ChangelogRefused(RuntimeError):
@@ -77,6 +79,8 @@ class PartitionedStateTable(faust.Table):
         self.changelog_sink: ChangelogSink = self._send_batches
         # Reads changelog partitions whole, when the local file cannot give them (set by the app).
         self.cold_reader: ColdReader | None = None
+        # Reads changelog partitions after given offsets, to their end (set by the app).
+        self.tail_reader: TailReader | None = None
         # Per changelog partition, the delivery of its last batch: the next batch of a partition
         # is sent only once the one before it is acknowledged (``_write``).
         self._inflight: dict[int, Awaitable] = {}
@@ -149,6 +153,7 @@ class PartitionedStateTable(faust.Table):
         store = self.data
         if isinstance(store, LocalStore):
             loop = asyncio.get_running_loop()  # one thread, in order: after the queued writes
+            await self._complete_the_file(store, partitions)
             records, cold = await loop.run_in_executor(store.writer, store.take_records, partitions)
             read = store.read_from_changelog
             if cold:
@@ -174,6 +179,35 @@ class PartitionedStateTable(faust.Table):
             key_partition.pop(key, None)
         self.restored = {"records": len(taken), "read_from_changelog": None}
         return taken
+
+    async def _complete_the_file(self, store: LocalStore, partitions: set[int]) -> None:
+        """Bring the file's partitions being handed over to the changelog's end: a recovery
+        that stopped short (the embedded broker's end offsets) left records out, and the
+        worker's next write, which follows the true end, would find a gap and cost a read of
+        the whole partition. Written in order on the store's thread, continuing the file."""
+        if self.tail_reader is None or store.disabled:
+            return
+        loop = asyncio.get_running_loop()
+        topic = self.changelog_topic.get_topic_name()
+        at = await loop.run_in_executor(store.writer, store.offsets, topic, partitions)
+        try:
+            tails = await self.tail_reader(topic, at)
+        except Exception as exc:  # only the cost of a later read: the hand-over goes on
+            log.warning("local store: the changelog's tail could not be read: %r", exc)
+            return
+        for partition, records in tails.items():
+            if records:
+                offset, key, value = records[-1]
+                items = [(k, v) for _, k, v in records]
+                store.write(
+                    topic,
+                    partition,
+                    items,
+                    offset,
+                    record_digest(key, value),
+                    continues=at[partition],
+                )
+                store.read_from_changelog += len(records)
 
     async def write(
         self, records: list[tuple[bytes, bytes | None]], *, acked: bool = False
@@ -208,35 +242,42 @@ class PartitionedStateTable(faust.Table):
                     await asyncio.shield(previous)
             if self.refused is not None:
                 raise ChangelogRefused(f"the changelog refused a batch: {self.refused!r}")
-            sent = await self.changelog_sink(topic, partition, items) or []
+            try:
+                sent = await self.changelog_sink(topic, partition, items) or []
+            except Exception as exc:  # a batch refused inside a write of several batches
+                self._refuse(exc)
+                raise ChangelogRefused(f"the changelog refused a batch: {exc!r}") from exc
             for delivery in sent:
-                self._watch(delivery)
-            if sent:
-                self._inflight[partition] = sent[-1]
+                self._watch(partition, delivery)
             deliveries += sent
             if sent and isinstance(self.data, LocalStore):
                 self._mirror(topic, partition, items, sent)
         return deliveries
 
-    def _watch(self, delivery: Awaitable) -> None:
+    def _watch(self, partition: int, delivery: Awaitable) -> None:
+        """Follow a batch's delivery (the partition's latest in flight): a refusal latches."""
         future = asyncio.ensure_future(delivery)
+        self._inflight[partition] = future
 
         def done(finished: asyncio.Future) -> None:
-            if finished.cancelled() or finished.exception() is None or self.refused is not None:
-                return
-            exc = finished.exception()
-            assert exc is not None
-            self.refused = exc
-            log.critical(
-                "the broker refused a batch of the state's changelog (%r): nothing more is "
-                "written and the worker stops; its input offsets are not committed past the "
-                "batch, so a restart folds its events again",
-                exc,
-            )
-            if self.on_refused is not None:
-                self._stopping = asyncio.ensure_future(self.on_refused(ChangelogRefused(repr(exc))))
+            if not finished.cancelled() and finished.exception() is not None:
+                self._refuse(finished.exception())
 
         future.add_done_callback(done)
+
+    def _refuse(self, exc: BaseException | None) -> None:
+        """A changelog batch was refused: nothing more is written, and the worker stops."""
+        if self.refused is not None or exc is None:
+            return
+        self.refused = exc
+        log.critical(
+            "the broker refused a batch of the state's changelog (%r): nothing more is "
+            "written and the worker stops; its input offsets are not committed past the "
+            "batch, so a restart folds its events again",
+            exc,
+        )
+        if self.on_refused is not None:
+            self._stopping = asyncio.ensure_future(self.on_refused(ChangelogRefused(repr(exc))))
 
     async def acknowledged(self) -> bool:
         """Whether every changelog batch sent so far is acknowledged (waiting for those in
@@ -301,7 +342,9 @@ class PartitionedStateTable(faust.Table):
                 await deliveries[-1]  # raises if the broker refused it: nothing more is sent
             count = batch.record_count()
             sent = await producer.send_batch(batch, topic, partition=partition)
-            deliveries.append(asyncio.ensure_future(_last_offset(sent, count)))
+            delivery = asyncio.ensure_future(_last_offset(sent, count))
+            self._watch(partition, delivery)  # followed at once: a refusal latches, whoever waits
+            deliveries.append(delivery)
 
         batch = producer.create_batch()
         for key, value in items:

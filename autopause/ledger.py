@@ -193,7 +193,11 @@ class Ledger:
         )
         for rule, verdict, action, outcome in rows:
             if verdict == "pause":
-                if outcome == "done" or (outcome == "already" and ours):
+                # A pause whose command may have run and was never finished (its pauser killed,
+                # the decision expired) counts as ours: its resume is then run (the command
+                # answers "already" if it had not paused), not left paused for good.
+                maybe = outcome in ("started", "failed") and action == "pause"
+                if outcome == "done" or maybe or (outcome == "already" and ours):
                     ours.add(rule)
                 elif outcome == "undone":
                     ours.clear()
@@ -241,10 +245,13 @@ class Ledger:
         attempts: int = 0,
         owner: str | None = None,
         keep_final: bool = False,
+        keep_attempt: bool = False,
     ) -> bool:
         """Write the decision's outcome; whether it was written. With ``owner``: only if that
         owner holds the decision's claim (an action's outcome, recorded by whoever ran it last).
-        With ``keep_final``: never over a final outcome (another pauser's, recorded meanwhile)."""
+        With ``keep_final``: never over a final outcome (another pauser's, recorded meanwhile);
+        with ``keep_attempt`` too, nor over an action that may have run (``started``,
+        ``failed``). An action already recorded is kept when the new outcome names none."""
         values = (
             decision["decision_id"],
             decision["campaign_id"],
@@ -264,7 +271,7 @@ class Ledger:
         if outcome in FINAL:
             self._watch.pop(decision["decision_id"], None)  # no claim of it is waited on now
         if owner is None:
-            return self._write(values, keep_final)
+            return self._write(values, keep_final, keep_attempt)
         self.db.execute("BEGIN IMMEDIATE")  # the claim cannot change hands before the write
         try:
             holder = self.holder(decision["decision_id"])
@@ -277,22 +284,26 @@ class Ledger:
                     outcome,
                 )
                 return False
-            self._write(values, keep_final)
+            self._write(values, keep_final, keep_attempt)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         return True
 
-    def _write(self, values: tuple, keep_final: bool) -> bool:
-        final = ", ".join(f"'{outcome}'" for outcome in FINAL)
+    def _write(self, values: tuple, keep_final: bool, keep_attempt: bool = False) -> bool:
+        protected = ", ".join(f"'{outcome}'" for outcome in FINAL)
+        if keep_attempt:
+            # An action that may have run ('started', 'failed': a holder killed mid-command,
+            # its decision expired before the lease ran out): that row and its action stay.
+            protected += ", 'started', 'failed'"
         cursor = self.db.execute(
             "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(decision_id) DO UPDATE SET outcome = excluded.outcome, "
-            "reason = excluded.reason, action = excluded.action, "
+            "reason = excluded.reason, action = coalesce(excluded.action, entries.action), "
             "acted_at_ms = excluded.acted_at_ms, prior_state = excluded.prior_state, "
             "exit_code = excluded.exit_code, attempts = excluded.attempts"
-            + (f" WHERE entries.outcome NOT IN ({final})" if keep_final else ""),
+            + (f" WHERE entries.outcome NOT IN ({protected})" if keep_final else ""),
             values,
         )
         return cursor.rowcount > 0

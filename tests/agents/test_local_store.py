@@ -164,6 +164,7 @@ def mirrored(tmp_path):
 
     monitor.table.changelog_sink = sink
     monitor.table.cold_reader = cold_reader
+    monitor.table.tail_reader = None  # no broker: the file's tail is not read at hand-overs
     monitor.table.on_refused = refused
     return monitor, settings_
 
@@ -388,3 +389,23 @@ def test_a_failed_bookkeeping_write_leaves_no_transaction_open(tmp_path):
     store.apply(TOPIC, 0, [(b"\x00a", b"1")], 0, None)  # the connection still writes
     store.set_owned([0])
     assert store.owned_offsets(TOPIC) == {0: 0}
+
+
+async def test_a_batch_refused_inside_a_write_of_several_latches_too(mirrored):
+    """A write of one partition larger than a producer batch: the sink waits for each batch
+    before the next, and raises when one is refused. That refusal latches as one seen later
+    does: nothing more is written, the commit gate says no, the worker is told to stop."""
+    monitor, _ = mirrored
+    table = monitor.table
+
+    async def refusing(topic, partition, items):
+        raise RuntimeError("MessageSizeTooLarge (batch 0)")
+
+    table.changelog_sink = refusing
+    with pytest.raises(Exception, match="MessageSizeTooLarge"):
+        await table.write([(b'[0,"k","c1"]', b"v")])
+    assert table.refused is not None
+    assert not await table.acknowledged()
+    await until(lambda: monitor.refusals)
+    with pytest.raises(Exception, match="refused"):
+        await table.write([(b'[0,"k","c3"]', b"later")])

@@ -297,3 +297,21 @@ def test_a_ledger_written_before_claims_had_beats_is_migrated(tmp_path):
     assert sqlite3.connect(path).execute("SELECT owner, beat FROM claims").fetchall() == [
         ("new", 2)
     ]
+
+
+def test_an_action_that_may_have_run_is_never_overwritten_and_its_resume_acts(tmp_path):
+    """A pauser killed mid-command left ``started``; the decision expired before the lease ran
+    out, so the next pauser drops it: the row keeps its action (undo, limits and the midnight
+    resume still see it), and the campaign's resume is run, not declined."""
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    pause = decision("c1", 1)
+    ledger.record(pause, NOW, "started", action="pause", attempts=1)
+    assert not ledger.record(
+        pause, NOW + 1, "dropped", "expired", keep_final=True, keep_attempt=True
+    )
+    entry = ledger.get(pause["decision_id"])
+    assert (entry.outcome, entry.action) == ("started", "pause")
+    assert ledger.pausing_rules("c1") == {"ctr_collapse"}
+    resume = decision("c1", 2, verdict="resume")
+    known = ledger.known(resume, NOW + 2)
+    assert judge(resume, NOW + 2, known, LIVE).kind == ACT
