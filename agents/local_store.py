@@ -36,7 +36,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -694,37 +694,14 @@ async def read_tails(
     watermark, as (offset, key, value): what a recovery that stopped short left out (the
     embedded broker's ListOffsets answers short of the log's end). Within ``timeout_s``: a
     partition not read to its end by then gives what was read."""
-    from aiokafka import TopicPartition
-
-    if not at:
-        return {}
-    consumer = changelog_reader(
-        settings,
-        auto_offset_reset="none",
-        fetch_max_wait_ms=100,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
     out: dict[int, list[tuple[int, bytes, bytes | None]]] = {}
-    deadline = time.monotonic() + timeout_s
-    await asyncio.wait_for(consumer.start(), timeout_s)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(at)]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, at[tp.partition] + 1)
-        pending = set(tps)
-        while pending and time.monotonic() < deadline:
-            batches = await consumer.getmany(*pending, timeout_ms=200)
-            for tp, records in batches.items():
-                out.setdefault(tp.partition, []).extend(
-                    (r.offset, r.key or b"", r.value) for r in records
-                )
-            for tp in list(pending):
-                mark = consumer.highwater(tp)
-                if mark is not None and await consumer.position(tp) >= mark:
-                    pending.discard(tp)
-    finally:
-        await stop_quietly(consumer)
+
+    def take(partition: int, records: list) -> None:
+        out.setdefault(partition, []).extend((r.offset, r.key or b"", r.value) for r in records)
+
+    starts = {p: offset + 1 for p, offset in at.items()}
+    # An offset no longer in the log raises (nothing read): the hand-over goes on without it.
+    await _read_to_end(settings, topic, starts, take, timeout_s, stall=False, reset="none")
     return out
 
 
@@ -735,44 +712,71 @@ async def read_changelog(
     fetch's high watermark (the embedded broker's ListOffsets is short): what the local file
     would have given, when it cannot (``LocalStore.failed``). Raises if the read makes no
     progress for ``timeout_s``: a partial state must not be served."""
+    latest: dict[bytes, bytes | None] = {}
+
+    def take(partition: int, records: list) -> None:
+        for record in records:
+            if record.key is not None:
+                latest[record.key] = record.value
+
+    # A stall, not a length: a long changelog (no compaction on the embedded broker) may take
+    # minutes, and a cap would stop the worker at every restart.
+    starts: dict[int, int | None] = dict.fromkeys(partitions)
+    await _read_to_end(settings, topic, starts, take, timeout_s, stall=True, reset="earliest")
+    return [(key, value) for key, value in latest.items() if value is not None]
+
+
+async def _read_to_end(
+    settings: Any,
+    topic: str,
+    starts: Mapping[int, int | None],
+    take: Callable[[int, list], None],
+    timeout_s: float,
+    *,
+    stall: bool,
+    reset: str,
+) -> None:
+    """Read changelog partitions from ``starts`` (an offset, or None: the log's start) to the
+    fetch's high watermark, handing each fetch to ``take``. ``stall``: raise once no record
+    came for ``timeout_s``; otherwise stop reading after ``timeout_s`` in all."""
     from aiokafka import TopicPartition
 
-    wanted = sorted(set(partitions))
-    if not wanted:
-        return []
+    if not starts:
+        return
     consumer = changelog_reader(
         settings,
-        auto_offset_reset="earliest",
+        auto_offset_reset=reset,
         fetch_max_wait_ms=100,
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )
-    latest: dict[bytes, bytes | None] = {}
-    # A stall, not a length: a long changelog (no compaction on the embedded broker) may take
-    # minutes, and a cap would stop the worker at every restart.
     deadline = time.monotonic() + timeout_s
     await asyncio.wait_for(consumer.start(), timeout_s)
     try:
-        tps = [TopicPartition(topic, p) for p in wanted]
+        tps = [TopicPartition(topic, p) for p in sorted(starts)]
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            start = starts[tp.partition]
+            if start is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
         pending = set(tps)
         while pending:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the changelog {topic}: no progress for {timeout_s:g}s")
-            batches = await consumer.getmany(*pending, timeout_ms=300)
-            if batches:
+                if stall:
+                    raise TimeoutError(f"the changelog {topic}: no progress for {timeout_s:g}s")
+                return
+            batches = await consumer.getmany(*pending, timeout_ms=200)
+            if batches and stall:
                 deadline = time.monotonic() + timeout_s
-            for records in batches.values():
-                for record in records:
-                    if record.key is not None:
-                        latest[record.key] = record.value
+            for tp, records in batches.items():
+                take(tp.partition, records)
             for tp in list(pending):
                 mark = consumer.highwater(tp)
                 if mark is not None and await consumer.position(tp) >= mark:
                     pending.discard(tp)
     finally:
         await stop_quietly(consumer)
-    return [(key, value) for key, value in latest.items() if value is not None]
 
 
 async def _continued(

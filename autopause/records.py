@@ -106,22 +106,7 @@ def decision_json(
             "required": rule.min_volume.count,
         }
     return {
-        "decision_id": decision_id(
-            decision.campaign, decision.rule, decision.seq, decision.issued_at_ms
-        ),
-        "campaign_id": decision.campaign,
-        "rule": decision.rule,
-        "verdict": decision.verdict,
-        "seq": decision.seq,
-        "issued_at": iso(decision.issued_at_ms),
-        "issued_at_ms": decision.issued_at_ms,
-        "valid_until": iso(decision.issued_at_ms + ttl_ms),
-        "valid_until_ms": decision.issued_at_ms + ttl_ms,
-        # A pause for the rest of the day: its resume is issued at this (campaign) midnight.
-        "resume_at": None if decision.until_ms is None else iso(decision.until_ms),
-        "resume_at_ms": decision.until_ms,
-        "mode": mode,
-        "partition": partition,
+        **_published(decision, partition=partition, mode=mode, ttl_ms=ttl_ms),
         "evidence": {
             "kpi": rule.kpi,
             "value": evidence.value,
@@ -159,6 +144,18 @@ def orphan_decision_json(decision: Decision, *, partition: int, mode: str, ttl_m
     """A decision about a rule the worker no longer judges by (it left the rules file): the
     promise of a pause for the rest of the day, kept at its midnight. No figure is evidence."""
     return {
+        **_published(decision, partition=partition, mode=mode, ttl_ms=ttl_ms),
+        "evidence": {
+            "kpi": None,
+            "reason": "the rule is no longer in the rules file (or no longer decides for this "
+            "campaign): its pause for the rest of the day ends at midnight, as promised",
+        },
+    }
+
+
+def _published(decision: Decision, *, partition: int, mode: str, ttl_ms: int) -> dict:
+    """What every published decision carries besides its evidence."""
+    return {
         "decision_id": decision_id(
             decision.campaign, decision.rule, decision.seq, decision.issued_at_ms
         ),
@@ -170,15 +167,11 @@ def orphan_decision_json(decision: Decision, *, partition: int, mode: str, ttl_m
         "issued_at_ms": decision.issued_at_ms,
         "valid_until": iso(decision.issued_at_ms + ttl_ms),
         "valid_until_ms": decision.issued_at_ms + ttl_ms,
-        "resume_at": None,
-        "resume_at_ms": None,
+        # A pause for the rest of the day: its resume is issued at this (campaign) midnight.
+        "resume_at": None if decision.until_ms is None else iso(decision.until_ms),
+        "resume_at_ms": decision.until_ms,
         "mode": mode,
         "partition": partition,
-        "evidence": {
-            "kpi": None,
-            "reason": "the rule is no longer in the rules file (or no longer decides for this "
-            "campaign): its pause for the rest of the day ends at midnight, as promised",
-        },
     }
 
 
