@@ -58,7 +58,7 @@ class PipelineMetrics:
 
 def build_pipeline_metrics(registry: CollectorRegistry) -> PipelineMetrics:
     def counter(spec: MetricSpec) -> Counter:
-        return Counter(spec.name, spec.doc, registry=registry)
+        return Counter(spec.name, spec.doc, spec.labels, registry=registry)
 
     def histogram(spec: MetricSpec, buckets: tuple[float, ...]) -> Histogram:
         return Histogram(spec.name, spec.doc, spec.labels, buckets=buckets, registry=registry)
@@ -72,15 +72,8 @@ def build_pipeline_metrics(registry: CollectorRegistry) -> PipelineMetrics:
             m.BATCH_SECONDS, (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
         ),
         dead_letters=counter(m.DEAD_LETTERS),
-        records_failed=Counter(
-            m.RECORDS_FAILED.name, m.RECORDS_FAILED.doc, m.RECORDS_FAILED.labels, registry=registry
-        ),
-        local_store_fallbacks=Counter(
-            m.LOCAL_STORE_FALLBACKS.name,
-            m.LOCAL_STORE_FALLBACKS.doc,
-            m.LOCAL_STORE_FALLBACKS.labels,
-            registry=registry,
-        ),
+        records_failed=counter(m.RECORDS_FAILED),
+        local_store_fallbacks=counter(m.LOCAL_STORE_FALLBACKS),
         loop_lag_seconds=histogram(m.LOOP_LAG_SECONDS, seconds),
         gc_pause_seconds=histogram(
             m.GC_PAUSE_SECONDS, (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
